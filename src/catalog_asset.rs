@@ -1,0 +1,113 @@
+//! The catalog as a Bevy asset: loaded from RON, validated by the loader, hot-reloaded.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bevy::asset::io::Reader;
+use bevy::asset::{AssetLoadFailedEvent, AssetLoader, LoadContext};
+use bevy::prelude::*;
+
+use crate::catalog::{Catalog, CatalogError, CatalogIndex};
+use crate::service::MarketplaceService;
+
+/// Loads `*.ron` catalogs as [`Catalog`]s. Validation runs in the loader, so a broken file never
+/// replaces the catalog in use.
+#[derive(Default, TypePath)]
+pub struct CatalogLoader;
+
+/// Why a catalog asset failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogLoadError {
+    /// Reading the file failed.
+    #[error("cannot read catalog: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not UTF-8.
+    #[error("catalog is not UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    /// Parsing or validation failed.
+    #[error(transparent)]
+    Invalid(#[from] CatalogError),
+}
+
+impl AssetLoader for CatalogLoader {
+    type Asset = Catalog;
+    type Settings = ();
+    type Error = CatalogLoadError;
+
+    async fn load(
+        &self,
+        reader: &mut dyn Reader,
+        _settings: &(),
+        load_context: &mut LoadContext<'_>,
+    ) -> Result<Catalog, CatalogLoadError> {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).await?;
+        let text = std::str::from_utf8(&bytes)?;
+        Ok(Catalog::from_ron_str(
+            text,
+            &load_context.path().to_string(),
+        )?)
+    }
+
+    fn extensions(&self) -> &[&str] {
+        &["ron"]
+    }
+}
+
+/// The catalog file in use and the last problem with it.
+#[derive(Resource, Debug, Default)]
+pub struct CatalogStatus {
+    /// The handle of the catalog asset, when loaded from a file.
+    pub handle: Option<Handle<Catalog>>,
+    /// The last load or reload error; the previous catalog stays in use.
+    pub last_error: Option<String>,
+    /// How many catalogs were installed.
+    pub installed: u64,
+}
+
+pub(crate) fn start_catalog_load(
+    path: String,
+) -> impl FnMut(Res<AssetServer>, ResMut<CatalogStatus>) {
+    move |server, mut status| {
+        status.handle = Some(server.load::<Catalog>(path.clone()));
+    }
+}
+
+/// Installs a catalog into the service, keeping product timestamps.
+pub(crate) fn install_catalog(service: &mut MarketplaceService, catalog: &Catalog) {
+    let index = CatalogIndex::build(catalog, Some(&service.catalog), SystemTime::now());
+    service.catalog = Arc::new(index);
+}
+
+pub(crate) fn apply_catalog_events(
+    mut events: MessageReader<AssetEvent<Catalog>>,
+    mut failures: MessageReader<AssetLoadFailedEvent<Catalog>>,
+    catalogs: Res<Assets<Catalog>>,
+    mut status: ResMut<CatalogStatus>,
+    mut service: ResMut<MarketplaceService>,
+) {
+    let Some(handle) = status.handle.clone() else {
+        return;
+    };
+    for failure in failures.read() {
+        if failure.id == handle.id() {
+            let message = format!("catalog {} rejected: {}", failure.path, failure.error);
+            tracing::error!("{message}; the previous catalog stays in use");
+            status.last_error = Some(message);
+        }
+    }
+    let mut changed = false;
+    for event in events.read() {
+        if let AssetEvent::LoadedWithDependencies { id } | AssetEvent::Modified { id } = event
+            && *id == handle.id()
+        {
+            changed = true;
+        }
+    }
+    if changed && let Some(catalog) = catalogs.get(&handle) {
+        install_catalog(&mut service, catalog);
+        status.installed += 1;
+        status.last_error = None;
+        tracing::info!("catalog installed: {} products", service.catalog.len());
+    }
+}

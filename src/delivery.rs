@@ -1,0 +1,200 @@
+//! Receipt delivery: runs the right handler for each pending receipt of a present buyer.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bevy::prelude::*;
+
+use crate::handlers::ReceiptHandlers;
+use crate::plugin::{MarketplaceSettings, MarketplaceStats};
+use crate::receipt::{ProductPurchaseDecision, ReceiptInfo};
+use crate::retry::{Wake, WakeSchedule};
+use crate::session::{PlayerSession, Sessions, queue_save};
+
+/// A receipt was granted **and committed** together with the buyer's persisted state: it will
+/// never be delivered again, on any server. This — not [`PromptProductPurchaseFinished`](crate::PromptProductPurchaseFinished) —
+/// is the signal that a purchase went through.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptResolved {
+    /// The receipt.
+    pub receipt: ReceiptInfo,
+}
+
+/// Why a delivery did not grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryFailure {
+    /// No handler for the product and no catch-all: the receipt stays pending.
+    NoHandler,
+    /// The handler returned [`ProductPurchaseDecision::NotProcessedYet`].
+    NotProcessedYet,
+    /// The handler returned an error.
+    HandlerError(String),
+    /// The handler panicked.
+    HandlerPanicked(String),
+}
+
+/// A delivery attempt did not grant; the receipt stays pending and is retried.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptDeliveryFailed {
+    /// The receipt.
+    pub receipt: ReceiptInfo,
+    /// Why.
+    pub reason: DeliveryFailure,
+    /// Failed deliveries of this receipt so far on this server.
+    pub attempts: u32,
+}
+
+/// Players whose receipts should be delivered this frame.
+#[derive(Resource, Default)]
+pub(crate) struct DeliveryQueue {
+    /// Deliver every pending receipt (a purchase completed, the player joined, a prompt opened).
+    pub(crate) now: Vec<Entity>,
+    /// Deliver receipts whose retry time has come.
+    pub(crate) due: Vec<Entity>,
+    /// Save these players (autosave or save retry).
+    pub(crate) saves: Vec<Entity>,
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+/// Runs handlers for the players queued this frame. Exclusive: handlers get the buyer's
+/// [`EntityWorldMut`].
+pub(crate) fn deliver_receipts(world: &mut World) {
+    let mut queue = world.resource_mut::<DeliveryQueue>();
+    if queue.now.is_empty() && queue.due.is_empty() {
+        return;
+    }
+    let mut work: Vec<(Entity, bool)> = queue.now.drain(..).map(|e| (e, true)).collect();
+    work.extend(queue.due.drain(..).map(|e| (e, false)));
+    work.sort_unstable_by_key(|&(e, forced)| (e, !forced));
+    work.dedup_by_key(|&mut (e, _)| e);
+    let now = world.resource::<Time<Real>>().elapsed();
+    for (entity, forced) in work {
+        deliver_to(world, entity, forced, now);
+    }
+}
+
+fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::Duration) {
+    let receipts: Vec<ReceiptInfo> = match world.get::<PlayerSession>(entity) {
+        Some(session) if session.is_active() => session
+            .pending
+            .iter()
+            .filter(|p| forced || p.next_attempt <= now)
+            .map(|p| p.info.clone())
+            .collect(),
+        _ => return,
+    };
+    let retry = world.resource::<MarketplaceSettings>().retry;
+    let mut granted_any = false;
+    for receipt in receipts {
+        let id = receipt.purchase_id.clone();
+        // One invocation at a time per receipt: skip it while its grant is being committed.
+        if world
+            .resource::<Sessions>()
+            .awaiting_commit
+            .contains_key(&id)
+        {
+            continue;
+        }
+        if !world
+            .get::<PlayerSession>(entity)
+            .is_some_and(PlayerSession::is_active)
+        {
+            break;
+        }
+        let handler = world
+            .resource::<ReceiptHandlers>()
+            .route(receipt.product_id);
+        let outcome = match handler {
+            None => Err(DeliveryFailure::NoHandler),
+            Some(handler) => {
+                let player = world.entity_mut(entity);
+                match catch_unwind(AssertUnwindSafe(|| handler(&receipt, player))) {
+                    Ok(Ok(ProductPurchaseDecision::PurchaseGranted)) => Ok(()),
+                    Ok(Ok(ProductPurchaseDecision::NotProcessedYet)) => {
+                        Err(DeliveryFailure::NotProcessedYet)
+                    }
+                    Ok(Err(e)) => Err(DeliveryFailure::HandlerError(
+                        e.to_string().trim_end().to_owned(),
+                    )),
+                    Err(payload) => Err(DeliveryFailure::HandlerPanicked(panic_message(&*payload))),
+                }
+            }
+        };
+        // The handler may have despawned the buyer: its grant went with the entity.
+        let Some(mut session) = world.get_mut::<PlayerSession>(entity) else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                session.pending.retain(|p| p.info.purchase_id != id);
+                session.unsaved.push(id.clone());
+                world
+                    .resource_mut::<Sessions>()
+                    .awaiting_commit
+                    .insert(id, receipt);
+                granted_any = true;
+            }
+            Err(reason) => {
+                let user = session.user;
+                let warn_no_handler =
+                    reason == DeliveryFailure::NoHandler && session.warn_no_handler_once(&id);
+                let attempts = session
+                    .pending
+                    .iter()
+                    .find(|p| p.info.purchase_id == id)
+                    .map_or(0, |p| p.attempts)
+                    + 1;
+                let retry_at = now + retry.delay(attempts);
+                session.note_failure(&id, retry_at);
+                match &reason {
+                    DeliveryFailure::NoHandler if warn_no_handler => tracing::warn!(
+                        "receipt {id} of user {user} is for product {} which has no handler and there is no catch-all; it stays pending (it is not auto-acknowledged)",
+                        receipt.product_id
+                    ),
+                    DeliveryFailure::HandlerError(e) => tracing::error!(
+                        "handler for product {} failed on receipt {id} of user {user}: {e}; retrying in {:?}",
+                        receipt.product_id,
+                        retry_at.saturating_sub(now)
+                    ),
+                    DeliveryFailure::HandlerPanicked(e) => tracing::error!(
+                        "handler for product {} panicked on receipt {id} of user {user}: {e}; retrying in {:?}",
+                        receipt.product_id,
+                        retry_at.saturating_sub(now)
+                    ),
+                    _ => {}
+                }
+                world
+                    .resource_mut::<WakeSchedule>()
+                    .at(retry_at, Wake::Deliver(entity));
+                let mut stats = world.resource_mut::<MarketplaceStats>();
+                stats.delivery_failures += 1;
+                if matches!(reason, DeliveryFailure::HandlerPanicked(_)) {
+                    stats.handler_panics += 1;
+                }
+                world.write_message(ReceiptDeliveryFailed {
+                    receipt,
+                    reason,
+                    attempts,
+                });
+            }
+        }
+    }
+    if granted_any {
+        // The grants and the state they changed go to the ledger in one save.
+        queue_save(world, entity);
+    }
+}
+
+/// Saves the players queued by autosave and save retries.
+pub(crate) fn save_players(world: &mut World) {
+    let saves = std::mem::take(&mut world.resource_mut::<DeliveryQueue>().saves);
+    for entity in saves {
+        queue_save(world, entity);
+    }
+}

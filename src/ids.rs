@@ -1,0 +1,75 @@
+//! Identifier newtypes shared by the catalog, receipts and the ledger.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The id of a developer product, as written in the catalog (Roblox `ProductId`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProductId(pub i64);
+
+/// A player's account id (Roblox `UserId`). Receipts and balances belong to a `UserId`, not to an
+/// entity, so they outlive the player's session on this server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub i64);
+
+/// The place (game server build) a purchase was made in (Roblox `PlaceIdWherePurchased`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PlaceId(pub i64);
+
+/// The unique id of one purchase: stable across redeliveries, restarts and servers. It is the
+/// idempotency key of a grant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PurchaseId(pub String);
+
+/// The idempotency key of one charge attempt. A retried charge with the same request id returns
+/// the receipt of the first attempt instead of charging again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub uuid::Uuid);
+
+impl RequestId {
+    /// A fresh random request id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PurchaseId {
+    /// A fresh random purchase id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for PurchaseId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! display_inner {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    )*};
+}
+display_inner!(ProductId, UserId, PlaceId, PurchaseId, RequestId);

@@ -1,0 +1,398 @@
+//! The ledger: the durable record of balances, receipts and persisted player state.
+//!
+//! The game never touches storage directly. Systems queue [`LedgerRequest`]s on the [`Ledger`]
+//! resource; a storage worker thread that owns the connection drains everything queued, applies
+//! it in **one transaction** (group commit) and sends the answers back; the plugin polls them each
+//! frame. The main thread never waits on disk or network.
+//!
+//! A backend implements [`LedgerStore`]: a synchronous, transactional store driven by the worker.
+
+mod faults;
+mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use faults::{FaultPlan, FaultyStore};
+pub use memory::InMemoryLedger;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
+pub use worker::{Ledger, LedgerStatus};
+
+use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
+use crate::receipt::{ProductPurchaseChannel, ReceiptInfo, ReceiptState};
+
+/// Identifies one game server process to the ledger (session leases name their owner with it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerId(pub Arc<str>);
+
+impl ServerId {
+    /// A fresh random server id.
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string().into())
+    }
+}
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A player's persisted components: registered name → RON text.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayerSnapshot(pub BTreeMap<String, String>);
+
+/// Charge a user for a product and create its receipt, atomically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChargeRequest {
+    /// Idempotency key: a second charge with this id returns the first receipt.
+    pub request_id: RequestId,
+    /// The buyer.
+    pub user: UserId,
+    /// The product.
+    pub product_id: ProductId,
+    /// Amount to debit (0 for test purchases).
+    pub price: u64,
+    /// Test purchase: free, flagged on the receipt.
+    pub test_purchase: bool,
+    /// Place of purchase.
+    pub place_id: PlaceId,
+    /// How it was bought.
+    pub channel: ProductPurchaseChannel,
+}
+
+/// Save a player's persisted state, marking receipts granted in the same transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaveRequest {
+    /// Whose state.
+    pub user: UserId,
+    /// The lease owner doing the save.
+    pub server: ServerId,
+    /// The persisted components now.
+    pub state: PlayerSnapshot,
+    /// Receipts granted in memory whose effects `state` includes.
+    pub granted: Vec<PurchaseId>,
+    /// Release the session lease (the player left).
+    pub release: bool,
+    /// New lease length in milliseconds, counted from the save.
+    pub lease_ms: i64,
+}
+
+/// One request to the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerRequest {
+    /// A player joined: take their session lease and load balance, persisted state and pending receipts.
+    OpenSession {
+        /// The player.
+        user: UserId,
+        /// This server.
+        server: ServerId,
+        /// Lease length in milliseconds.
+        lease_ms: i64,
+        /// Balance given to a user the ledger has never seen.
+        starting_balance: u64,
+    },
+    /// The player left before their session finished opening: release the lease if we hold it.
+    ReleaseSession {
+        /// The player.
+        user: UserId,
+        /// This server.
+        server: ServerId,
+    },
+    /// Debit and create a receipt.
+    Charge(ChargeRequest),
+    /// Persist state and grants.
+    Save(SaveRequest),
+    /// Credit (or debit, if negative) premium currency outside a purchase.
+    AdjustBalance {
+        /// Whose balance.
+        user: UserId,
+        /// Signed amount.
+        delta: i64,
+        /// Why, kept in the balance journal.
+        reason: String,
+    },
+    /// Re-read a user's pending receipts.
+    PendingReceipts {
+        /// Whose.
+        user: UserId,
+    },
+    /// Read everything, for audits, tests and the debug panel.
+    Audit,
+}
+
+impl LedgerRequest {
+    /// The user this request is about, if any.
+    pub fn user(&self) -> Option<UserId> {
+        match self {
+            Self::OpenSession { user, .. }
+            | Self::ReleaseSession { user, .. }
+            | Self::AdjustBalance { user, .. }
+            | Self::PendingReceipts { user } => Some(*user),
+            Self::Charge(c) => Some(c.user),
+            Self::Save(s) => Some(s.user),
+            Self::Audit => None,
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerReply {
+    /// The session is ours; here is the player's stored data.
+    SessionOpened {
+        /// Premium balance.
+        balance: u64,
+        /// Persisted components (empty for a new user).
+        state: PlayerSnapshot,
+        /// Receipts not yet granted.
+        pending: Vec<ReceiptInfo>,
+    },
+    /// Another server holds the player's lease.
+    SessionBusy {
+        /// The holder.
+        owner: String,
+        /// When its lease ends (ms since the Unix epoch).
+        expires_at_ms: i64,
+    },
+    /// The lease was released (or was not ours).
+    Released,
+    /// Charged; the receipt exists.
+    Charged {
+        /// The receipt.
+        receipt: ReceiptInfo,
+        /// Balance after the debit.
+        balance: u64,
+        /// `true` if this request id had already charged (nothing was debited now).
+        replayed: bool,
+    },
+    /// Not enough premium currency; nothing changed.
+    InsufficientFunds {
+        /// Balance now.
+        balance: u64,
+        /// Price asked.
+        price: u64,
+    },
+    /// Saved; the listed receipts are granted.
+    Saved {
+        /// Receipts this save moved from pending to granted.
+        newly_granted: Vec<PurchaseId>,
+    },
+    /// This server no longer holds the player's lease; nothing was written.
+    LeaseLost {
+        /// The holder now, if any.
+        owner: Option<String>,
+    },
+    /// Balance changed.
+    BalanceAdjusted {
+        /// Balance now.
+        balance: u64,
+    },
+    /// The balance cannot go below zero; nothing changed.
+    BalanceTooLow {
+        /// Balance now.
+        balance: u64,
+    },
+    /// Pending receipts of a user.
+    PendingReceipts {
+        /// The receipts.
+        receipts: Vec<ReceiptInfo>,
+    },
+    /// Everything in the ledger.
+    Audit(LedgerAudit),
+}
+
+/// A receipt with its ledger state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// The receipt.
+    pub info: ReceiptInfo,
+    /// Its state.
+    pub state: ReceiptState,
+    /// The charge request that created it.
+    pub request_id: RequestId,
+}
+
+/// A full read of the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerAudit {
+    /// Every receipt.
+    pub receipts: Vec<StoredReceipt>,
+    /// Every account: balance and persisted state.
+    pub accounts: BTreeMap<UserId, (u64, PlayerSnapshot)>,
+    /// Sum of all purchase debits.
+    pub purchase_debits: u64,
+}
+
+impl LedgerAudit {
+    /// Receipts in a state.
+    pub fn count(&self, state: ReceiptState) -> usize {
+        self.receipts.iter().filter(|r| r.state == state).count()
+    }
+
+    /// Σ `currency_spent` over all receipts.
+    pub fn receipt_total(&self) -> u64 {
+        self.receipts.iter().map(|r| r.info.currency_spent).sum()
+    }
+}
+
+/// A request and its outcome, as the worker hands it back.
+#[derive(Debug)]
+pub struct LedgerCompletion {
+    /// The request, returned to its sender.
+    pub request: LedgerRequest,
+    /// What happened.
+    pub result: Result<LedgerReply, LedgerError>,
+}
+
+/// A storage failure. Requests that fail are retried by the plugin; nothing committed is lost.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// The store could not be opened; the ledger is unavailable until restart.
+    #[error("ledger {location} cannot be opened: {reason}")]
+    Open {
+        /// File or URL.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store was written by a newer version of this crate.
+    #[error(
+        "ledger {location} has schema version {found}, newer than this build supports ({supported}); refusing to touch it"
+    )]
+    NewerSchema {
+        /// File or URL.
+        location: String,
+        /// Version in the store.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The file is not a ledger.
+    #[error("{location} is not a bevy_marketplace ledger: {reason}; refusing to touch it")]
+    NotALedger {
+        /// File or URL.
+        location: String,
+        /// What gave it away.
+        reason: String,
+    },
+    /// A transaction failed (I/O error, disk full, locked, connection lost); it was rolled back.
+    #[error("ledger transaction failed: {0}")]
+    Storage(String),
+    /// The ledger is not available (failed to open, or shut down).
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A synchronous, transactional ledger store, driven by the storage worker thread.
+///
+/// The worker calls [`begin`](Self::begin), then [`apply`](Self::apply) for every queued request,
+/// then [`commit`](Self::commit) — or [`rollback`](Self::rollback) if anything returned `Err`.
+/// `apply` returns `Ok` with a refusal reply (for example [`LedgerReply::InsufficientFunds`]) for
+/// business outcomes, and `Err` only for storage failures.
+pub trait LedgerStore: Send + 'static {
+    /// Where the data lives, for messages.
+    fn location(&self) -> String;
+    /// Starts a transaction.
+    fn begin(&mut self) -> Result<(), LedgerError>;
+    /// Applies one request inside the transaction. `now_ms` is wall-clock time (Unix ms).
+    fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError>;
+    /// Commits the transaction durably.
+    fn commit(&mut self) -> Result<(), LedgerError>;
+    /// Abandons the transaction.
+    fn rollback(&mut self);
+}
+
+/// Opens a store on the worker thread.
+pub type StoreFactory =
+    Arc<dyn Fn() -> Result<Box<dyn LedgerStore>, LedgerError> + Send + Sync + 'static>;
+
+/// Which ledger the plugin uses.
+#[derive(Clone)]
+pub enum LedgerBackend {
+    /// Kept in memory only: for tests and throwaway demos.
+    InMemory(InMemoryLedger),
+    /// An embedded SQLite file (WAL, full sync), created if missing.
+    #[cfg(feature = "sqlite")]
+    Sqlite(PathBuf),
+    /// Any store: the factory runs on the worker thread.
+    Custom(StoreFactory),
+}
+
+impl LedgerBackend {
+    /// An in-memory ledger with a fresh store.
+    pub fn in_memory() -> Self {
+        Self::InMemory(InMemoryLedger::default())
+    }
+
+    /// An SQLite ledger at `path`.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
+        Self::Sqlite(path.into())
+    }
+
+    /// A custom store.
+    pub fn custom<S: LedgerStore>(
+        open: impl Fn() -> Result<S, LedgerError> + Send + Sync + 'static,
+    ) -> Self {
+        Self::Custom(Arc::new(move || {
+            open().map(|s| Box::new(s) as Box<dyn LedgerStore>)
+        }))
+    }
+
+    pub(crate) fn factory(&self) -> StoreFactory {
+        match self {
+            Self::InMemory(store) => {
+                let store = store.clone();
+                Arc::new(move || Ok(Box::new(store.clone()) as Box<dyn LedgerStore>))
+            }
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(path) => {
+                let path = path.clone();
+                Arc::new(move || {
+                    SqliteLedger::open(&path).map(|s| Box::new(s) as Box<dyn LedgerStore>)
+                })
+            }
+            Self::Custom(f) => f.clone(),
+        }
+    }
+}
+
+impl Default for LedgerBackend {
+    fn default() -> Self {
+        #[cfg(feature = "sqlite")]
+        {
+            Self::Sqlite(PathBuf::from("marketplace.sqlite3"))
+        }
+        #[cfg(not(feature = "sqlite"))]
+        {
+            Self::in_memory()
+        }
+    }
+}
+
+impl fmt::Debug for LedgerBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InMemory(_) => f.write_str("InMemory"),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            Self::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// Current wall-clock time in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,492 @@
+//! The embedded durable ledger: one SQLite file (WAL, `synchronous = FULL`) that the `sqlite3`
+//! tool can open.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
+    StoredReceipt,
+};
+use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
+use crate::receipt::{CurrencyType, ProductPurchaseChannel, ReceiptInfo, ReceiptState};
+
+/// Marks a SQLite file as ours (`PRAGMA application_id`, "BMKT").
+const APPLICATION_ID: i64 = 0x424D_4B54;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Schema migrations: entry `n` moves a database from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE accounts (
+    user_id          INTEGER PRIMARY KEY,
+    balance          INTEGER NOT NULL CHECK (balance >= 0),
+    lease_owner      TEXT,
+    lease_expires_ms INTEGER,
+    created_ms       INTEGER NOT NULL,
+    updated_ms       INTEGER NOT NULL
+);
+CREATE TABLE player_components (
+    user_id INTEGER NOT NULL REFERENCES accounts (user_id),
+    name    TEXT    NOT NULL,
+    value   TEXT    NOT NULL,
+    PRIMARY KEY (user_id, name)
+) WITHOUT ROWID;
+CREATE TABLE receipts (
+    purchase_id    TEXT    PRIMARY KEY,
+    request_id     TEXT    NOT NULL UNIQUE,
+    user_id        INTEGER NOT NULL,
+    product_id     INTEGER NOT NULL,
+    place_id       INTEGER NOT NULL,
+    currency_spent INTEGER NOT NULL CHECK (currency_spent >= 0),
+    currency_type  INTEGER NOT NULL,
+    channel        INTEGER NOT NULL CHECK (channel BETWEEN 1 AND 4),
+    is_test        INTEGER NOT NULL,
+    state          TEXT    NOT NULL CHECK (state IN ('pending', 'granted', 'refunded')),
+    created_ms     INTEGER NOT NULL,
+    resolved_ms    INTEGER
+);
+CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
+CREATE TABLE balance_journal (
+    id          INTEGER PRIMARY KEY,
+    user_id     INTEGER NOT NULL,
+    delta       INTEGER NOT NULL,
+    reason      TEXT    NOT NULL,
+    purchase_id TEXT,
+    at_ms       INTEGER NOT NULL
+);
+"#];
+
+/// A ledger in one SQLite file.
+pub struct SqliteLedger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SqliteLedger({})", self.path.display())
+    }
+}
+
+fn storage(e: rusqlite::Error) -> LedgerError {
+    LedgerError::Storage(e.to_string())
+}
+
+impl SqliteLedger {
+    /// Opens (or creates) the ledger at `path`, migrating an older schema.
+    ///
+    /// A file that is not a ledger, is corrupted, or was written by a newer version is refused
+    /// before anything is written to it.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let location = path.display().to_string();
+        let open_err = |reason: String| LedgerError::Open {
+            location: location.clone(),
+            reason,
+        };
+        let not_ledger = |reason: String| LedgerError::NotALedger {
+            location: location.clone(),
+            reason,
+        };
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        // Read-only checks first: nothing is written until we know the file is ours.
+        let application_id: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| not_ledger(e.to_string()))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| not_ledger(e.to_string()))?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| not_ledger(e.to_string()))?;
+        if application_id != APPLICATION_ID && !(application_id == 0 && tables == 0) {
+            return Err(not_ledger(if application_id == 0 {
+                format!("it is an SQLite database of another program ({tables} schema objects)")
+            } else {
+                format!("its application_id is {application_id:#x}")
+            }));
+        }
+        if version > SCHEMA_VERSION {
+            return Err(LedgerError::NewerSchema {
+                location,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if tables > 0 {
+            let check: String = conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(|e| open_err(format!("integrity check failed: {e}")))?;
+            if check != "ok" {
+                return Err(open_err(format!("the file is corrupted: {check}")));
+            }
+        }
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| open_err(e.to_string()))?;
+        let mut ledger = Self {
+            conn,
+            path: path.to_owned(),
+        };
+        ledger
+            .migrate(version)
+            .map_err(|e| open_err(format!("migration from version {version} failed: {e}")))?;
+        Ok(ledger)
+    }
+
+    fn migrate(&mut self, from: i64) -> rusqlite::Result<()> {
+        if from == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for sql in &MIGRATIONS[from as usize..SCHEMA_VERSION as usize] {
+            tx.execute_batch(sql)?;
+        }
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+        ))?;
+        tx.commit()
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the whole ledger (also available as [`LedgerRequest::Audit`]).
+    pub fn audit(&self) -> Result<LedgerAudit, LedgerError> {
+        let mut audit = LedgerAudit::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RECEIPT_COLUMNS}, state, request_id FROM receipts"
+            ))
+            .map_err(storage)?;
+        let rows = stmt
+            .query_map([], |row| {
+                let info = receipt_from_row(row)?;
+                let state: String = row.get(9)?;
+                let request: String = row.get(10)?;
+                Ok((info, state, request))
+            })
+            .map_err(storage)?;
+        for row in rows {
+            let (info, state, request) = row.map_err(storage)?;
+            audit.receipts.push(StoredReceipt {
+                info,
+                state: ReceiptState::parse(&state).ok_or_else(|| {
+                    LedgerError::Storage(format!("unknown receipt state {state:?}"))
+                })?,
+                request_id: RequestId(request.parse().map_err(|e| {
+                    LedgerError::Storage(format!("bad request id {request:?}: {e}"))
+                })?),
+            });
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT user_id, balance FROM accounts")
+            .map_err(storage)?;
+        let accounts: Vec<(i64, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(storage)?
+            .collect::<Result<_, _>>()
+            .map_err(storage)?;
+        for (user, balance) in accounts {
+            let state = self.load_state(UserId(user)).map_err(storage)?;
+            audit.accounts.insert(UserId(user), (balance as u64, state));
+        }
+        audit.purchase_debits = self
+            .conn
+            .query_row(
+                "SELECT coalesce(-sum(delta), 0) FROM balance_journal WHERE reason = 'purchase'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(storage)? as u64;
+        Ok(audit)
+    }
+
+    fn load_state(&self, user: UserId) -> rusqlite::Result<PlayerSnapshot> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, value FROM player_components WHERE user_id = ?1")?;
+        let rows = stmt.query_map([user.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(PlayerSnapshot(rows.collect::<Result<_, _>>()?))
+    }
+
+    fn pending_of(&self, user: UserId) -> rusqlite::Result<Vec<ReceiptInfo>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE user_id = ?1 AND state = 'pending' ORDER BY created_ms"
+        ))?;
+        let rows = stmt.query_map([user.0], receipt_from_row)?;
+        rows.collect()
+    }
+
+    fn ensure_account(
+        &self,
+        user: UserId,
+        starting_balance: u64,
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO accounts (user_id, balance, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (user_id) DO NOTHING",
+            )?
+            .execute(params![user.0, starting_balance as i64, now_ms])?;
+        Ok(())
+    }
+
+    fn balance(&self, user: UserId) -> rusqlite::Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT balance FROM accounts WHERE user_id = ?1")?
+            .query_row([user.0], |r| r.get::<_, i64>(0))
+            .optional()?
+            .unwrap_or(0) as u64)
+    }
+
+    fn apply_inner(
+        &mut self,
+        request: &LedgerRequest,
+        now_ms: i64,
+    ) -> rusqlite::Result<LedgerReply> {
+        Ok(match request {
+            LedgerRequest::OpenSession {
+                user,
+                server,
+                lease_ms,
+                starting_balance,
+            } => {
+                self.ensure_account(*user, *starting_balance, now_ms)?;
+                let (owner, expires): (Option<String>, Option<i64>) = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT lease_owner, lease_expires_ms FROM accounts WHERE user_id = ?1",
+                    )?
+                    .query_row([user.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                if let (Some(owner), Some(expires_at_ms)) = (owner, expires)
+                    && owner.as_str() != &*server.0
+                    && expires_at_ms > now_ms
+                {
+                    return Ok(LedgerReply::SessionBusy {
+                        owner,
+                        expires_at_ms,
+                    });
+                }
+                self.conn
+                    .prepare_cached(
+                        "UPDATE accounts SET lease_owner = ?2, lease_expires_ms = ?3, updated_ms = ?4 WHERE user_id = ?1",
+                    )?
+                    .execute(params![user.0, &*server.0, now_ms + lease_ms, now_ms])?;
+                LedgerReply::SessionOpened {
+                    balance: self.balance(*user)?,
+                    state: self.load_state(*user)?,
+                    pending: self.pending_of(*user)?,
+                }
+            }
+            LedgerRequest::ReleaseSession { user, server } => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?3
+                         WHERE user_id = ?1 AND lease_owner = ?2",
+                    )?
+                    .execute(params![user.0, &*server.0, now_ms])?;
+                LedgerReply::Released
+            }
+            LedgerRequest::Charge(charge) => {
+                let existing: Option<ReceiptInfo> = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE request_id = ?1"
+                    ))?
+                    .query_row([charge.request_id.0.to_string()], receipt_from_row)
+                    .optional()?;
+                if let Some(receipt) = existing {
+                    return Ok(LedgerReply::Charged {
+                        receipt,
+                        balance: self.balance(charge.user)?,
+                        replayed: true,
+                    });
+                }
+                self.ensure_account(charge.user, 0, now_ms)?;
+                let balance = self.balance(charge.user)?;
+                if balance < charge.price {
+                    return Ok(LedgerReply::InsufficientFunds {
+                        balance,
+                        price: charge.price,
+                    });
+                }
+                let receipt = ReceiptInfo {
+                    purchase_id: PurchaseId::new(),
+                    player_id: charge.user,
+                    product_id: charge.product_id,
+                    place_id_where_purchased: charge.place_id,
+                    currency_spent: charge.price,
+                    currency_type: CurrencyType::Premium,
+                    product_purchase_channel: charge.channel,
+                    is_test_purchase: charge.test_purchase,
+                };
+                self.conn
+                    .prepare_cached("UPDATE accounts SET balance = balance - ?2, updated_ms = ?3 WHERE user_id = ?1")?
+                    .execute(params![charge.user.0, charge.price as i64, now_ms])?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
+                                               currency_type, channel, is_test, state, created_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)",
+                    )?
+                    .execute(params![
+                        receipt.purchase_id.0,
+                        charge.request_id.0.to_string(),
+                        charge.user.0,
+                        charge.product_id.0,
+                        charge.place_id.0,
+                        charge.price as i64,
+                        CurrencyType::Premium as i32,
+                        charge.channel.code(),
+                        charge.test_purchase,
+                        now_ms
+                    ])?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
+                         VALUES (?1, ?2, 'purchase', ?3, ?4)",
+                    )?
+                    .execute(params![
+                        charge.user.0,
+                        -(charge.price as i64),
+                        receipt.purchase_id.0,
+                        now_ms
+                    ])?;
+                LedgerReply::Charged {
+                    receipt,
+                    balance: balance - charge.price,
+                    replayed: false,
+                }
+            }
+            LedgerRequest::Save(save) => {
+                let owner: Option<Option<String>> = self
+                    .conn
+                    .prepare_cached("SELECT lease_owner FROM accounts WHERE user_id = ?1")?
+                    .query_row([save.user.0], |r| r.get(0))
+                    .optional()?;
+                let owner = owner.flatten();
+                if owner.as_deref() != Some(&*save.server.0) {
+                    return Ok(LedgerReply::LeaseLost { owner });
+                }
+                self.conn
+                    .prepare_cached("DELETE FROM player_components WHERE user_id = ?1")?
+                    .execute([save.user.0])?;
+                {
+                    let mut insert = self.conn.prepare_cached(
+                        "INSERT INTO player_components (user_id, name, value) VALUES (?1, ?2, ?3)",
+                    )?;
+                    for (name, value) in &save.state.0 {
+                        insert.execute(params![save.user.0, name, value])?;
+                    }
+                }
+                if save.release {
+                    self.conn
+                        .prepare_cached(
+                            "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?2 WHERE user_id = ?1",
+                        )?
+                        .execute(params![save.user.0, now_ms])?;
+                } else {
+                    self.conn
+                        .prepare_cached("UPDATE accounts SET lease_expires_ms = ?2, updated_ms = ?3 WHERE user_id = ?1")?
+                        .execute(params![save.user.0, now_ms + save.lease_ms, now_ms])?;
+                }
+                let mut newly_granted = Vec::new();
+                let mut grant = self.conn.prepare_cached(
+                    "UPDATE receipts SET state = 'granted', resolved_ms = ?3
+                     WHERE purchase_id = ?1 AND user_id = ?2 AND state = 'pending'",
+                )?;
+                for id in &save.granted {
+                    if grant.execute(params![id.0, save.user.0, now_ms])? == 1 {
+                        newly_granted.push(id.clone());
+                    }
+                }
+                LedgerReply::Saved { newly_granted }
+            }
+            LedgerRequest::AdjustBalance {
+                user,
+                delta,
+                reason,
+            } => {
+                self.ensure_account(*user, 0, now_ms)?;
+                let balance = self.balance(*user)?;
+                match balance.checked_add_signed(*delta) {
+                    Some(new_balance) => {
+                        self.conn
+                            .prepare_cached("UPDATE accounts SET balance = ?2, updated_ms = ?3 WHERE user_id = ?1")?
+                            .execute(params![user.0, new_balance as i64, now_ms])?;
+                        self.conn
+                            .prepare_cached(
+                                "INSERT INTO balance_journal (user_id, delta, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                            )?
+                            .execute(params![user.0, delta, reason, now_ms])?;
+                        LedgerReply::BalanceAdjusted {
+                            balance: new_balance,
+                        }
+                    }
+                    None => LedgerReply::BalanceTooLow { balance },
+                }
+            }
+            LedgerRequest::PendingReceipts { user } => LedgerReply::PendingReceipts {
+                receipts: self.pending_of(*user)?,
+            },
+            LedgerRequest::Audit => unreachable!("audits are answered by `apply`"),
+        })
+    }
+}
+
+const RECEIPT_COLUMNS: &str = "purchase_id, user_id, product_id, place_id, currency_spent, \
+                               currency_type, channel, is_test, created_ms";
+
+fn receipt_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptInfo> {
+    let channel: i64 = row.get(6)?;
+    Ok(ReceiptInfo {
+        purchase_id: PurchaseId(row.get(0)?),
+        player_id: UserId(row.get(1)?),
+        product_id: ProductId(row.get(2)?),
+        place_id_where_purchased: PlaceId(row.get(3)?),
+        currency_spent: row.get::<_, i64>(4)? as u64,
+        currency_type: CurrencyType::Premium,
+        product_purchase_channel: ProductPurchaseChannel::from_code(channel)
+            .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(6, channel))?,
+        is_test_purchase: row.get(7)?,
+    })
+}
+
+impl LedgerStore for SqliteLedger {
+    fn location(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn begin(&mut self) -> Result<(), LedgerError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(storage)
+    }
+
+    fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError> {
+        if let LedgerRequest::Audit = request {
+            return self.audit().map(LedgerReply::Audit);
+        }
+        self.apply_inner(request, now_ms).map_err(storage)
+    }
+
+    fn commit(&mut self) -> Result<(), LedgerError> {
+        self.conn.execute_batch("COMMIT").map_err(storage)
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The storage worker thread and the [`Ledger`] resource the game talks to.
+
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::thread::JoinHandle;
+
+use bevy::prelude::Resource;
+
+use super::{LedgerCompletion, LedgerError, LedgerRequest, LedgerStore, StoreFactory, now_ms};
+
+/// Most requests the worker puts in one transaction.
+const MAX_BATCH: usize = 8192;
+
+enum FromWorker {
+    Opened(String),
+    OpenFailed(LedgerError),
+    Done(Vec<LedgerCompletion>),
+}
+
+/// Whether the ledger is usable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerStatus {
+    /// The worker is opening the store.
+    Opening,
+    /// Open; the string says where the data lives.
+    Ready(String),
+    /// It could not be opened. Purchases fail with this error; nothing is written.
+    Failed(LedgerError),
+}
+
+/// The game's handle on the ledger: queue requests with [`Ledger::send`]; the plugin flushes them
+/// to the storage worker once a frame and polls the answers without blocking.
+#[derive(Resource)]
+pub struct Ledger {
+    outbox: Vec<LedgerRequest>,
+    to_worker: Option<Sender<Vec<LedgerRequest>>>,
+    // A Mutex only to make the resource Sync; `get_mut` never locks.
+    from_worker: Mutex<Receiver<FromWorker>>,
+    worker: Option<JoinHandle<()>>,
+    in_flight: usize,
+    status: LedgerStatus,
+    failed: Vec<LedgerCompletion>,
+    transactions: u64,
+}
+
+impl Ledger {
+    /// Starts a storage worker thread that opens the store with `open`.
+    pub fn spawn(open: StoreFactory) -> Self {
+        let (to_worker, requests) = mpsc::channel::<Vec<LedgerRequest>>();
+        let (answers, from_worker) = mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("marketplace-ledger".into())
+            .spawn(move || run_worker(open, requests, answers))
+            .expect("the OS refused to start the ledger worker thread");
+        Self {
+            outbox: Vec::new(),
+            to_worker: Some(to_worker),
+            from_worker: Mutex::new(from_worker),
+            worker: Some(worker),
+            in_flight: 0,
+            status: LedgerStatus::Opening,
+            failed: Vec::new(),
+            transactions: 0,
+        }
+    }
+
+    /// Queues a request; it is sent at the end of the frame.
+    pub fn send(&mut self, request: LedgerRequest) {
+        self.outbox.push(request);
+    }
+
+    /// Sends queued requests to the worker (the plugin calls this once a frame).
+    pub fn flush(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.outbox);
+        if let LedgerStatus::Failed(error) = &self.status {
+            let error = LedgerError::Unavailable(error.to_string());
+            self.failed
+                .extend(batch.into_iter().map(|request| LedgerCompletion {
+                    request,
+                    result: Err(error.clone()),
+                }));
+            return;
+        }
+        let n = batch.len();
+        match &self.to_worker {
+            Some(tx) => match tx.send(batch) {
+                Ok(()) => self.in_flight += n,
+                Err(mpsc::SendError(batch)) => self.fail_all(batch, "the worker thread stopped"),
+            },
+            None => self.fail_all(batch, "the ledger is shut down"),
+        }
+    }
+
+    fn fail_all(&mut self, batch: Vec<LedgerRequest>, why: &str) {
+        self.failed
+            .extend(batch.into_iter().map(|request| LedgerCompletion {
+                request,
+                result: Err(LedgerError::Unavailable(why.into())),
+            }));
+    }
+
+    /// Takes every answer that has arrived, without waiting.
+    pub fn poll(&mut self, out: &mut Vec<LedgerCompletion>) {
+        out.append(&mut self.failed);
+        let from_worker = self
+            .from_worker
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        loop {
+            match from_worker.try_recv() {
+                Ok(FromWorker::Opened(location)) => {
+                    tracing::info!("marketplace ledger ready: {location}");
+                    self.status = LedgerStatus::Ready(location);
+                }
+                Ok(FromWorker::OpenFailed(error)) => {
+                    tracing::error!("marketplace ledger unavailable, purchases will fail: {error}");
+                    self.status = LedgerStatus::Failed(error);
+                }
+                Ok(FromWorker::Done(done)) => {
+                    self.in_flight -= done.len();
+                    self.transactions += 1;
+                    out.extend(done);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if self.in_flight > 0 {
+                        tracing::error!(
+                            "marketplace ledger worker stopped with requests in flight"
+                        );
+                    }
+                    self.in_flight = 0;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Requests sent to the worker and not yet answered, plus those still queued.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight + self.outbox.len() + self.failed.len()
+    }
+
+    /// Whether the store is open.
+    pub fn status(&self) -> &LedgerStatus {
+        &self.status
+    }
+
+    /// Transactions the worker has answered so far.
+    pub fn transactions(&self) -> u64 {
+        self.transactions
+    }
+
+    /// Sends what is queued, then waits for the worker to finish everything and stop.
+    /// Dropping the `Ledger` does the same; this only blocks at shutdown.
+    pub fn shutdown(&mut self) {
+        self.flush();
+        self.to_worker = None;
+        if let Some(worker) = self.worker.take()
+            && worker.join().is_err()
+        {
+            tracing::error!("marketplace ledger worker panicked");
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run_worker(
+    open: StoreFactory,
+    requests: Receiver<Vec<LedgerRequest>>,
+    answers: Sender<FromWorker>,
+) {
+    let mut store: Box<dyn LedgerStore> = match open() {
+        Ok(store) => {
+            let _ = answers.send(FromWorker::Opened(store.location()));
+            store
+        }
+        Err(error) => {
+            let _ = answers.send(FromWorker::OpenFailed(error.clone()));
+            // Keep answering so nothing waits forever on a request.
+            for batch in requests {
+                let done = batch
+                    .into_iter()
+                    .map(|request| LedgerCompletion {
+                        request,
+                        result: Err(LedgerError::Unavailable(error.to_string())),
+                    })
+                    .collect();
+                if answers.send(FromWorker::Done(done)).is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+    };
+    while let Ok(mut batch) = requests.recv() {
+        // Group commit: everything queued so far goes into one transaction.
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let done = run_transaction(store.as_mut(), batch);
+        if answers.send(FromWorker::Done(done)).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_transaction(
+    store: &mut dyn LedgerStore,
+    batch: Vec<LedgerRequest>,
+) -> Vec<LedgerCompletion> {
+    let now = now_ms();
+    let fail = |batch: Vec<LedgerRequest>, error: LedgerError| {
+        batch
+            .into_iter()
+            .map(|request| LedgerCompletion {
+                request,
+                result: Err(error.clone()),
+            })
+            .collect()
+    };
+    if let Err(error) = store.begin() {
+        return fail(batch, error);
+    }
+    let mut replies = Vec::with_capacity(batch.len());
+    for request in &batch {
+        match store.apply(request, now) {
+            Ok(reply) => replies.push(reply),
+            Err(error) => {
+                store.rollback();
+                return fail(batch, error);
+            }
+        }
+    }
+    if let Err(error) = store.commit() {
+        store.rollback();
+        return fail(batch, error);
+    }
+    batch
+        .into_iter()
+        .zip(replies)
+        .map(|(request, reply)| LedgerCompletion {
+            request,
+            result: Ok(reply),
+        })
+        .collect()
+}

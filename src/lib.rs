@@ -1,0 +1,136 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod catalog;
+mod catalog_asset;
+mod currency;
+mod delivery;
+mod handlers;
+mod ids;
+pub mod ledger;
+mod persist;
+mod plugin;
+mod product_info;
+mod prompt;
+mod receipt;
+mod retry;
+mod service;
+mod session;
+pub mod testing;
+
+use bevy::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use catalog::{
+    Catalog, CatalogError, CatalogIndex, FilePosition, MAX_PRICE, MIN_PRICE, ProductDefinition,
+};
+pub use catalog_asset::{CatalogLoadError, CatalogLoader, CatalogStatus};
+pub use currency::{PremiumBalance, PremiumCurrency};
+pub use delivery::{DeliveryFailure, ReceiptDeliveryFailed, ReceiptResolved};
+pub use handlers::{
+    HandlerError, IntoPurchaseDecision, ReceiptHandler, ReceiptHandlers, receipt_handler,
+};
+pub use ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
+pub use persist::PersistRegistry;
+pub use plugin::{
+    CatalogSource, MarketplacePlugin, MarketplaceSettings, MarketplaceStats, MarketplaceSystems,
+};
+pub use product_info::{PAGE_SIZE, Pages, PagesFinished, ProductInfo};
+pub use prompt::{
+    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchase,
+    PromptProductPurchaseFinished, PromptState, PurchaseError, PurchaseFailed, PurchasePrompt,
+};
+pub use receipt::{
+    CurrencyType, ProductPurchaseChannel, ProductPurchaseDecision, ReceiptInfo, ReceiptState,
+};
+pub use retry::RetryPolicy;
+pub use service::{MarketplaceError, MarketplaceService};
+pub use session::{PendingReceipt, Player, PlayerSession, SessionPhase, Sessions};
+
+/// Everything a game needs: `use bevy_marketplace::prelude::*;`.
+pub mod prelude {
+    pub use crate::ledger::{InMemoryLedger, LedgerBackend};
+    pub use crate::{
+        Catalog, ConfirmPolicy, MarketplaceAppExt, MarketplacePlugin, MarketplaceService,
+        MarketplaceSystems, Player, PremiumBalance, PremiumCurrency, ProductId,
+        ProductPurchaseDecision, PromptProductPurchase, PromptProductPurchaseFinished,
+        PurchaseFailed, PurchasePrompt, ReceiptInfo, ReceiptResolved, UserId,
+    };
+}
+
+/// Registration on the [`App`]: product handlers and persisted components.
+pub trait MarketplaceAppExt {
+    /// Binds a handler to a product. It receives the receipt and the buyer's entity and returns a
+    /// decision (see [`IntoPurchaseDecision`]). A panic or `Err` counts as
+    /// [`ProductPurchaseDecision::NotProcessedYet`].
+    ///
+    /// # Panics
+    /// If the product already has a handler (Roblox throws too); use
+    /// [`ReceiptHandlers::bind`] to handle that as an error.
+    fn add_product_handler<F, O>(&mut self, product: ProductId, handler: F) -> &mut Self
+    where
+        F: for<'w> Fn(&ReceiptInfo, EntityWorldMut<'w>) -> O + Send + Sync + 'static,
+        O: IntoPurchaseDecision;
+
+    /// Binds the catch-all handler: it receives receipts of products without a handler of their own.
+    ///
+    /// # Panics
+    /// If a catch-all is already bound.
+    fn set_catch_all_handler<F, O>(&mut self, handler: F) -> &mut Self
+    where
+        F: for<'w> Fn(&ReceiptInfo, EntityWorldMut<'w>) -> O + Send + Sync + 'static,
+        O: IntoPurchaseDecision;
+
+    /// Persists component `C` of players under its type name: loaded on join before any receipt
+    /// is delivered, saved on leave, on autosave, and in the same transaction as every grant.
+    fn persist_component<C: Component + Serialize + DeserializeOwned>(&mut self) -> &mut Self;
+
+    /// Like [`persist_component`](Self::persist_component), under an explicit name (keep it
+    /// stable: it is the key in the ledger).
+    fn persist_component_as<C: Component + Serialize + DeserializeOwned>(
+        &mut self,
+        name: &str,
+    ) -> &mut Self;
+}
+
+impl MarketplaceAppExt for App {
+    fn add_product_handler<F, O>(&mut self, product: ProductId, handler: F) -> &mut Self
+    where
+        F: for<'w> Fn(&ReceiptInfo, EntityWorldMut<'w>) -> O + Send + Sync + 'static,
+        O: IntoPurchaseDecision,
+    {
+        let mut handlers = self.world_mut().get_resource_or_init::<ReceiptHandlers>();
+        if let Err(e) = handlers.bind(product, receipt_handler(handler)) {
+            panic!("add_product_handler: {e}");
+        }
+        self
+    }
+
+    fn set_catch_all_handler<F, O>(&mut self, handler: F) -> &mut Self
+    where
+        F: for<'w> Fn(&ReceiptInfo, EntityWorldMut<'w>) -> O + Send + Sync + 'static,
+        O: IntoPurchaseDecision,
+    {
+        let mut handlers = self.world_mut().get_resource_or_init::<ReceiptHandlers>();
+        if let Err(e) = handlers.bind_catch_all(receipt_handler(handler)) {
+            panic!("set_catch_all_handler: {e}");
+        }
+        self
+    }
+
+    fn persist_component<C: Component + Serialize + DeserializeOwned>(&mut self) -> &mut Self {
+        self.persist_component_as::<C>(persist::short_type_name::<C>())
+    }
+
+    fn persist_component_as<C: Component + Serialize + DeserializeOwned>(
+        &mut self,
+        name: &str,
+    ) -> &mut Self {
+        let mut registry = self.world_mut().get_resource_or_init::<PersistRegistry>();
+        if let Err(e) = registry.register::<C>(name) {
+            panic!("persist_component: {e}");
+        }
+        self
+    }
+}

@@ -1,0 +1,112 @@
+//! Persisted player components: saved with the player's profile and with every grant commit.
+
+use bevy::ecs::world::EntityRef;
+use bevy::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ledger::PlayerSnapshot;
+
+struct PersistedComponent {
+    name: String,
+    save: fn(&EntityRef) -> Option<Result<String, String>>,
+    load: fn(&mut EntityCommands, &str) -> Result<(), String>,
+}
+
+/// The components registered with [`MarketplaceAppExt::persist_component`](crate::MarketplaceAppExt::persist_component).
+#[derive(Resource, Default)]
+pub struct PersistRegistry {
+    entries: Vec<PersistedComponent>,
+}
+
+fn save_component<C: Component + Serialize>(entity: &EntityRef) -> Option<Result<String, String>> {
+    entity
+        .get::<C>()
+        .map(|c| ron::to_string(c).map_err(|e| e.to_string()))
+}
+
+fn load_component<C: Component + DeserializeOwned>(
+    entity: &mut EntityCommands,
+    text: &str,
+) -> Result<(), String> {
+    let value: C = ron::from_str(text).map_err(|e| e.to_string())?;
+    entity.insert(value);
+    Ok(())
+}
+
+impl PersistRegistry {
+    /// Registers `C` under `name`. Registering a name twice is an error.
+    pub fn register<C: Component + Serialize + DeserializeOwned>(
+        &mut self,
+        name: &str,
+    ) -> Result<(), String> {
+        if self.entries.iter().any(|e| e.name == name) {
+            return Err(format!(
+                "a persisted component named {name:?} is already registered"
+            ));
+        }
+        self.entries.push(PersistedComponent {
+            name: name.to_owned(),
+            save: save_component::<C>,
+            load: load_component::<C>,
+        });
+        Ok(())
+    }
+
+    /// Names of the registered components.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.name.as_str())
+    }
+
+    /// Serialises the registered components the entity has. Fails (and nothing should be saved)
+    /// if one cannot be serialised, so a save never drops a component.
+    pub fn snapshot(&self, entity: &EntityRef) -> Result<PlayerSnapshot, String> {
+        let mut snapshot = PlayerSnapshot::default();
+        for entry in &self.entries {
+            match (entry.save)(entity) {
+                Some(Ok(text)) => {
+                    snapshot.0.insert(entry.name.clone(), text);
+                }
+                Some(Err(e)) => return Err(format!("component {:?}: {e}", entry.name)),
+                None => {}
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Inserts the stored components on the entity. A value that does not parse is an error
+    /// naming the component. Stored names that are not registered are returned, so later saves
+    /// carry them along instead of deleting them.
+    pub fn restore(
+        &self,
+        entity: &mut EntityCommands,
+        snapshot: &PlayerSnapshot,
+    ) -> Result<PlayerSnapshot, String> {
+        let mut unknown = PlayerSnapshot::default();
+        for (name, text) in &snapshot.0 {
+            match self.entries.iter().find(|e| &e.name == name) {
+                Some(entry) => (entry.load)(entity, text)
+                    .map_err(|e| format!("stored component {name:?} does not load: {e}"))?,
+                None => {
+                    tracing::warn!(
+                        "stored component {name:?} is not registered with persist_component; keeping it untouched"
+                    );
+                    unknown.0.insert(name.clone(), text.clone());
+                }
+            }
+        }
+        Ok(unknown)
+    }
+
+    /// `true` if no component is registered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The short type name of `C`, used as its default persisted name.
+pub(crate) fn short_type_name<C>() -> &'static str {
+    let full = std::any::type_name::<C>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}

@@ -1,0 +1,303 @@
+//! `MarketplacePlugin`: configuration, system sets and wiring.
+
+use std::time::Duration;
+
+use bevy::asset::AssetApp;
+use bevy::prelude::*;
+
+use crate::catalog::Catalog;
+use crate::catalog_asset::{
+    CatalogLoader, CatalogStatus, apply_catalog_events, install_catalog, start_catalog_load,
+};
+use crate::currency::PremiumCurrency;
+use crate::delivery::{
+    DeliveryQueue, ReceiptDeliveryFailed, ReceiptResolved, deliver_receipts, save_players,
+};
+use crate::handlers::ReceiptHandlers;
+use crate::ids::PlaceId;
+use crate::ledger::{Ledger, LedgerBackend, ServerId};
+use crate::persist::PersistRegistry;
+use crate::prompt::{
+    ConfirmPolicy, PromptAnswer, PromptProductPurchase, PromptProductPurchaseFinished,
+    PurchaseFailed, answer_prompts, handle_charge_replies, open_prompts,
+};
+use crate::retry::{RetryPolicy, WakeSchedule};
+use crate::service::{MarketplaceService, send_balance_changes};
+use crate::session::{
+    LedgerInbox, PlayerSession, Sessions, build_save, flush_ledger, handle_session_replies,
+    on_player_added, on_player_removed, receive_ledger, run_wakes, watch_ledger_status,
+};
+
+/// Where the catalog comes from.
+#[derive(Clone, Debug)]
+pub enum CatalogSource {
+    /// A RON asset, loaded (and hot-reloaded with the `hot_reload` feature) through the
+    /// `AssetServer`. Needs `AssetPlugin` added before the marketplace plugin.
+    Asset(String),
+    /// A catalog built in code.
+    Inline(Catalog),
+}
+
+/// Adds developer products to an app.
+///
+/// ```no_run
+/// use bevy::prelude::*;
+/// use bevy_marketplace::prelude::*;
+///
+/// App::new()
+///     .add_plugins((MinimalPlugins, AssetPlugin::default(), MarketplacePlugin::default()))
+///     .run();
+/// ```
+#[derive(Clone, Debug)]
+pub struct MarketplacePlugin {
+    /// The catalog. Default: the asset `products.ron`.
+    pub catalog: CatalogSource,
+    /// The ledger. Default: SQLite at `marketplace.sqlite3` (in memory without the `sqlite` feature).
+    pub ledger: LedgerBackend,
+    /// The premium currency's name and symbol. Default: "Gems", "◆".
+    pub currency: PremiumCurrency,
+    /// Recorded on receipts as the place of purchase. Default: 0.
+    pub place_id: PlaceId,
+    /// Names this server in session leases. Default: random.
+    pub server_id: Option<ServerId>,
+    /// Timed redelivery and save retries. Default: 1 s doubling to 60 s.
+    pub retry: RetryPolicy,
+    /// Who answers prompts when no UI does. Default: [`ConfirmPolicy::AutoConfirm`].
+    pub confirm: ConfirmPolicy,
+    /// Test purchases: free, flagged on receipts, still delivered through handlers. Default: off.
+    pub test_purchases: bool,
+    /// Premium balance of a user the ledger has never seen. Default: 0.
+    pub starting_balance: u64,
+    /// How often each player's persisted components are saved. Default: 30 s.
+    pub autosave_interval: Duration,
+    /// How long a session lease lasts without a save renewing it. Default: 5 min.
+    pub lease_duration: Duration,
+}
+
+impl Default for MarketplacePlugin {
+    fn default() -> Self {
+        Self {
+            catalog: CatalogSource::Asset("products.ron".into()),
+            ledger: LedgerBackend::default(),
+            currency: PremiumCurrency::default(),
+            place_id: PlaceId::default(),
+            server_id: None,
+            retry: RetryPolicy::default(),
+            confirm: ConfirmPolicy::default(),
+            test_purchases: false,
+            starting_balance: 0,
+            autosave_interval: Duration::from_secs(30),
+            lease_duration: Duration::from_secs(300),
+        }
+    }
+}
+
+impl MarketplacePlugin {
+    /// Uses a catalog built in code.
+    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = CatalogSource::Inline(catalog);
+        self
+    }
+
+    /// Loads the catalog from this asset path.
+    pub fn with_catalog_asset(mut self, path: impl Into<String>) -> Self {
+        self.catalog = CatalogSource::Asset(path.into());
+        self
+    }
+
+    /// Uses this ledger.
+    pub fn with_ledger(mut self, ledger: LedgerBackend) -> Self {
+        self.ledger = ledger;
+        self
+    }
+
+    /// Uses this confirm policy.
+    pub fn with_confirm_policy(mut self, confirm: ConfirmPolicy) -> Self {
+        self.confirm = confirm;
+        self
+    }
+
+    /// Uses this currency.
+    pub fn with_currency(mut self, currency: PremiumCurrency) -> Self {
+        self.currency = currency;
+        self
+    }
+}
+
+/// The plugin's configuration at run time.
+#[derive(Resource, Clone, Debug)]
+pub struct MarketplaceSettings {
+    /// See [`MarketplacePlugin::place_id`].
+    pub place_id: PlaceId,
+    /// This server's id.
+    pub server_id: ServerId,
+    /// See [`MarketplacePlugin::retry`].
+    pub retry: RetryPolicy,
+    /// See [`MarketplacePlugin::test_purchases`].
+    pub test_purchases: bool,
+    /// See [`MarketplacePlugin::starting_balance`].
+    pub starting_balance: u64,
+    /// See [`MarketplacePlugin::autosave_interval`].
+    pub autosave_interval: Duration,
+    /// See [`MarketplacePlugin::lease_duration`].
+    pub lease_duration: Duration,
+}
+
+/// Counters since start, for dashboards and the debug panel.
+#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MarketplaceStats {
+    /// Charges that created a receipt.
+    pub charges: u64,
+    /// Receipts granted and committed.
+    pub granted: u64,
+    /// Deliveries that did not grant.
+    pub delivery_failures: u64,
+    /// Handlers that panicked.
+    pub handler_panics: u64,
+    /// Saves committed.
+    pub saves: u64,
+    /// Saves that failed (and were retried).
+    pub save_failures: u64,
+    /// Saves refused because another server took the player's lease.
+    pub lease_losses: u64,
+}
+
+/// The plugin's systems, all in `PreUpdate`, in this order. Order your systems against them:
+/// for example, UI that reads prompts goes after [`MarketplaceSystems::Prompts`].
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarketplaceSystems {
+    /// Takes ledger answers and catalog (re)loads.
+    Receive,
+    /// Loads joining players, applies saves, fires timed retries.
+    Sessions,
+    /// Charge answers, new prompts, prompt answers.
+    Prompts,
+    /// Runs product handlers (exclusive).
+    Deliver,
+    /// Autosaves and save retries (exclusive).
+    Persist,
+    /// Sends this frame's ledger requests to the storage worker.
+    Send,
+}
+
+impl Plugin for MarketplacePlugin {
+    fn build(&self, app: &mut App) {
+        let mut service = MarketplaceService {
+            currency: self.currency.clone(),
+            ..Default::default()
+        };
+        let mut status = CatalogStatus::default();
+        match &self.catalog {
+            CatalogSource::Inline(catalog) => {
+                install_catalog(&mut service, catalog);
+                status.installed = 1;
+            }
+            CatalogSource::Asset(path) => {
+                if app.is_plugin_added::<AssetPlugin>() {
+                    app.init_asset::<Catalog>()
+                        .init_asset_loader::<CatalogLoader>()
+                        .add_systems(Startup, start_catalog_load(path.clone()))
+                        .add_systems(
+                            PreUpdate,
+                            apply_catalog_events.in_set(MarketplaceSystems::Receive),
+                        );
+                } else {
+                    let message = format!(
+                        "MarketplacePlugin: the catalog is the asset {path:?} but AssetPlugin is not added (add it before MarketplacePlugin, or use MarketplacePlugin::with_catalog); the catalog is empty"
+                    );
+                    tracing::error!("{message}");
+                    status.last_error = Some(message);
+                }
+            }
+        }
+        let settings = MarketplaceSettings {
+            place_id: self.place_id,
+            server_id: self.server_id.clone().unwrap_or_else(ServerId::random),
+            retry: self.retry,
+            test_purchases: self.test_purchases,
+            starting_balance: self.starting_balance,
+            autosave_interval: self.autosave_interval,
+            lease_duration: self.lease_duration,
+        };
+        if !app.world().contains_resource::<Time<Real>>() {
+            app.init_resource::<Time<Real>>();
+        }
+        app.insert_resource(service)
+            .insert_resource(status)
+            .insert_resource(settings)
+            .insert_resource(self.confirm.clone())
+            .insert_resource(Ledger::spawn(self.ledger.factory()))
+            .init_resource::<ReceiptHandlers>()
+            .init_resource::<PersistRegistry>()
+            .init_resource::<Sessions>()
+            .init_resource::<LedgerInbox>()
+            .init_resource::<DeliveryQueue>()
+            .init_resource::<WakeSchedule>()
+            .init_resource::<MarketplaceStats>()
+            .add_message::<PromptProductPurchase>()
+            .add_message::<PromptProductPurchaseFinished>()
+            .add_message::<PromptAnswer>()
+            .add_message::<PurchaseFailed>()
+            .add_message::<ReceiptResolved>()
+            .add_message::<ReceiptDeliveryFailed>()
+            .add_observer(on_player_added)
+            .add_observer(on_player_removed)
+            .configure_sets(
+                PreUpdate,
+                (
+                    MarketplaceSystems::Receive,
+                    MarketplaceSystems::Sessions,
+                    MarketplaceSystems::Prompts,
+                    MarketplaceSystems::Deliver,
+                    MarketplaceSystems::Persist,
+                    MarketplaceSystems::Send,
+                )
+                    .chain(),
+            )
+            .add_systems(
+                PreUpdate,
+                (
+                    receive_ledger.in_set(MarketplaceSystems::Receive),
+                    (
+                        watch_ledger_status,
+                        handle_session_replies,
+                        run_wakes,
+                        send_balance_changes,
+                    )
+                        .chain()
+                        .in_set(MarketplaceSystems::Sessions),
+                    (handle_charge_replies, open_prompts, answer_prompts)
+                        .chain()
+                        .in_set(MarketplaceSystems::Prompts),
+                    deliver_receipts.in_set(MarketplaceSystems::Deliver),
+                    save_players.in_set(MarketplaceSystems::Persist),
+                    flush_ledger.in_set(MarketplaceSystems::Send),
+                ),
+            )
+            .add_systems(Last, save_on_exit);
+    }
+}
+
+/// On `AppExit`, saves every player and releases their leases; dropping the [`Ledger`] then waits
+/// for the worker to commit.
+fn save_on_exit(world: &mut World) {
+    if world
+        .get_resource::<Messages<AppExit>>()
+        .is_none_or(|m| m.is_empty())
+    {
+        return;
+    }
+    let players: Vec<Entity> = world
+        .query_filtered::<Entity, With<PlayerSession>>()
+        .iter(world)
+        .collect();
+    let saves: Vec<_> = players
+        .into_iter()
+        .filter_map(|e| build_save(world, e, true))
+        .collect();
+    let mut ledger = world.resource_mut::<Ledger>();
+    for save in saves {
+        ledger.send(crate::ledger::LedgerRequest::Save(save));
+    }
+    ledger.flush();
+}

@@ -1,0 +1,439 @@
+//! The purchase prompt: one open prompt per player, confirmed by a UI or a headless policy.
+
+use std::collections::{HashSet, VecDeque};
+
+use bevy::prelude::*;
+
+use crate::currency::PremiumBalance;
+use crate::delivery::DeliveryQueue;
+use crate::ids::{ProductId, RequestId, UserId};
+use crate::ledger::{ChargeRequest, Ledger, LedgerCompletion, LedgerReply, LedgerRequest};
+use crate::plugin::{MarketplaceSettings, MarketplaceStats};
+use crate::product_info::ProductInfo;
+use crate::receipt::{ProductPurchaseChannel, ReceiptInfo};
+use crate::service::MarketplaceService;
+use crate::session::{LedgerInbox, Player, PlayerSession, SessionPhase, Sessions};
+
+/// Ask to show the purchase prompt of a product to a player (Roblox
+/// `MarketplaceService:PromptProductPurchase`). Ignored while that player already has a prompt open.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromptProductPurchase {
+    /// The buyer: an entity with [`Player`].
+    pub player: Entity,
+    /// The product.
+    pub product_id: ProductId,
+}
+
+/// The prompt closed. Fires exactly once per opened prompt. `is_purchased` is `true` only when the
+/// player closed it after a successful purchase.
+///
+/// **Never grant from this.** It says what the buyer saw, not what was committed; grants happen
+/// in product handlers, and [`ReceiptResolved`](crate::ReceiptResolved) reports them.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromptProductPurchaseFinished {
+    /// The buyer's user id.
+    pub user_id: UserId,
+    /// The product.
+    pub product_id: ProductId,
+    /// `true` if the purchase went through before the prompt closed.
+    pub is_purchased: bool,
+}
+
+/// A prompt closed without a purchase because of an error (not a cancel): what the prompt
+/// showed, for logs and UIs that were not watching the prompt.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct PurchaseFailed {
+    /// The buyer's user id.
+    pub user_id: UserId,
+    /// The product.
+    pub product_id: ProductId,
+    /// Why.
+    pub error: PurchaseError,
+}
+
+/// What the player did with their prompt: sent by the purchase UI or a test.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromptAnswer {
+    /// The player whose prompt it is.
+    pub player: Entity,
+    /// The action.
+    pub action: PromptAction,
+}
+
+/// A button on the prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptAction {
+    /// "Buy": charge the player.
+    Confirm,
+    /// "Cancel": close without buying (only before buying).
+    Cancel,
+    /// "OK": close a prompt that shows its result.
+    Close,
+}
+
+/// Why a purchase could not be made. Nothing was charged unless the variant says so.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PurchaseError {
+    /// The product id is not in the catalog.
+    #[error("This item is not available.")]
+    UnknownProduct,
+    /// The product is not for sale.
+    #[error("This item is not currently for sale.")]
+    NotForSale,
+    /// The balance is below the price.
+    #[error("You need {missing} more to buy this item.")]
+    NotEnoughFunds {
+        /// Balance at the time.
+        balance: u64,
+        /// Price.
+        price: u64,
+        /// Price minus balance.
+        missing: u64,
+    },
+    /// The price changed after the prompt opened.
+    #[error("The price of this item changed from {shown} to {now}. Please try again.")]
+    PriceChanged {
+        /// Price on the prompt.
+        shown: u64,
+        /// Price now.
+        now: u64,
+    },
+    /// The player's data is not loaded (or could not be).
+    #[error("Your account is still loading. Please try again in a moment.")]
+    ProfileNotReady,
+    /// The ledger could not charge; the player was not charged.
+    #[error("Purchase failed: {0}. You have not been charged.")]
+    PurchaseFailed(String),
+}
+
+/// Where an open prompt is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PromptState {
+    /// Showing the product and price; waiting for Buy or Cancel.
+    AwaitingConfirmation,
+    /// Charging.
+    Purchasing,
+    /// Charged; the receipt is on its way to the handler. Waiting for OK.
+    Purchased(ReceiptInfo),
+    /// Failed; waiting for OK.
+    Failed(PurchaseError),
+}
+
+/// The open prompt of a player, on the player's entity. A purchase UI draws it and answers
+/// with [`PromptAnswer`].
+#[derive(Component, Clone, Debug)]
+pub struct PurchasePrompt {
+    /// The product asked for.
+    pub product_id: ProductId,
+    /// Its metadata, if it exists.
+    pub product: Option<ProductInfo>,
+    /// Balance when the prompt opened.
+    pub balance_before: u64,
+    /// The price shown (0 for test purchases).
+    pub price: u64,
+    /// A test purchase: free, flagged on the receipt.
+    pub test_purchase: bool,
+    /// Where the prompt is.
+    pub state: PromptState,
+    request_id: RequestId,
+    charge_attempts: u32,
+}
+
+impl PurchasePrompt {
+    /// Balance after the purchase, if affordable.
+    pub fn balance_after(&self) -> Option<u64> {
+        self.balance_before.checked_sub(self.price)
+    }
+}
+
+/// Who answers prompts when no UI does.
+#[derive(Resource, Clone, Debug, Default, PartialEq, Eq)]
+pub enum ConfirmPolicy {
+    /// Buy everything, then close. The default without a UI.
+    #[default]
+    AutoConfirm,
+    /// Cancel everything.
+    AutoCancel,
+    /// Answer prompts in order from the list (`true` = buy); when it runs out, prompts wait.
+    Scripted(VecDeque<bool>),
+    /// Only [`PromptAnswer`] messages answer (a purchase UI).
+    Manual,
+}
+
+/// How many times a charge is retried with the same request id after a storage error.
+const CHARGE_ATTEMPTS: u32 = 3;
+
+fn charge_request(
+    prompt: &PurchasePrompt,
+    user: UserId,
+    settings: &MarketplaceSettings,
+) -> LedgerRequest {
+    LedgerRequest::Charge(ChargeRequest {
+        request_id: prompt.request_id,
+        user,
+        product_id: prompt.product_id,
+        price: prompt.price,
+        test_purchase: prompt.test_purchase,
+        place_id: settings.place_id,
+        channel: ProductPurchaseChannel::InExperience,
+    })
+}
+
+/// Applies charge answers to prompts and sessions.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn handle_charge_replies(
+    mut inbox: ResMut<LedgerInbox>,
+    sessions: Res<Sessions>,
+    mut players: Query<(
+        &mut PlayerSession,
+        &mut PremiumBalance,
+        Option<&mut PurchasePrompt>,
+    )>,
+    settings: Res<MarketplaceSettings>,
+    mut ledger: ResMut<Ledger>,
+    mut deliveries: ResMut<DeliveryQueue>,
+    mut stats: ResMut<MarketplaceStats>,
+) {
+    let charges: Vec<LedgerCompletion> = inbox
+        .0
+        .extract_if(.., |c| matches!(c.request, LedgerRequest::Charge(_)))
+        .collect();
+    for LedgerCompletion { request, result } in charges {
+        let LedgerRequest::Charge(charge) = request else {
+            continue;
+        };
+        let Some(entity) = sessions.player(charge.user) else {
+            // The buyer left; a receipt, if any, waits for them in the ledger.
+            continue;
+        };
+        let Ok((mut session, mut balance, prompt)) = players.get_mut(entity) else {
+            continue;
+        };
+        let mut prompt = prompt.filter(|p| p.request_id == charge.request_id);
+        match result {
+            Ok(LedgerReply::Charged {
+                receipt,
+                balance: new_balance,
+                replayed,
+            }) => {
+                if !replayed {
+                    stats.charges += 1;
+                }
+                balance.0 = new_balance;
+                if let Some(prompt) = prompt.as_mut() {
+                    prompt.state = PromptState::Purchased(receipt.clone());
+                }
+                if session.is_active() {
+                    session.add_pending(receipt);
+                    deliveries.now.push(entity);
+                }
+            }
+            Ok(LedgerReply::InsufficientFunds {
+                balance: now,
+                price,
+            }) => {
+                balance.0 = now;
+                if let Some(prompt) = prompt.as_mut() {
+                    prompt.state = PromptState::Failed(PurchaseError::NotEnoughFunds {
+                        balance: now,
+                        price,
+                        missing: price.saturating_sub(now),
+                    });
+                }
+            }
+            Ok(other) => tracing::error!("unexpected ledger reply to a charge: {other:?}"),
+            Err(e) => {
+                let Some(prompt) = prompt.as_mut() else {
+                    continue;
+                };
+                prompt.charge_attempts += 1;
+                if prompt.charge_attempts < CHARGE_ATTEMPTS {
+                    tracing::warn!(
+                        "charging user {} for product {} failed: {e}; retrying with the same request id",
+                        charge.user,
+                        charge.product_id
+                    );
+                    ledger.send(charge_request(prompt, charge.user, &settings));
+                } else {
+                    tracing::error!(
+                        "charging user {} for product {} failed {} times: {e}",
+                        charge.user,
+                        charge.product_id,
+                        prompt.charge_attempts
+                    );
+                    prompt.state =
+                        PromptState::Failed(PurchaseError::PurchaseFailed(e.to_string()));
+                    // The last attempt may have committed before the error: look.
+                    ledger.send(LedgerRequest::PendingReceipts { user: charge.user });
+                }
+            }
+        }
+    }
+}
+
+/// Opens prompts for new requests (messages and [`MarketplaceService::prompt_product_purchase`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn open_prompts(
+    mut requests: MessageReader<PromptProductPurchase>,
+    mut service: ResMut<MarketplaceService>,
+    players: Query<(
+        &Player,
+        Option<&PlayerSession>,
+        &PremiumBalance,
+        Has<PurchasePrompt>,
+    )>,
+    settings: Res<MarketplaceSettings>,
+    mut deliveries: ResMut<DeliveryQueue>,
+    mut commands: Commands,
+) {
+    let queued = std::mem::take(&mut service.queued_prompts);
+    let mut opened = HashSet::new();
+    for request in requests.read().copied().chain(queued) {
+        let Ok((player, session, balance, has_prompt)) = players.get(request.player) else {
+            tracing::warn!(
+                "PromptProductPurchase for {} ignored: it is not a Player",
+                request.player
+            );
+            continue;
+        };
+        if has_prompt || !opened.insert(request.player) {
+            tracing::debug!(
+                "PromptProductPurchase for user {} ignored: a prompt is already open",
+                player.user_id
+            );
+            continue;
+        }
+        let product = service.get_product_info(request.product_id).ok();
+        let price = match &product {
+            Some(_) if settings.test_purchases => 0,
+            Some(p) => p.price,
+            None => 0,
+        };
+        let ready = session.is_some_and(|s| s.phase == SessionPhase::Active);
+        let failure = match &product {
+            None => Some(PurchaseError::UnknownProduct),
+            Some(_) if !ready => Some(PurchaseError::ProfileNotReady),
+            Some(p) if !p.is_for_sale => Some(PurchaseError::NotForSale),
+            Some(_) if balance.0 < price => Some(PurchaseError::NotEnoughFunds {
+                balance: balance.0,
+                price,
+                missing: price - balance.0,
+            }),
+            Some(_) => None,
+        };
+        if failure.is_none() {
+            // Roblox delivers pending receipts when a purchase prompt appears.
+            deliveries.now.push(request.player);
+        }
+        commands.entity(request.player).insert(PurchasePrompt {
+            product_id: request.product_id,
+            product,
+            balance_before: balance.0,
+            price,
+            test_purchase: settings.test_purchases,
+            state: failure.map_or(PromptState::AwaitingConfirmation, PromptState::Failed),
+            request_id: RequestId::new(),
+            charge_attempts: 0,
+        });
+    }
+}
+
+/// Applies answers from the UI, or from the [`ConfirmPolicy`], and closes finished prompts.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn answer_prompts(
+    mut answers: MessageReader<PromptAnswer>,
+    mut policy: ResMut<ConfirmPolicy>,
+    mut prompts: Query<(Entity, &Player, &mut PurchasePrompt)>,
+    service: Res<MarketplaceService>,
+    settings: Res<MarketplaceSettings>,
+    mut ledger: ResMut<Ledger>,
+    mut finished: MessageWriter<PromptProductPurchaseFinished>,
+    mut failed: MessageWriter<PurchaseFailed>,
+    mut commands: Commands,
+) {
+    let mut explicit: Vec<PromptAnswer> = answers.read().copied().collect();
+    if *policy != ConfirmPolicy::Manual {
+        for (entity, _, prompt) in &prompts {
+            if explicit.iter().any(|a| a.player == entity) {
+                continue;
+            }
+            let action = match (&prompt.state, &mut *policy) {
+                (PromptState::AwaitingConfirmation, ConfirmPolicy::AutoConfirm) => {
+                    Some(PromptAction::Confirm)
+                }
+                (PromptState::AwaitingConfirmation, ConfirmPolicy::AutoCancel) => {
+                    Some(PromptAction::Cancel)
+                }
+                (PromptState::AwaitingConfirmation, ConfirmPolicy::Scripted(script)) => {
+                    script.pop_front().map(|buy| {
+                        if buy {
+                            PromptAction::Confirm
+                        } else {
+                            PromptAction::Cancel
+                        }
+                    })
+                }
+                (PromptState::Purchased(_) | PromptState::Failed(_), _) => {
+                    Some(PromptAction::Close)
+                }
+                _ => None,
+            };
+            if let Some(action) = action {
+                explicit.push(PromptAnswer {
+                    player: entity,
+                    action,
+                });
+            }
+        }
+    }
+    for answer in explicit {
+        let Ok((entity, player, mut prompt)) = prompts.get_mut(answer.player) else {
+            continue;
+        };
+        let close = match (answer.action, &prompt.state) {
+            (PromptAction::Confirm, PromptState::AwaitingConfirmation) => {
+                // Roblox sends the expected price; a price that moved since the prompt opened fails.
+                let now = service.get_product_info(prompt.product_id).ok();
+                match now {
+                    Some(p) if !p.is_for_sale => {
+                        prompt.state = PromptState::Failed(PurchaseError::NotForSale);
+                    }
+                    Some(p) if !prompt.test_purchase && p.price != prompt.price => {
+                        prompt.state = PromptState::Failed(PurchaseError::PriceChanged {
+                            shown: prompt.price,
+                            now: p.price,
+                        });
+                    }
+                    Some(_) => {
+                        prompt.state = PromptState::Purchasing;
+                        ledger.send(charge_request(&prompt, player.user_id, &settings));
+                    }
+                    None => prompt.state = PromptState::Failed(PurchaseError::UnknownProduct),
+                }
+                None
+            }
+            (PromptAction::Cancel, PromptState::AwaitingConfirmation) => Some(false),
+            (
+                PromptAction::Close | PromptAction::Cancel | PromptAction::Confirm,
+                PromptState::Failed(_),
+            ) => Some(false),
+            (PromptAction::Close | PromptAction::Confirm, PromptState::Purchased(_)) => Some(true),
+            _ => None,
+        };
+        if let Some(is_purchased) = close {
+            commands.entity(entity).remove::<PurchasePrompt>();
+            if let PromptState::Failed(error) = &prompt.state {
+                failed.write(PurchaseFailed {
+                    user_id: player.user_id,
+                    product_id: prompt.product_id,
+                    error: error.clone(),
+                });
+            }
+            finished.write(PromptProductPurchaseFinished {
+                user_id: player.user_id,
+                product_id: prompt.product_id,
+                is_purchased,
+            });
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Receipts: what a charge produces and what handlers receive.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{PlaceId, ProductId, PurchaseId, UserId};
+
+/// The currency a receipt was paid in. Developer products are always bought with the premium
+/// currency (Roblox: `CurrencyType.Robux`); the enum keeps Roblox's numbering.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(i32)]
+pub enum CurrencyType {
+    /// The premium currency configured on the plugin (Roblox `Robux`).
+    #[default]
+    Premium = 1,
+}
+
+/// How a purchase was made (Roblox `Enum.ProductPurchaseChannel`; there is no `0`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(i32)]
+pub enum ProductPurchaseChannel {
+    /// Bought through an in-game purchase prompt.
+    #[default]
+    InExperience = 1,
+    /// Bought outside the game (a store page); delivered when the buyer joins.
+    ExperienceDetailsPage = 2,
+    /// Granted for watching a rewarded ad.
+    AdReward = 3,
+    /// Granted as the benefit of a commerce product.
+    CommerceProduct = 4,
+}
+
+impl ProductPurchaseChannel {
+    /// The numeric value Roblox uses for this channel.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The channel for a numeric value, if it is one.
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            1 => Some(Self::InExperience),
+            2 => Some(Self::ExperienceDetailsPage),
+            3 => Some(Self::AdReward),
+            4 => Some(Self::CommerceProduct),
+            _ => None,
+        }
+    }
+}
+
+/// What a handler decided about a receipt (Roblox `Enum.ProductPurchaseDecision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(i32)]
+pub enum ProductPurchaseDecision {
+    /// Not granted this time: the receipt stays pending and is delivered again later.
+    NotProcessedYet = 0,
+    /// Granted: once committed together with the buyer's persisted state it is never delivered
+    /// again, on any server.
+    PurchaseGranted = 1,
+}
+
+/// One purchase, as handed to product handlers (Roblox `receiptInfo`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptInfo {
+    /// Unique id of the purchase; the same on every redelivery.
+    pub purchase_id: PurchaseId,
+    /// The buyer.
+    pub player_id: UserId,
+    /// The product bought.
+    pub product_id: ProductId,
+    /// The place the purchase was made in.
+    pub place_id_where_purchased: PlaceId,
+    /// The exact amount of premium currency the buyer paid (0 for test purchases).
+    pub currency_spent: u64,
+    /// Always [`CurrencyType::Premium`].
+    pub currency_type: CurrencyType,
+    /// How the purchase was made.
+    pub product_purchase_channel: ProductPurchaseChannel,
+    /// `true` for a test purchase: free, still delivered through receipts (like Roblox Studio).
+    pub is_test_purchase: bool,
+}
+
+/// Where a receipt is in its life, as kept by the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReceiptState {
+    /// Charged, not yet granted: delivered to handlers until granted.
+    Pending,
+    /// Granted and committed together with the buyer's persisted state.
+    Granted,
+    /// Refunded: never delivered again.
+    Refunded,
+}
+
+impl ReceiptState {
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Granted => "granted",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    /// The state for a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "granted" => Some(Self::Granted),
+            "refunded" => Some(Self::Refunded),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! `MarketplaceService`: the game's entry point, named after Roblox's.
+
+use std::sync::Arc;
+
+use bevy::prelude::*;
+
+use crate::catalog::CatalogIndex;
+use crate::currency::PremiumCurrency;
+use crate::ids::{ProductId, UserId};
+use crate::product_info::{PAGE_SIZE, Pages, ProductInfo};
+use crate::prompt::PromptProductPurchase;
+
+/// Asking about a product the catalog does not have.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MarketplaceError {
+    /// No product has this id.
+    #[error("no developer product has id {0}")]
+    UnknownProduct(ProductId),
+}
+
+/// The marketplace: product metadata, the paged catalog, purchase prompts and premium currency.
+#[derive(Resource, Default)]
+pub struct MarketplaceService {
+    pub(crate) catalog: Arc<CatalogIndex>,
+    pub(crate) currency: PremiumCurrency,
+    pub(crate) queued_prompts: Vec<PromptProductPurchase>,
+    pub(crate) balance_changes: Vec<(UserId, i64, String)>,
+}
+
+impl MarketplaceService {
+    /// Shows the purchase prompt of `product_id` to `player` (an entity with
+    /// [`Player`](crate::Player)); same as writing a [`PromptProductPurchase`] message.
+    pub fn prompt_product_purchase(&mut self, player: Entity, product_id: ProductId) {
+        self.queued_prompts
+            .push(PromptProductPurchase { player, product_id });
+    }
+
+    /// Metadata of one product, O(1); an error for an unknown id.
+    pub fn get_product_info(&self, product_id: ProductId) -> Result<ProductInfo, MarketplaceError> {
+        self.catalog
+            .get(product_id)
+            .cloned()
+            .ok_or(MarketplaceError::UnknownProduct(product_id))
+    }
+
+    /// Every product of the game, 50 a page, in catalog order. O(1): pages share the catalog.
+    pub fn get_developer_products(&self) -> Pages<ProductInfo> {
+        Pages::new(self.catalog.products().clone(), PAGE_SIZE)
+    }
+
+    /// Replaces the catalog (as a hot reload would). Products that did not change keep their
+    /// timestamps; prompts already open keep the price they showed, and fail if it changed.
+    pub fn set_catalog(&mut self, catalog: &crate::Catalog) {
+        crate::catalog_asset::install_catalog(self, catalog);
+    }
+
+    /// The live catalog.
+    pub fn catalog(&self) -> &CatalogIndex {
+        &self.catalog
+    }
+
+    /// The premium currency.
+    pub fn currency(&self) -> &PremiumCurrency {
+        &self.currency
+    }
+
+    /// Credits premium currency to a user (a top-up, a reward, a support grant), recorded in the
+    /// ledger's balance journal with `reason`.
+    pub fn grant_premium_currency(&mut self, user: UserId, amount: u64, reason: impl Into<String>) {
+        self.balance_changes
+            .push((user, amount.min(i64::MAX as u64) as i64, reason.into()));
+    }
+}
+
+pub(crate) fn send_balance_changes(
+    mut service: ResMut<MarketplaceService>,
+    mut ledger: ResMut<crate::ledger::Ledger>,
+) {
+    for (user, delta, reason) in service.balance_changes.drain(..) {
+        ledger.send(crate::ledger::LedgerRequest::AdjustBalance {
+            user,
+            delta,
+            reason,
+        });
+    }
+}
