@@ -234,7 +234,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         };
         *gold.entry(r.info.player_id).or_default() += g;
     }
-    for u in 0..USERS {
+    for (u, gold_now) in gold_now.iter().enumerate() {
         let user = UserId(u as i64);
         let (balance, state) = audit.accounts.get(&user).cloned().unwrap_or_default();
         prop_assert_eq!(
@@ -244,7 +244,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             user
         );
         let expected = gold.get(&user).copied().unwrap_or(0);
-        prop_assert_eq!(gold_now[u], expected, "Gold of {} equals its grants", user);
+        prop_assert_eq!(*gold_now, expected, "Gold of {} equals its grants", user);
         let stored = state.0.get("Gold").cloned().unwrap_or_else(|| "(0)".into());
         prop_assert_eq!(
             stored,
