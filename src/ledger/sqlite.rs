@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
@@ -57,6 +57,7 @@ CREATE TABLE balance_journal (
     purchase_id TEXT,
     at_ms       INTEGER NOT NULL
 );
+CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
 "#];
 
 /// A ledger in one SQLite file.
@@ -91,6 +92,8 @@ impl SqliteLedger {
             reason,
         };
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| open_err(e.to_string()))?;
         // Read-only checks first: nothing is written until we know the file is ours.
         let application_id: i64 = conn
             .query_row("PRAGMA application_id", [], |r| r.get(0))
@@ -127,23 +130,28 @@ impl SqliteLedger {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )
         .map_err(|e| open_err(e.to_string()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| open_err(e.to_string()))?;
         let mut ledger = Self {
             conn,
             path: path.to_owned(),
         };
-        ledger
-            .migrate(version)
-            .map_err(|e| open_err(format!("migration from version {version} failed: {e}")))?;
+        if version < SCHEMA_VERSION {
+            ledger
+                .migrate()
+                .map_err(|e| open_err(format!("migration from version {version} failed: {e}")))?;
+        }
         Ok(ledger)
     }
 
-    fn migrate(&mut self, from: i64) -> rusqlite::Result<()> {
-        if from == SCHEMA_VERSION {
+    /// Brings the schema up to date. The version is read again under the write lock, so two
+    /// servers opening a new ledger at once migrate it once.
+    fn migrate(&mut self) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let from: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if from >= SCHEMA_VERSION {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
         for sql in &MIGRATIONS[from as usize..SCHEMA_VERSION as usize] {
             tx.execute_batch(sql)?;
         }

@@ -1,0 +1,510 @@
+//! Crash test: a child process runs a purchase storm against an SQLite ledger and is killed with
+//! SIGKILL, at random moments and at chosen stages (charge in flight, handler running, grant
+//! commit in flight, autosave in flight). After every kill the ledger must be consistent, and
+//! after a final recovery run every purchase must be granted exactly once with its Gold persisted.
+//!
+//! The child is this test binary itself, re-run with `--ignored --exact child_process`.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use bevy_marketplace::ledger::{Ledger, LedgerBackend};
+use bevy_marketplace::prelude::*;
+use bevy_marketplace::{PlayerSession, PromptState, ReceiptState, RetryPolicy, Sessions};
+use common::{FULL_HEAL, GOLD_100, GOLD_1000, Gold, Health};
+
+const PLAYERS: i64 = 6;
+const START_BALANCE: u64 = 10_000_000;
+const KILLS: usize = 60;
+const STAGES: [&str; 5] = ["random", "charging", "handler", "commit", "autosave"];
+
+// ---------------------------------------------------------------- the child
+
+#[derive(Resource)]
+struct Storm {
+    rng: u64,
+    recover: bool,
+    stage: String,
+    /// Targeted stages fire after this many chances, so the ledger has history first.
+    countdown: u32,
+    idle_frames: u32,
+    frames: u64,
+}
+
+impl Storm {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+fn say(line: &str) {
+    println!("{line}");
+}
+
+/// Blocks this (main) thread forever after telling the parent to kill us now.
+fn kill_me(stage: &str) -> ! {
+    say(&format!("KILL_ME {stage}"));
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn at_stage(storm: &mut Storm, stage: &str) -> bool {
+    if storm.recover || storm.stage != stage {
+        return false;
+    }
+    if storm.countdown > 0 {
+        storm.countdown -= 1;
+        return false;
+    }
+    true
+}
+
+fn child(db: &Path, recover: bool, stage: &str, seed: u64) {
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(1))),
+        MarketplacePlugin {
+            starting_balance: START_BALANCE,
+            autosave_interval: Duration::from_millis(40),
+            lease_duration: Duration::from_millis(1),
+            retry: RetryPolicy {
+                initial: Duration::from_millis(10),
+                multiplier: 2.0,
+                max: Duration::from_millis(80),
+            },
+            ..MarketplacePlugin::default()
+                .with_catalog(common::catalog())
+                .with_ledger(LedgerBackend::sqlite(db))
+        },
+    ))
+    .persist_component::<Gold>()
+    .insert_resource(Storm {
+        rng: seed | 1,
+        recover,
+        stage: stage.to_owned(),
+        countdown: (seed % 7) as u32 + 2,
+        idle_frames: 0,
+        frames: 0,
+    })
+    .add_product_handler(FULL_HEAL, |_, mut player| {
+        if player.world_scope(|w| w.resource_mut::<Storm>().chance(25)) {
+            return false; // a flaky handler: retried
+        }
+        player
+            .get_mut::<Health>()
+            .map(|mut h| h.current = h.max)
+            .is_some()
+    })
+    .add_product_handler(GOLD_100, |_, mut player| gold_handler(&mut player, 100))
+    .add_product_handler(GOLD_1000, |_, mut player| gold_handler(&mut player, 1000))
+    .add_systems(Update, (storm, report))
+    .add_systems(PreUpdate, watch_stages.after(MarketplaceSystems::Send));
+    app.run();
+}
+
+fn gold_handler(player: &mut EntityWorldMut, amount: u64) -> bool {
+    let fail = player.world_scope(|w| w.resource_mut::<Storm>().chance(20));
+    if fail {
+        return false;
+    }
+    let Some(mut gold) = player.get_mut::<Gold>() else {
+        return false;
+    };
+    gold.0 += amount;
+    if player.world_scope(|w| at_stage(&mut w.resource_mut::<Storm>(), "handler")) {
+        kill_me("handler");
+    }
+    true
+}
+
+fn spawn_player(commands: &mut Commands, user: i64) {
+    commands.spawn((
+        Player::new(UserId(user)),
+        Health {
+            current: 10,
+            max: 100,
+        },
+        Gold(0),
+    ));
+}
+
+fn storm(
+    mut storm: ResMut<Storm>,
+    players: Query<(Entity, &Player, &PlayerSession, Has<PurchasePrompt>)>,
+    sessions: Res<Sessions>,
+    ledger: Res<Ledger>,
+    mut prompts: MessageWriter<PromptProductPurchase>,
+    mut exit: MessageWriter<AppExit>,
+    mut commands: Commands,
+) {
+    storm.frames += 1;
+    if storm.frames.is_multiple_of(500) {
+        let phases: Vec<String> = players
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{:?}/{}p/{}u",
+                    p.1.user_id,
+                    p.2.phase(),
+                    p.2.pending_receipts().len(),
+                    p.2.uncommitted_grants().len()
+                )
+            })
+            .collect();
+        eprintln!(
+            "frame {} in_flight {} departing {} players {phases:?}",
+            storm.frames,
+            ledger.in_flight(),
+            sessions.departing()
+        );
+    }
+    let here: Vec<i64> = players.iter().map(|p| p.1.user_id.0).collect();
+    for user in 1..=PLAYERS {
+        if !here.contains(&user)
+            && sessions.player(UserId(user)).is_none()
+            && (storm.recover || storm.chance(30))
+        {
+            spawn_player(&mut commands, user);
+        }
+    }
+    if storm.recover {
+        let settled = here.len() == PLAYERS as usize
+            && players.iter().all(|p| {
+                p.2.is_active()
+                    && p.2.pending_receipts().is_empty()
+                    && p.2.uncommitted_grants().is_empty()
+            })
+            && ledger.in_flight() == 0
+            && sessions.departing() == 0;
+        storm.idle_frames = if settled { storm.idle_frames + 1 } else { 0 };
+        if storm.idle_frames == 20 {
+            say("RECOVERED");
+            exit.write(AppExit::Success);
+        }
+        return;
+    }
+    for (entity, _, session, has_prompt) in &players {
+        if !session.is_active() {
+            continue;
+        }
+        if storm.chance(2) {
+            commands.entity(entity).despawn();
+            continue;
+        }
+        if !has_prompt && storm.chance(30) {
+            let product = [GOLD_100, GOLD_100, GOLD_1000, FULL_HEAL][(storm.next() % 4) as usize];
+            prompts.write(PromptProductPurchase {
+                player: entity,
+                product_id: product,
+            });
+        }
+    }
+}
+
+fn report(mut resolved: MessageReader<ReceiptResolved>) {
+    for r in resolved.read() {
+        say(&format!(
+            "GRANTED {} {} {}",
+            r.receipt.purchase_id, r.receipt.player_id, r.receipt.product_id
+        ));
+    }
+}
+
+/// Runs right after this frame's ledger requests were sent: kill at the chosen stage.
+fn watch_stages(
+    mut storm: ResMut<Storm>,
+    prompts: Query<&PurchasePrompt>,
+    sessions: Res<Sessions>,
+    ledger: Res<Ledger>,
+) {
+    let charging = prompts.iter().any(|p| p.state == PromptState::Purchasing);
+    let committing = sessions.awaiting_commit().next().is_some();
+    if charging && at_stage(&mut storm, "charging") {
+        kill_me("charging");
+    }
+    if committing && at_stage(&mut storm, "commit") {
+        kill_me("commit");
+    }
+    // Saves with no grant in them: autosaves (and leave saves).
+    if ledger.in_flight() > 0
+        && !charging
+        && !committing
+        && storm.frames > 30
+        && at_stage(&mut storm, "autosave")
+    {
+        kill_me("autosave");
+    }
+}
+
+#[test]
+#[ignore = "the child process of purchase_storm_survives_sigkill; run by it"]
+fn child_process() {
+    let db =
+        PathBuf::from(std::env::var("CRASH_DB").expect("run by purchase_storm_survives_sigkill"));
+    let recover = std::env::var("CRASH_MODE").as_deref() == Ok("recover");
+    let stage = std::env::var("CRASH_STAGE").unwrap_or_else(|_| "random".into());
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    child(&db, recover, &stage, seed);
+}
+
+// ---------------------------------------------------------------- the parent
+
+fn spawn_child(db: &Path, mode: &str, stage: &str, seed: u64) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CRASH_DB", db)
+        .env("CRASH_MODE", mode)
+        .env("CRASH_STAGE", stage)
+        .env("CRASH_SEED", seed.to_string())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(db.with_extension("child.log")).unwrap())
+        .spawn()
+        .expect("start the child");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+struct Seen {
+    granted: HashMap<String, usize>,
+    stages: BTreeMap<String, usize>,
+}
+
+impl Seen {
+    /// Reads one line of the child. Markers are searched, not prefixed: the test harness
+    /// prints `test child_process ... ` without a newline before the child's first line.
+    fn take(&mut self, line: &str) -> Option<String> {
+        if let Some(at) = line.find("GRANTED ") {
+            let id = line[at + 8..].split_whitespace().next().unwrap().to_owned();
+            *self.granted.entry(id).or_default() += 1;
+        }
+        line.find("KILL_ME ")
+            .map(|at| line[at + 8..].trim().to_owned())
+    }
+}
+
+/// Checks what must hold after any crash.
+fn check_consistent(db: &Path, run: usize) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok", "after kill {run}");
+    // Every debit has exactly one receipt, and every receipt exactly one debit of its price.
+    let unmatched: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM balance_journal j LEFT JOIN receipts r ON r.purchase_id = j.purchase_id
+             WHERE j.reason = 'purchase' AND (r.purchase_id IS NULL OR -j.delta != r.currency_spent)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unmatched, 0, "a debit without its receipt after kill {run}");
+    let receipts_without_debit: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM receipts r WHERE (SELECT count(*) FROM balance_journal j
+             WHERE j.purchase_id = r.purchase_id AND j.reason = 'purchase') != 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        receipts_without_debit, 0,
+        "a receipt without exactly one debit after kill {run}"
+    );
+    let bad_balances: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM accounts a WHERE a.balance != ?1 +
+             (SELECT coalesce(sum(delta), 0) FROM balance_journal j WHERE j.user_id = a.user_id)",
+            [START_BALANCE as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        bad_balances, 0,
+        "a balance that is not start + journal after kill {run}"
+    );
+}
+
+#[test]
+fn purchase_storm_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("storm.sqlite3");
+    let mut seen = Seen {
+        granted: HashMap::new(),
+        stages: BTreeMap::new(),
+    };
+    let started = Instant::now();
+    let mut seed = 0x5EED_u64;
+    for run in 0..KILLS {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let stage = STAGES[run % STAGES.len()];
+        let (mut child, lines) = spawn_child(&db, "storm", stage, seed >> 33);
+        let deadline = if stage == "random" {
+            Instant::now() + Duration::from_millis(150 + (seed >> 40) % 600)
+        } else {
+            Instant::now() + Duration::from_secs(20)
+        };
+        let mut killed_at = None;
+        while Instant::now() < deadline && killed_at.is_none() {
+            match lines.recv_timeout(Duration::from_millis(5)) {
+                Ok(line) => killed_at = seen.take(&line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "child {run} ({stage}) exited on its own: {:?}",
+                        child.wait()
+                    )
+                }
+            }
+        }
+        if killed_at.is_none() && stage != "random" {
+            // Diagnose a child that never got there: where is it stuck? (best effort)
+            if let Ok(out) = Command::new("gdb")
+                .args([
+                    "-p",
+                    &child.id().to_string(),
+                    "-batch",
+                    "-ex",
+                    "thread apply all bt 30",
+                ])
+                .output()
+            {
+                eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+        child.kill().expect("SIGKILL the child");
+        child.wait().unwrap();
+        while let Ok(line) = lines.try_recv() {
+            seen.take(&line);
+        }
+        let at = killed_at.unwrap_or_else(|| {
+            let log = std::fs::read_to_string(db.with_extension("child.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            assert_eq!(
+                stage,
+                "random",
+                "child {run} never reached stage {stage}; its log ends:\n{}",
+                tail.join("\n")
+            );
+            "random".into()
+        });
+        *seen.stages.entry(at).or_default() += 1;
+        check_consistent(&db, run);
+    }
+
+    // Recovery: everyone rejoins with working handlers; nothing is bought.
+    let (mut child, lines) = spawn_child(&db, "recover", "none", 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut recovered = false;
+    while Instant::now() < deadline && !recovered {
+        match lines.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                recovered |= line.contains("RECOVERED");
+                seen.take(&line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait().unwrap();
+    while let Ok(line) = lines.try_recv() {
+        seen.take(&line);
+    }
+    assert!(
+        recovered && status.success(),
+        "the recovery run did not finish: {status:?}"
+    );
+    check_consistent(&db, KILLS);
+
+    let twice: Vec<_> = seen.granted.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "purchases granted more than once: {twice:?}"
+    );
+    let audit = bevy_marketplace::ledger::SqliteLedger::open(&db)
+        .unwrap()
+        .audit()
+        .unwrap();
+    assert_eq!(
+        audit.count(ReceiptState::Pending),
+        0,
+        "every receipt is granted after its buyer rejoined"
+    );
+    assert!(
+        audit.receipts.len() > 100,
+        "the storm bought things: {}",
+        audit.receipts.len()
+    );
+    let mut expected_gold: BTreeMap<UserId, u64> = BTreeMap::new();
+    for r in &audit.receipts {
+        let g = match r.info.product_id {
+            GOLD_100 => 100,
+            GOLD_1000 => 1000,
+            _ => 0,
+        };
+        *expected_gold.entry(r.info.player_id).or_default() += g;
+    }
+    for (user, expected) in &expected_gold {
+        let stored = audit.accounts[user]
+            .1
+            .0
+            .get("Gold")
+            .cloned()
+            .unwrap_or_else(|| "(0)".into());
+        assert_eq!(
+            stored,
+            format!("({expected})"),
+            "persisted Gold of user {user} equals its granted gold"
+        );
+    }
+    let granted_logged = seen.granted.len();
+    eprintln!(
+        "crash test: {KILLS} SIGKILLs in {:.1} s; kills by stage: {:?}; {} receipts, {} grants seen committed",
+        started.elapsed().as_secs_f64(),
+        seen.stages,
+        audit.receipts.len(),
+        granted_logged
+    );
+    for stage in &STAGES[1..] {
+        assert!(
+            seen.stages.contains_key(*stage),
+            "no kill landed in stage {stage}"
+        );
+    }
+}

@@ -1,0 +1,504 @@
+//! The durable SQLite ledger: restarts, refusing files that are not ours, failing commits,
+//! players leaving with commits in flight, session leases.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
+use bevy_marketplace::ledger::{
+    FaultPlan, FaultyStore, Ledger, LedgerBackend, LedgerError, LedgerStatus, SCHEMA_VERSION,
+    ServerId, SqliteLedger,
+};
+use bevy_marketplace::prelude::*;
+use bevy_marketplace::testing::MarketplaceTestExt;
+use bevy_marketplace::{PlayerSession, ReceiptState, SessionPhase};
+use common::*;
+
+struct DurableShop {
+    app: App,
+    log: HandlerLog,
+    faults: FaultPlan,
+}
+
+fn durable_shop(path: &Path, server: &str) -> DurableShop {
+    let faults = FaultPlan::default();
+    let (file, plan) = (path.to_owned(), faults.clone());
+    let backend = LedgerBackend::custom(move || {
+        Ok(FaultyStore::new(SqliteLedger::open(&file)?, plan.clone()))
+    });
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        MarketplacePlugin {
+            server_id: Some(ServerId(server.into())),
+            autosave_interval: Duration::from_secs(3600),
+            ..plugin(backend)
+        },
+    ))
+    .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+        10,
+    )))
+    .init_resource::<HandlerMode>()
+    .persist_component::<Gold>();
+    let log = HandlerLog::default();
+    add_sample_handlers(&mut app, log.clone());
+    DurableShop { app, log, faults }
+}
+
+impl DurableShop {
+    fn join(&mut self, user: i64) -> Entity {
+        let e = self
+            .app
+            .world_mut()
+            .spawn((
+                Player::new(UserId(user)),
+                Health {
+                    current: 5,
+                    max: 100,
+                },
+                Gold(0),
+            ))
+            .id();
+        self.app.update_until("the session to load", |w| {
+            w.get::<PlayerSession>(e)
+                .is_some_and(|s| *s.phase() != SessionPhase::Loading)
+        });
+        e
+    }
+
+    fn buy(&mut self, player: Entity, product: ProductId) {
+        self.app.world_mut().write_message(PromptProductPurchase {
+            player,
+            product_id: product,
+        });
+        self.app.settle();
+    }
+
+    fn gold(&self, e: Entity) -> u64 {
+        self.app.world().get::<Gold>(e).unwrap().0
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.app
+            .insert_resource(TimeUpdateStrategy::ManualDuration(by));
+        self.app.update();
+        self.app
+            .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+                10,
+            )));
+        self.app.settle();
+    }
+}
+
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    (dir, path)
+}
+
+fn audit(path: &Path) -> bevy_marketplace::ledger::LedgerAudit {
+    SqliteLedger::open(path).unwrap().audit().unwrap()
+}
+
+#[test]
+fn purchases_and_persisted_gold_survive_a_restart() {
+    let (_dir, path) = temp_db();
+    {
+        let mut shop = durable_shop(&path, "a");
+        let p = shop.join(1);
+        shop.buy(p, GOLD_100);
+        shop.buy(p, GOLD_100);
+        assert_eq!(shop.gold(p), 200);
+    } // dropped without the player leaving: grants were committed with their Gold anyway
+    let mut shop = durable_shop(&path, "a");
+    let p = shop.join(1);
+    assert_eq!(shop.gold(p), 200, "Gold is loaded from the ledger on join");
+    assert_eq!(
+        shop.app.world().get::<PremiumBalance>(p).unwrap().0,
+        1000 - 160
+    );
+    shop.buy(p, GOLD_100);
+    assert_eq!(shop.gold(p), 300);
+    let audit = audit(&path);
+    assert_eq!(audit.count(ReceiptState::Granted), 3);
+    assert_eq!(audit.purchase_debits, 240);
+    assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(300)");
+}
+
+#[test]
+fn the_ledger_is_a_plain_sqlite_file_in_wal_mode_with_full_sync() {
+    let (_dir, path) = temp_db();
+    let mut shop = durable_shop(&path, "a");
+    let p = shop.join(7);
+    shop.buy(p, FULL_HEAL);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let (state, spent): (String, i64) = conn
+        .query_row(
+            "SELECT state, currency_spent FROM receipts WHERE user_id = 7",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), spent), ("granted", 50));
+    let journal: i64 = conn
+        .query_row(
+            "SELECT sum(delta) FROM balance_journal WHERE user_id = 7",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(journal, -50, "the debit is journaled");
+}
+
+fn open_error(path: &Path) -> LedgerError {
+    SqliteLedger::open(path).unwrap_err()
+}
+
+fn app_status(path: &Path) -> LedgerStatus {
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, plugin(LedgerBackend::sqlite(path))));
+    app.update_until("the ledger to open or fail", |w| {
+        *w.resource::<Ledger>().status() != LedgerStatus::Opening
+    });
+    app.world().resource::<Ledger>().status().clone()
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_untouched() {
+    let (_dir, path) = temp_db();
+    let garbage: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&path, &garbage).unwrap();
+    let status = app_status(&path);
+    let LedgerStatus::Failed(error) = status else {
+        panic!("expected a failure, got {status:?}");
+    };
+    assert!(matches!(error, LedgerError::NotALedger { .. }), "{error}");
+    assert!(
+        error.to_string().contains("ledger.sqlite3"),
+        "names the file: {error}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), garbage, "not modified");
+    assert!(!path.with_extension("sqlite3-wal").exists());
+}
+
+#[test]
+fn another_programs_database_is_refused_and_untouched() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let error = open_error(&path);
+    assert!(
+        matches!(&error, LedgerError::NotALedger { reason, .. } if reason.contains("another program")),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_untouched() {
+    let (_dir, path) = temp_db();
+    drop(SqliteLedger::open(&path).unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let error = open_error(&path);
+    assert_eq!(
+        error,
+        LedgerError::NewerSchema {
+            location: path.display().to_string(),
+            found: SCHEMA_VERSION + 1,
+            supported: SCHEMA_VERSION
+        }
+    );
+    assert!(error.to_string().contains("refusing to touch it"));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_corrupted_ledger_is_refused_with_a_clear_error_and_the_game_runs_on() {
+    let (_dir, path) = temp_db();
+    {
+        let mut shop = durable_shop(&path, "a");
+        let p = shop.join(1);
+        for _ in 0..20 {
+            shop.buy(p, GOLD_100);
+        }
+    }
+    // Checkpoint the WAL into the main file, then scribble over a page in the middle.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 3 * 4096, "a few pages: {}", bytes.len());
+    for b in &mut bytes[4096 + 100..2 * 4096] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let status = app_status(&path);
+    let LedgerStatus::Failed(error) = status else {
+        panic!("expected a failure, got {status:?}");
+    };
+    let message = error.to_string();
+    assert!(message.contains("ledger.sqlite3"), "{message}");
+    assert!(
+        message.contains("corrupt") || message.contains("malformed"),
+        "says what is wrong: {message}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "not modified");
+}
+
+#[test]
+fn a_failing_grant_commit_leaves_the_receipt_pending_and_never_reruns_the_handler() {
+    let (_dir, path) = temp_db();
+    let mut shop = durable_shop(&path, "a");
+    let p = shop.join(3);
+    shop.app.insert_resource(HandlerMode::Decline);
+    shop.buy(p, GOLD_100);
+    assert_eq!(audit(&path).count(ReceiptState::Pending), 1);
+    // The next grant's commits fail three times.
+    shop.faults.fail_next_commits(3);
+    shop.app.insert_resource(HandlerMode::Work);
+    shop.advance(Duration::from_secs(2));
+    assert_eq!(shop.gold(p), 100, "granted in memory");
+    assert_eq!(
+        audit(&path).count(ReceiptState::Pending),
+        1,
+        "not reported granted before it commits"
+    );
+    assert_eq!(
+        shop.app
+            .world()
+            .get::<PlayerSession>(p)
+            .unwrap()
+            .uncommitted_grants()
+            .len(),
+        1
+    );
+    for _ in 0..6 {
+        shop.advance(Duration::from_secs(10));
+    }
+    assert_eq!(shop.faults.injected_failures(), 3);
+    let audit = audit(&path);
+    assert_eq!(
+        audit.count(ReceiptState::Granted),
+        1,
+        "a later commit resolved it"
+    );
+    assert_eq!(audit.accounts[&UserId(3)].1.0["Gold"], "(100)");
+    assert_eq!(
+        shop.log.granted.lock().unwrap().len(),
+        1,
+        "the handler granted once"
+    );
+    assert_eq!(shop.gold(p), 100);
+}
+
+#[test]
+fn a_player_leaving_while_their_grant_commits_keeps_it_exactly_once() {
+    let (_dir, path) = temp_db();
+    let mut shop = durable_shop(&path, "a");
+    let p = shop.join(4);
+    shop.app.insert_resource(HandlerMode::Decline);
+    shop.buy(p, GOLD_100);
+    shop.faults.pause();
+    shop.app.insert_resource(HandlerMode::Work);
+    shop.app
+        .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs(2)));
+    shop.app.update();
+    shop.app
+        .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+            10,
+        )));
+    shop.app.update();
+    assert_eq!(
+        shop.gold(p),
+        100,
+        "granted in memory, its commit held in flight"
+    );
+    shop.app.world_mut().entity_mut(p).despawn();
+    shop.app.update();
+    // The player comes straight back while the commit is still in flight.
+    let again = shop
+        .app
+        .world_mut()
+        .spawn((Player::new(UserId(4)), Gold(0)))
+        .id();
+    for _ in 0..5 {
+        shop.app.update();
+    }
+    assert_eq!(
+        *shop
+            .app
+            .world()
+            .get::<PlayerSession>(again)
+            .unwrap()
+            .phase(),
+        SessionPhase::Loading,
+        "their data is not read while their last save is in flight"
+    );
+    shop.faults.resume();
+    shop.app.update_until("the rejoined session to load", |w| {
+        w.get::<PlayerSession>(again)
+            .is_some_and(PlayerSession::is_active)
+    });
+    shop.app.settle();
+    assert_eq!(
+        shop.gold(again),
+        100,
+        "the grant came back with their saved Gold"
+    );
+    assert_eq!(
+        shop.log.granted.lock().unwrap().len(),
+        1,
+        "and was not granted again"
+    );
+    let audit = audit(&path);
+    assert_eq!(audit.count(ReceiptState::Granted), 1);
+    assert_eq!(audit.count(ReceiptState::Pending), 0);
+}
+
+#[test]
+fn a_player_leaving_after_a_failed_grant_commit_saves_the_grant_on_the_way_out() {
+    let (_dir, path) = temp_db();
+    let mut shop = durable_shop(&path, "a");
+    let p = shop.join(5);
+    shop.app.insert_resource(HandlerMode::Decline);
+    shop.buy(p, GOLD_100);
+    shop.faults.fail_next_commits(1);
+    shop.app.insert_resource(HandlerMode::Work);
+    shop.advance(Duration::from_secs(2));
+    assert_eq!(
+        shop.app
+            .world()
+            .get::<PlayerSession>(p)
+            .unwrap()
+            .uncommitted_grants()
+            .len(),
+        1
+    );
+    shop.app.world_mut().entity_mut(p).despawn();
+    shop.app.settle();
+    let audit = audit(&path);
+    assert_eq!(audit.count(ReceiptState::Granted), 1);
+    assert_eq!(audit.accounts[&UserId(5)].1.0["Gold"], "(100)");
+}
+
+#[test]
+fn stored_components_nobody_registered_are_kept() {
+    let (_dir, path) = temp_db();
+    {
+        let mut shop = durable_shop(&path, "a");
+        shop.join(6);
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO player_components VALUES (6, 'Pet', '(\"dragon\")')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut shop = durable_shop(&path, "a");
+    let p = shop.join(6);
+    shop.buy(p, GOLD_100);
+    let stored = &audit(&path).accounts[&UserId(6)].1.0;
+    assert_eq!(stored["Pet"], "(\"dragon\")", "carried through the save");
+    assert_eq!(stored["Gold"], "(100)");
+}
+
+#[test]
+fn a_stored_component_that_does_not_load_blocks_the_session_instead_of_overwriting_it() {
+    let (_dir, path) = temp_db();
+    {
+        let mut shop = durable_shop(&path, "a");
+        let p = shop.join(8);
+        shop.app.world_mut().entity_mut(p).despawn();
+        shop.app.settle();
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE player_components SET value = 'lots' WHERE user_id = 8",
+            [],
+        )
+        .unwrap();
+    }
+    let mut shop = durable_shop(&path, "a");
+    let p = shop.join(8);
+    let phase = shop
+        .app
+        .world()
+        .get::<PlayerSession>(p)
+        .unwrap()
+        .phase()
+        .clone();
+    assert!(
+        matches!(&phase, SessionPhase::Failed(m) if m.contains("\"Gold\"")),
+        "names the component: {phase:?}"
+    );
+    shop.buy(p, GOLD_100);
+    shop.app.world_mut().entity_mut(p).despawn();
+    shop.app.settle();
+    let audit = audit(&path);
+    assert!(audit.receipts.is_empty(), "no purchase on a broken profile");
+    assert_eq!(
+        audit.accounts[&UserId(8)].1.0["Gold"],
+        "lots",
+        "left for a human to fix"
+    );
+}
+
+#[test]
+fn a_second_server_cannot_open_a_session_the_first_holds() {
+    let (_dir, path) = temp_db();
+    let mut a = durable_shop(&path, "server-a");
+    let mut b = durable_shop(&path, "server-b");
+    let pa = a.join(9);
+    assert_eq!(
+        *a.app.world().get::<PlayerSession>(pa).unwrap().phase(),
+        SessionPhase::Active
+    );
+    a.buy(pa, GOLD_100);
+    let pb = b
+        .app
+        .world_mut()
+        .spawn((Player::new(UserId(9)), Gold(0)))
+        .id();
+    for _ in 0..20 {
+        b.app.update();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        *b.app.world().get::<PlayerSession>(pb).unwrap().phase(),
+        SessionPhase::Loading,
+        "server A holds the lease"
+    );
+    a.app.world_mut().entity_mut(pa).despawn();
+    a.app.settle();
+    b.advance(Duration::from_secs(2));
+    b.app.update_until("server B to get the session", |w| {
+        w.get::<PlayerSession>(pb)
+            .is_some_and(PlayerSession::is_active)
+    });
+    assert_eq!(b.gold(pb), 100, "with the Gold server A saved");
+}
