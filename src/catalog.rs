@@ -132,6 +132,22 @@ pub enum CatalogError {
         /// The rejected price.
         price: i64,
     },
+    /// The icon is missing, not 512×512, or not PNG/JPEG/BMP (checked with the `icons` feature).
+    #[error("{file}:{position}: product {id} ({name:?}): icon {icon:?} {reason}")]
+    Icon {
+        /// The catalog file.
+        file: String,
+        /// The product.
+        position: FilePosition,
+        /// The product id.
+        id: ProductId,
+        /// The product name.
+        name: String,
+        /// The icon path.
+        icon: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A blank name.
     #[error("{file}:{position}: product {id} has an empty name")]
     EmptyName {
@@ -151,6 +167,8 @@ pub enum CatalogError {
 #[derive(Asset, TypePath, Clone, Debug, Default, PartialEq)]
 pub struct Catalog {
     products: Vec<ProductDefinition>,
+    file: String,
+    positions: Vec<FilePosition>,
 }
 
 impl Catalog {
@@ -170,6 +188,8 @@ impl Catalog {
         validate(&parsed.products, file, &positions)?;
         Ok(Self {
             products: parsed.products,
+            file: file.to_owned(),
+            positions,
         })
     }
 
@@ -182,7 +202,24 @@ impl Catalog {
             })
             .collect();
         validate(&products, "<code>", &positions)?;
-        Ok(Self { products })
+        Ok(Self {
+            products,
+            file: "<code>".into(),
+            positions,
+        })
+    }
+
+    /// An [`CatalogError::Icon`] for the product at `index`, naming file and position.
+    pub fn icon_error(&self, index: usize, reason: impl std::fmt::Display) -> CatalogError {
+        let product = &self.products[index];
+        CatalogError::Icon {
+            file: self.file.clone(),
+            position: self.positions.get(index).copied().unwrap_or_default(),
+            id: product.id,
+            name: product.name.clone(),
+            icon: product.icon.clone().unwrap_or_default(),
+            reason: reason.to_string(),
+        }
     }
 
     /// The products, in file order.

@@ -43,10 +43,26 @@ impl AssetLoader for CatalogLoader {
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes).await?;
         let text = std::str::from_utf8(&bytes)?;
-        Ok(Catalog::from_ron_str(
-            text,
-            &load_context.path().to_string(),
-        )?)
+        let catalog = Catalog::from_ron_str(text, &load_context.path().to_string())?;
+        #[cfg(feature = "icons")]
+        for (index, icon) in catalog
+            .products()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.icon.clone()?)))
+            .collect::<Vec<_>>()
+        {
+            let checked = match load_context.read_asset_bytes(icon).await {
+                Ok(bytes) => crate::icon::decode_icon(&bytes)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot be read: {e}")),
+            };
+            if let Err(reason) = checked {
+                return Err(catalog.icon_error(index, reason).into());
+            }
+        }
+        Ok(catalog)
     }
 
     fn extensions(&self) -> &[&str] {
@@ -91,7 +107,10 @@ pub(crate) fn apply_catalog_events(
     };
     for failure in failures.read() {
         if failure.id == handle.id() {
-            let message = format!("catalog {} rejected: {}", failure.path, failure.error);
+            // The first line says it all; the rest is a backtrace.
+            let error = failure.error.to_string();
+            let error = error.lines().next().unwrap_or_default();
+            let message = format!("catalog {} rejected: {error}", failure.path);
             tracing::error!("{message}; the previous catalog stays in use");
             status.last_error = Some(message);
         }

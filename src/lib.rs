@@ -6,6 +6,8 @@ mod catalog_asset;
 mod currency;
 mod delivery;
 mod handlers;
+#[cfg(feature = "icons")]
+pub mod icon;
 mod ids;
 pub mod ledger;
 mod persist;
@@ -17,6 +19,8 @@ mod retry;
 mod service;
 mod session;
 pub mod testing;
+#[cfg(feature = "egui")]
+pub mod ui;
 
 use bevy::prelude::*;
 use serde::Serialize;
@@ -51,6 +55,10 @@ pub use session::{PendingReceipt, Player, PlayerSession, SessionPhase, Sessions}
 /// Everything a game needs: `use bevy_marketplace::prelude::*;`.
 pub mod prelude {
     pub use crate::ledger::{InMemoryLedger, LedgerBackend};
+    #[cfg(feature = "egui")]
+    pub use crate::ui::{
+        LocalPlayer, MarketplaceDebugPanelPlugin, MarketplaceUiPlugin, ProductIcons,
+    };
     pub use crate::{
         Catalog, ConfirmPolicy, MarketplaceAppExt, MarketplacePlugin, MarketplaceService,
         MarketplaceSystems, Player, PremiumBalance, PremiumCurrency, ProductId,

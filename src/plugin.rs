@@ -22,7 +22,7 @@ use crate::prompt::{
     PurchaseFailed, answer_prompts, handle_charge_replies, open_prompts,
 };
 use crate::retry::{RetryPolicy, WakeSchedule};
-use crate::service::{MarketplaceService, send_balance_changes};
+use crate::service::{MarketplaceService, apply_service_requests};
 use crate::session::{
     LedgerInbox, PlayerSession, Sessions, build_save, flush_ledger, handle_session_replies,
     on_player_added, on_player_removed, receive_ledger, run_wakes, watch_ledger_status,
@@ -31,7 +31,7 @@ use crate::session::{
 /// Where the catalog comes from.
 #[derive(Clone, Debug)]
 pub enum CatalogSource {
-    /// A RON asset, loaded (and hot-reloaded with the `hot_reload` feature) through the
+    /// A RON asset, loaded (and hot-reloaded when bevy's `file_watcher` feature is on) through the
     /// `AssetServer`. Needs `AssetPlugin` added before the marketplace plugin.
     Asset(String),
     /// A catalog built in code.
@@ -72,6 +72,9 @@ pub struct MarketplacePlugin {
     pub autosave_interval: Duration,
     /// How long a session lease lasts without a save renewing it. Default: 5 min.
     pub lease_duration: Duration,
+    /// Most ledger requests committed in one transaction (group commit). Default: 8192;
+    /// 1 commits every request on its own (one fsync each), for comparison.
+    pub max_batch: usize,
 }
 
 impl Default for MarketplacePlugin {
@@ -88,6 +91,7 @@ impl Default for MarketplacePlugin {
             starting_balance: 0,
             autosave_interval: Duration::from_secs(30),
             lease_duration: Duration::from_secs(300),
+            max_batch: crate::ledger::DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -226,7 +230,10 @@ impl Plugin for MarketplacePlugin {
             .insert_resource(status)
             .insert_resource(settings)
             .insert_resource(self.confirm.clone())
-            .insert_resource(Ledger::spawn(self.ledger.factory()))
+            .insert_resource(Ledger::spawn_with_batch_limit(
+                self.ledger.factory(),
+                self.max_batch,
+            ))
             .init_resource::<ReceiptHandlers>()
             .init_resource::<PersistRegistry>()
             .init_resource::<Sessions>()
@@ -262,7 +269,7 @@ impl Plugin for MarketplacePlugin {
                         watch_ledger_status,
                         handle_session_replies,
                         run_wakes,
-                        send_balance_changes,
+                        apply_service_requests,
                     )
                         .chain()
                         .in_set(MarketplaceSystems::Sessions),

@@ -6,9 +6,14 @@ use bevy::prelude::*;
 
 use crate::catalog::CatalogIndex;
 use crate::currency::PremiumCurrency;
+use crate::delivery::DeliveryQueue;
+use crate::ids::RequestId;
 use crate::ids::{ProductId, UserId};
+use crate::ledger::{ChargeRequest, Ledger, LedgerRequest};
+use crate::plugin::MarketplaceSettings;
 use crate::product_info::{PAGE_SIZE, Pages, ProductInfo};
 use crate::prompt::PromptProductPurchase;
+use crate::receipt::ProductPurchaseChannel;
 
 /// Asking about a product the catalog does not have.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +29,13 @@ pub struct MarketplaceService {
     pub(crate) catalog: Arc<CatalogIndex>,
     pub(crate) currency: PremiumCurrency,
     pub(crate) queued_prompts: Vec<PromptProductPurchase>,
-    pub(crate) balance_changes: Vec<(UserId, i64, String)>,
+    pub(crate) requests: Vec<ServiceRequest>,
+}
+
+pub(crate) enum ServiceRequest {
+    AdjustBalance(UserId, i64, String),
+    SimulatePurchase(UserId, ProductId),
+    RetryNow(Entity),
 }
 
 impl MarketplaceService {
@@ -67,20 +78,54 @@ impl MarketplaceService {
     /// Credits premium currency to a user (a top-up, a reward, a support grant), recorded in the
     /// ledger's balance journal with `reason`.
     pub fn grant_premium_currency(&mut self, user: UserId, amount: u64, reason: impl Into<String>) {
-        self.balance_changes
-            .push((user, amount.min(i64::MAX as u64) as i64, reason.into()));
+        self.requests.push(ServiceRequest::AdjustBalance(
+            user,
+            amount.min(i64::MAX as u64) as i64,
+            reason.into(),
+        ));
+    }
+
+    /// Creates a free test receipt for `product_id` without a prompt, as if the user bought it
+    /// elsewhere (Roblox Studio's simulated purchase). It is delivered through the handlers like
+    /// any other receipt, flagged `is_test_purchase`.
+    pub fn simulate_purchase(&mut self, user: UserId, product_id: ProductId) {
+        self.requests
+            .push(ServiceRequest::SimulatePurchase(user, product_id));
+    }
+
+    /// Delivers every pending receipt of `player` now instead of waiting for the retry timer.
+    pub fn retry_pending(&mut self, player: Entity) {
+        self.requests.push(ServiceRequest::RetryNow(player));
     }
 }
 
-pub(crate) fn send_balance_changes(
+pub(crate) fn apply_service_requests(
     mut service: ResMut<MarketplaceService>,
-    mut ledger: ResMut<crate::ledger::Ledger>,
+    mut ledger: ResMut<Ledger>,
+    mut deliveries: ResMut<DeliveryQueue>,
+    settings: Res<MarketplaceSettings>,
 ) {
-    for (user, delta, reason) in service.balance_changes.drain(..) {
-        ledger.send(crate::ledger::LedgerRequest::AdjustBalance {
-            user,
-            delta,
-            reason,
-        });
+    for request in std::mem::take(&mut service.requests) {
+        match request {
+            ServiceRequest::AdjustBalance(user, delta, reason) => {
+                ledger.send(LedgerRequest::AdjustBalance {
+                    user,
+                    delta,
+                    reason,
+                });
+            }
+            ServiceRequest::SimulatePurchase(user, product_id) => {
+                ledger.send(LedgerRequest::Charge(ChargeRequest {
+                    request_id: RequestId::new(),
+                    user,
+                    product_id,
+                    price: 0,
+                    test_purchase: true,
+                    place_id: settings.place_id,
+                    channel: ProductPurchaseChannel::InExperience,
+                }));
+            }
+            ServiceRequest::RetryNow(player) => deliveries.now.push(player),
+        }
     }
 }

@@ -289,7 +289,10 @@ fn update_until(app: &mut App, what: &str, done: impl Fn(&World) -> bool) {
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    panic!("timed out waiting for {what}");
+    panic!(
+        "timed out waiting for {what}; catalog error: {:?}",
+        app.world().resource::<CatalogStatus>().last_error
+    );
 }
 
 #[test]
@@ -299,6 +302,15 @@ fn the_catalog_loads_as_an_asset_and_a_bad_reload_keeps_the_last_good_one() {
         Path::new("products.ron"),
         include_str!("../assets/products.ron"),
     );
+    // The icons it names (checked on load with the `icons` feature).
+    let icons = dir.get_or_insert_dir(Path::new("icons"));
+    for icon in std::fs::read_dir("assets/icons").unwrap() {
+        let icon = icon.unwrap();
+        icons.insert_asset(
+            Path::new(&icon.file_name()),
+            std::fs::read(icon.path()).unwrap(),
+        );
+    }
     let mut app = asset_app(&dir);
     update_until(&mut app, "the catalog to load", |w| {
         w.resource::<MarketplaceService>().catalog().len() == 5

@@ -1,0 +1,161 @@
+//! egui integration: the purchase prompt modal, product icon textures, and the debug shop panel.
+//!
+//! Add [`EguiPlugin`](bevy_egui::EguiPlugin) and [`MarketplaceUiPlugin`]; add
+//! [`MarketplaceDebugPanelPlugin`] for the F1 panel.
+
+mod debug_panel;
+mod prompt_modal;
+
+use std::collections::HashMap;
+
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
+
+pub use debug_panel::{DebugPanel, MarketplaceDebugPanelPlugin, RecentReceipts};
+pub use prompt_modal::{PromptView, prompt_modal};
+
+use crate::icon::{ProductIcon, ProductIconLoader};
+use crate::prompt::{ConfirmPolicy, PromptAnswer, PurchasePrompt};
+use crate::service::MarketplaceService;
+
+/// Marks the player whose purchase prompts this client shows. Without one, the first open
+/// prompt is shown.
+#[derive(Component, Clone, Copy, Debug, Default)]
+pub struct LocalPlayer;
+
+/// Draws purchase prompts as an egui modal and answers them from its buttons (and Enter /
+/// Escape). Replaces the headless [`ConfirmPolicy`] with [`ConfirmPolicy::Manual`] in `finish`.
+#[derive(Default)]
+pub struct MarketplaceUiPlugin;
+
+/// The egui systems, in [`EguiPrimaryContextPass`].
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarketplaceUiSystems {
+    /// Uploads product icons as egui textures.
+    Icons,
+    /// Draws the prompt modal (after your own UI, so it stays on top).
+    Prompt,
+}
+
+impl Plugin for MarketplaceUiPlugin {
+    fn build(&self, app: &mut App) {
+        if app.is_plugin_added::<AssetPlugin>() {
+            app.init_asset::<ProductIcon>()
+                .init_asset_loader::<ProductIconLoader>();
+        }
+        app.init_resource::<ProductIcons>()
+            .configure_sets(
+                EguiPrimaryContextPass,
+                (MarketplaceUiSystems::Icons, MarketplaceUiSystems::Prompt).chain(),
+            )
+            .add_systems(
+                EguiPrimaryContextPass,
+                (
+                    upload_icons.in_set(MarketplaceUiSystems::Icons),
+                    draw_prompt.in_set(MarketplaceUiSystems::Prompt),
+                ),
+            );
+    }
+
+    fn finish(&self, app: &mut App) {
+        app.insert_resource(ConfirmPolicy::Manual);
+    }
+}
+
+/// Product icons as egui textures, by icon path. Loaded when the catalog names them.
+#[derive(Resource, Default)]
+pub struct ProductIcons {
+    handles: HashMap<String, Handle<ProductIcon>>,
+    textures: HashMap<String, egui::TextureHandle>,
+    catalog_generation: u64,
+}
+
+impl ProductIcons {
+    /// The texture of an icon path, once loaded.
+    pub fn texture(&self, icon: &str) -> Option<egui::TextureId> {
+        self.textures.get(icon).map(egui::TextureHandle::id)
+    }
+
+    /// The texture of a product's icon, once loaded.
+    pub fn for_product(
+        &self,
+        service: &MarketplaceService,
+        product: crate::ProductId,
+    ) -> Option<egui::TextureId> {
+        let info = service.catalog().get(product)?;
+        self.texture(info.icon.as_deref()?)
+    }
+}
+
+fn upload_icons(
+    mut contexts: EguiContexts,
+    service: Res<MarketplaceService>,
+    server: Option<Res<AssetServer>>,
+    assets: Option<Res<Assets<ProductIcon>>>,
+    mut icons: ResMut<ProductIcons>,
+) -> Result {
+    let (Some(server), Some(assets)) = (server, assets) else {
+        return Ok(());
+    };
+    let generation = service.catalog().generation();
+    if icons.catalog_generation != generation {
+        icons.catalog_generation = generation;
+        for product in service.catalog().products().iter() {
+            if let Some(path) = &product.icon
+                && !icons.handles.contains_key(path)
+            {
+                icons
+                    .handles
+                    .insert(path.clone(), server.load::<ProductIcon>(path.clone()));
+            }
+        }
+    }
+    if icons.handles.len() == icons.textures.len() {
+        return Ok(());
+    }
+    let ctx = contexts.ctx_mut()?;
+    let ready: Vec<(String, egui::ColorImage)> = icons
+        .handles
+        .iter()
+        .filter(|(path, _)| !icons.textures.contains_key(*path))
+        .filter_map(|(path, handle)| {
+            let icon = assets.get(handle)?;
+            let size = [icon.size[0] as usize, icon.size[1] as usize];
+            Some((
+                path.clone(),
+                egui::ColorImage::from_rgba_unmultiplied(size, &icon.rgba),
+            ))
+        })
+        .collect();
+    for (path, image) in ready {
+        let texture = ctx.load_texture(path.clone(), image, egui::TextureOptions::LINEAR);
+        icons.textures.insert(path, texture);
+    }
+    Ok(())
+}
+
+fn draw_prompt(
+    mut contexts: EguiContexts,
+    prompts: Query<(
+        Entity,
+        &PurchasePrompt,
+        Has<LocalPlayer>,
+        &crate::PremiumBalance,
+    )>,
+    service: Res<MarketplaceService>,
+    icons: Res<ProductIcons>,
+    mut answers: MessageWriter<PromptAnswer>,
+) -> Result {
+    let shown = prompts
+        .iter()
+        .find(|p| p.2)
+        .or_else(|| prompts.iter().next());
+    let Some((player, prompt, _, balance)) = shown else {
+        return Ok(());
+    };
+    let view = PromptView::new(prompt, balance.0, &service, &icons);
+    if let Some(action) = prompt_modal(contexts.ctx_mut()?, &view) {
+        answers.write(PromptAnswer { player, action });
+    }
+    Ok(())
+}

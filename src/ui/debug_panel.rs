@@ -1,0 +1,260 @@
+//! The in-engine debug shop panel (F1): catalog, players and balances, pending and granted
+//! receipts, live counters, and buttons to simulate a purchase, grant premium currency and force
+//! a retry.
+
+use std::collections::VecDeque;
+
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
+
+use crate::currency::PremiumBalance;
+use crate::delivery::{ReceiptDeliveryFailed, ReceiptResolved};
+use crate::ids::ProductId;
+use crate::ledger::{Ledger, LedgerStatus};
+use crate::plugin::MarketplaceStats;
+use crate::service::MarketplaceService;
+use crate::session::{Player, PlayerSession};
+
+use super::MarketplaceUiSystems;
+
+/// How many recent receipts the panel keeps.
+const RECENT: usize = 50;
+
+/// Adds the debug shop panel, toggled with F1.
+#[derive(Default)]
+pub struct MarketplaceDebugPanelPlugin;
+
+impl Plugin for MarketplaceDebugPanelPlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<DebugPanel>()
+            .init_resource::<RecentReceipts>()
+            .add_systems(PostUpdate, record_receipts)
+            .add_systems(
+                EguiPrimaryContextPass,
+                draw_debug_panel.before(MarketplaceUiSystems::Prompt),
+            );
+    }
+}
+
+/// The panel's state.
+#[derive(Resource, Default, Debug)]
+pub struct DebugPanel {
+    /// Shown or hidden (F1).
+    pub open: bool,
+    selected_player: Option<Entity>,
+    selected_product: Option<ProductId>,
+}
+
+/// Recently resolved and failed receipts, newest first.
+#[derive(Resource, Default, Debug)]
+pub struct RecentReceipts {
+    /// `(summary, ok)`.
+    pub entries: VecDeque<(String, bool)>,
+}
+
+fn record_receipts(
+    mut resolved: MessageReader<ReceiptResolved>,
+    mut failed: MessageReader<ReceiptDeliveryFailed>,
+    mut recent: ResMut<RecentReceipts>,
+) {
+    for r in resolved.read() {
+        let r = &r.receipt;
+        recent.entries.push_front((
+            format!(
+                "granted  {}  user {}  product {}  paid {}{}",
+                &r.purchase_id.0[..8.min(r.purchase_id.0.len())],
+                r.player_id,
+                r.product_id,
+                r.currency_spent,
+                if r.is_test_purchase { "  (test)" } else { "" }
+            ),
+            true,
+        ));
+    }
+    for f in failed.read() {
+        recent.entries.push_front((
+            format!(
+                "not yet  {}  user {}  product {}  attempt {}: {:?}",
+                &f.receipt.purchase_id.0[..8.min(f.receipt.purchase_id.0.len())],
+                f.receipt.player_id,
+                f.receipt.product_id,
+                f.attempts,
+                f.reason
+            ),
+            false,
+        ));
+    }
+    recent.entries.truncate(RECENT);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_debug_panel(
+    mut contexts: EguiContexts,
+    mut panel: ResMut<DebugPanel>,
+    mut service: ResMut<MarketplaceService>,
+    players: Query<(Entity, &Player, &PlayerSession, &PremiumBalance)>,
+    stats: Res<MarketplaceStats>,
+    ledger: Res<Ledger>,
+    recent: Res<RecentReceipts>,
+) -> Result {
+    let ctx = contexts.ctx_mut()?;
+    if ctx.input(|i| i.key_pressed(egui::Key::F1)) {
+        panel.open = !panel.open;
+    }
+    if !panel.open {
+        return Ok(());
+    }
+    if panel.selected_player.is_none_or(|e| !players.contains(e)) {
+        panel.selected_player = players.iter().next().map(|p| p.0);
+    }
+    let mut open = true;
+    let currency = service.currency().clone();
+    egui::Window::new("Marketplace debug (F1)")
+        .open(&mut open)
+        .default_width(520.0)
+        .default_pos([16.0, 60.0])
+        .show(ctx, |ui| {
+            let pending: usize = players.iter().map(|p| p.2.pending_receipts().len()).sum();
+            let uncommitted: usize = players.iter().map(|p| p.2.uncommitted_grants().len()).sum();
+            ui.horizontal_wrapped(|ui| {
+                ui.label(format!("pending {pending}"));
+                ui.label(format!("committing {uncommitted}"));
+                ui.label(format!("granted {}", stats.granted));
+                ui.label(format!("charges {}", stats.charges));
+                ui.label(format!("failures {}", stats.delivery_failures));
+                ui.label(format!("panics {}", stats.handler_panics));
+                ui.label(format!("save failures {}", stats.save_failures));
+            });
+            ui.label(match ledger.status() {
+                LedgerStatus::Opening => "ledger: opening".to_owned(),
+                LedgerStatus::Ready(at) => format!(
+                    "ledger: {at} — {} transactions, {} in flight",
+                    ledger.transactions(),
+                    ledger.in_flight()
+                ),
+                LedgerStatus::Failed(e) => format!("ledger FAILED: {e}"),
+            });
+            ui.separator();
+
+            egui::CollapsingHeader::new("Players")
+                .default_open(true)
+                .show(ui, |ui| {
+                    egui::Grid::new("debug_players")
+                        .striped(true)
+                        .show(ui, |ui| {
+                            for h in ["", "user", "balance", "session", "pending", "committing"] {
+                                ui.strong(h);
+                            }
+                            ui.end_row();
+                            for (entity, player, session, balance) in &players {
+                                ui.radio_value(&mut panel.selected_player, Some(entity), "");
+                                ui.label(player.user_id.to_string());
+                                ui.label(currency.format(balance.0));
+                                ui.label(format!("{:?}", session.phase()));
+                                ui.label(session.pending_receipts().len().to_string());
+                                ui.label(session.uncommitted_grants().len().to_string());
+                                ui.end_row();
+                            }
+                        });
+                    let selected = panel
+                        .selected_player
+                        .and_then(|e| players.get(e).ok())
+                        .map(|(e, p, ..)| (e, p.user_id));
+                    ui.horizontal(|ui| {
+                        ui.add_enabled_ui(selected.is_some(), |ui| {
+                            if ui
+                                .button(format!("Grant {}", currency.format(100)))
+                                .clicked()
+                                && let Some((_, user)) = selected
+                            {
+                                service.grant_premium_currency(user, 100, "debug panel");
+                            }
+                            if ui.button("Retry pending now").clicked()
+                                && let Some((entity, _)) = selected
+                            {
+                                service.retry_pending(entity);
+                            }
+                        });
+                    });
+                    ui.horizontal(|ui| {
+                        let name = panel
+                            .selected_product
+                            .and_then(|id| service.catalog().get(id))
+                            .map_or("choose a product".to_owned(), |p| p.name.clone());
+                        egui::ComboBox::from_id_salt("debug_product")
+                            .selected_text(name)
+                            .show_ui(ui, |ui| {
+                                for p in service.catalog().products().iter() {
+                                    ui.selectable_value(
+                                        &mut panel.selected_product,
+                                        Some(p.product_id),
+                                        &p.name,
+                                    );
+                                }
+                            });
+                        let ready = selected.is_some() && panel.selected_product.is_some();
+                        if ui
+                            .add_enabled(ready, egui::Button::new("Simulate purchase"))
+                            .clicked()
+                            && let (Some((_, user)), Some(product)) =
+                                (selected, panel.selected_product)
+                        {
+                            service.simulate_purchase(user, product);
+                        }
+                    });
+                    if let Some((entity, _)) = selected
+                        && let Ok((_, _, session, _)) = players.get(entity)
+                    {
+                        for p in session.pending_receipts() {
+                            ui.label(format!(
+                                "pending {}  product {}  attempts {}",
+                                &p.info.purchase_id.0[..8.min(p.info.purchase_id.0.len())],
+                                p.info.product_id,
+                                p.attempts
+                            ));
+                        }
+                    }
+                });
+
+            egui::CollapsingHeader::new("Catalog").show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .max_height(180.0)
+                    .show(ui, |ui| {
+                        egui::Grid::new("debug_catalog")
+                            .striped(true)
+                            .show(ui, |ui| {
+                                for h in ["id", "name", "price", "for sale"] {
+                                    ui.strong(h);
+                                }
+                                ui.end_row();
+                                for p in service.catalog().products().iter() {
+                                    ui.label(p.product_id.to_string());
+                                    ui.label(&p.name);
+                                    ui.label(currency.format(p.price));
+                                    ui.label(if p.is_for_sale { "yes" } else { "no" });
+                                    ui.end_row();
+                                }
+                            });
+                    });
+            });
+
+            egui::CollapsingHeader::new("Recent receipts")
+                .default_open(true)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical()
+                        .max_height(160.0)
+                        .show(ui, |ui| {
+                            for (line, ok) in &recent.entries {
+                                let color = if *ok {
+                                    egui::Color32::from_rgb(120, 210, 130)
+                                } else {
+                                    egui::Color32::from_rgb(230, 170, 90)
+                                };
+                                ui.label(egui::RichText::new(line).monospace().color(color));
+                            }
+                        });
+                });
+        });
+    panel.open = open;
+    Ok(())
+}
