@@ -24,7 +24,7 @@ pub use faults::{FaultPlan, FaultyStore};
 pub use memory::InMemoryLedger;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
-pub use worker::{Ledger, LedgerStatus};
+pub use worker::{DEFAULT_MAX_BATCH, Ledger, LedgerStatus};
 
 use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo, ReceiptState};

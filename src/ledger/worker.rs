@@ -8,8 +8,8 @@ use bevy::prelude::Resource;
 
 use super::{LedgerCompletion, LedgerError, LedgerRequest, LedgerStore, StoreFactory, now_ms};
 
-/// Most requests the worker puts in one transaction.
-const MAX_BATCH: usize = 8192;
+/// Most requests the worker puts in one transaction by default.
+pub const DEFAULT_MAX_BATCH: usize = 8192;
 
 enum FromWorker {
     Opened(String),
@@ -46,11 +46,18 @@ pub struct Ledger {
 impl Ledger {
     /// Starts a storage worker thread that opens the store with `open`.
     pub fn spawn(open: StoreFactory) -> Self {
+        Self::spawn_with_batch_limit(open, DEFAULT_MAX_BATCH)
+    }
+
+    /// Like [`Ledger::spawn`], with at most `max_batch` requests per transaction (1 turns group
+    /// commit off: one transaction, and one fsync, per request).
+    pub fn spawn_with_batch_limit(open: StoreFactory, max_batch: usize) -> Self {
+        let max_batch = max_batch.max(1);
         let (to_worker, requests) = mpsc::channel::<Vec<LedgerRequest>>();
         let (answers, from_worker) = mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("marketplace-ledger".into())
-            .spawn(move || run_worker(open, requests, answers))
+            .spawn(move || run_worker(open, requests, answers, max_batch))
             .expect("the OS refused to start the ledger worker thread");
         Self {
             outbox: Vec::new(),
@@ -176,6 +183,7 @@ fn run_worker(
     open: StoreFactory,
     requests: Receiver<Vec<LedgerRequest>>,
     answers: Sender<FromWorker>,
+    max_batch: usize,
 ) {
     let mut store: Box<dyn LedgerStore> = match open() {
         Ok(store) => {
@@ -200,14 +208,23 @@ fn run_worker(
             return;
         }
     };
-    while let Ok(mut batch) = requests.recv() {
-        // Group commit: everything queued so far goes into one transaction.
-        while batch.len() < MAX_BATCH {
+    let mut queued: std::collections::VecDeque<LedgerRequest> = Default::default();
+    loop {
+        if queued.is_empty() {
+            match requests.recv() {
+                Ok(batch) => queued.extend(batch),
+                Err(_) => return,
+            }
+        }
+        // Group commit: everything queued so far (up to the limit) goes into one transaction.
+        while queued.len() < max_batch {
             match requests.try_recv() {
-                Ok(more) => batch.extend(more),
+                Ok(more) => queued.extend(more),
                 Err(_) => break,
             }
         }
+        let take = queued.len().min(max_batch);
+        let batch: Vec<LedgerRequest> = queued.drain(..take).collect();
         let done = run_transaction(store.as_mut(), batch);
         if answers.send(FromWorker::Done(done)).is_err() {
             return;

@@ -1,0 +1,448 @@
+//! Benchmarks of the whole pipeline. Prints one JSON object per line:
+//! `{"name", "value", "unit"[, "baseline", "ratio"]}`; exits non-zero if a receipt is lost or
+//! granted twice during the run.
+//!
+//! ```sh
+//! cargo run --release --example bench_pipeline            # about a minute
+//! cargo run --release --example bench_pipeline -- --quick # a few seconds
+//! PG_URL="host=127.0.0.1 port=5432 user=postgres" \
+//!   cargo run --release --features postgres --example bench_pipeline   # adds PostgreSQL figures
+//! ```
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy_marketplace::ledger::{
+    ChargeRequest, InMemoryLedger, Ledger, LedgerBackend, LedgerRequest, LedgerStore,
+};
+use bevy_marketplace::prelude::*;
+use bevy_marketplace::{
+    CatalogIndex, PlaceId, PlayerSession, ProductPurchaseChannel, PurchaseId, ReceiptState,
+    RequestId,
+};
+use serde::{Deserialize, Serialize};
+
+const GOLD: ProductId = ProductId(456456);
+
+#[derive(Component, Default, Serialize, Deserialize)]
+struct Gold(u64);
+
+fn emit(name: &str, value: f64, unit: &str, baseline: Option<f64>) {
+    match baseline {
+        Some(b) => println!(
+            "{{\"name\":\"{name}\",\"value\":{value:.3},\"unit\":\"{unit}\",\"baseline\":{b:.3},\"ratio\":{:.2}}}",
+            value / b
+        ),
+        None => println!("{{\"name\":\"{name}\",\"value\":{value:.3},\"unit\":\"{unit}\"}}"),
+    }
+}
+
+fn fail(what: String) -> ! {
+    eprintln!("INVARIANT BROKEN: {what}");
+    std::process::exit(1);
+}
+
+fn catalog() -> Catalog {
+    Catalog::from_ron_str(include_str!("../assets/products.ron"), "products.ron").unwrap()
+}
+
+/// A headless server with the gold handler; returns the app and the grant log.
+fn server(ledger: LedgerBackend, max_batch: usize) -> (App, Arc<Mutex<Vec<PurchaseId>>>) {
+    let granted = Arc::new(Mutex::new(Vec::new()));
+    let log = granted.clone();
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        MarketplacePlugin {
+            starting_balance: 1_000_000_000,
+            autosave_interval: Duration::from_secs(3600),
+            max_batch,
+            ..MarketplacePlugin::default()
+                .with_catalog(catalog())
+                .with_ledger(ledger)
+        },
+    ))
+    .persist_component::<Gold>()
+    .add_product_handler(GOLD, move |receipt, mut player| {
+        let Some(mut gold) = player.get_mut::<Gold>() else {
+            return false;
+        };
+        gold.0 += 100;
+        log.lock().unwrap().push(receipt.purchase_id.clone());
+        true
+    });
+    (app, granted)
+}
+
+fn update_until(app: &mut App, limit: Duration, mut done: impl FnMut(&mut World) -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        app.update();
+        if done(app.world_mut()) {
+            return;
+        }
+        if Instant::now() > deadline {
+            fail("the pipeline did not finish in time".into());
+        }
+    }
+}
+
+fn spawn_players(app: &mut App, users: std::ops::Range<i64>) -> Vec<Entity> {
+    let players: Vec<Entity> = users
+        .map(|u| {
+            app.world_mut()
+                .spawn((Player::new(UserId(u)), Gold(0)))
+                .id()
+        })
+        .collect();
+    let n = players.len();
+    update_until(app, Duration::from_secs(120), |w| {
+        w.query::<&PlayerSession>()
+            .iter(w)
+            .filter(|s| s.is_active())
+            .count()
+            == n
+    });
+    players
+}
+
+/// Charge → handler → grant commit for `players × rounds` purchases. Returns receipts/s.
+fn pipeline(
+    ledger: LedgerBackend,
+    max_batch: usize,
+    users: std::ops::Range<i64>,
+    rounds: usize,
+) -> f64 {
+    let (mut app, granted) = server(ledger, max_batch);
+    let players = spawn_players(&mut app, users);
+    let target = players.len() * rounds;
+    let mut bought = vec![0usize; players.len()];
+    let started = Instant::now();
+    update_until(&mut app, Duration::from_secs(600), |world| {
+        for (i, &player) in players.iter().enumerate() {
+            if bought[i] < rounds && world.get::<PurchasePrompt>(player).is_none() {
+                let idle = world.get::<PlayerSession>(player).is_some_and(|s| {
+                    s.pending_receipts().is_empty() && s.uncommitted_grants().is_empty()
+                });
+                if idle {
+                    bought[i] += 1;
+                    world.write_message(PromptProductPurchase {
+                        player,
+                        product_id: GOLD,
+                    });
+                }
+            }
+        }
+        world
+            .resource::<bevy_marketplace::MarketplaceStats>()
+            .granted as usize
+            >= target
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    // Invariants: every purchase granted exactly once, gold matches.
+    let grants = granted.lock().unwrap().clone();
+    let unique: HashSet<_> = grants.iter().collect();
+    if unique.len() != grants.len() {
+        fail(format!(
+            "{} purchases granted twice",
+            grants.len() - unique.len()
+        ));
+    }
+    if grants.len() != target {
+        fail(format!("{} grants for {target} purchases", grants.len()));
+    }
+    for &p in &players {
+        let gold = app.world().get::<Gold>(p).unwrap().0;
+        if gold != 100 * rounds as u64 {
+            fail(format!("a player has {gold} gold after {rounds} purchases"));
+        }
+    }
+    target as f64 / elapsed
+}
+
+fn check_sqlite(path: &Path, expected: usize) {
+    let audit = bevy_marketplace::ledger::SqliteLedger::open(path)
+        .unwrap()
+        .audit()
+        .unwrap();
+    if audit.count(ReceiptState::Granted) != expected || audit.receipts.len() != expected {
+        fail(format!(
+            "ledger has {} receipts, {} granted; expected {expected}",
+            audit.receipts.len(),
+            audit.count(ReceiptState::Granted)
+        ));
+    }
+    if audit.purchase_debits != audit.receipt_total() {
+        fail("debits and receipts disagree".into());
+    }
+}
+
+fn durable_receipts(quick: bool) {
+    let dir = tempfile_dir();
+    let (players, rounds) = if quick { (1000, 2) } else { (5000, 4) };
+    let grouped_path = dir.join("grouped.sqlite3");
+    let grouped = pipeline(
+        LedgerBackend::sqlite(&grouped_path),
+        bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
+        0..players,
+        rounds,
+    );
+    check_sqlite(&grouped_path, players as usize * rounds);
+    let (players_1, rounds_1) = if quick { (100, 2) } else { (500, 2) };
+    let single_path = dir.join("single.sqlite3");
+    let single = pipeline(
+        LedgerBackend::sqlite(&single_path),
+        1,
+        0..players_1,
+        rounds_1,
+    );
+    check_sqlite(&single_path, players_1 as usize * rounds_1);
+    emit(
+        "durable_receipts_per_s",
+        grouped,
+        "receipts/s",
+        Some(single),
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bevy_marketplace_bench_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn frame_time(app: &mut App, frames: u32) -> f64 {
+    for _ in 0..50 {
+        app.update();
+    }
+    let started = Instant::now();
+    for _ in 0..frames {
+        app.update();
+    }
+    started.elapsed().as_secs_f64() * 1e6 / frames as f64
+}
+
+fn idle_frame_cost(quick: bool) {
+    let players = 10_000;
+    let frames = if quick { 500 } else { 3000 };
+    let mut bare = App::new();
+    bare.add_plugins(MinimalPlugins);
+    for u in 0..players {
+        bare.world_mut().spawn((Player::new(UserId(u)), Gold(0)));
+    }
+    let (mut with_plugin, _) = server(
+        LedgerBackend::in_memory(),
+        bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
+    );
+    spawn_players(&mut with_plugin, 0..players);
+    // Interleave to share the machine's noise fairly.
+    let (mut base, mut plugin) = (0.0, 0.0);
+    for _ in 0..4 {
+        base += frame_time(&mut bare, frames / 4);
+        plugin += frame_time(&mut with_plugin, frames / 4);
+    }
+    let (base, plugin) = (base / 4.0, plugin / 4.0);
+    emit(
+        "idle_frame_cost_us",
+        (plugin - base).max(0.0),
+        "us/frame",
+        None,
+    );
+    emit("idle_frame_us_with_plugin", plugin, "us/frame", Some(base));
+}
+
+fn burst_stall(quick: bool) {
+    let n: i64 = if quick { 2000 } else { 10_000 };
+    // n receipts are waiting in the ledger; n buyers join at once.
+    let mut store = InMemoryLedger::default();
+    store.begin().unwrap();
+    for u in 0..n {
+        store
+            .apply(
+                &LedgerRequest::AdjustBalance {
+                    user: UserId(u),
+                    delta: 1000,
+                    reason: "bench".into(),
+                },
+                0,
+            )
+            .unwrap();
+        store
+            .apply(
+                &LedgerRequest::Charge(ChargeRequest {
+                    request_id: RequestId::new(),
+                    user: UserId(u),
+                    product_id: GOLD,
+                    price: 80,
+                    test_purchase: false,
+                    place_id: PlaceId(0),
+                    channel: ProductPurchaseChannel::ExperienceDetailsPage,
+                }),
+                0,
+            )
+            .unwrap();
+    }
+    store.commit().unwrap();
+    let (mut app, granted) = server(
+        LedgerBackend::InMemory(store.clone()),
+        bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
+    );
+    app.update();
+    for u in 0..n {
+        app.world_mut().spawn((Player::new(UserId(u)), Gold(0)));
+    }
+    let mut longest = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let started = Instant::now();
+        app.update();
+        longest = longest.max(started.elapsed());
+        let done = app
+            .world()
+            .resource::<bevy_marketplace::MarketplaceStats>()
+            .granted as i64
+            >= n
+            && app.world().resource::<Ledger>().in_flight() == 0;
+        if done {
+            break;
+        }
+        if Instant::now() > deadline {
+            fail("the burst did not finish".into());
+        }
+    }
+    let grants = granted.lock().unwrap();
+    if grants.iter().collect::<HashSet<_>>().len() != n as usize || grants.len() != n as usize {
+        fail(format!("{} grants for {n} receipts", grants.len()));
+    }
+    if store.audit().count(ReceiptState::Pending) != 0 {
+        fail("receipts left pending after the burst".into());
+    }
+    emit(
+        "burst_max_stall_ms",
+        longest.as_secs_f64() * 1e3,
+        "ms",
+        None,
+    );
+}
+
+fn catalog_scale(quick: bool) {
+    let n = if quick { 20_000 } else { 100_000 };
+    let mut text = String::from("(products: [\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "  (id: {}, name: \"Product {i}\", description: \"A product for the benchmark.\", price: {}, icon: \"icons/p{i}.png\", category: \"Cat {}\"),\n",
+            i + 1,
+            1 + i % 1000,
+            i % 20
+        ));
+    }
+    text.push_str("])\n");
+    let started = Instant::now();
+    let catalog = Catalog::from_ron_str(&text, "bench.ron").unwrap_or_else(|e| fail(e.to_string()));
+    let index = CatalogIndex::build(&catalog, None, std::time::SystemTime::now());
+    let load = started.elapsed();
+    emit(
+        &format!("catalog_load_ms_{n}"),
+        load.as_secs_f64() * 1e3,
+        "ms",
+        None,
+    );
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        MarketplacePlugin::default()
+            .with_catalog(catalog)
+            .with_ledger(LedgerBackend::in_memory()),
+    ));
+    let service = app.world().resource::<MarketplaceService>();
+    let started = Instant::now();
+    let mut pages = service.get_developer_products();
+    let mut seen = 0usize;
+    loop {
+        seen += pages
+            .current_page()
+            .iter()
+            .filter(|p| !p.name.is_empty())
+            .count();
+        if pages.is_finished() {
+            break;
+        }
+        pages.advance_to_next_page().unwrap();
+    }
+    let paging = started.elapsed();
+    if seen != n || index.len() != n {
+        fail(format!("paged {seen} of {n} products"));
+    }
+    emit(
+        &format!("catalog_page_all_ms_{n}"),
+        paging.as_secs_f64() * 1e3,
+        "ms",
+        None,
+    );
+    let started = Instant::now();
+    let mut found = 0;
+    for i in 0..n as i64 {
+        found += usize::from(service.get_product_info(ProductId(i + 1)).is_ok());
+    }
+    let lookup = started.elapsed().as_secs_f64() * 1e9 / n as f64;
+    if found != n {
+        fail("a product was not found".into());
+    }
+    emit("get_product_info_ns", lookup, "ns", None);
+}
+
+#[cfg(feature = "postgres")]
+fn postgres(quick: bool) {
+    let Ok(url) = std::env::var("PG_URL") else {
+        eprintln!("PG_URL not set: skipping the PostgreSQL figures");
+        return;
+    };
+    let (players, rounds) = if quick { (500, 2) } else { (2000, 4) };
+    let one = pipeline(
+        LedgerBackend::postgres(url.clone()),
+        bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
+        1_000_000..1_000_000 + players,
+        rounds,
+    );
+    emit("pg_receipts_per_s_1_server", one, "receipts/s", None);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..4i64)
+        .map(|s| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let base = 2_000_000 + s * 100_000;
+                pipeline(
+                    LedgerBackend::postgres(url),
+                    bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
+                    base..base + players,
+                    rounds,
+                );
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .unwrap_or_else(|_| fail("a server thread panicked".into()));
+    }
+    let total = 4.0 * (players as usize * rounds) as f64 / started.elapsed().as_secs_f64();
+    emit("pg_receipts_per_s_4_servers", total, "receipts/s", None);
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let started = Instant::now();
+    catalog_scale(quick);
+    idle_frame_cost(quick);
+    burst_stall(quick);
+    durable_receipts(quick);
+    #[cfg(feature = "postgres")]
+    postgres(quick);
+    eprintln!(
+        "bench_pipeline finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
