@@ -228,10 +228,7 @@ fn the_backend_opens_from_a_url_and_hides_passwords() {
         LedgerBackend::postgres("host=h user=u password=hunter2 dbname=d")
     );
     assert!(!shown.contains("hunter2"), "{shown}");
-    let shown = format!(
-        "{:?}",
-        LedgerBackend::postgres("postgres://u:hunter2@h/d")
-    );
+    let shown = format!("{:?}", LedgerBackend::postgres("postgres://u:hunter2@h/d"));
     assert!(!shown.contains("hunter2"), "{shown}");
 }
 
@@ -418,7 +415,8 @@ fn the_lease_is_a_compare_and_set_between_servers() {
         }
     ));
     // A stalls; its lease runs out and B takes over.
-    let LedgerReply::Charged { receipt, .. } = apply_at(&mut a, 2_950, charge(5, RequestId::new(), 100))
+    let LedgerReply::Charged { receipt, .. } =
+        apply_at(&mut a, 2_950, charge(5, RequestId::new(), 100))
     else {
         panic!("charged");
     };
@@ -431,20 +429,32 @@ fn the_lease_is_a_compare_and_set_between_servers() {
     assert_eq!(pending, vec![receipt.clone()], "B gets the pending receipt");
     // A wakes up and tries to commit its grant: refused, nothing written.
     assert_eq!(
-        apply_at(&mut a, 3_100, save("a", 110, vec![receipt.purchase_id.clone()], false)),
+        apply_at(
+            &mut a,
+            3_100,
+            save("a", 110, vec![receipt.purchase_id.clone()], false)
+        ),
         LedgerReply::LeaseLost {
             owner: Some("b".into())
         }
     );
     assert_eq!(
-        apply_at(&mut a, 3_100, LedgerRequest::ReleaseSession {
-            user: UserId(5),
-            server: ServerId("a".into())
-        }),
+        apply_at(
+            &mut a,
+            3_100,
+            LedgerRequest::ReleaseSession {
+                user: UserId(5),
+                server: ServerId("a".into())
+            }
+        ),
         LedgerReply::Released
     );
     assert_eq!(
-        apply_at(&mut b, 3_200, save("b", 110, vec![receipt.purchase_id.clone()], true)),
+        apply_at(
+            &mut b,
+            3_200,
+            save("b", 110, vec![receipt.purchase_id.clone()], true)
+        ),
         LedgerReply::Saved {
             newly_granted: vec![receipt.purchase_id.clone()]
         }
@@ -472,7 +482,11 @@ fn a_second_server_cannot_open_a_session_the_first_holds_until_release_or_expiry
         b.app.update();
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(b.phase(pb), SessionPhase::Loading, "server A holds the lease");
+    assert_eq!(
+        b.phase(pb),
+        SessionPhase::Loading,
+        "server A holds the lease"
+    );
     a.app.world_mut().entity_mut(pa).despawn();
     a.app.settle();
     b.advance(Duration::from_secs(2));
@@ -496,11 +510,12 @@ fn a_server_that_lost_the_lease_writes_nothing_and_drops_its_grants() {
     // A stalls (no frames, no autosave); B's player joins and waits out A's lease.
     let started = Instant::now();
     let pb = b.spawn(11);
-    b.app.update_until("server B to take the expired lease", |w| {
-        std::thread::sleep(Duration::from_millis(2));
-        w.get::<PlayerSession>(pb)
-            .is_some_and(PlayerSession::is_active)
-    });
+    b.app
+        .update_until("server B to take the expired lease", |w| {
+            std::thread::sleep(Duration::from_millis(2));
+            w.get::<PlayerSession>(pb)
+                .is_some_and(PlayerSession::is_active)
+        });
     assert!(
         started.elapsed() >= lease / 2,
         "B waited for A's lease: {:?}",
@@ -524,7 +539,14 @@ fn a_server_that_lost_the_lease_writes_nothing_and_drops_its_grants() {
     );
     let session = a.app.world().get::<PlayerSession>(pa).unwrap();
     assert!(session.uncommitted_grants().is_empty(), "grants dropped");
-    assert!(a.app.world().resource::<Sessions>().awaiting_commit().next().is_none());
+    assert!(
+        a.app
+            .world()
+            .resource::<Sessions>()
+            .awaiting_commit()
+            .next()
+            .is_none()
+    );
     assert_eq!(a.app.world().resource::<MarketplaceStats>().granted, 0);
     // A leaving writes nothing either.
     a.app.world_mut().entity_mut(pa).despawn();
@@ -618,6 +640,7 @@ fn race_child(url: &str, server: &str, seed: u64) {
     app.run();
 }
 
+#[allow(clippy::too_many_arguments)]
 fn race_commands(
     mut race: ResMut<Race>,
     players: Query<(Entity, &Player)>,
@@ -661,8 +684,7 @@ fn race_commands(
             _ => panic!("unknown command {line:?}"),
         }
     }
-    if race.quitting && players.is_empty() && ledger.in_flight() == 0 && sessions.departing() == 0
-    {
+    if race.quitting && players.is_empty() && ledger.in_flight() == 0 && sessions.departing() == 0 {
         say(&format!(
             "STATS lease_losses={} granted={} charges={}",
             stats.lease_losses, stats.granted, stats.charges
@@ -693,7 +715,7 @@ fn race_buy(
             ));
         }
         if race.buying && !has_prompt {
-            let product = if race.next() % 4 == 0 {
+            let product = if race.next().is_multiple_of(4) {
                 GOLD_1000
             } else {
                 GOLD_100
@@ -773,7 +795,10 @@ fn spawn_server(
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if events.send(Event::Line(index, Instant::now(), line)).is_err() {
+            if events
+                .send(Event::Line(index, Instant::now(), line))
+                .is_err()
+            {
                 return;
             }
         }
@@ -822,7 +847,8 @@ impl Observed {
                 } else if line.contains("READY") {
                     self.ready.insert(server);
                 } else if let Some(i) = line.find("STATS ") {
-                    self.stats.push(format!("server-{server}: {}", &line[i + 6..]));
+                    self.stats
+                        .push(format!("server-{server}: {}", &line[i + 6..]));
                 }
             }
         }
@@ -947,7 +973,9 @@ fn many_servers_race_players_hopping_and_a_frozen_server() {
         let user = (next() % PLAYERS as u64) as i64 + 1;
         let from = on[&user];
         let to = (from + 1 + (next() as usize % (SERVERS - 1))) % SERVERS;
-        if (freeze.is_none() || thawed || (from != frozen && to != frozen)) && next() % 2 == 0 {
+        if (freeze.is_none() || thawed || (from != frozen && to != frozen))
+            && next().is_multiple_of(2)
+        {
             servers[from].send(&format!("LEAVE {user}"));
             servers[to].send(&format!("JOIN {user}"));
             on.insert(user, to);
@@ -1030,7 +1058,11 @@ fn many_servers_race_players_hopping_and_a_frozen_server() {
     let twice: Vec<_> = seen.granted.iter().filter(|(_, g)| g.2 > 1).collect();
     assert!(twice.is_empty(), "purchases granted twice: {twice:?}");
     let audit = audit(&url);
-    assert_eq!(audit.count(ReceiptState::Pending), 0, "every purchase granted");
+    assert_eq!(
+        audit.count(ReceiptState::Pending),
+        0,
+        "every purchase granted"
+    );
     assert_eq!(audit.count(ReceiptState::Granted), audit.receipts.len());
     let granted_ids: HashSet<&str> = seen.granted.keys().map(String::as_str).collect();
     let stored_ids: HashSet<&str> = audit
@@ -1067,7 +1099,14 @@ fn many_servers_race_players_hopping_and_a_frozen_server() {
     let losses: u64 = seen
         .stats
         .iter()
-        .filter_map(|s| s.split("lease_losses=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .filter_map(|s| {
+            s.split("lease_losses=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     eprintln!(
         "race: {} receipts, {hops} hops, frozen server-{frozen} for {} ms with {} leases; \
@@ -1084,6 +1123,9 @@ fn many_servers_race_players_hopping_and_a_frozen_server() {
         started.elapsed().as_secs_f64()
     );
     assert!(!leases.is_empty(), "the frozen server held leases");
-    assert!(!takeovers.is_empty(), "other servers took the frozen server's players over");
+    assert!(
+        !takeovers.is_empty(),
+        "other servers took the frozen server's players over"
+    );
     assert!(audit.receipts.len() > 100, "the servers bought things");
 }

@@ -95,13 +95,15 @@ const ALL_RECEIPTS: &str = concat!(
     receipt_columns!(),
     ", state, request_id FROM receipts ORDER BY created_ms, purchase_id"
 );
-const ENSURE_ACCOUNT: &str = "INSERT INTO accounts (user_id, balance, created_ms, updated_ms) VALUES ($1, $2, $3, $3)
+const ENSURE_ACCOUNT: &str =
+    "INSERT INTO accounts (user_id, balance, created_ms, updated_ms) VALUES ($1, $2, $3, $3)
      ON CONFLICT (user_id) DO NOTHING";
 const BALANCE: &str = "SELECT balance FROM accounts WHERE user_id = $1";
 const LOCK_ACCOUNT: &str =
     "SELECT balance, lease_owner, lease_expires_ms FROM accounts WHERE user_id = $1 FOR UPDATE";
 const TAKE_LEASE: &str = "UPDATE accounts SET lease_owner = $2, lease_expires_ms = $3, updated_ms = $4 WHERE user_id = $1";
-const RELEASE: &str = "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = $3
+const RELEASE: &str =
+    "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = $3
      WHERE user_id = $1 AND lease_owner = $2";
 const LOAD_STATE: &str = "SELECT name, value FROM player_components WHERE user_id = $1";
 /// Debit, receipt and journal in one statement; no row when the balance is too low (or the
@@ -141,6 +143,9 @@ const GRANT: &str = "UPDATE receipts SET state = 'granted', resolved_ms = $3
 const SET_BALANCE: &str = "UPDATE accounts SET balance = $2, updated_ms = $3 WHERE user_id = $1";
 const JOURNAL: &str =
     "INSERT INTO balance_journal (user_id, delta, reason, at_ms) VALUES ($1, $2, $3, $4)";
+
+/// An account row read under its lock: balance, lease owner, lease expiry (Unix ms).
+type LockedAccount = (u64, Option<String>, Option<i64>);
 
 /// A ledger in a PostgreSQL database, shared by any number of game servers.
 pub struct PostgresLedger {
@@ -351,20 +356,11 @@ impl PostgresLedger {
     }
 
     /// Locks the account row: (balance, lease owner, lease expiry), or `None` if there is none.
-    fn lock_account(
-        &mut self,
-        user: UserId,
-    ) -> Result<Option<(u64, Option<String>, Option<i64>)>, postgres::Error> {
+    fn lock_account(&mut self, user: UserId) -> Result<Option<LockedAccount>, postgres::Error> {
         let stmt = self.stmt(LOCK_ACCOUNT)?;
         self.client
             .query_opt(&stmt, &[&user.0])?
-            .map(|r| {
-                Ok((
-                    r.try_get::<_, i64>(0)? as u64,
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                ))
-            })
+            .map(|r| Ok((r.try_get::<_, i64>(0)? as u64, r.try_get(1)?, r.try_get(2)?)))
             .transpose()
     }
 
@@ -478,7 +474,9 @@ impl PostgresLedger {
             LedgerRequest::Charge(charge) => self.charge(charge, now_ms)?,
             LedgerRequest::Save(save) => {
                 // Compare-and-set on the lease owner, under the row lock.
-                let owner = self.lock_account(save.user)?.and_then(|(_, owner, _)| owner);
+                let owner = self
+                    .lock_account(save.user)?
+                    .and_then(|(_, owner, _)| owner);
                 if owner.as_deref() != Some(&*save.server.0) {
                     return Ok(LedgerReply::LeaseLost { owner });
                 }

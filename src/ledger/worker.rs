@@ -234,16 +234,14 @@ fn run_transaction(
     if let Err(error) = store.begin() {
         return fail(batch, error);
     }
-    let order = store
-        .apply_order(&batch)
-        .filter(|order| {
-            // Only a permutation: every request applied exactly once.
-            let mut seen = vec![false; batch.len()];
-            order.len() == batch.len()
-                && order
-                    .iter()
-                    .all(|&i| i < seen.len() && !std::mem::replace(&mut seen[i], true))
-        });
+    let order = store.apply_order(&batch).filter(|order| {
+        // Only a permutation: every request applied exactly once.
+        let mut seen = vec![false; batch.len()];
+        order.len() == batch.len()
+            && order
+                .iter()
+                .all(|&i| i < seen.len() && !std::mem::replace(&mut seen[i], true))
+    });
     let mut replies: Vec<Option<LedgerReply>> = vec![None; batch.len()];
     for i in order.unwrap_or_else(|| (0..batch.len()).collect()) {
         match store.apply(&batch[i], now) {

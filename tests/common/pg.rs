@@ -34,8 +34,7 @@ pub fn find_bin_dir() -> Option<PathBuf> {
         .filter_map(|e| {
             let version: u32 = e.file_name().to_str()?.parse().ok()?;
             let bin = e.path().join("bin");
-            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
-                .then_some((version, bin))
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
         })
         .collect();
     versions.sort();
@@ -151,8 +150,19 @@ impl PgCluster {
         })
     }
 
+    // The watchdog outlives this process on purpose: it is never waited for.
+    #[allow(clippy::zombie_processes)]
     fn watch(&self, pid: u32) {
-        let stop = self.command_line("pg_ctl", &["-D", self.data_dir().to_str().unwrap(), "-m", "immediate", "stop"]);
+        let stop = self.command_line(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data_dir().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+        );
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 0.2; done; {stop} >/dev/null 2>&1; rm -rf '{}'",
             self.dir.display()
@@ -174,7 +184,11 @@ impl PgCluster {
         let exe = self.bin.join(tool);
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         if self.as_postgres {
-            format!("runuser -u postgres -- '{}' {}", exe.display(), quoted.join(" "))
+            format!(
+                "runuser -u postgres -- '{}' {}",
+                exe.display(),
+                quoted.join(" ")
+            )
         } else {
             format!("'{}' {}", exe.display(), quoted.join(" "))
         }
@@ -214,7 +228,10 @@ impl PgCluster {
 
     /// A connection string for database `db`.
     pub fn url(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            self.port
+        )
     }
 
     /// Creates a fresh database with a unique name starting with `prefix`; returns its URL.
