@@ -562,6 +562,92 @@ fn a_server_that_lost_the_lease_writes_nothing_and_drops_its_grants() {
     assert_eq!(owner.as_deref(), Some("server-b"));
 }
 
+#[test]
+fn ledger_throughput_with_four_servers() {
+    // Four connections, each a server's storage worker: batches of charges, then the saves that
+    // grant them (group commit, as the worker does), on disjoint players.
+    const SERVERS: i64 = 4;
+    const BATCH: i64 = 100;
+    let url = PgCluster::shared().create_database("throughput");
+    drop(PostgresLedger::connect(&url).unwrap());
+    let run_for = Duration::from_secs(3);
+    let threads: Vec<_> = (0..SERVERS)
+        .map(|s| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut store = PostgresLedger::connect(&url).unwrap();
+                let server = format!("bench-{s}");
+                let users: Vec<i64> = (0..BATCH).map(|i| 10_000 + s * BATCH + i).collect();
+                let now = bevy_marketplace_now();
+                store.begin().unwrap();
+                for &u in &users {
+                    store.apply(&open(u, &server, 60_000), now).unwrap();
+                }
+                store.commit().unwrap();
+                let started = Instant::now();
+                let mut granted = 0u64;
+                let mut gold = vec![0u64; users.len()];
+                while started.elapsed() < run_for {
+                    let now = bevy_marketplace_now();
+                    store.begin().unwrap();
+                    let mut receipts = Vec::new();
+                    for &u in &users {
+                        match store.apply(&charge(u, RequestId::new(), 1), now).unwrap() {
+                            LedgerReply::Charged { receipt, .. } => receipts.push(receipt),
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                    store.commit().unwrap();
+                    store.begin().unwrap();
+                    for (i, receipt) in receipts.into_iter().enumerate() {
+                        gold[i] += 100;
+                        let reply = store
+                            .apply(
+                                &LedgerRequest::Save(SaveRequest {
+                                    user: UserId(users[i]),
+                                    server: ServerId(server.as_str().into()),
+                                    state: gold_state(gold[i]),
+                                    granted: vec![receipt.purchase_id],
+                                    release: false,
+                                    lease_ms: 60_000,
+                                }),
+                                now,
+                            )
+                            .unwrap();
+                        assert!(matches!(reply, LedgerReply::Saved { ref newly_granted } if newly_granted.len() == 1));
+                    }
+                    store.commit().unwrap();
+                    granted += users.len() as u64;
+                }
+                (granted, started.elapsed())
+            })
+        })
+        .collect();
+    let mut total = 0;
+    let mut longest = Duration::ZERO;
+    for t in threads {
+        let (granted, took) = t.join().unwrap();
+        total += granted;
+        longest = longest.max(took);
+    }
+    let rate = total as f64 / longest.as_secs_f64();
+    eprintln!(
+        "ledger throughput: {SERVERS} connections, batches of {BATCH}: {rate:.0} receipts/s \
+         charged and granted ({total} in {:.1} s)",
+        longest.as_secs_f64()
+    );
+    let audit = audit(&url);
+    assert_eq!(audit.count(ReceiptState::Granted) as u64, total);
+    assert_eq!(audit.count(ReceiptState::Pending), 0);
+}
+
+fn bevy_marketplace_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 // ---------------------------------------------------------------- the race: the child
 
 const START_BALANCE: u64 = 10_000_000;
@@ -607,6 +693,8 @@ fn race_child(url: &str, server: &str, seed: u64) {
                 break;
             }
         }
+        // The test that runs us is gone: do not linger.
+        std::process::exit(3);
     });
     let mut app = App::new();
     app.add_plugins((
@@ -763,6 +851,19 @@ struct Server {
     pid: u32,
 }
 
+impl Drop for Server {
+    /// A failed test must not leave servers behind (one may still be frozen).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.pid.to_string()])
+                .status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     fn send(&mut self, line: &str) {
         // A frozen server's pipe buffers the command until it resumes.
@@ -884,6 +985,8 @@ fn many_servers_race_players_hopping_and_a_frozen_server() {
     let started = Instant::now();
     let cluster = PgCluster::shared();
     let url = cluster.create_database("race");
+    // A server frozen inside a transaction loses its connection (and row locks) quickly.
+    let url = format!("{url} options='-c idle_in_transaction_session_timeout=250'");
     let logs = tempfile::tempdir().unwrap();
     let (tx, events) = mpsc::channel();
     let mut servers: Vec<Server> = (0..SERVERS)

@@ -213,7 +213,7 @@ impl PostgresLedger {
             location: location.clone(),
             reason,
         };
-        let mut client = Client::connect(url, NoTls).map_err(|e| open_err(describe(&e)))?;
+        let mut client = session(url).map_err(|e| open_err(describe(&e)))?;
         // Read-only checks first.
         let version = read_version(&mut client).map_err(|e| match e {
             VersionError::Db(e) => open_err(e),
@@ -545,6 +545,30 @@ impl PostgresLedger {
     }
 }
 
+/// Default `idle_in_transaction_session_timeout` when the connection string sets none.
+const DEFAULT_IDLE_IN_TRANSACTION_MS: i64 = 30_000;
+
+/// Connects, and makes sure a server that freezes in the middle of a transaction (SIGSTOP, a VM
+/// pause) cannot hold its players' row locks forever: PostgreSQL ends such a session after
+/// `idle_in_transaction_session_timeout`, rolling it back, so other servers can take the players
+/// over once their leases expire. Set it lower in the connection string
+/// (`options='-c idle_in_transaction_session_timeout=1000'`) for short leases.
+fn session(url: &str) -> Result<Client, postgres::Error> {
+    let mut client = Client::connect(url, NoTls)?;
+    let configured: String = client
+        .query_one(
+            "SELECT current_setting('idle_in_transaction_session_timeout')",
+            &[],
+        )?
+        .try_get(0)?;
+    if configured == "0" {
+        client.batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {DEFAULT_IDLE_IN_TRANSACTION_MS}"
+        ))?;
+    }
+    Ok(client)
+}
+
 enum VersionError {
     Db(String),
     NotALedger(String),
@@ -670,7 +694,7 @@ impl LedgerStore for PostgresLedger {
         if self.client.is_closed() {
             // The connection dropped (server restart, network): reconnect; prepared statements
             // belonged to the old session.
-            self.client = Client::connect(&self.url, NoTls).map_err(storage)?;
+            self.client = session(&self.url).map_err(storage)?;
             self.statements.clear();
         }
         self.client.batch_execute("BEGIN").map_err(storage)?;
