@@ -106,11 +106,13 @@ const RELEASE: &str =
     "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = $3
      WHERE user_id = $1 AND lease_owner = $2";
 const LOAD_STATE: &str = "SELECT name, value FROM player_components WHERE user_id = $1";
-/// Debit, receipt and journal in one statement; no row when the balance is too low (or the
-/// account does not exist yet). The `UPDATE` locks the account row.
+/// Debit, receipt and journal in one statement; no row when the balance is too low, the
+/// account does not exist yet, or this request id already charged. The `UPDATE` locks the
+/// account row.
 const CHARGE: &str = "WITH debit AS (
         UPDATE accounts SET balance = balance - $3, updated_ms = $10
         WHERE user_id = $2 AND balance >= $3
+          AND NOT EXISTS (SELECT 1 FROM receipts WHERE request_id = $4::text)
         RETURNING balance
     ), receipt AS (
         INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
@@ -123,23 +125,28 @@ const CHARGE: &str = "WITH debit AS (
         SELECT $2::bigint, -$3::bigint, 'purchase', $1::text, $10::bigint FROM debit
     )
     SELECT balance FROM debit";
-/// Writes the components of a save (upsert plus delete of the names no longer there) and
-/// renews or releases the lease, in one statement. Only run while holding the row lock.
+/// Writes the components of a save (upsert plus delete of the names no longer there), renews
+/// or releases the lease and marks the listed receipts granted, in one statement; returns the
+/// receipts it moved from pending to granted. Only run while holding the row lock, in a
+/// statement after the one that took it (so its snapshot sees everything committed before).
 const SAVE: &str = "WITH upsert AS (
         INSERT INTO player_components (user_id, name, value)
         SELECT $1::bigint, n, v FROM unnest($2::text[], $3::text[]) AS t (n, v)
         ON CONFLICT (user_id, name) DO UPDATE SET value = EXCLUDED.value
     ), removed AS (
         DELETE FROM player_components WHERE user_id = $1 AND NOT (name = ANY ($2::text[]))
+    ), lease AS (
+        UPDATE accounts
+        SET lease_owner = CASE WHEN $4::boolean THEN NULL ELSE lease_owner END,
+            lease_expires_ms = CASE WHEN $4::boolean THEN NULL ELSE $5::bigint END,
+            updated_ms = $6
+        WHERE user_id = $1
+    ), granted AS (
+        UPDATE receipts SET state = 'granted', resolved_ms = $6
+        WHERE purchase_id = ANY ($7::text[]) AND user_id = $1 AND state = 'pending'
+        RETURNING purchase_id
     )
-    UPDATE accounts
-    SET lease_owner = CASE WHEN $4::boolean THEN NULL ELSE lease_owner END,
-        lease_expires_ms = CASE WHEN $4::boolean THEN NULL ELSE $5::bigint END,
-        updated_ms = $6
-    WHERE user_id = $1";
-const GRANT: &str = "UPDATE receipts SET state = 'granted', resolved_ms = $3
-     WHERE purchase_id = ANY ($1::text[]) AND user_id = $2 AND state = 'pending'
-     RETURNING purchase_id";
+    SELECT purchase_id FROM granted";
 const SET_BALANCE: &str = "UPDATE accounts SET balance = $2, updated_ms = $3 WHERE user_id = $1";
 const JOURNAL: &str =
     "INSERT INTO balance_journal (user_id, delta, reason, at_ms) VALUES ($1, $2, $3, $4)";
@@ -370,15 +377,6 @@ impl PostgresLedger {
         now_ms: i64,
     ) -> Result<LedgerReply, postgres::Error> {
         let request_id = charge.request_id.0.to_string();
-        let stmt = self.stmt(RECEIPT_BY_REQUEST)?;
-        if let Some(row) = self.client.query_opt(&stmt, &[&request_id])? {
-            let receipt = receipt_from_row(&row)?;
-            return Ok(LedgerReply::Charged {
-                receipt,
-                balance: self.balance(charge.user)?,
-                replayed: true,
-            });
-        }
         let receipt = ReceiptInfo {
             purchase_id: PurchaseId::new(),
             player_id: charge.user,
@@ -417,7 +415,16 @@ impl PostgresLedger {
                     replayed: false,
                 });
             }
-            // Too poor, or no account yet: make sure it exists and look again once.
+            // Already charged, too poor, or no account yet.
+            let replay = self.stmt(RECEIPT_BY_REQUEST)?;
+            if let Some(row) = self.client.query_opt(&replay, &[&request_id])? {
+                return Ok(LedgerReply::Charged {
+                    receipt: receipt_from_row(&row)?,
+                    balance: self.balance(charge.user)?,
+                    replayed: true,
+                });
+            }
+            // Make sure the account exists and look again once.
             if tried_creating {
                 return Ok(LedgerReply::InsufficientFunds {
                     balance: self.balance(charge.user)?,
@@ -482,35 +489,31 @@ impl PostgresLedger {
                 }
                 let names: Vec<&str> = save.state.0.keys().map(String::as_str).collect();
                 let values: Vec<&str> = save.state.0.values().map(String::as_str).collect();
+                let ids: Vec<&str> = save.granted.iter().map(|p| p.0.as_str()).collect();
                 let stmt = self.stmt(SAVE)?;
-                self.client.execute(
-                    &stmt,
-                    &[
-                        &save.user.0,
-                        &names,
-                        &values,
-                        &save.release,
-                        &(now_ms + save.lease_ms),
-                        &now_ms,
-                    ],
-                )?;
-                let mut newly_granted = Vec::new();
-                if !save.granted.is_empty() {
-                    let ids: Vec<&str> = save.granted.iter().map(|p| p.0.as_str()).collect();
-                    let stmt = self.stmt(GRANT)?;
-                    let granted: HashSet<String> = self
-                        .client
-                        .query(&stmt, &[&ids, &save.user.0, &now_ms])?
-                        .iter()
-                        .map(|r| r.try_get(0))
-                        .collect::<Result<_, _>>()?;
-                    newly_granted = save
-                        .granted
-                        .iter()
-                        .filter(|id| granted.contains(&id.0))
-                        .cloned()
-                        .collect();
-                }
+                let granted: HashSet<String> = self
+                    .client
+                    .query(
+                        &stmt,
+                        &[
+                            &save.user.0,
+                            &names,
+                            &values,
+                            &save.release,
+                            &(now_ms + save.lease_ms),
+                            &now_ms,
+                            &ids,
+                        ],
+                    )?
+                    .iter()
+                    .map(|r| r.try_get(0))
+                    .collect::<Result<_, _>>()?;
+                let newly_granted = save
+                    .granted
+                    .iter()
+                    .filter(|id| granted.contains(&id.0))
+                    .cloned()
+                    .collect();
                 LedgerReply::Saved { newly_granted }
             }
             LedgerRequest::AdjustBalance {
