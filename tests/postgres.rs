@@ -851,13 +851,19 @@ struct Server {
     pid: u32,
 }
 
+/// Sends a signal with the shell's `kill` builtin (no libc, no procps needed).
+fn signal(pid: u32, name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("kill -{name} {pid}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl Drop for Server {
     /// A failed test must not leave servers behind (one may still be frozen).
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &self.pid.to_string()])
-                .status();
+            let _ = signal(self.pid, "CONT");
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -1035,11 +1041,7 @@ fn many_servers_race_players_hopping_and_a_frozen_server() {
     let mut hops = 0;
     while Instant::now() < phase_end {
         if freeze.is_none() && Instant::now() >= freeze_at {
-            let status = Command::new("kill")
-                .args(["-STOP", &servers[frozen].pid.to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
+            assert!(signal(servers[frozen].pid, "STOP"), "SIGSTOP a server");
             // Its leases as they stand now: nothing renews them while it is frozen.
             std::thread::sleep(Duration::from_millis(20));
             let leases: Vec<(i64, i64)> = sql(&url)
@@ -1066,11 +1068,7 @@ fn many_servers_race_players_hopping_and_a_frozen_server() {
             && !thawed
             && at.elapsed() > Duration::from_millis(4 * LEASE_MS)
         {
-            let status = Command::new("kill")
-                .args(["-CONT", &servers[frozen].pid.to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
+            assert!(signal(servers[frozen].pid, "CONT"), "SIGCONT the server");
             thawed = true;
         }
         let user = (next() % PLAYERS as u64) as i64 + 1;
