@@ -562,8 +562,12 @@ fn a_server_that_lost_the_lease_writes_nothing_and_drops_its_grants() {
     assert_eq!(owner.as_deref(), Some("server-b"));
 }
 
+/// The two load tests take turns, so neither measures the other.
+static LOAD: Mutex<()> = Mutex::new(());
+
 #[test]
 fn ledger_throughput_with_four_servers() {
+    let _turn = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     // Four connections, each a server's storage worker: batches of charges, then the saves that
     // grant them (group commit, as the worker does), on disjoint players.
     const SERVERS: i64 = 4;
@@ -986,6 +990,7 @@ fn pending_users(url: &str) -> Vec<i64> {
 
 #[test]
 fn many_servers_race_players_hopping_and_a_frozen_server() {
+    let _turn = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     const SERVERS: usize = 4;
     const PLAYERS: i64 = 60;
     let started = Instant::now();
