@@ -597,7 +597,7 @@ impl Script {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn run_script(
     mut script: ResMut<Script>,
     mut commands: Commands,

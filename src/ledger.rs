@@ -9,6 +9,8 @@
 
 mod faults;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod worker;
@@ -22,6 +24,8 @@ use serde::{Deserialize, Serialize};
 
 pub use faults::{FaultPlan, FaultyStore};
 pub use memory::InMemoryLedger;
+#[cfg(feature = "postgres")]
+pub use postgres::{PG_SCHEMA_VERSION, PostgresLedger};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
 pub use worker::{DEFAULT_MAX_BATCH, Ledger, LedgerStatus};
@@ -305,6 +309,14 @@ pub trait LedgerStore: Send + 'static {
     fn begin(&mut self) -> Result<(), LedgerError>;
     /// Applies one request inside the transaction. `now_ms` is wall-clock time (Unix ms).
     fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError>;
+    /// The order in which to apply a batch (a permutation of its indices), or `None` for the
+    /// order it was queued in. Replies still go back in queue order. A store shared by several
+    /// servers uses it to lock rows in one global order; it must keep each user's requests in
+    /// their queued order.
+    fn apply_order(&self, batch: &[LedgerRequest]) -> Option<Vec<usize>> {
+        let _ = batch;
+        None
+    }
     /// Commits the transaction durably.
     fn commit(&mut self) -> Result<(), LedgerError>;
     /// Abandons the transaction.
@@ -323,6 +335,10 @@ pub enum LedgerBackend {
     /// An embedded SQLite file (WAL, full sync), created if missing.
     #[cfg(feature = "sqlite")]
     Sqlite(PathBuf),
+    /// A PostgreSQL database shared by many game servers (connection URL or `key=value`
+    /// string), with per-player session leases.
+    #[cfg(feature = "postgres")]
+    Postgres(String),
     /// Any store: the factory runs on the worker thread.
     Custom(StoreFactory),
 }
@@ -337,6 +353,13 @@ impl LedgerBackend {
     #[cfg(feature = "sqlite")]
     pub fn sqlite(path: impl Into<PathBuf>) -> Self {
         Self::Sqlite(path.into())
+    }
+
+    /// A PostgreSQL ledger at `url`, e.g. `"host=127.0.0.1 port=5432 user=postgres dbname=game"`
+    /// or `"postgres://postgres@127.0.0.1/game"` (no TLS).
+    #[cfg(feature = "postgres")]
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Self::Postgres(url.into())
     }
 
     /// A custom store.
@@ -359,6 +382,13 @@ impl LedgerBackend {
                 let path = path.clone();
                 Arc::new(move || {
                     SqliteLedger::open(&path).map(|s| Box::new(s) as Box<dyn LedgerStore>)
+                })
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => {
+                let url = url.clone();
+                Arc::new(move || {
+                    PostgresLedger::connect(&url).map(|s| Box::new(s) as Box<dyn LedgerStore>)
                 })
             }
             Self::Custom(f) => f.clone(),
@@ -385,6 +415,8 @@ impl fmt::Debug for LedgerBackend {
             Self::InMemory(_) => f.write_str("InMemory"),
             #[cfg(feature = "sqlite")]
             Self::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => write!(f, "Postgres({})", postgres::redact(url)),
             Self::Custom(_) => f.write_str("Custom"),
         }
     }

@@ -83,6 +83,8 @@ pub struct PlayerSession {
     pub(crate) carried: PlayerSnapshot,
     pub(crate) save_failures: u32,
     pub(crate) open_failures: u32,
+    /// An `OpenSession` for this session is with the ledger, unanswered.
+    pub(crate) open_in_flight: bool,
 }
 
 impl PlayerSession {
@@ -95,6 +97,7 @@ impl PlayerSession {
             carried: PlayerSnapshot::default(),
             save_failures: 0,
             open_failures: 0,
+            open_in_flight: false,
         }
     }
 
@@ -176,6 +179,9 @@ pub struct Sessions {
     /// this set is never handed to a handler again.
     pub(crate) awaiting_commit: HashMap<PurchaseId, ReceiptInfo>,
     pub(crate) departed: HashMap<UserId, Departed>,
+    /// Per user, answers still to come to `OpenSession`s of visits that ended while loading.
+    /// They must not be applied to the user's next visit: its own answer is the one to use.
+    pub(crate) stale_opens: HashMap<UserId, u32>,
 }
 
 impl Sessions {
@@ -232,7 +238,10 @@ pub(crate) fn on_player_added(
     match sessions.departed.get_mut(&user) {
         // Their last save from the previous visit must land before we read their data again.
         Some(departed) => departed.rejoined = Some(entity),
-        None => ledger.send(open_request(user, &settings)),
+        None => {
+            ledger.send(open_request(user, &settings));
+            session.open_in_flight = true;
+        }
     }
     commands.entity(entity).insert(session);
 }
@@ -291,10 +300,16 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
         return; // a duplicate Player that never had the session
     }
     let phase = world.get::<PlayerSession>(entity).map(|s| s.phase.clone());
+    let open_in_flight = world
+        .get::<PlayerSession>(entity)
+        .is_some_and(|s| s.open_in_flight);
     let save = build_save(&world, entity, true);
     let server = world.resource::<MarketplaceSettings>().server_id.clone();
     let mut sessions = world.resource_mut::<Sessions>();
     sessions.by_user.remove(&user);
+    if open_in_flight {
+        *sessions.stale_opens.entry(user).or_default() += 1;
+    }
     let request = match (phase, save) {
         (Some(SessionPhase::Active), Some(save)) => {
             sessions.departed.insert(
@@ -353,6 +368,15 @@ pub(crate) fn handle_session_replies(
     for LedgerCompletion { request, result } in mine {
         match request {
             LedgerRequest::OpenSession { user, .. } => {
+                if let Some(stale) = sessions.stale_opens.get_mut(&user) {
+                    // The answer to a visit that ended while loading; its lease release was
+                    // queued after it. The current visit waits for its own answer.
+                    *stale -= 1;
+                    if *stale == 0 {
+                        sessions.stale_opens.remove(&user);
+                    }
+                    continue;
+                }
                 let Some(&entity) = sessions.by_user.get(&user) else {
                     if let Ok(LedgerReply::SessionOpened { .. }) = result {
                         // They left while loading: hand the lease back.
@@ -366,6 +390,7 @@ pub(crate) fn handle_session_replies(
                 let Ok((mut session, mut balance)) = players.get_mut(entity) else {
                     continue;
                 };
+                session.open_in_flight = false;
                 match result {
                     Ok(LedgerReply::SessionOpened {
                         balance: stored_balance,
@@ -439,9 +464,12 @@ pub(crate) fn handle_session_replies(
                         }
                         if departed
                             && let Some(gone) = sessions.departed.remove(&save.user)
-                            && gone.rejoined.is_some()
+                            && let Some(back) = gone.rejoined
+                            && sessions.by_user.get(&save.user) == Some(&back)
+                            && let Ok((mut session, _)) = players.get_mut(back)
                         {
                             ledger.send(open_request(save.user, &settings));
+                            session.open_in_flight = true;
                         }
                     }
                     Ok(LedgerReply::LeaseLost { owner }) => {
@@ -463,9 +491,12 @@ pub(crate) fn handle_session_replies(
                         }
                         if departed
                             && let Some(gone) = sessions.departed.remove(&save.user)
-                            && gone.rejoined.is_some()
+                            && let Some(back) = gone.rejoined
+                            && sessions.by_user.get(&save.user) == Some(&back)
+                            && let Ok((mut session, _)) = players.get_mut(back)
                         {
                             ledger.send(open_request(save.user, &settings));
+                            session.open_in_flight = true;
                         }
                     }
                     Ok(other) => tracing::error!("unexpected ledger reply to Save: {other:?}"),
@@ -536,7 +567,7 @@ pub(crate) fn run_wakes(
     mut wakes: ResMut<WakeSchedule>,
     mut deliveries: ResMut<DeliveryQueue>,
     mut sessions: ResMut<Sessions>,
-    sessions_q: Query<&PlayerSession>,
+    mut sessions_q: Query<&mut PlayerSession>,
     settings: Res<MarketplaceSettings>,
     mut ledger: ResMut<Ledger>,
 ) {
@@ -546,17 +577,19 @@ pub(crate) fn run_wakes(
             Wake::Deliver(e) => deliveries.due.push(e),
             Wake::Save(e) => deliveries.saves.push(e),
             Wake::Autosave(e) => {
-                if sessions_q.get(e).is_ok_and(PlayerSession::is_active) {
+                if sessions_q.get(e).is_ok_and(|s| s.is_active()) {
                     deliveries.saves.push(e);
                     wakes.at(now + settings.autosave_interval, Wake::Autosave(e));
                 }
             }
             Wake::Open(e) => {
-                if let Ok(session) = sessions_q.get(e)
+                if let Ok(mut session) = sessions_q.get_mut(e)
                     && session.phase == SessionPhase::Loading
+                    && !session.open_in_flight
                     && sessions.by_user.get(&session.user) == Some(&e)
                 {
                     ledger.send(open_request(session.user, &settings));
+                    session.open_in_flight = true;
                 }
             }
             Wake::Departed(user) => {

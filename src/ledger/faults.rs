@@ -126,6 +126,10 @@ impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
         self.inner.apply(request, now_ms)
     }
 
+    fn apply_order(&self, batch: &[LedgerRequest]) -> Option<Vec<usize>> {
+        self.inner.apply_order(batch)
+    }
+
     fn commit(&mut self) -> Result<(), LedgerError> {
         let delay = self.plan.faults().delay;
         if !delay.is_zero() {

@@ -6,7 +6,9 @@ use std::thread::JoinHandle;
 
 use bevy::prelude::Resource;
 
-use super::{LedgerCompletion, LedgerError, LedgerRequest, LedgerStore, StoreFactory, now_ms};
+use super::{
+    LedgerCompletion, LedgerError, LedgerReply, LedgerRequest, LedgerStore, StoreFactory, now_ms,
+};
 
 /// Most requests the worker puts in one transaction by default.
 pub const DEFAULT_MAX_BATCH: usize = 8192;
@@ -249,10 +251,18 @@ fn run_transaction(
     if let Err(error) = store.begin() {
         return fail(batch, error);
     }
-    let mut replies = Vec::with_capacity(batch.len());
-    for request in &batch {
-        match store.apply(request, now) {
-            Ok(reply) => replies.push(reply),
+    let order = store.apply_order(&batch).filter(|order| {
+        // Only a permutation: every request applied exactly once.
+        let mut seen = vec![false; batch.len()];
+        order.len() == batch.len()
+            && order
+                .iter()
+                .all(|&i| i < seen.len() && !std::mem::replace(&mut seen[i], true))
+    });
+    let mut replies: Vec<Option<LedgerReply>> = vec![None; batch.len()];
+    for i in order.unwrap_or_else(|| (0..batch.len()).collect()) {
+        match store.apply(&batch[i], now) {
+            Ok(reply) => replies[i] = Some(reply),
             Err(error) => {
                 store.rollback();
                 return fail(batch, error);
@@ -268,7 +278,7 @@ fn run_transaction(
         .zip(replies)
         .map(|(request, reply)| LedgerCompletion {
             request,
-            result: Ok(reply),
+            result: Ok(reply.expect("every request of the batch was applied")),
         })
         .collect()
 }

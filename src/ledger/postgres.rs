@@ -1,0 +1,726 @@
+//! The PostgreSQL ledger: one database shared by many game servers.
+//!
+//! Same schema and behaviour as the SQLite ledger. What changes is concurrency: several servers
+//! write at once, so every request that reads-then-writes an account locks its row first
+//! (`SELECT … FOR UPDATE`, or a conditional `UPDATE`), and the session lease is a compare-and-set
+//! on `accounts.lease_owner` under that lock. A deadlock or serialization failure is a
+//! [`LedgerError::Storage`]: the worker rolls the batch back and the plugin retries it.
+
+use std::collections::{HashMap, HashSet};
+
+use postgres::{Client, GenericClient, NoTls, Row, Statement};
+
+use super::{
+    LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
+    StoredReceipt,
+};
+use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
+use crate::receipt::{CurrencyType, ProductPurchaseChannel, ReceiptInfo, ReceiptState};
+
+/// The schema version this build writes (in `bevy_marketplace_meta`).
+pub const PG_SCHEMA_VERSION: i64 = 1;
+
+/// Marks the database as ours in `bevy_marketplace_meta.application`.
+const APPLICATION: &str = "bevy_marketplace";
+
+/// Serializes migrations of servers connecting to a new database at once
+/// (`pg_advisory_xact_lock` key, "BMKT").
+const MIGRATION_LOCK: i64 = 0x424D_4B54;
+
+/// Schema migrations: entry `n` moves a database from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE bevy_marketplace_meta (
+    application    TEXT   NOT NULL,
+    schema_version BIGINT NOT NULL
+);
+INSERT INTO bevy_marketplace_meta (application, schema_version) VALUES ('bevy_marketplace', 0);
+CREATE TABLE accounts (
+    user_id          BIGINT PRIMARY KEY,
+    balance          BIGINT NOT NULL CHECK (balance >= 0),
+    lease_owner      TEXT,
+    lease_expires_ms BIGINT,
+    created_ms       BIGINT NOT NULL,
+    updated_ms       BIGINT NOT NULL
+);
+CREATE TABLE player_components (
+    user_id BIGINT NOT NULL REFERENCES accounts (user_id),
+    name    TEXT   NOT NULL,
+    value   TEXT   NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+CREATE TABLE receipts (
+    purchase_id    TEXT    PRIMARY KEY,
+    request_id     TEXT    NOT NULL UNIQUE,
+    user_id        BIGINT  NOT NULL,
+    product_id     BIGINT  NOT NULL,
+    place_id       BIGINT  NOT NULL,
+    currency_spent BIGINT  NOT NULL CHECK (currency_spent >= 0),
+    currency_type  BIGINT  NOT NULL,
+    channel        BIGINT  NOT NULL CHECK (channel BETWEEN 1 AND 4),
+    is_test        BOOLEAN NOT NULL,
+    state          TEXT    NOT NULL CHECK (state IN ('pending', 'granted', 'refunded')),
+    created_ms     BIGINT  NOT NULL,
+    resolved_ms    BIGINT
+);
+CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
+CREATE TABLE balance_journal (
+    id          BIGSERIAL PRIMARY KEY,
+    user_id     BIGINT NOT NULL,
+    delta       BIGINT NOT NULL,
+    reason      TEXT   NOT NULL,
+    purchase_id TEXT,
+    at_ms       BIGINT NOT NULL
+);
+CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
+"#];
+
+macro_rules! receipt_columns {
+    () => {
+        "purchase_id, user_id, product_id, place_id, currency_spent, currency_type, channel, is_test, created_ms"
+    };
+}
+
+const RECEIPT_BY_REQUEST: &str = concat!(
+    "SELECT ",
+    receipt_columns!(),
+    " FROM receipts WHERE request_id = $1"
+);
+const PENDING_OF: &str = concat!(
+    "SELECT ",
+    receipt_columns!(),
+    " FROM receipts WHERE user_id = $1 AND state = 'pending' ORDER BY created_ms, purchase_id"
+);
+const ALL_RECEIPTS: &str = concat!(
+    "SELECT ",
+    receipt_columns!(),
+    ", state, request_id FROM receipts ORDER BY created_ms, purchase_id"
+);
+const ENSURE_ACCOUNT: &str =
+    "INSERT INTO accounts (user_id, balance, created_ms, updated_ms) VALUES ($1, $2, $3, $3)
+     ON CONFLICT (user_id) DO NOTHING";
+const BALANCE: &str = "SELECT balance FROM accounts WHERE user_id = $1";
+const LOCK_ACCOUNT: &str =
+    "SELECT balance, lease_owner, lease_expires_ms FROM accounts WHERE user_id = $1 FOR UPDATE";
+const TAKE_LEASE: &str = "UPDATE accounts SET lease_owner = $2, lease_expires_ms = $3, updated_ms = $4 WHERE user_id = $1";
+const RELEASE: &str =
+    "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = $3
+     WHERE user_id = $1 AND lease_owner = $2";
+const LOAD_STATE: &str = "SELECT name, value FROM player_components WHERE user_id = $1";
+/// Debit, receipt and journal in one statement; no row when the balance is too low, the
+/// account does not exist yet, or this request id already charged. The `UPDATE` locks the
+/// account row.
+const CHARGE: &str = "WITH debit AS (
+        UPDATE accounts SET balance = balance - $3, updated_ms = $10
+        WHERE user_id = $2 AND balance >= $3
+          AND NOT EXISTS (SELECT 1 FROM receipts WHERE request_id = $4::text)
+        RETURNING balance
+    ), receipt AS (
+        INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
+                              currency_type, channel, is_test, state, created_ms)
+        SELECT $1::text, $4::text, $2::bigint, $5::bigint, $6::bigint, $3::bigint, $7::bigint, $8::bigint,
+               $9::boolean, 'pending', $10::bigint
+        FROM debit
+    ), journal AS (
+        INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
+        SELECT $2::bigint, -$3::bigint, 'purchase', $1::text, $10::bigint FROM debit
+    )
+    SELECT balance FROM debit";
+/// Writes the components of a save (upsert plus delete of the names no longer there), renews
+/// or releases the lease and marks the listed receipts granted, in one statement; returns the
+/// receipts it moved from pending to granted. Only run while holding the row lock, in a
+/// statement after the one that took it (so its snapshot sees everything committed before).
+const SAVE: &str = "WITH upsert AS (
+        INSERT INTO player_components (user_id, name, value)
+        SELECT $1::bigint, n, v FROM unnest($2::text[], $3::text[]) AS t (n, v)
+        ON CONFLICT (user_id, name) DO UPDATE SET value = EXCLUDED.value
+    ), removed AS (
+        DELETE FROM player_components WHERE user_id = $1 AND NOT (name = ANY ($2::text[]))
+    ), lease AS (
+        UPDATE accounts
+        SET lease_owner = CASE WHEN $4::boolean THEN NULL ELSE lease_owner END,
+            lease_expires_ms = CASE WHEN $4::boolean THEN NULL ELSE $5::bigint END,
+            updated_ms = $6
+        WHERE user_id = $1
+    ), granted AS (
+        UPDATE receipts SET state = 'granted', resolved_ms = $6
+        WHERE purchase_id = ANY ($7::text[]) AND user_id = $1 AND state = 'pending'
+        RETURNING purchase_id
+    )
+    SELECT purchase_id FROM granted";
+const SET_BALANCE: &str = "UPDATE accounts SET balance = $2, updated_ms = $3 WHERE user_id = $1";
+const JOURNAL: &str =
+    "INSERT INTO balance_journal (user_id, delta, reason, at_ms) VALUES ($1, $2, $3, $4)";
+
+/// An account row read under its lock: balance, lease owner, lease expiry (Unix ms).
+type LockedAccount = (u64, Option<String>, Option<i64>);
+
+/// A ledger in a PostgreSQL database, shared by any number of game servers.
+pub struct PostgresLedger {
+    client: Client,
+    url: String,
+    location: String,
+    statements: HashMap<&'static str, Statement>,
+    in_transaction: bool,
+}
+
+impl std::fmt::Debug for PostgresLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresLedger({})", self.location)
+    }
+}
+
+fn storage(e: postgres::Error) -> LedgerError {
+    LedgerError::Storage(describe(&e))
+}
+
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// The URL or connection string with any password hidden, for messages.
+pub(super) fn redact(url: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for word in url.split(' ') {
+        if word.starts_with("password=") {
+            out.push("password=***".into());
+        } else {
+            out.push(word.to_owned());
+        }
+    }
+    let mut s = out.join(" ");
+    // postgres://user:secret@host/db
+    if let Some(scheme) = s.find("://")
+        && let Some(at) = s[scheme + 3..].find('@')
+    {
+        let userinfo = &s[scheme + 3..scheme + 3 + at];
+        if let Some(colon) = userinfo.find(':') {
+            let start = scheme + 3 + colon + 1;
+            s.replace_range(start..scheme + 3 + at, "***");
+        }
+    }
+    format!("postgres:{s}")
+}
+
+impl PostgresLedger {
+    /// Connects to the database at `url` (a `postgres://` URL or a `key=value` connection
+    /// string, no TLS), creating the schema in an empty database and migrating an older one.
+    ///
+    /// A database holding other tables and no ledger, or a ledger written by a newer version,
+    /// is refused before anything is written to it.
+    pub fn connect(url: &str) -> Result<Self, LedgerError> {
+        let location = redact(url);
+        let open_err = |reason: String| LedgerError::Open {
+            location: location.clone(),
+            reason,
+        };
+        let not_ledger = |reason: String| LedgerError::NotALedger {
+            location: location.clone(),
+            reason,
+        };
+        let mut client = session(url).map_err(|e| open_err(describe(&e)))?;
+        // Read-only checks first.
+        let version = read_version(&mut client).map_err(|e| match e {
+            VersionError::Db(e) => open_err(e),
+            VersionError::NotALedger(reason) => not_ledger(reason),
+        })?;
+        if version > PG_SCHEMA_VERSION {
+            return Err(LedgerError::NewerSchema {
+                location,
+                found: version,
+                supported: PG_SCHEMA_VERSION,
+            });
+        }
+        if version < PG_SCHEMA_VERSION {
+            match migrate(&mut client) {
+                Ok(()) => {}
+                Err(MigrateError::Db(e)) => {
+                    return Err(open_err(format!(
+                        "migration from version {version} failed: {e}"
+                    )));
+                }
+                Err(MigrateError::Refused(e)) => {
+                    return Err(match e {
+                        VersionError::Db(e) => open_err(e),
+                        VersionError::NotALedger(reason) => not_ledger(reason),
+                    });
+                }
+                Err(MigrateError::Newer(found)) => {
+                    return Err(LedgerError::NewerSchema {
+                        location,
+                        found,
+                        supported: PG_SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            client,
+            url: url.to_owned(),
+            location,
+            statements: HashMap::new(),
+            in_transaction: false,
+        })
+    }
+
+    fn stmt(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// Reads the whole ledger (also available as [`LedgerRequest::Audit`]).
+    pub fn audit(&mut self) -> Result<LedgerAudit, LedgerError> {
+        self.audit_inner().map_err(storage)
+    }
+
+    fn audit_inner(&mut self) -> Result<LedgerAudit, postgres::Error> {
+        let mut audit = LedgerAudit::default();
+        let stmt = self.stmt(ALL_RECEIPTS)?;
+        for row in self.client.query(&stmt, &[])? {
+            let info = receipt_from_row(&row)?;
+            let state: String = row.try_get(9)?;
+            let request: String = row.try_get(10)?;
+            audit.receipts.push(StoredReceipt {
+                info,
+                state: ReceiptState::parse(&state).unwrap_or(ReceiptState::Pending),
+                request_id: RequestId(request.parse().unwrap_or_default()),
+            });
+        }
+        let rows = self
+            .client
+            .query("SELECT user_id, balance FROM accounts", &[])?;
+        for row in rows {
+            let user: i64 = row.try_get(0)?;
+            let balance: i64 = row.try_get(1)?;
+            audit
+                .accounts
+                .insert(UserId(user), (balance as u64, PlayerSnapshot::default()));
+        }
+        for row in self
+            .client
+            .query("SELECT user_id, name, value FROM player_components", &[])?
+        {
+            let user: i64 = row.try_get(0)?;
+            if let Some((_, state)) = audit.accounts.get_mut(&UserId(user)) {
+                state.0.insert(row.try_get(1)?, row.try_get(2)?);
+            }
+        }
+        audit.purchase_debits = self
+            .client
+            .query_one(
+                "SELECT coalesce(-sum(delta), 0)::bigint FROM balance_journal WHERE reason = 'purchase'",
+                &[],
+            )?
+            .try_get::<_, i64>(0)? as u64;
+        Ok(audit)
+    }
+
+    fn load_state(&mut self, user: UserId) -> Result<PlayerSnapshot, postgres::Error> {
+        let stmt = self.stmt(LOAD_STATE)?;
+        let rows = self.client.query(&stmt, &[&user.0])?;
+        let mut state = PlayerSnapshot::default();
+        for row in rows {
+            state.0.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+        Ok(state)
+    }
+
+    fn pending_of(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, postgres::Error> {
+        let stmt = self.stmt(PENDING_OF)?;
+        self.client
+            .query(&stmt, &[&user.0])?
+            .iter()
+            .map(receipt_from_row)
+            .collect()
+    }
+
+    fn ensure_account(
+        &mut self,
+        user: UserId,
+        starting_balance: u64,
+        now_ms: i64,
+    ) -> Result<(), postgres::Error> {
+        let stmt = self.stmt(ENSURE_ACCOUNT)?;
+        self.client
+            .execute(&stmt, &[&user.0, &(starting_balance as i64), &now_ms])?;
+        Ok(())
+    }
+
+    fn balance(&mut self, user: UserId) -> Result<u64, postgres::Error> {
+        let stmt = self.stmt(BALANCE)?;
+        Ok(self
+            .client
+            .query_opt(&stmt, &[&user.0])?
+            .map(|r| r.try_get::<_, i64>(0))
+            .transpose()?
+            .unwrap_or(0) as u64)
+    }
+
+    /// Locks the account row: (balance, lease owner, lease expiry), or `None` if there is none.
+    fn lock_account(&mut self, user: UserId) -> Result<Option<LockedAccount>, postgres::Error> {
+        let stmt = self.stmt(LOCK_ACCOUNT)?;
+        self.client
+            .query_opt(&stmt, &[&user.0])?
+            .map(|r| Ok((r.try_get::<_, i64>(0)? as u64, r.try_get(1)?, r.try_get(2)?)))
+            .transpose()
+    }
+
+    fn charge(
+        &mut self,
+        charge: &super::ChargeRequest,
+        now_ms: i64,
+    ) -> Result<LedgerReply, postgres::Error> {
+        let request_id = charge.request_id.0.to_string();
+        let receipt = ReceiptInfo {
+            purchase_id: PurchaseId::new(),
+            player_id: charge.user,
+            product_id: charge.product_id,
+            place_id_where_purchased: charge.place_id,
+            currency_spent: charge.price,
+            currency_type: CurrencyType::Premium,
+            product_purchase_channel: charge.channel,
+            is_test_purchase: charge.test_purchase,
+        };
+        let stmt = self.stmt(CHARGE)?;
+        let price = charge.price as i64;
+        let currency = CurrencyType::Premium as i64;
+        let channel = i64::from(charge.channel.code());
+        let mut tried_creating = false;
+        loop {
+            let row = self.client.query_opt(
+                &stmt,
+                &[
+                    &receipt.purchase_id.0,
+                    &charge.user.0,
+                    &price,
+                    &request_id,
+                    &charge.product_id.0,
+                    &charge.place_id.0,
+                    &currency,
+                    &channel,
+                    &charge.test_purchase,
+                    &now_ms,
+                ],
+            )?;
+            if let Some(row) = row {
+                return Ok(LedgerReply::Charged {
+                    receipt,
+                    balance: row.try_get::<_, i64>(0)? as u64,
+                    replayed: false,
+                });
+            }
+            // Already charged, too poor, or no account yet.
+            let replay = self.stmt(RECEIPT_BY_REQUEST)?;
+            if let Some(row) = self.client.query_opt(&replay, &[&request_id])? {
+                return Ok(LedgerReply::Charged {
+                    receipt: receipt_from_row(&row)?,
+                    balance: self.balance(charge.user)?,
+                    replayed: true,
+                });
+            }
+            // Make sure the account exists and look again once.
+            if tried_creating {
+                return Ok(LedgerReply::InsufficientFunds {
+                    balance: self.balance(charge.user)?,
+                    price: charge.price,
+                });
+            }
+            self.ensure_account(charge.user, 0, now_ms)?;
+            tried_creating = true;
+        }
+    }
+
+    fn apply_inner(
+        &mut self,
+        request: &LedgerRequest,
+        now_ms: i64,
+    ) -> Result<LedgerReply, postgres::Error> {
+        Ok(match request {
+            LedgerRequest::OpenSession {
+                user,
+                server,
+                lease_ms,
+                starting_balance,
+            } => {
+                self.ensure_account(*user, *starting_balance, now_ms)?;
+                let (balance, owner, expires) = self
+                    .lock_account(*user)?
+                    .expect("the account was just ensured");
+                if let (Some(owner), Some(expires_at_ms)) = (owner, expires)
+                    && owner.as_str() != &*server.0
+                    && expires_at_ms > now_ms
+                {
+                    return Ok(LedgerReply::SessionBusy {
+                        owner,
+                        expires_at_ms,
+                    });
+                }
+                let stmt = self.stmt(TAKE_LEASE)?;
+                self.client.execute(
+                    &stmt,
+                    &[&user.0, &&*server.0, &(now_ms + lease_ms), &now_ms],
+                )?;
+                LedgerReply::SessionOpened {
+                    balance,
+                    state: self.load_state(*user)?,
+                    pending: self.pending_of(*user)?,
+                }
+            }
+            LedgerRequest::ReleaseSession { user, server } => {
+                let stmt = self.stmt(RELEASE)?;
+                self.client
+                    .execute(&stmt, &[&user.0, &&*server.0, &now_ms])?;
+                LedgerReply::Released
+            }
+            LedgerRequest::Charge(charge) => self.charge(charge, now_ms)?,
+            LedgerRequest::Save(save) => {
+                // Compare-and-set on the lease owner, under the row lock.
+                let owner = self
+                    .lock_account(save.user)?
+                    .and_then(|(_, owner, _)| owner);
+                if owner.as_deref() != Some(&*save.server.0) {
+                    return Ok(LedgerReply::LeaseLost { owner });
+                }
+                let names: Vec<&str> = save.state.0.keys().map(String::as_str).collect();
+                let values: Vec<&str> = save.state.0.values().map(String::as_str).collect();
+                let ids: Vec<&str> = save.granted.iter().map(|p| p.0.as_str()).collect();
+                let stmt = self.stmt(SAVE)?;
+                let granted: HashSet<String> = self
+                    .client
+                    .query(
+                        &stmt,
+                        &[
+                            &save.user.0,
+                            &names,
+                            &values,
+                            &save.release,
+                            &(now_ms + save.lease_ms),
+                            &now_ms,
+                            &ids,
+                        ],
+                    )?
+                    .iter()
+                    .map(|r| r.try_get(0))
+                    .collect::<Result<_, _>>()?;
+                let newly_granted = save
+                    .granted
+                    .iter()
+                    .filter(|id| granted.contains(&id.0))
+                    .cloned()
+                    .collect();
+                LedgerReply::Saved { newly_granted }
+            }
+            LedgerRequest::AdjustBalance {
+                user,
+                delta,
+                reason,
+            } => {
+                self.ensure_account(*user, 0, now_ms)?;
+                let (balance, _, _) = self
+                    .lock_account(*user)?
+                    .expect("the account was just ensured");
+                match balance.checked_add_signed(*delta) {
+                    Some(new_balance) => {
+                        let stmt = self.stmt(SET_BALANCE)?;
+                        self.client
+                            .execute(&stmt, &[&user.0, &(new_balance as i64), &now_ms])?;
+                        let stmt = self.stmt(JOURNAL)?;
+                        self.client
+                            .execute(&stmt, &[&user.0, delta, reason, &now_ms])?;
+                        LedgerReply::BalanceAdjusted {
+                            balance: new_balance,
+                        }
+                    }
+                    None => LedgerReply::BalanceTooLow { balance },
+                }
+            }
+            LedgerRequest::PendingReceipts { user } => LedgerReply::PendingReceipts {
+                receipts: self.pending_of(*user)?,
+            },
+            LedgerRequest::Audit => LedgerReply::Audit(self.audit_inner()?),
+        })
+    }
+}
+
+/// Default `idle_in_transaction_session_timeout` when the connection string sets none.
+const DEFAULT_IDLE_IN_TRANSACTION_MS: i64 = 30_000;
+
+/// Connects, and makes sure a server that freezes in the middle of a transaction (SIGSTOP, a VM
+/// pause) cannot hold its players' row locks forever: PostgreSQL ends such a session after
+/// `idle_in_transaction_session_timeout`, rolling it back, so other servers can take the players
+/// over once their leases expire. Set it lower in the connection string
+/// (`options='-c idle_in_transaction_session_timeout=1000'`) for short leases.
+fn session(url: &str) -> Result<Client, postgres::Error> {
+    let mut client = Client::connect(url, NoTls)?;
+    let configured: String = client
+        .query_one(
+            "SELECT current_setting('idle_in_transaction_session_timeout')",
+            &[],
+        )?
+        .try_get(0)?;
+    if configured == "0" {
+        client.batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {DEFAULT_IDLE_IN_TRANSACTION_MS}"
+        ))?;
+    }
+    Ok(client)
+}
+
+enum VersionError {
+    Db(String),
+    NotALedger(String),
+}
+
+enum MigrateError {
+    Db(String),
+    Refused(VersionError),
+    Newer(i64),
+}
+
+/// The schema version of the database: 0 for an empty one. Refuses a database that has tables
+/// but no ledger marker.
+fn read_version(client: &mut impl GenericClient) -> Result<i64, VersionError> {
+    let db = |e: postgres::Error| VersionError::Db(describe(&e));
+    // Both from one MVCC snapshot of the catalog (not the catalog caches), so a server that
+    // waited for another's migration sees all of it.
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE tablename = 'bevy_marketplace_meta'), count(*)
+             FROM pg_catalog.pg_tables WHERE schemaname = current_schema()",
+            &[],
+        )
+        .map_err(db)?;
+    let has_meta: i64 = row.try_get(0).map_err(db)?;
+    let tables: i64 = row.try_get(1).map_err(db)?;
+    if has_meta == 0 {
+        if tables > 0 {
+            return Err(VersionError::NotALedger(format!(
+                "it is a database of another program ({tables} tables and no bevy_marketplace_meta)"
+            )));
+        }
+        return Ok(0);
+    }
+    let rows = client
+        .query(
+            "SELECT application, schema_version FROM bevy_marketplace_meta",
+            &[],
+        )
+        .map_err(|e| VersionError::NotALedger(describe(&e)))?;
+    match rows.as_slice() {
+        [row] => {
+            let application: String = row
+                .try_get(0)
+                .map_err(|e| VersionError::NotALedger(describe(&e)))?;
+            if application != APPLICATION {
+                return Err(VersionError::NotALedger(format!(
+                    "its bevy_marketplace_meta names application {application:?}"
+                )));
+            }
+            row.try_get(1)
+                .map_err(|e| VersionError::NotALedger(describe(&e)))
+        }
+        rows => Err(VersionError::NotALedger(format!(
+            "bevy_marketplace_meta has {} rows instead of one",
+            rows.len()
+        ))),
+    }
+}
+
+/// Brings the schema up to date in one transaction. An advisory lock serializes servers that
+/// connect to a new database at once; the version is read again under it.
+fn migrate(client: &mut Client) -> Result<(), MigrateError> {
+    let db = |e: postgres::Error| MigrateError::Db(describe(&e));
+    let mut tx = client.transaction().map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db)?;
+    let from = read_version(&mut tx).map_err(MigrateError::Refused)?;
+    if from > PG_SCHEMA_VERSION {
+        return Err(MigrateError::Newer(from));
+    }
+    if from == PG_SCHEMA_VERSION {
+        return Ok(());
+    }
+    for sql in &MIGRATIONS[from as usize..PG_SCHEMA_VERSION as usize] {
+        tx.batch_execute(sql).map_err(db)?;
+    }
+    tx.execute(
+        "UPDATE bevy_marketplace_meta SET schema_version = $1",
+        &[&PG_SCHEMA_VERSION],
+    )
+    .map_err(db)?;
+    tx.commit().map_err(db)
+}
+
+fn receipt_from_row(row: &Row) -> Result<ReceiptInfo, postgres::Error> {
+    let channel: i64 = row.try_get(6)?;
+    Ok(ReceiptInfo {
+        purchase_id: PurchaseId(row.try_get(0)?),
+        player_id: UserId(row.try_get(1)?),
+        product_id: ProductId(row.try_get(2)?),
+        place_id_where_purchased: PlaceId(row.try_get(3)?),
+        currency_spent: row.try_get::<_, i64>(4)? as u64,
+        currency_type: CurrencyType::Premium,
+        // The schema's CHECK keeps channels in range.
+        product_purchase_channel: ProductPurchaseChannel::from_code(channel)
+            .unwrap_or(ProductPurchaseChannel::InExperience),
+        is_test_purchase: row.try_get(7)?,
+    })
+}
+
+/// The order to apply a batch in: by user within each stretch between audits, so that every
+/// server locks account rows in the same order and concurrent batches do not deadlock. The
+/// requests of one user keep their order.
+pub(super) fn lock_order(batch: &[LedgerRequest]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    let mut start = 0;
+    for end in 0..=batch.len() {
+        if end == batch.len() || matches!(batch[end], LedgerRequest::Audit) {
+            order[start..end].sort_by_key(|&i| batch[i].user().map(|u| u.0));
+            start = end + 1;
+        }
+    }
+    order
+}
+
+impl LedgerStore for PostgresLedger {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn begin(&mut self) -> Result<(), LedgerError> {
+        if self.client.is_closed() {
+            // The connection dropped (server restart, network): reconnect; prepared statements
+            // belonged to the old session.
+            self.client = session(&self.url).map_err(storage)?;
+            self.statements.clear();
+        }
+        self.client.batch_execute("BEGIN").map_err(storage)?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError> {
+        self.apply_inner(request, now_ms).map_err(storage)
+    }
+
+    fn apply_order(&self, batch: &[LedgerRequest]) -> Option<Vec<usize>> {
+        Some(lock_order(batch))
+    }
+
+    fn commit(&mut self) -> Result<(), LedgerError> {
+        self.in_transaction = false;
+        self.client.batch_execute("COMMIT").map_err(storage)
+    }
+
+    fn rollback(&mut self) {
+        if std::mem::take(&mut self.in_transaction) && !self.client.is_closed() {
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
+    }
+}

@@ -1,0 +1,1237 @@
+//! The PostgreSQL ledger: the durable-ledger behaviour of the SQLite tests on a shared database,
+//! session leases between servers, and a race of real server processes hopping players between
+//! them while buying, with one server frozen (SIGSTOP) past its lease.
+//!
+//! Every test starts from a throwaway cluster (`initdb` + `pg_ctl` in a temp dir, on a free
+//! loopback port) shared by this test process, with a database of its own.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
+use bevy_marketplace::ledger::{
+    ChargeRequest, FaultPlan, FaultyStore, Ledger, LedgerBackend, LedgerError, LedgerReply,
+    LedgerRequest, LedgerStatus, LedgerStore, PG_SCHEMA_VERSION, PlayerSnapshot, PostgresLedger,
+    SaveRequest, ServerId,
+};
+use bevy_marketplace::prelude::*;
+use bevy_marketplace::testing::MarketplaceTestExt;
+use bevy_marketplace::{
+    MarketplaceStats, PlaceId, PlayerSession, ProductPurchaseChannel, PurchaseId, ReceiptState,
+    RequestId, RetryPolicy, SessionPhase, Sessions,
+};
+use common::*;
+use pg::PgCluster;
+
+// ---------------------------------------------------------------- helpers
+
+struct PgShop {
+    app: App,
+    log: HandlerLog,
+    faults: FaultPlan,
+}
+
+fn pg_shop(url: &str, server: &str, lease: Duration) -> PgShop {
+    let faults = FaultPlan::default();
+    let (url, plan) = (url.to_owned(), faults.clone());
+    let backend = LedgerBackend::custom(move || {
+        Ok(FaultyStore::new(
+            PostgresLedger::connect(&url)?,
+            plan.clone(),
+        ))
+    });
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        MarketplacePlugin {
+            server_id: Some(ServerId(server.into())),
+            autosave_interval: Duration::from_secs(3600),
+            lease_duration: lease,
+            retry: RetryPolicy {
+                initial: Duration::from_millis(20),
+                multiplier: 2.0,
+                max: Duration::from_millis(100),
+            },
+            ..plugin(backend)
+        },
+    ))
+    .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+        10,
+    )))
+    .init_resource::<HandlerMode>()
+    .persist_component::<Gold>();
+    let log = HandlerLog::default();
+    add_sample_handlers(&mut app, log.clone());
+    PgShop { app, log, faults }
+}
+
+impl PgShop {
+    fn spawn(&mut self, user: i64) -> Entity {
+        self.app
+            .world_mut()
+            .spawn((
+                Player::new(UserId(user)),
+                Health {
+                    current: 5,
+                    max: 100,
+                },
+                Gold(0),
+            ))
+            .id()
+    }
+
+    fn join(&mut self, user: i64) -> Entity {
+        let e = self.spawn(user);
+        self.app.update_until("the session to load", |w| {
+            w.get::<PlayerSession>(e)
+                .is_some_and(|s| *s.phase() != SessionPhase::Loading)
+        });
+        e
+    }
+
+    fn phase(&self, e: Entity) -> SessionPhase {
+        self.app
+            .world()
+            .get::<PlayerSession>(e)
+            .unwrap()
+            .phase()
+            .clone()
+    }
+
+    fn buy(&mut self, player: Entity, product: ProductId) {
+        self.app.world_mut().write_message(PromptProductPurchase {
+            player,
+            product_id: product,
+        });
+        self.app.settle();
+    }
+
+    fn gold(&self, e: Entity) -> u64 {
+        self.app.world().get::<Gold>(e).unwrap().0
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.app
+            .insert_resource(TimeUpdateStrategy::ManualDuration(by));
+        self.app.update();
+        self.app
+            .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+                10,
+            )));
+        self.app.settle();
+    }
+}
+
+fn audit(url: &str) -> bevy_marketplace::ledger::LedgerAudit {
+    PostgresLedger::connect(url).unwrap().audit().unwrap()
+}
+
+fn sql(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).unwrap()
+}
+
+/// Applies requests in one transaction at a chosen time, as the worker would.
+fn apply_at(store: &mut PostgresLedger, now_ms: i64, request: LedgerRequest) -> LedgerReply {
+    store.begin().unwrap();
+    let reply = store.apply(&request, now_ms).unwrap();
+    store.commit().unwrap();
+    reply
+}
+
+fn open(user: i64, server: &str, lease_ms: i64) -> LedgerRequest {
+    LedgerRequest::OpenSession {
+        user: UserId(user),
+        server: ServerId(server.into()),
+        lease_ms,
+        starting_balance: 1000,
+    }
+}
+
+fn gold_state(gold: u64) -> PlayerSnapshot {
+    PlayerSnapshot(BTreeMap::from([("Gold".to_owned(), format!("({gold})"))]))
+}
+
+fn charge(user: i64, request_id: RequestId, price: u64) -> LedgerRequest {
+    LedgerRequest::Charge(ChargeRequest {
+        request_id,
+        user: UserId(user),
+        product_id: GOLD_100,
+        price,
+        test_purchase: false,
+        place_id: PlaceId(0),
+        channel: ProductPurchaseChannel::InExperience,
+    })
+}
+
+// ---------------------------------------------------------------- behaviour
+
+#[test]
+fn purchases_and_persisted_gold_survive_a_restart() {
+    let url = PgCluster::shared().create_database("restart");
+    {
+        let mut shop = pg_shop(&url, "a", Duration::from_secs(300));
+        let p = shop.join(1);
+        shop.buy(p, GOLD_100);
+        shop.buy(p, GOLD_100);
+        assert_eq!(shop.gold(p), 200);
+        shop.app.world_mut().entity_mut(p).despawn();
+        shop.app.settle();
+    }
+    let mut shop = pg_shop(&url, "a", Duration::from_secs(300));
+    let p = shop.join(1);
+    assert_eq!(shop.gold(p), 200, "Gold is loaded from the ledger on join");
+    assert_eq!(
+        shop.app.world().get::<PremiumBalance>(p).unwrap().0,
+        1000 - 160
+    );
+    shop.buy(p, GOLD_100);
+    assert_eq!(shop.gold(p), 300);
+    let audit = audit(&url);
+    assert_eq!(audit.count(ReceiptState::Granted), 3);
+    assert_eq!(audit.purchase_debits, 240);
+    assert_eq!(audit.receipt_total(), 240);
+    assert_eq!(audit.accounts[&UserId(1)].0, 760);
+    assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(300)");
+    let version: i64 = sql(&url)
+        .query_one("SELECT schema_version FROM bevy_marketplace_meta", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, PG_SCHEMA_VERSION);
+}
+
+#[test]
+fn the_backend_opens_from_a_url_and_hides_passwords() {
+    let cluster = PgCluster::shared();
+    let url = cluster.create_database("backend");
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, plugin(LedgerBackend::postgres(&url))));
+    app.update_until("the ledger to open", |w| {
+        *w.resource::<Ledger>().status() != LedgerStatus::Opening
+    });
+    let status = app.world().resource::<Ledger>().status().clone();
+    assert!(
+        matches!(&status, LedgerStatus::Ready(l) if l.contains("postgres:")),
+        "{status:?}"
+    );
+    let shown = format!(
+        "{:?}",
+        LedgerBackend::postgres("host=h user=u password=hunter2 dbname=d")
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let shown = format!("{:?}", LedgerBackend::postgres("postgres://u:hunter2@h/d"));
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn a_charge_retried_with_the_same_request_id_charges_once() {
+    let url = PgCluster::shared().create_database("idempotent");
+    let mut store = PostgresLedger::connect(&url).unwrap();
+    apply_at(&mut store, 1, open(2, "a", 1000));
+    let id = RequestId::new();
+    let LedgerReply::Charged {
+        receipt: first,
+        balance,
+        replayed: false,
+    } = apply_at(&mut store, 2, charge(2, id, 100))
+    else {
+        panic!("the first charge charges");
+    };
+    assert_eq!(balance, 900);
+    let LedgerReply::Charged {
+        receipt: again,
+        balance,
+        replayed: true,
+    } = apply_at(&mut store, 3, charge(2, id, 100))
+    else {
+        panic!("the retry is a replay");
+    };
+    assert_eq!(again, first, "the first receipt comes back");
+    assert_eq!(balance, 900, "nothing debited twice");
+    assert_eq!(
+        apply_at(&mut store, 4, charge(2, RequestId::new(), 5000)),
+        LedgerReply::InsufficientFunds {
+            balance: 900,
+            price: 5000
+        }
+    );
+    // A user the ledger never saw has nothing.
+    assert_eq!(
+        apply_at(&mut store, 5, charge(77, RequestId::new(), 1)),
+        LedgerReply::InsufficientFunds {
+            balance: 0,
+            price: 1
+        }
+    );
+    let audit = store.audit().unwrap();
+    assert_eq!(audit.receipts.len(), 1);
+    assert_eq!(audit.purchase_debits, 100);
+    // A failed batch leaves nothing behind.
+    store.begin().unwrap();
+    store.apply(&charge(2, RequestId::new(), 100), 6).unwrap();
+    store.rollback();
+    assert_eq!(store.audit().unwrap().receipts.len(), 1);
+    assert_eq!(store.audit().unwrap().accounts[&UserId(2)].0, 900);
+}
+
+#[test]
+fn a_failing_grant_commit_leaves_the_receipt_pending_and_never_reruns_the_handler() {
+    let url = PgCluster::shared().create_database("failing");
+    let mut shop = pg_shop(&url, "a", Duration::from_secs(300));
+    let p = shop.join(3);
+    shop.app.insert_resource(HandlerMode::Decline);
+    shop.buy(p, GOLD_100);
+    assert_eq!(audit(&url).count(ReceiptState::Pending), 1);
+    shop.faults.fail_next_commits(3);
+    shop.app.insert_resource(HandlerMode::Work);
+    shop.advance(Duration::from_secs(2));
+    assert_eq!(shop.gold(p), 100, "granted in memory");
+    assert_eq!(
+        audit(&url).count(ReceiptState::Pending),
+        1,
+        "not reported granted before it commits"
+    );
+    for _ in 0..6 {
+        shop.advance(Duration::from_secs(10));
+    }
+    assert_eq!(shop.faults.injected_failures(), 3);
+    let audit = audit(&url);
+    assert_eq!(audit.count(ReceiptState::Granted), 1);
+    assert_eq!(audit.accounts[&UserId(3)].1.0["Gold"], "(100)");
+    assert_eq!(shop.log.granted.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_newer_schema_and_another_programs_database_are_refused_and_untouched() {
+    let cluster = PgCluster::shared();
+    let url = cluster.create_database("newer");
+    drop(PostgresLedger::connect(&url).unwrap());
+    sql(&url)
+        .execute(
+            "UPDATE bevy_marketplace_meta SET schema_version = $1",
+            &[&(PG_SCHEMA_VERSION + 1)],
+        )
+        .unwrap();
+    let error = PostgresLedger::connect(&url).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            LedgerError::NewerSchema { found, supported, .. }
+                if *found == PG_SCHEMA_VERSION + 1 && *supported == PG_SCHEMA_VERSION
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("refusing to touch it"));
+
+    let url = cluster.create_database("other");
+    sql(&url)
+        .batch_execute("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")
+        .unwrap();
+    let error = PostgresLedger::connect(&url).unwrap_err();
+    assert!(
+        matches!(&error, LedgerError::NotALedger { reason, .. } if reason.contains("another program")),
+        "{error}"
+    );
+    let tables: i64 = sql(&url)
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1, "nothing was created");
+
+    let error = PostgresLedger::connect(&cluster.url("no_such_database")).unwrap_err();
+    assert!(matches!(error, LedgerError::Open { .. }), "{error}");
+}
+
+#[test]
+fn servers_connecting_to_a_new_database_at_once_migrate_it_once() {
+    let url = PgCluster::shared().create_database("concurrent");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PostgresLedger::connect(&url).map(drop))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+    let rows: i64 = sql(&url)
+        .query_one("SELECT count(*) FROM bevy_marketplace_meta", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn the_lease_is_a_compare_and_set_between_servers() {
+    let url = PgCluster::shared().create_database("lease");
+    let mut a = PostgresLedger::connect(&url).unwrap();
+    let mut b = PostgresLedger::connect(&url).unwrap();
+    assert!(matches!(
+        apply_at(&mut a, 1_000, open(5, "a", 1_000)),
+        LedgerReply::SessionOpened { .. }
+    ));
+    assert_eq!(
+        apply_at(&mut b, 1_500, open(5, "b", 1_000)),
+        LedgerReply::SessionBusy {
+            owner: "a".into(),
+            expires_at_ms: 2_000
+        },
+        "A's lease is live"
+    );
+    // A renews by saving.
+    let save = |server: &str, gold: u64, granted: Vec<PurchaseId>, release: bool| {
+        LedgerRequest::Save(SaveRequest {
+            user: UserId(5),
+            server: ServerId(server.into()),
+            state: gold_state(gold),
+            granted,
+            release,
+            lease_ms: 1_000,
+        })
+    };
+    assert_eq!(
+        apply_at(&mut a, 1_900, save("a", 10, vec![], false)),
+        LedgerReply::Saved {
+            newly_granted: vec![]
+        }
+    );
+    assert!(matches!(
+        apply_at(&mut b, 2_500, open(5, "b", 1_000)),
+        LedgerReply::SessionBusy {
+            expires_at_ms: 2_900,
+            ..
+        }
+    ));
+    // A stalls; its lease runs out and B takes over.
+    let LedgerReply::Charged { receipt, .. } =
+        apply_at(&mut a, 2_950, charge(5, RequestId::new(), 100))
+    else {
+        panic!("charged");
+    };
+    let LedgerReply::SessionOpened { state, pending, .. } =
+        apply_at(&mut b, 3_000, open(5, "b", 1_000))
+    else {
+        panic!("B takes the expired lease");
+    };
+    assert_eq!(state, gold_state(10));
+    assert_eq!(pending, vec![receipt.clone()], "B gets the pending receipt");
+    // A wakes up and tries to commit its grant: refused, nothing written.
+    assert_eq!(
+        apply_at(
+            &mut a,
+            3_100,
+            save("a", 110, vec![receipt.purchase_id.clone()], false)
+        ),
+        LedgerReply::LeaseLost {
+            owner: Some("b".into())
+        }
+    );
+    assert_eq!(
+        apply_at(
+            &mut a,
+            3_100,
+            LedgerRequest::ReleaseSession {
+                user: UserId(5),
+                server: ServerId("a".into())
+            }
+        ),
+        LedgerReply::Released
+    );
+    assert_eq!(
+        apply_at(
+            &mut b,
+            3_200,
+            save("b", 110, vec![receipt.purchase_id.clone()], true)
+        ),
+        LedgerReply::Saved {
+            newly_granted: vec![receipt.purchase_id.clone()]
+        }
+    );
+    let audit = b.audit().unwrap();
+    assert_eq!(audit.accounts[&UserId(5)].1, gold_state(110));
+    assert_eq!(audit.count(ReceiptState::Granted), 1);
+    // Released: A may open it again at once.
+    assert!(matches!(
+        apply_at(&mut a, 3_300, open(5, "a", 1_000)),
+        LedgerReply::SessionOpened { .. }
+    ));
+}
+
+#[test]
+fn a_second_server_cannot_open_a_session_the_first_holds_until_release_or_expiry() {
+    let url = PgCluster::shared().create_database("second");
+    let mut a = pg_shop(&url, "server-a", Duration::from_secs(300));
+    let mut b = pg_shop(&url, "server-b", Duration::from_secs(300));
+    let pa = a.join(9);
+    assert_eq!(a.phase(pa), SessionPhase::Active);
+    a.buy(pa, GOLD_100);
+    let pb = b.spawn(9);
+    for _ in 0..20 {
+        b.app.update();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        b.phase(pb),
+        SessionPhase::Loading,
+        "server A holds the lease"
+    );
+    a.app.world_mut().entity_mut(pa).despawn();
+    a.app.settle();
+    b.advance(Duration::from_secs(2));
+    b.app.update_until("server B to get the session", |w| {
+        w.get::<PlayerSession>(pb)
+            .is_some_and(PlayerSession::is_active)
+    });
+    assert_eq!(b.gold(pb), 100, "with the Gold server A saved");
+}
+
+#[test]
+fn a_server_that_lost_the_lease_writes_nothing_and_drops_its_grants() {
+    let url = PgCluster::shared().create_database("stalled");
+    let lease = Duration::from_millis(300);
+    let mut a = pg_shop(&url, "server-a", lease);
+    let mut b = pg_shop(&url, "server-b", lease);
+    let pa = a.join(11);
+    a.app.insert_resource(HandlerMode::Decline);
+    a.buy(pa, GOLD_100);
+    assert_eq!(audit(&url).count(ReceiptState::Pending), 1);
+    // A stalls (no frames, no autosave); B's player joins and waits out A's lease.
+    let started = Instant::now();
+    let pb = b.spawn(11);
+    b.app
+        .update_until("server B to take the expired lease", |w| {
+            std::thread::sleep(Duration::from_millis(2));
+            w.get::<PlayerSession>(pb)
+                .is_some_and(PlayerSession::is_active)
+        });
+    assert!(
+        started.elapsed() >= lease / 2,
+        "B waited for A's lease: {:?}",
+        started.elapsed()
+    );
+    b.app.settle();
+    assert_eq!(b.gold(pb), 100, "B granted the pending receipt");
+    assert_eq!(audit(&url).count(ReceiptState::Granted), 1);
+    // A wakes up; its handler now works and grants in memory, but the commit is refused.
+    a.app.insert_resource(HandlerMode::Work);
+    a.advance(Duration::from_secs(2));
+    a.advance(Duration::from_secs(2));
+    assert_eq!(
+        a.app.world().resource::<MarketplaceStats>().lease_losses,
+        1,
+        "A's save was refused"
+    );
+    assert!(
+        matches!(a.phase(pa), SessionPhase::Failed(m) if m.contains("lease")),
+        "A's session is failed"
+    );
+    let session = a.app.world().get::<PlayerSession>(pa).unwrap();
+    assert!(session.uncommitted_grants().is_empty(), "grants dropped");
+    assert!(
+        a.app
+            .world()
+            .resource::<Sessions>()
+            .awaiting_commit()
+            .next()
+            .is_none()
+    );
+    assert_eq!(a.app.world().resource::<MarketplaceStats>().granted, 0);
+    // A leaving writes nothing either.
+    a.app.world_mut().entity_mut(pa).despawn();
+    a.app.settle();
+    let audit = audit(&url);
+    assert_eq!(audit.count(ReceiptState::Granted), 1, "granted once, by B");
+    assert_eq!(audit.accounts[&UserId(11)].1.0["Gold"], "(100)", "B's data");
+    assert_eq!(b.log.granted.lock().unwrap().len(), 1);
+    let owner: Option<String> = sql(&url)
+        .query_one("SELECT lease_owner FROM accounts WHERE user_id = 11", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(owner.as_deref(), Some("server-b"));
+}
+
+/// The two load tests take turns, so neither measures the other.
+static LOAD: Mutex<()> = Mutex::new(());
+
+#[test]
+fn ledger_throughput_with_four_servers() {
+    let _turn = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    // Four connections, each a server's storage worker: batches of charges, then the saves that
+    // grant them (group commit, as the worker does), on disjoint players.
+    const SERVERS: i64 = 4;
+    const BATCH: i64 = 100;
+    let url = PgCluster::shared().create_database("throughput");
+    drop(PostgresLedger::connect(&url).unwrap());
+    let run_for = Duration::from_secs(3);
+    let threads: Vec<_> = (0..SERVERS)
+        .map(|s| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut store = PostgresLedger::connect(&url).unwrap();
+                let server = format!("bench-{s}");
+                let users: Vec<i64> = (0..BATCH).map(|i| 10_000 + s * BATCH + i).collect();
+                let now = bevy_marketplace_now();
+                store.begin().unwrap();
+                for &u in &users {
+                    store.apply(&open(u, &server, 60_000), now).unwrap();
+                }
+                store.commit().unwrap();
+                let started = Instant::now();
+                let mut granted = 0u64;
+                let mut gold = vec![0u64; users.len()];
+                while started.elapsed() < run_for {
+                    let now = bevy_marketplace_now();
+                    store.begin().unwrap();
+                    let mut receipts = Vec::new();
+                    for &u in &users {
+                        match store.apply(&charge(u, RequestId::new(), 1), now).unwrap() {
+                            LedgerReply::Charged { receipt, .. } => receipts.push(receipt),
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                    store.commit().unwrap();
+                    store.begin().unwrap();
+                    for (i, receipt) in receipts.into_iter().enumerate() {
+                        gold[i] += 100;
+                        let reply = store
+                            .apply(
+                                &LedgerRequest::Save(SaveRequest {
+                                    user: UserId(users[i]),
+                                    server: ServerId(server.as_str().into()),
+                                    state: gold_state(gold[i]),
+                                    granted: vec![receipt.purchase_id],
+                                    release: false,
+                                    lease_ms: 60_000,
+                                }),
+                                now,
+                            )
+                            .unwrap();
+                        assert!(matches!(reply, LedgerReply::Saved { ref newly_granted } if newly_granted.len() == 1));
+                    }
+                    store.commit().unwrap();
+                    granted += users.len() as u64;
+                }
+                (granted, started.elapsed())
+            })
+        })
+        .collect();
+    let mut total = 0;
+    let mut longest = Duration::ZERO;
+    for t in threads {
+        let (granted, took) = t.join().unwrap();
+        total += granted;
+        longest = longest.max(took);
+    }
+    let rate = total as f64 / longest.as_secs_f64();
+    eprintln!(
+        "ledger throughput: {SERVERS} connections, batches of {BATCH}: {rate:.0} receipts/s \
+         charged and granted ({total} in {:.1} s)",
+        longest.as_secs_f64()
+    );
+    let audit = audit(&url);
+    assert_eq!(audit.count(ReceiptState::Granted) as u64, total);
+    assert_eq!(audit.count(ReceiptState::Pending), 0);
+}
+
+fn bevy_marketplace_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+// ---------------------------------------------------------------- the race: the child
+
+const START_BALANCE: u64 = 10_000_000;
+const LEASE_MS: u64 = 300;
+
+#[derive(Resource)]
+struct Race {
+    commands: Mutex<mpsc::Receiver<String>>,
+    buying: bool,
+    quitting: bool,
+    rng: u64,
+    active: HashSet<UserId>,
+}
+
+impl Race {
+    fn next(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn gold_handler(player: &mut EntityWorldMut, amount: u64) -> bool {
+    let Some(mut gold) = player.get_mut::<Gold>() else {
+        return false;
+    };
+    gold.0 += amount;
+    true
+}
+
+fn race_child(url: &str, server: &str, seed: u64) {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+        // The test that runs us is gone: do not linger.
+        std::process::exit(3);
+    });
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(1))),
+        MarketplacePlugin {
+            server_id: Some(ServerId(server.into())),
+            starting_balance: START_BALANCE,
+            autosave_interval: Duration::from_millis(100),
+            lease_duration: Duration::from_millis(LEASE_MS),
+            retry: RetryPolicy {
+                initial: Duration::from_millis(10),
+                multiplier: 2.0,
+                max: Duration::from_millis(40),
+            },
+            ..MarketplacePlugin::default()
+                .with_catalog(common::catalog())
+                .with_ledger(LedgerBackend::postgres(url))
+        },
+    ))
+    .persist_component::<Gold>()
+    .insert_resource(Race {
+        commands: Mutex::new(rx),
+        buying: true,
+        quitting: false,
+        rng: seed | 1,
+        active: HashSet::new(),
+    })
+    .add_product_handler(GOLD_100, |_, mut player| gold_handler(&mut player, 100))
+    .add_product_handler(GOLD_1000, |_, mut player| gold_handler(&mut player, 1000))
+    .add_systems(Update, (race_commands, race_buy, race_report).chain());
+    app.run();
+}
+
+#[allow(clippy::too_many_arguments)]
+fn race_commands(
+    mut race: ResMut<Race>,
+    players: Query<(Entity, &Player)>,
+    sessions: Res<Sessions>,
+    ledger: Res<Ledger>,
+    stats: Res<MarketplaceStats>,
+    mut commands: Commands,
+    mut exit: MessageWriter<AppExit>,
+    mut said_ready: Local<bool>,
+) {
+    if !*said_ready && matches!(ledger.status(), LedgerStatus::Ready(_)) {
+        *said_ready = true;
+        say("READY");
+    }
+    let lines: Vec<String> = race.commands.get_mut().unwrap().try_iter().collect();
+    for line in lines {
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or("");
+        let user = words.next().and_then(|w| w.parse::<i64>().ok());
+        match (verb, user) {
+            ("JOIN", Some(user)) => {
+                if !players.iter().any(|(_, p)| p.user_id.0 == user) {
+                    commands.spawn((Player::new(UserId(user)), Gold(0)));
+                }
+            }
+            ("LEAVE", Some(user)) => {
+                for (e, p) in &players {
+                    if p.user_id.0 == user {
+                        commands.entity(e).despawn();
+                    }
+                }
+            }
+            ("CALM", _) => race.buying = false,
+            ("QUIT", _) => {
+                race.quitting = true;
+                race.buying = false;
+                for (e, _) in &players {
+                    commands.entity(e).despawn();
+                }
+            }
+            _ => panic!("unknown command {line:?}"),
+        }
+    }
+    if race.quitting && players.is_empty() && ledger.in_flight() == 0 && sessions.departing() == 0 {
+        say(&format!(
+            "STATS lease_losses={} granted={} charges={}",
+            stats.lease_losses, stats.granted, stats.charges
+        ));
+        exit.write(AppExit::Success);
+    }
+}
+
+fn race_buy(
+    mut race: ResMut<Race>,
+    players: Query<(Entity, &PlayerSession, Has<PurchasePrompt>)>,
+    mut prompts: MessageWriter<PromptProductPurchase>,
+) {
+    let mut now_active = HashSet::new();
+    for (entity, session, has_prompt) in &players {
+        if !session.is_active() {
+            continue;
+        }
+        now_active.insert(session.user());
+        if !race.active.contains(&session.user()) {
+            say(&format!(
+                "OPENED {} {}",
+                session.user().0,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis()
+            ));
+        }
+        if race.buying && !has_prompt {
+            let product = if race.next().is_multiple_of(4) {
+                GOLD_1000
+            } else {
+                GOLD_100
+            };
+            prompts.write(PromptProductPurchase {
+                player: entity,
+                product_id: product,
+            });
+        }
+    }
+    race.active = now_active;
+}
+
+fn race_report(mut resolved: MessageReader<ReceiptResolved>) {
+    for r in resolved.read() {
+        say(&format!(
+            "GRANTED {} {} {}",
+            r.receipt.purchase_id, r.receipt.player_id, r.receipt.product_id
+        ));
+    }
+}
+
+#[test]
+#[ignore = "a server process of many_servers_race_players_hopping_and_a_frozen_server; run by it"]
+fn child_process() {
+    let url = std::env::var("RACE_URL").expect("run by the race test");
+    let server = std::env::var("RACE_SERVER").expect("run by the race test");
+    let seed = std::env::var("RACE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    race_child(&url, &server, seed);
+}
+
+// ---------------------------------------------------------------- the race: the parent
+
+enum Event {
+    Line(usize, Instant, String),
+    Closed(usize),
+}
+
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    pid: u32,
+}
+
+/// Sends a signal with the shell's `kill` builtin (no libc, no procps needed).
+fn signal(pid: u32, name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("kill -{name} {pid}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Drop for Server {
+    /// A failed test must not leave servers behind (one may still be frozen).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = signal(self.pid, "CONT");
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Server {
+    fn send(&mut self, line: &str) {
+        // A frozen server's pipe buffers the command until it resumes.
+        writeln!(self.stdin, "{line}").expect("write to a server");
+    }
+}
+
+fn spawn_server(
+    index: usize,
+    url: &str,
+    dir: &std::path::Path,
+    events: mpsc::Sender<Event>,
+) -> Server {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RACE_URL", url)
+        .env("RACE_SERVER", format!("server-{index}"))
+        .env("RACE_SEED", (0x9E37_79B9 * (index as u64 + 1)).to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join(format!("server-{index}.log"))).unwrap())
+        .spawn()
+        .expect("start a server process");
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if events
+                .send(Event::Line(index, Instant::now(), line))
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = events.send(Event::Closed(index));
+    });
+    Server {
+        stdin: child.stdin.take().unwrap(),
+        pid: child.id(),
+        child,
+    }
+}
+
+#[derive(Default)]
+struct Observed {
+    /// purchase id → (user, product, times reported)
+    granted: HashMap<String, (i64, i64, usize)>,
+    grant_times: Vec<Instant>,
+    /// (server, user, wall-clock ms) of every session opened
+    opened: Vec<(usize, i64, i64)>,
+    ready: HashSet<usize>,
+    stats: Vec<String>,
+    closed: HashSet<usize>,
+}
+
+impl Observed {
+    /// Markers are searched, not prefixed: the harness prints `test child_process ... ` before
+    /// the child's first line.
+    fn take(&mut self, event: Event) {
+        match event {
+            Event::Closed(i) => {
+                self.closed.insert(i);
+            }
+            Event::Line(server, at, line) => {
+                if let Some(i) = line.find("GRANTED ") {
+                    let mut w = line[i + 8..].split_whitespace();
+                    let id = w.next().unwrap().to_owned();
+                    let user: i64 = w.next().unwrap().parse().unwrap();
+                    let product: i64 = w.next().unwrap().parse().unwrap();
+                    self.granted.entry(id).or_insert((user, product, 0)).2 += 1;
+                    self.grant_times.push(at);
+                } else if let Some(i) = line.find("OPENED ") {
+                    let mut w = line[i + 7..].split_whitespace();
+                    let user: i64 = w.next().unwrap().parse().unwrap();
+                    let ms: i64 = w.next().unwrap().parse().unwrap();
+                    self.opened.push((server, user, ms));
+                } else if line.contains("READY") {
+                    self.ready.insert(server);
+                } else if let Some(i) = line.find("STATS ") {
+                    self.stats
+                        .push(format!("server-{server}: {}", &line[i + 6..]));
+                }
+            }
+        }
+    }
+
+    fn pump(&mut self, events: &mpsc::Receiver<Event>, for_at_most: Duration) {
+        let deadline = Instant::now() + for_at_most;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match events.recv_timeout(left) {
+                Ok(e) => self.take(e),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn pending_users(url: &str) -> Vec<i64> {
+    sql(url)
+        .query(
+            "SELECT DISTINCT user_id FROM receipts WHERE state = 'pending' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn many_servers_race_players_hopping_and_a_frozen_server() {
+    let _turn = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    const SERVERS: usize = 4;
+    const PLAYERS: i64 = 60;
+    let started = Instant::now();
+    let cluster = PgCluster::shared();
+    let url = cluster.create_database("race");
+    // A server frozen inside a transaction loses its connection (and row locks) quickly.
+    let url = format!("{url} options='-c idle_in_transaction_session_timeout=250'");
+    let logs = tempfile::tempdir().unwrap();
+    let (tx, events) = mpsc::channel();
+    let mut servers: Vec<Server> = (0..SERVERS)
+        .map(|i| spawn_server(i, &url, logs.path(), tx.clone()))
+        .collect();
+    drop(tx);
+    let mut seen = Observed::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.ready.len() < SERVERS {
+        assert!(Instant::now() < deadline, "servers did not open the ledger");
+        seen.pump(&events, Duration::from_millis(50));
+    }
+    let mut rng = 0x2545_F491_u64;
+    let mut next = move || {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+
+    // Phase 1: throughput. Players spread over the servers, everyone buying all the time.
+    let mut on: HashMap<i64, usize> = HashMap::new();
+    for user in 1..=PLAYERS {
+        let s = user as usize % SERVERS;
+        servers[s].send(&format!("JOIN {user}"));
+        on.insert(user, s);
+    }
+    seen.pump(&events, Duration::from_millis(1500));
+    let before = seen.grant_times.len();
+    let window = Instant::now();
+    seen.pump(&events, Duration::from_secs(4));
+    let measured = window.elapsed().as_secs_f64();
+    let rate = (seen.grant_times.len() - before) as f64 / measured;
+    eprintln!(
+        "race: {SERVERS} servers, {PLAYERS} players: {rate:.0} receipts/s granted and committed \
+         ({} in {measured:.1} s)",
+        seen.grant_times.len() - before
+    );
+
+    // Phase 2: players hop between servers at random while buying; one server freezes.
+    let frozen = 1usize;
+    let phase_end = Instant::now() + Duration::from_secs(7);
+    let freeze_at = Instant::now() + Duration::from_secs(2);
+    let mut freeze: Option<(Instant, Vec<(i64, i64)>)> = None;
+    let mut thawed = false;
+    let mut hops = 0;
+    while Instant::now() < phase_end {
+        if freeze.is_none() && Instant::now() >= freeze_at {
+            assert!(signal(servers[frozen].pid, "STOP"), "SIGSTOP a server");
+            // Its leases as they stand now: nothing renews them while it is frozen.
+            std::thread::sleep(Duration::from_millis(20));
+            let leases: Vec<(i64, i64)> = sql(&url)
+                .query(
+                    "SELECT user_id, lease_expires_ms FROM accounts WHERE lease_owner = $1",
+                    &[&format!("server-{frozen}")],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            // Its players give up on it and join other servers (the overlap is the point).
+            for (&user, s) in on.iter_mut() {
+                if *s == frozen {
+                    servers[frozen].send(&format!("LEAVE {user}"));
+                    let to = (frozen + 1 + (next() as usize % (SERVERS - 1))) % SERVERS;
+                    servers[to].send(&format!("JOIN {user}"));
+                    *s = to;
+                }
+            }
+            freeze = Some((Instant::now(), leases));
+        }
+        if let Some((at, _)) = &freeze
+            && !thawed
+            && at.elapsed() > Duration::from_millis(4 * LEASE_MS)
+        {
+            assert!(signal(servers[frozen].pid, "CONT"), "SIGCONT the server");
+            thawed = true;
+        }
+        let user = (next() % PLAYERS as u64) as i64 + 1;
+        let from = on[&user];
+        let to = (from + 1 + (next() as usize % (SERVERS - 1))) % SERVERS;
+        if (freeze.is_none() || thawed || (from != frozen && to != frozen))
+            && next().is_multiple_of(2)
+        {
+            servers[from].send(&format!("LEAVE {user}"));
+            servers[to].send(&format!("JOIN {user}"));
+            on.insert(user, to);
+            hops += 1;
+        }
+        seen.pump(&events, Duration::from_millis(15));
+    }
+    assert!(thawed, "the frozen server was resumed");
+
+    // Lease take-over: from each frozen-held lease's expiry to another server opening it.
+    let (frozen_at, leases) = freeze.unwrap();
+    let _ = frozen_at;
+    let mut takeovers = Vec::new();
+    for (user, expires) in &leases {
+        if let Some((_, _, ms)) = seen
+            .opened
+            .iter()
+            .find(|(s, u, ms)| *s != frozen && u == user && ms >= expires)
+        {
+            takeovers.push(ms - expires);
+        }
+    }
+    takeovers.sort();
+
+    // Phase 3: recovery. Nobody buys; every player rejoins once with working handlers.
+    for s in servers.iter_mut() {
+        s.send("CALM");
+    }
+    seen.pump(&events, Duration::from_millis(500));
+    for (&user, &s) in &on {
+        servers[s].send(&format!("LEAVE {user}"));
+        servers[s].send(&format!("JOIN {user}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last_nudge = Instant::now();
+    loop {
+        seen.pump(&events, Duration::from_millis(200));
+        let pending = pending_users(&url);
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "receipts still pending for users {pending:?}"
+        );
+        // A charge that landed after its buyer's session opened is picked up on the next join.
+        if last_nudge.elapsed() > Duration::from_secs(2) {
+            for user in pending {
+                let s = on[&user];
+                servers[s].send(&format!("LEAVE {user}"));
+                servers[s].send(&format!("JOIN {user}"));
+            }
+            last_nudge = Instant::now();
+        }
+    }
+    for s in servers.iter_mut() {
+        s.send("QUIT");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.closed.len() < SERVERS {
+        assert!(Instant::now() < deadline, "servers did not quit");
+        seen.pump(&events, Duration::from_millis(100));
+    }
+    for (i, s) in servers.iter_mut().enumerate() {
+        let status = s.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "server {i} failed: {status:?}; see its log:\n{}",
+            std::fs::read_to_string(logs.path().join(format!("server-{i}.log")))
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    // The verdict.
+    let twice: Vec<_> = seen.granted.iter().filter(|(_, g)| g.2 > 1).collect();
+    assert!(twice.is_empty(), "purchases granted twice: {twice:?}");
+    let audit = audit(&url);
+    assert_eq!(
+        audit.count(ReceiptState::Pending),
+        0,
+        "every purchase granted"
+    );
+    assert_eq!(audit.count(ReceiptState::Granted), audit.receipts.len());
+    let granted_ids: HashSet<&str> = seen.granted.keys().map(String::as_str).collect();
+    let stored_ids: HashSet<&str> = audit
+        .receipts
+        .iter()
+        .map(|r| r.info.purchase_id.0.as_str())
+        .collect();
+    assert_eq!(
+        granted_ids, stored_ids,
+        "the grants the servers reported are exactly the receipts the ledger holds"
+    );
+    assert_eq!(audit.purchase_debits, audit.receipt_total());
+    let mut expected: BTreeMap<UserId, (u64, u64)> = BTreeMap::new();
+    for r in &audit.receipts {
+        let gold = match r.info.product_id {
+            GOLD_100 => 100,
+            GOLD_1000 => 1000,
+            other => panic!("unexpected product {other:?}"),
+        };
+        let e = expected.entry(r.info.player_id).or_default();
+        e.0 += gold;
+        e.1 += r.info.currency_spent;
+    }
+    for user in 1..=PLAYERS {
+        let (gold, spent) = expected.get(&UserId(user)).copied().unwrap_or_default();
+        let (balance, state) = &audit.accounts[&UserId(user)];
+        assert_eq!(
+            state.0.get("Gold").map(String::as_str),
+            Some(format!("({gold})").as_str()),
+            "persisted Gold of user {user} is the sum of their grants"
+        );
+        assert_eq!(*balance, START_BALANCE - spent, "balance of user {user}");
+    }
+    let losses: u64 = seen
+        .stats
+        .iter()
+        .filter_map(|s| {
+            s.split("lease_losses=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    eprintln!(
+        "race: {} receipts, {hops} hops, frozen server-{frozen} for {} ms with {} leases; \
+         take-over after lease expiry (ms): min {:?} median {:?} max {:?} ({} measured); \
+         lease losses {losses}; {:?}; {:.1} s in all",
+        audit.receipts.len(),
+        4 * LEASE_MS,
+        leases.len(),
+        takeovers.first(),
+        takeovers.get(takeovers.len() / 2),
+        takeovers.last(),
+        takeovers.len(),
+        seen.stats,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(!leases.is_empty(), "the frozen server held leases");
+    assert!(
+        !takeovers.is_empty(),
+        "other servers took the frozen server's players over"
+    );
+    assert!(audit.receipts.len() > 100, "the servers bought things");
+}
