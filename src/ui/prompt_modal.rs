@@ -161,35 +161,20 @@ pub fn prompt_modal(ctx: &egui::Context, view: &PromptView) -> Option<PromptActi
                     ui.label("Purchasing…");
                 });
             }
-            PromptState::Purchased(_) => {
-                ui.label(RichText::new("✔ Purchase successful!").color(GOOD).strong());
-                ui.label(format!(
-                    "Your balance: {}",
-                    view.currency.format(view.balance)
-                ));
-                if ui
-                    .with_layout(Layout::right_to_left(Align::Center), |ui| {
-                        ui.button("  OK  ")
-                    })
-                    .inner
-                    .clicked()
-                    || enter
-                    || escape
-                {
-                    action = Some(PromptAction::Close);
+            PromptState::Purchased(_) | PromptState::Failed(_) => {
+                if let PromptState::Failed(error) = &view.state {
+                    ui.label(RichText::new(format!("⚠ {error}")).color(BAD).strong());
+                } else {
+                    ui.label(RichText::new("✔ Purchase successful!").color(GOOD).strong());
+                    ui.label(format!(
+                        "Your balance: {}",
+                        view.currency.format(view.balance)
+                    ));
                 }
-            }
-            PromptState::Failed(error) => {
-                ui.label(RichText::new(format!("⚠ {error}")).color(BAD).strong());
-                if ui
-                    .with_layout(Layout::right_to_left(Align::Center), |ui| {
-                        ui.button("  OK  ")
-                    })
-                    .inner
-                    .clicked()
-                    || enter
-                    || escape
-                {
+                let ok = ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                    ui.button("  OK  ")
+                });
+                if ok.inner.clicked() || enter || escape {
                     action = Some(PromptAction::Close);
                 }
             }
