@@ -74,8 +74,23 @@ pub(crate) fn deliver_receipts(world: &mut World) {
     work.sort_unstable_by_key(|&(e, forced)| (e, !forced));
     work.dedup_by_key(|&mut (e, _)| e);
     let now = world.resource::<Time<Real>>().elapsed();
-    for (entity, forced) in work {
+    let budget = world.resource::<MarketplaceSettings>().frame_budget;
+    let started = std::time::Instant::now();
+    let mut work = work.into_iter();
+    for (entity, forced) in work.by_ref() {
         deliver_to(world, entity, forced, now);
+        if started.elapsed() > budget {
+            break;
+        }
+    }
+    // Over budget: the rest waits for the next frame.
+    let mut queue = world.resource_mut::<DeliveryQueue>();
+    for (entity, forced) in work {
+        if forced {
+            queue.now.push(entity);
+        } else {
+            queue.due.push(entity);
+        }
     }
 }
 
@@ -194,7 +209,17 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
 /// Saves the players queued by autosave and save retries.
 pub(crate) fn save_players(world: &mut World) {
     let saves = std::mem::take(&mut world.resource_mut::<DeliveryQueue>().saves);
-    for entity in saves {
-        queue_save(world, entity);
+    if saves.is_empty() {
+        return;
     }
+    let budget = world.resource::<MarketplaceSettings>().frame_budget;
+    let started = std::time::Instant::now();
+    let mut saves = saves.into_iter();
+    for entity in saves.by_ref() {
+        queue_save(world, entity);
+        if started.elapsed() > budget {
+            break;
+        }
+    }
+    world.resource_mut::<DeliveryQueue>().saves.extend(saves);
 }

@@ -75,6 +75,9 @@ pub struct MarketplacePlugin {
     /// Most ledger requests committed in one transaction (group commit). Default: 8192;
     /// 1 commits every request on its own (one fsync each), for comparison.
     pub max_batch: usize,
+    /// Main-thread time each of the plugin's busy systems (ledger answers, deliveries, saves)
+    /// may take in one frame; a burst beyond it continues next frame. Default: 250 µs.
+    pub frame_budget: Duration,
 }
 
 impl Default for MarketplacePlugin {
@@ -92,6 +95,7 @@ impl Default for MarketplacePlugin {
             autosave_interval: Duration::from_secs(30),
             lease_duration: Duration::from_secs(300),
             max_batch: crate::ledger::DEFAULT_MAX_BATCH,
+            frame_budget: Duration::from_micros(250),
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct MarketplaceSettings {
     pub autosave_interval: Duration,
     /// See [`MarketplacePlugin::lease_duration`].
     pub lease_duration: Duration,
+    /// See [`MarketplacePlugin::frame_budget`].
+    pub frame_budget: Duration,
 }
 
 /// Counters since start, for dashboards and the debug panel.
@@ -222,6 +228,7 @@ impl Plugin for MarketplacePlugin {
             starting_balance: self.starting_balance,
             autosave_interval: self.autosave_interval,
             lease_duration: self.lease_duration,
+            frame_budget: self.frame_budget,
         };
         if !app.world().contains_resource::<Time<Real>>() {
             app.init_resource::<Time<Real>>();

@@ -361,11 +361,24 @@ pub(crate) fn handle_session_replies(
     mut commands: Commands,
 ) {
     let now = time.elapsed();
+    let started = std::time::Instant::now();
     let mine = inbox
         .0
         .extract_if(.., |c| !matches!(c.request, LedgerRequest::Charge(_)))
         .collect::<Vec<_>>();
-    for LedgerCompletion { request, result } in mine {
+    let mut mine = mine.into_iter();
+    let mut handled = 0usize;
+    while let Some(LedgerCompletion { request, result }) = mine.next() {
+        // A burst (thousands of players joining at once) is spread over frames, at least one
+        // answer a frame; what is left goes first next frame, so each user's answers keep order.
+        if handled > 0 && started.elapsed() > settings.frame_budget {
+            let left: Vec<LedgerCompletion> = std::iter::once(LedgerCompletion { request, result })
+                .chain(mine)
+                .collect();
+            inbox.0.splice(0..0, left);
+            break;
+        }
+        handled += 1;
         match request {
             LedgerRequest::OpenSession { user, .. } => {
                 if let Some(stale) = sessions.stale_opens.get_mut(&user) {

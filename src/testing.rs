@@ -22,7 +22,11 @@ impl MarketplaceTestExt for App {
         let mut quiet = 0;
         while quiet < 4 {
             self.update();
-            if self.world().resource::<Ledger>().in_flight() == 0 {
+            let inbox_empty = self
+                .world()
+                .get_resource::<crate::session::LedgerInbox>()
+                .is_none_or(|i| i.0.is_empty());
+            if self.world().resource::<Ledger>().in_flight() == 0 && inbox_empty {
                 quiet += 1;
             } else {
                 quiet = 0;

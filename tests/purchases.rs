@@ -698,3 +698,50 @@ fn an_unavailable_ledger_fails_purchases_clearly_and_the_game_runs_on() {
         "prompt closed"
     );
 }
+
+#[test]
+fn a_burst_over_the_frame_budget_is_spread_over_frames_and_nothing_is_lost() {
+    // A zero budget: each busy system handles one item a frame.
+    let mut shop = shop_with(|p| MarketplacePlugin {
+        frame_budget: Duration::ZERO,
+        ..p
+    });
+    let players: Vec<Entity> = (100..120)
+        .map(|u| {
+            shop.app
+                .world_mut()
+                .spawn((
+                    Player::new(UserId(u)),
+                    Health {
+                        current: 1,
+                        max: 10,
+                    },
+                    Gold(0),
+                ))
+                .id()
+        })
+        .collect();
+    shop.app
+        .update_until("every session to load, one a frame", |w| {
+            w.query::<&bevy_marketplace::PlayerSession>()
+                .iter(w)
+                .filter(|s| s.is_active())
+                .count()
+                == 20
+        });
+    for &player in &players {
+        shop.app.world_mut().write_message(PromptProductPurchase {
+            player,
+            product_id: GOLD_100,
+        });
+    }
+    shop.app.update_until("every player to be granted", |w| {
+        w.resource::<bevy_marketplace::MarketplaceStats>().granted == 20
+    });
+    shop.app.settle();
+    for &player in &players {
+        assert_eq!(shop.gold(player), 100);
+    }
+    assert_eq!(shop.receipts_in(ReceiptState::Granted), 20);
+    assert_eq!(shop.granted_count(), 20, "each granted once");
+}
