@@ -118,7 +118,12 @@ pub fn prompt_modal(ctx: &egui::Context, view: &PromptView) -> Option<PromptActi
                         .strong(),
                 );
                 ui.end_row();
-                ui.label("Your balance");
+                // Once bought, the line below shows the new balance; this one is the old.
+                ui.label(if matches!(view.state, PromptState::Purchased(_)) {
+                    "Balance before"
+                } else {
+                    "Your balance"
+                });
                 ui.label(view.currency.format(view.balance_before));
                 ui.end_row();
                 if matches!(
