@@ -70,11 +70,7 @@ impl DurableShop {
     }
 
     fn buy(&mut self, player: Entity, product: ProductId) {
-        self.app.world_mut().write_message(PromptProductPurchase {
-            player,
-            product_id: product,
-        });
-        self.app.settle();
+        common::buy(&mut self.app, player, product);
     }
 
     fn gold(&self, e: Entity) -> u64 {
@@ -82,14 +78,7 @@ impl DurableShop {
     }
 
     fn advance(&mut self, by: Duration) {
-        self.app
-            .insert_resource(TimeUpdateStrategy::ManualDuration(by));
-        self.app.update();
-        self.app
-            .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
-                10,
-            )));
-        self.app.settle();
+        common::advance(&mut self.app, by);
     }
 }
 

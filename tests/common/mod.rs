@@ -103,6 +103,25 @@ pub fn add_sample_handlers(app: &mut App, log: HandlerLog) {
     app.insert_resource(log);
 }
 
+/// Prompts `player` for `product` and settles (the confirm policy answers).
+pub fn buy(app: &mut App, player: Entity, product: ProductId) {
+    app.world_mut().write_message(PromptProductPurchase {
+        player,
+        product_id: product,
+    });
+    app.settle();
+}
+
+/// Moves the clock by `by` in one frame (then back to 10 ms frames) and settles.
+pub fn advance(app: &mut App, by: Duration) {
+    app.insert_resource(TimeUpdateStrategy::ManualDuration(by));
+    app.update();
+    app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+        10,
+    )));
+    app.settle();
+}
+
 pub struct TestShop {
     pub app: App,
     pub log: HandlerLog,
@@ -189,11 +208,7 @@ impl TestShop {
     }
 
     pub fn buy(&mut self, player: Entity, product: ProductId) {
-        self.app.world_mut().write_message(PromptProductPurchase {
-            player,
-            product_id: product,
-        });
-        self.app.settle();
+        buy(&mut self.app, player, product);
     }
 
     pub fn world(&self) -> &World {
@@ -226,14 +241,7 @@ impl TestShop {
 
     /// Moves the clock by `by` in one frame, then settles.
     pub fn advance(&mut self, by: Duration) {
-        self.app
-            .insert_resource(TimeUpdateStrategy::ManualDuration(by));
-        self.app.update();
-        self.app
-            .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
-                10,
-            )));
-        self.app.settle();
+        advance(&mut self.app, by);
     }
 
     pub fn granted_count(&self) -> usize {
