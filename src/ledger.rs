@@ -28,7 +28,7 @@ pub use memory::InMemoryLedger;
 pub use postgres::{PG_SCHEMA_VERSION, PostgresLedger};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
-pub use worker::{DEFAULT_MAX_BATCH, Ledger, LedgerStatus};
+pub use worker::{DEFAULT_MAX_BATCH, Ledger, LedgerStatus, WorkerLoad};
 
 use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo, ReceiptState};

@@ -1,8 +1,10 @@
 //! The storage worker thread and the [`Ledger`] resource the game talks to.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bevy::prelude::Resource;
 
@@ -30,6 +32,25 @@ pub enum LedgerStatus {
     Failed(LedgerError),
 }
 
+/// What the storage worker has done so far, counted on the worker thread.
+#[derive(Default, Debug)]
+struct WorkerCounters {
+    busy_ns: AtomicU64,
+    commit_ns: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// A snapshot of the storage worker's effort: where ledger time goes (see [`Ledger::worker_load`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerLoad {
+    /// Time spent running transactions (applying requests and committing).
+    pub busy: Duration,
+    /// The part of `busy` spent in `commit` (for SQLite with full sync: writing and fsync).
+    pub committing: Duration,
+    /// Requests applied.
+    pub requests: u64,
+}
+
 /// The game's handle on the ledger: queue requests with [`Ledger::send`]; the plugin flushes them
 /// to the storage worker once a frame and polls the answers without blocking.
 #[derive(Resource)]
@@ -43,6 +64,7 @@ pub struct Ledger {
     status: LedgerStatus,
     failed: Vec<LedgerCompletion>,
     transactions: u64,
+    counters: Arc<WorkerCounters>,
 }
 
 impl Ledger {
@@ -57,9 +79,11 @@ impl Ledger {
         let max_batch = max_batch.max(1);
         let (to_worker, requests) = mpsc::channel::<Vec<LedgerRequest>>();
         let (answers, from_worker) = mpsc::channel();
+        let counters = Arc::new(WorkerCounters::default());
+        let worker_counters = counters.clone();
         let worker = std::thread::Builder::new()
             .name("marketplace-ledger".into())
-            .spawn(move || run_worker(open, requests, answers, max_batch))
+            .spawn(move || run_worker(open, requests, answers, max_batch, &worker_counters))
             .expect("the OS refused to start the ledger worker thread");
         Self {
             outbox: Vec::new(),
@@ -70,12 +94,23 @@ impl Ledger {
             status: LedgerStatus::Opening,
             failed: Vec::new(),
             transactions: 0,
+            counters,
         }
     }
 
     /// Queues a request; it is sent at the end of the frame.
     pub fn send(&mut self, request: LedgerRequest) {
         self.outbox.push(request);
+    }
+
+    /// How busy the storage worker has been since it started (cheap: three atomic loads).
+    pub fn worker_load(&self) -> WorkerLoad {
+        let c = &self.counters;
+        WorkerLoad {
+            busy: Duration::from_nanos(c.busy_ns.load(Ordering::Relaxed)),
+            committing: Duration::from_nanos(c.commit_ns.load(Ordering::Relaxed)),
+            requests: c.requests.load(Ordering::Relaxed),
+        }
     }
 
     /// Sends queued requests to the worker (the plugin calls this once a frame).
@@ -186,6 +221,7 @@ fn run_worker(
     requests: Receiver<Vec<LedgerRequest>>,
     answers: Sender<FromWorker>,
     max_batch: usize,
+    counters: &WorkerCounters,
 ) {
     let mut store: Box<dyn LedgerStore> = match open() {
         Ok(store) => {
@@ -227,7 +263,14 @@ fn run_worker(
         }
         let take = queued.len().min(max_batch);
         let batch: Vec<LedgerRequest> = queued.drain(..take).collect();
-        let done = run_transaction(store.as_mut(), batch);
+        let started = Instant::now();
+        let done = run_transaction(store.as_mut(), batch, counters);
+        counters
+            .busy_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        counters
+            .requests
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
         if answers.send(FromWorker::Done(done)).is_err() {
             return;
         }
@@ -237,6 +280,7 @@ fn run_worker(
 fn run_transaction(
     store: &mut dyn LedgerStore,
     batch: Vec<LedgerRequest>,
+    counters: &WorkerCounters,
 ) -> Vec<LedgerCompletion> {
     let now = now_ms();
     let fail = |batch: Vec<LedgerRequest>, error: LedgerError| {
@@ -269,7 +313,12 @@ fn run_transaction(
             }
         }
     }
-    if let Err(error) = store.commit() {
+    let committing = Instant::now();
+    let committed = store.commit();
+    counters
+        .commit_ns
+        .fetch_add(committing.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    if let Err(error) = committed {
         store.rollback();
         return fail(batch, error);
     }
