@@ -33,9 +33,10 @@ pub struct PurchaseId(pub String);
 pub struct RequestId(pub uuid::Uuid);
 
 impl RequestId {
-    /// A fresh random request id.
+    /// A fresh request id: a UUIDv7, unique and ordered by creation time, so the ledger's index
+    /// of request ids grows at one end instead of being rewritten all over by random keys.
     pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4())
+        Self(uuid::Uuid::now_v7())
     }
 }
 
@@ -46,9 +47,10 @@ impl Default for RequestId {
 }
 
 impl PurchaseId {
-    /// A fresh random purchase id.
+    /// A fresh purchase id: a UUIDv7 in simple form (32 hex digits), unique and ordered by
+    /// creation time (which keeps the ledger's receipt index append-only).
     pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string())
+        Self(uuid::Uuid::now_v7().simple().to_string())
     }
 
     /// The id as a string slice.

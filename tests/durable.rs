@@ -198,6 +198,79 @@ fn another_programs_database_is_refused_and_untouched() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
+/// Turns a current ledger file back into what version 1 wrote: the receipts table with its
+/// original `state IN (…)` check, and `user_version = 1`.
+fn downgrade_to_version_1(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "BEGIN;
+         DROP TABLE receipts;
+         CREATE TABLE receipts (
+             purchase_id    TEXT    PRIMARY KEY,
+             request_id     TEXT    NOT NULL UNIQUE,
+             user_id        INTEGER NOT NULL,
+             product_id     INTEGER NOT NULL,
+             place_id       INTEGER NOT NULL,
+             currency_spent INTEGER NOT NULL CHECK (currency_spent >= 0),
+             currency_type  INTEGER NOT NULL,
+             channel        INTEGER NOT NULL CHECK (channel BETWEEN 1 AND 4),
+             is_test        INTEGER NOT NULL,
+             state          TEXT    NOT NULL CHECK (state IN ('pending', 'granted', 'refunded')),
+             created_ms     INTEGER NOT NULL,
+             resolved_ms    INTEGER
+         );
+         CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
+         INSERT INTO receipts VALUES
+             ('0001', 'a1a1a1a1-0000-4000-8000-000000000001', 7, 456456, 0, 80, 1, 2, 0, 'pending', 1, NULL),
+             ('0002', 'a1a1a1a1-0000-4000-8000-000000000002', 7, 456456, 0, 80, 1, 2, 0, 'granted', 1, 2);
+         PRAGMA user_version = 1;
+         COMMIT;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_version_1_ledger_is_migrated_and_its_pending_receipts_are_delivered() {
+    let (_dir, path) = temp_db();
+    drop(SqliteLedger::open(&path).unwrap());
+    downgrade_to_version_1(&path);
+
+    let mut shop = durable_shop(&path, "a");
+    let p = shop.join(7);
+    shop.app.settle();
+    assert_eq!(
+        shop.gold(p),
+        100,
+        "the pending receipt of version 1 is granted once"
+    );
+    assert_eq!(shop.log.calls.lock().unwrap().len(), 1);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let states: Vec<(String, String)> = conn
+        .prepare("SELECT purchase_id, state FROM receipts ORDER BY purchase_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("0001".into(), "granted".into()),
+            ("0002".into(), "granted".into())
+        ]
+    );
+    let bad_state = conn.execute(
+        "UPDATE receipts SET state = 'lost' WHERE purchase_id = '0001'",
+        [],
+    );
+    assert!(bad_state.is_err(), "the migrated table still checks states");
+}
+
 #[test]
 fn a_newer_schema_is_refused_and_untouched() {
     let (_dir, path) = temp_db();
