@@ -1,5 +1,7 @@
 //! Receipt delivery: runs the right handler for each pending receipt of a present buyer.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bevy::prelude::*;
@@ -52,6 +54,38 @@ pub(crate) struct DeliveryQueue {
     pub(crate) due: Vec<Entity>,
     /// Save these players (autosave or save retry).
     pub(crate) saves: Vec<Entity>,
+    /// Players waiting for delivery, oldest first, each once; with a burst this spans frames.
+    backlog: VecDeque<Entity>,
+    /// The players in `backlog`, and whether all their receipts are due (`now`) or only those
+    /// whose retry time has come (`due`).
+    queued: HashMap<Entity, bool>,
+}
+
+impl DeliveryQueue {
+    /// Moves this frame's requests into the backlog; a player already waiting is not queued twice.
+    fn enqueue_new(&mut self) {
+        for entity in self.now.drain(..) {
+            match self.queued.entry(entity) {
+                Entry::Occupied(mut forced) => *forced.get_mut() = true,
+                Entry::Vacant(slot) => {
+                    slot.insert(true);
+                    self.backlog.push_back(entity);
+                }
+            }
+        }
+        for entity in self.due.drain(..) {
+            if let Entry::Vacant(slot) = self.queued.entry(entity) {
+                slot.insert(false);
+                self.backlog.push_back(entity);
+            }
+        }
+    }
+
+    fn next(&mut self) -> Option<(Entity, bool)> {
+        let entity = self.backlog.pop_front()?;
+        let forced = self.queued.remove(&entity).unwrap_or(true);
+        Some((entity, forced))
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -66,30 +100,18 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// [`EntityWorldMut`].
 pub(crate) fn deliver_receipts(world: &mut World) {
     let mut queue = world.resource_mut::<DeliveryQueue>();
-    if queue.now.is_empty() && queue.due.is_empty() {
+    queue.enqueue_new();
+    if queue.backlog.is_empty() {
         return;
     }
-    let mut work: Vec<(Entity, bool)> = queue.now.drain(..).map(|e| (e, true)).collect();
-    work.extend(queue.due.drain(..).map(|e| (e, false)));
-    work.sort_unstable_by_key(|&(e, forced)| (e, !forced));
-    work.dedup_by_key(|&mut (e, _)| e);
     let now = world.resource::<Time<Real>>().elapsed();
     let budget = world.resource::<MarketplaceSettings>().frame_budget;
     let started = std::time::Instant::now();
-    let mut work = work.into_iter();
-    for (entity, forced) in work.by_ref() {
+    // At least one player a frame; over budget, the rest waits at the front of the backlog.
+    while let Some((entity, forced)) = world.resource_mut::<DeliveryQueue>().next() {
         deliver_to(world, entity, forced, now);
         if started.elapsed() > budget {
             break;
-        }
-    }
-    // Over budget: the rest waits for the next frame.
-    let mut queue = world.resource_mut::<DeliveryQueue>();
-    for (entity, forced) in work {
-        if forced {
-            queue.now.push(entity);
-        } else {
-            queue.due.push(entity);
         }
     }
 }
@@ -109,11 +131,7 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
     for receipt in receipts {
         let id = receipt.purchase_id.clone();
         // One invocation at a time per receipt: skip it while its grant is being committed.
-        if world
-            .resource::<Sessions>()
-            .awaiting_commit
-            .contains_key(&id)
-        {
+        if world.resource::<Sessions>().awaiting_commit.contains(&id) {
             continue;
         }
         if !world
@@ -152,7 +170,7 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
                 world
                     .resource_mut::<Sessions>()
                     .awaiting_commit
-                    .insert(id, receipt);
+                    .insert(receipt);
                 granted_any = true;
             }
             Err(reason) => {

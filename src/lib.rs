@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod awaiting_commit;
 mod catalog;
 mod catalog_asset;
 mod currency;

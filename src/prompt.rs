@@ -194,11 +194,14 @@ pub(crate) fn handle_charge_replies(
     mut deliveries: ResMut<DeliveryQueue>,
     mut stats: ResMut<MarketplaceStats>,
 ) {
-    let charges: Vec<LedgerCompletion> = inbox
-        .0
-        .extract_if(.., |c| matches!(c.request, LedgerRequest::Charge(_)))
-        .collect();
-    for LedgerCompletion { request, result } in charges {
+    let started = std::time::Instant::now();
+    let mut handled = 0usize;
+    // Spread over frames like the other answers (see `MarketplacePlugin::frame_budget`).
+    while handled == 0 || started.elapsed() <= settings.frame_budget {
+        let Some(LedgerCompletion { request, result }) = inbox.charges.pop_front() else {
+            break;
+        };
+        handled += 1;
         let LedgerRequest::Charge(charge) = request else {
             continue;
         };

@@ -1,11 +1,12 @@
 //! Players and their sessions: loading on join, saving on leave, the in-flight grant set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bevy::ecs::world::DeferredWorld;
 use bevy::prelude::*;
 
+use crate::awaiting_commit::AwaitingCommit;
 use crate::currency::PremiumBalance;
 use crate::delivery::{DeliveryQueue, ReceiptResolved};
 use crate::ids::{PurchaseId, UserId};
@@ -177,7 +178,7 @@ pub struct Sessions {
     pub(crate) by_user: HashMap<UserId, Entity>,
     /// Receipts granted in memory on this server and not yet confirmed committed. A receipt in
     /// this set is never handed to a handler again.
-    pub(crate) awaiting_commit: HashMap<PurchaseId, ReceiptInfo>,
+    pub(crate) awaiting_commit: AwaitingCommit,
     pub(crate) departed: HashMap<UserId, Departed>,
     /// Per user, answers still to come to `OpenSession`s of visits that ended while loading.
     /// They must not be applied to the user's next visit: its own answer is the one to use.
@@ -192,7 +193,7 @@ impl Sessions {
 
     /// Receipts granted in memory whose commit is in flight.
     pub fn awaiting_commit(&self) -> impl Iterator<Item = &ReceiptInfo> {
-        self.awaiting_commit.values()
+        self.awaiting_commit.iter()
     }
 
     /// Players who left and whose final save is still in flight.
@@ -333,12 +334,57 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
         .try_remove::<PlayerSession>();
 }
 
-/// Ledger answers collected this frame, consumed by the systems that asked.
+/// Ledger answers not yet handled, in arrival order, one queue per system that consumes them.
+/// A burst is worked off from the front over several frames (see
+/// [`MarketplacePlugin::frame_budget`](crate::MarketplacePlugin::frame_budget)), so a frame
+/// costs what it handles, not what is waiting.
 #[derive(Resource, Default)]
-pub(crate) struct LedgerInbox(pub(crate) Vec<LedgerCompletion>);
+pub(crate) struct LedgerInbox {
+    /// Answers to charges (prompts).
+    pub(crate) charges: CompletionQueue,
+    /// Everything else (sessions, saves, balances).
+    pub(crate) sessions: CompletionQueue,
+}
+
+impl LedgerInbox {
+    /// `true` when every answer has been handled.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.charges.is_empty() && self.sessions.is_empty()
+    }
+}
+
+/// Answers as the worker sent them: whole batches, taken from the front one at a time.
+#[derive(Default)]
+pub(crate) struct CompletionQueue(VecDeque<std::vec::IntoIter<LedgerCompletion>>);
+
+impl CompletionQueue {
+    fn push_batch(&mut self, batch: Vec<LedgerCompletion>) {
+        if !batch.is_empty() {
+            self.0.push_back(batch.into_iter());
+        }
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<LedgerCompletion> {
+        loop {
+            let front = self.0.front_mut()?;
+            if let Some(completion) = front.next() {
+                return Some(completion);
+            }
+            self.0.pop_front();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|batch| batch.len() == 0)
+    }
+}
 
 pub(crate) fn receive_ledger(mut ledger: ResMut<Ledger>, mut inbox: ResMut<LedgerInbox>) {
-    ledger.poll(&mut inbox.0);
+    ledger.poll_batches(|batch| match batch.first().map(|c| &c.request) {
+        Some(LedgerRequest::Charge(_)) => inbox.charges.push_batch(batch),
+        Some(_) => inbox.sessions.push_batch(batch),
+        None => {}
+    });
 }
 
 pub(crate) fn flush_ledger(mut ledger: ResMut<Ledger>) {
@@ -362,22 +408,13 @@ pub(crate) fn handle_session_replies(
 ) {
     let now = time.elapsed();
     let started = std::time::Instant::now();
-    let mine = inbox
-        .0
-        .extract_if(.., |c| !matches!(c.request, LedgerRequest::Charge(_)))
-        .collect::<Vec<_>>();
-    let mut mine = mine.into_iter();
     let mut handled = 0usize;
-    while let Some(LedgerCompletion { request, result }) = mine.next() {
-        // A burst (thousands of players joining at once) is spread over frames, at least one
-        // answer a frame; what is left goes first next frame, so each user's answers keep order.
-        if handled > 0 && started.elapsed() > settings.frame_budget {
-            let left: Vec<LedgerCompletion> = std::iter::once(LedgerCompletion { request, result })
-                .chain(mine)
-                .collect();
-            inbox.0.splice(0..0, left);
+    // A burst (thousands of players joining at once) is spread over frames, at least one answer
+    // a frame; what is left stays at the front of the queue, so each user's answers keep order.
+    while handled == 0 || started.elapsed() <= settings.frame_budget {
+        let Some(LedgerCompletion { request, result }) = inbox.sessions.pop_front() else {
             break;
-        }
+        };
         handled += 1;
         match request {
             LedgerRequest::OpenSession { user, .. } => {
@@ -416,8 +453,7 @@ pub(crate) fn handle_session_replies(
                                 session.carried = carried;
                                 session.phase = SessionPhase::Active;
                                 for receipt in pending {
-                                    if !sessions.awaiting_commit.contains_key(&receipt.purchase_id)
-                                    {
+                                    if !sessions.awaiting_commit.contains(&receipt.purchase_id) {
                                         session.add_pending(receipt);
                                     }
                                 }
@@ -561,7 +597,7 @@ pub(crate) fn handle_session_replies(
                     && session.is_active()
                 {
                     for receipt in receipts {
-                        if !sessions.awaiting_commit.contains_key(&receipt.purchase_id) {
+                        if !sessions.awaiting_commit.contains(&receipt.purchase_id) {
                             session.add_pending(receipt);
                         }
                     }

@@ -25,7 +25,7 @@ impl MarketplaceTestExt for App {
             let inbox_empty = self
                 .world()
                 .get_resource::<crate::session::LedgerInbox>()
-                .is_none_or(|i| i.0.is_empty());
+                .is_none_or(|i| i.is_empty());
             if self.world().resource::<Ledger>().in_flight() == 0 && inbox_empty {
                 quiet += 1;
             } else {

@@ -18,7 +18,12 @@ pub const DEFAULT_MAX_BATCH: usize = 8192;
 enum FromWorker {
     Opened(String),
     OpenFailed(LedgerError),
-    Done(Vec<LedgerCompletion>),
+    /// One transaction's answers, split by kind on this thread so the game thread can queue each
+    /// batch whole instead of sorting thousands of answers in one frame.
+    Done {
+        charges: Vec<LedgerCompletion>,
+        others: Vec<LedgerCompletion>,
+    },
 }
 
 /// Whether the ledger is usable.
@@ -148,7 +153,19 @@ impl Ledger {
 
     /// Takes every answer that has arrived, without waiting.
     pub fn poll(&mut self, out: &mut Vec<LedgerCompletion>) {
-        out.append(&mut self.failed);
+        self.poll_batches(|batch| out.extend(batch));
+    }
+
+    /// Like [`Ledger::poll`], a batch at a time without copying: each batch holds answers of one
+    /// kind, either all to charges or none.
+    pub(crate) fn poll_batches(&mut self, mut on_batch: impl FnMut(Vec<LedgerCompletion>)) {
+        if !self.failed.is_empty() {
+            let (charges, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.failed)
+                .into_iter()
+                .partition(|c| matches!(c.request, LedgerRequest::Charge(_)));
+            on_batch(charges);
+            on_batch(others);
+        }
         let from_worker = self
             .from_worker
             .get_mut()
@@ -163,10 +180,11 @@ impl Ledger {
                     tracing::error!("marketplace ledger unavailable, purchases will fail: {error}");
                     self.status = LedgerStatus::Failed(error);
                 }
-                Ok(FromWorker::Done(done)) => {
-                    self.in_flight -= done.len();
+                Ok(FromWorker::Done { charges, others }) => {
+                    self.in_flight -= charges.len() + others.len();
                     self.transactions += 1;
-                    out.extend(done);
+                    on_batch(charges);
+                    on_batch(others);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -239,7 +257,7 @@ fn run_worker(
                         result: Err(LedgerError::Unavailable(error.to_string())),
                     })
                     .collect();
-                if answers.send(FromWorker::Done(done)).is_err() {
+                if answers.send(split_by_kind(done)).is_err() {
                     return;
                 }
             }
@@ -271,10 +289,17 @@ fn run_worker(
         counters
             .requests
             .fetch_add(done.len() as u64, Ordering::Relaxed);
-        if answers.send(FromWorker::Done(done)).is_err() {
+        if answers.send(split_by_kind(done)).is_err() {
             return;
         }
     }
+}
+
+fn split_by_kind(done: Vec<LedgerCompletion>) -> FromWorker {
+    let (charges, others) = done
+        .into_iter()
+        .partition(|c| matches!(c.request, LedgerRequest::Charge(_)));
+    FromWorker::Done { charges, others }
 }
 
 fn run_transaction(
