@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
 use bevy_marketplace::ledger::{
     ChargeRequest, InMemoryLedger, Ledger, LedgerBackend, LedgerRequest, LedgerStore,
 };
@@ -286,9 +287,33 @@ fn idle_frame_cost(quick: bool) {
 }
 
 fn burst_stall(quick: bool) {
+    let dir = tempfile_dir();
+    let path = dir.join("burst.sqlite3");
+    let sqlite = bevy_marketplace::ledger::SqliteLedger::open(&path).unwrap();
+    let stall = burst(quick, sqlite, LedgerBackend::sqlite(&path), || {
+        bevy_marketplace::ledger::SqliteLedger::open(&path)
+            .unwrap()
+            .audit()
+            .unwrap()
+    });
+    emit("burst_max_stall_ms", stall, "ms", None);
+    let memory = InMemoryLedger::default();
+    let backend = LedgerBackend::InMemory(memory.clone());
+    let audit = memory.clone();
+    let stall = burst(quick, memory, backend, || audit.audit());
+    emit("burst_max_stall_ms_in_memory", stall, "ms", None);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `n` receipts are waiting in the ledger; `n` buyers join at once. Returns the longest frame
+/// in ms while all are granted and committed.
+fn burst(
+    quick: bool,
+    mut store: impl LedgerStore,
+    backend: LedgerBackend,
+    audit: impl Fn() -> bevy_marketplace::ledger::LedgerAudit,
+) -> f64 {
     let n: i64 = if quick { 2000 } else { 10_000 };
-    // n receipts are waiting in the ledger; n buyers join at once.
-    let mut store = InMemoryLedger::default();
     store.begin().unwrap();
     for u in 0..n {
         store
@@ -317,20 +342,66 @@ fn burst_stall(quick: bool) {
             .unwrap();
     }
     store.commit().unwrap();
-    let (mut app, granted) = server(
-        LedgerBackend::InMemory(store.clone()),
-        bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
-    );
+    drop(store);
+    let (mut app, granted) = server(backend, bevy_marketplace::ledger::DEFAULT_MAX_BATCH);
+    // Each frame advances the clock by 1/60 s, as on a 60 Hz server (Bevy swaps message buffers
+    // once per fixed step, so uncapped frames would pile up a step's worth of messages).
+    app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_micros(
+        16_667,
+    )));
+    app.init_resource::<SetClock>();
+    let sets = [
+        MarketplaceSystems::Receive,
+        MarketplaceSystems::Sessions,
+        MarketplaceSystems::Prompts,
+        MarketplaceSystems::Deliver,
+        MarketplaceSystems::Persist,
+        MarketplaceSystems::Send,
+    ];
+    app.add_systems(First, |mut clock: ResMut<SetClock>| {
+        clock.frame_start = Some(Instant::now());
+        clock.marks.clear();
+    });
+    for (i, set) in sets.into_iter().enumerate() {
+        let mark = (move |mut clock: ResMut<SetClock>| {
+            clock.marks.push((format!("{set:?}"), Instant::now()))
+        })
+        .after(set);
+        match sets.get(i + 1) {
+            Some(&next) => app.add_systems(PreUpdate, mark.before(next)),
+            None => app.add_systems(PreUpdate, mark),
+        };
+    }
     app.update();
     for u in 0..n {
         app.world_mut().spawn((Player::new(UserId(u)), Gold(0)));
     }
-    let mut longest = Duration::ZERO;
+    let mut frames = Vec::new();
+    let mut worst_breakdown = String::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let started = Instant::now();
         app.update();
-        longest = longest.max(started.elapsed());
+        let took = started.elapsed();
+        if frames.iter().all(|&f| f < took) {
+            // Where the longest frame so far went: time from the previous mark to each set's end.
+            let clock = app.world().resource::<SetClock>();
+            let mut marks = clock.marks.clone();
+            marks.sort_by_key(|(_, at)| *at);
+            let mut last = started;
+            worst_breakdown = marks
+                .iter()
+                .map(|(name, at)| {
+                    let part = format!("{name} {:.2}", (*at - last).as_secs_f64() * 1e3);
+                    last = *at;
+                    part
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            worst_breakdown +=
+                &format!(", rest {:.2}", (started + took - last).as_secs_f64() * 1e3);
+        }
+        frames.push(took);
         let done = app
             .world()
             .resource::<bevy_marketplace::MarketplaceStats>()
@@ -348,15 +419,31 @@ fn burst_stall(quick: bool) {
     if grants.iter().collect::<HashSet<_>>().len() != n as usize || grants.len() != n as usize {
         fail(format!("{} grants for {n} receipts", grants.len()));
     }
-    if store.audit().count(ReceiptState::Pending) != 0 {
+    drop(app);
+    if audit().count(ReceiptState::Pending) != 0 {
         fail("receipts left pending after the burst".into());
     }
-    emit(
-        "burst_max_stall_ms",
-        longest.as_secs_f64() * 1e3,
-        "ms",
-        None,
+    let longest = frames.iter().max().copied().unwrap_or_default();
+    let mut worst: Vec<(usize, Duration)> = frames.iter().copied().enumerate().collect();
+    worst.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+    eprintln!(
+        "{} frames; longest (frame, ms): {:?}",
+        frames.len(),
+        worst
+            .iter()
+            .take(5)
+            .map(|(i, d)| (*i, (d.as_secs_f64() * 1e4).round() / 10.0))
+            .collect::<Vec<_>>()
     );
+    eprintln!("longest frame by set (ms): {worst_breakdown}");
+    longest.as_secs_f64() * 1e3
+}
+
+/// When each marketplace system set ended this frame (for the burst's breakdown).
+#[derive(Resource, Default)]
+struct SetClock {
+    frame_start: Option<Instant>,
+    marks: Vec<(String, Instant)>,
 }
 
 fn catalog_scale(quick: bool) {
