@@ -1,13 +1,15 @@
 //! The product catalog: parsed from RON, validated, indexed for O(1) lookups.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bevy::asset::Asset;
+use bevy::platform::collections::HashMap;
 use bevy::reflect::TypePath;
 use serde::{Deserialize, Serialize};
+
+mod parallel_parse;
 
 use crate::ids::ProductId;
 use crate::product_info::ProductInfo;
@@ -176,18 +178,25 @@ impl Catalog {
     pub fn from_ron_str(text: &str, file: &str) -> Result<Self, CatalogError> {
         let options = ron::Options::default()
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
-        let parsed: CatalogFile = options.from_str(text).map_err(|e| CatalogError::Parse {
-            file: file.to_owned(),
-            position: FilePosition {
-                line: e.span.start.line,
-                col: e.span.start.col,
-            },
-            message: e.code.to_string(),
-        })?;
-        let positions = product_positions(text, parsed.products.len());
-        validate(&parsed.products, file, &positions)?;
+        let products = match parallel_parse::parse_products(text, &options) {
+            Some(products) => products,
+            None => {
+                let parsed: CatalogFile =
+                    options.from_str(text).map_err(|e| CatalogError::Parse {
+                        file: file.to_owned(),
+                        position: FilePosition {
+                            line: e.span.start.line,
+                            col: e.span.start.col,
+                        },
+                        message: e.code.to_string(),
+                    })?;
+                parsed.products
+            }
+        };
+        let positions = product_positions(text, products.len());
+        validate(&products, file, &positions)?;
         Ok(Self {
-            products: parsed.products,
+            products,
             file: file.to_owned(),
             positions,
         })

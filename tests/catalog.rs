@@ -138,6 +138,87 @@ fn positions_ignore_ids_inside_strings_and_comments() {
     );
 }
 
+/// A catalog large enough to be parsed on several threads, with every optional field used.
+fn large_definitions(n: usize) -> Vec<ProductDefinition> {
+    (0..n)
+        .map(|i| ProductDefinition {
+            id: ProductId(i as i64 + 1),
+            name: format!("Item \"{i}\" (rare) ]"),
+            description: if i % 3 == 0 {
+                String::new()
+            } else {
+                format!("/* not a comment {i} */")
+            },
+            price: 1 + (i as i64 % 999),
+            icon: (i % 2 == 0).then(|| format!("icons/{i}.png")),
+            for_sale: i % 7 != 0,
+            category: (i % 5 == 0).then(|| "Potions".to_owned()),
+        })
+        .collect()
+}
+
+fn large_text(products: &[ProductDefinition]) -> String {
+    let mut text = String::from("// generated\n(\n  products: [\n");
+    for (i, p) in products.iter().enumerate() {
+        text += &format!(
+            "    (id: {}, name: {:?}, description: {:?}, price: {}, for_sale: {}{}{}), /* {i} ( */\n",
+            p.id.0,
+            p.name,
+            p.description,
+            p.price,
+            p.for_sale,
+            p.icon
+                .as_ref()
+                .map(|icon| format!(", icon: {icon:?}"))
+                .unwrap_or_default(),
+            p.category
+                .as_ref()
+                .map(|c| format!(", category: {c:?}"))
+                .unwrap_or_default(),
+        );
+    }
+    text + "  ],\n)\n"
+}
+
+#[test]
+fn a_large_catalog_parses_to_exactly_its_products() {
+    let expected = large_definitions(30_000);
+    let catalog = Catalog::from_ron_str(&large_text(&expected), "big.ron").unwrap();
+    assert_eq!(catalog.products(), &expected[..]);
+}
+
+#[test]
+fn errors_deep_in_a_large_catalog_name_their_line() {
+    let mut products = large_definitions(30_000);
+    products[25_000].id = ProductId(3);
+    let err = Catalog::from_ron_str(&large_text(&products), "big.ron").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CatalogError::DuplicateId {
+                position: FilePosition { line: 25_004, .. },
+                first: FilePosition { line: 6, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut text = large_text(&large_definitions(30_000));
+    let line = text.lines().nth(20_003).unwrap().to_owned();
+    text = text.replacen(&line, &line.replace("price:", "cost:"), 1);
+    let err = Catalog::from_ron_str(&text, "big.ron").unwrap_err();
+    let CatalogError::Parse { position, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(position.line, 20_004, "{err}");
+    assert!(err.to_string().contains("cost"), "{err}");
+    // A top-level field the catalog does not have is refused even when every entry is fine.
+    let text =
+        large_text(&large_definitions(30_000)).replacen("  ],\n)", "  ],\n  extra: 1,\n)", 1);
+    let err = Catalog::from_ron_str(&text, "big.ron").unwrap_err();
+    assert!(err.to_string().contains("extra"), "{err}");
+}
+
 fn service_with(catalog: Catalog) -> App {
     let mut app = App::new();
     app.add_plugins((
