@@ -317,6 +317,18 @@ pub trait LedgerStore: Send + 'static {
         let _ = batch;
         None
     }
+    /// Applies a whole batch inside the transaction, for stores that do better than one request
+    /// at a time (one round trip for many rows). Replies in batch order, with the same effect as
+    /// applying the requests one by one in [`LedgerStore::apply_order`]. `None` (the default):
+    /// the worker applies them one by one.
+    fn apply_batch(
+        &mut self,
+        batch: &[LedgerRequest],
+        now_ms: i64,
+    ) -> Option<Result<Vec<LedgerReply>, LedgerError>> {
+        let _ = (batch, now_ms);
+        None
+    }
     /// Commits the transaction durably.
     fn commit(&mut self) -> Result<(), LedgerError>;
     /// Abandons the transaction.

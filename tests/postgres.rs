@@ -272,6 +272,140 @@ fn a_charge_retried_with_the_same_request_id_charges_once() {
     assert_eq!(store.audit().unwrap().accounts[&UserId(2)].0, 900);
 }
 
+fn save(
+    user: i64,
+    server: &str,
+    state: PlayerSnapshot,
+    granted: Vec<PurchaseId>,
+    release: bool,
+) -> LedgerRequest {
+    LedgerRequest::Save(SaveRequest {
+        user: UserId(user),
+        server: ServerId(server.into()),
+        state,
+        granted,
+        release,
+        lease_ms: 60_000,
+    })
+}
+
+/// A reply with its random parts (purchase ids) blanked, to compare two databases.
+fn comparable(reply: &LedgerReply) -> String {
+    match reply {
+        LedgerReply::Charged {
+            receipt,
+            balance,
+            replayed,
+        } => format!(
+            "charged user {} product {} price {} balance {balance} replayed {replayed}",
+            receipt.player_id, receipt.product_id, receipt.currency_spent
+        ),
+        LedgerReply::Saved { newly_granted } => format!("saved, {} granted", newly_granted.len()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Runs the same story on a fresh database, its last batch either through the store's batch path
+/// or one request at a time (in the store's lock order, as the worker would).
+fn batch_story(url: &str, batched: bool) -> (Vec<String>, bevy_marketplace::ledger::LedgerAudit) {
+    let mut store = PostgresLedger::connect(url).unwrap();
+    for user in 1..=4 {
+        apply_at(&mut store, 1, open(user, "a", 60_000));
+    }
+    apply_at(&mut store, 1, open(5, "b", 60_000));
+    let replayed_request = RequestId::new();
+    let LedgerReply::Charged {
+        receipt: earlier, ..
+    } = apply_at(&mut store, 2, charge(1, RequestId::new(), 10))
+    else {
+        panic!("charged");
+    };
+    apply_at(&mut store, 2, charge(4, replayed_request, 10));
+    apply_at(&mut store, 2, save(4, "a", gold_state(1), vec![], false));
+    let batch = vec![
+        charge(3, RequestId::new(), 100),
+        save(
+            1,
+            "a",
+            gold_state(5),
+            vec![earlier.purchase_id.clone()],
+            false,
+        ),
+        charge(2, RequestId::new(), 5000),
+        charge(1, RequestId::new(), 100),
+        charge(3, RequestId::new(), 950),
+        charge(77, RequestId::new(), 1),
+        charge(4, replayed_request, 10),
+        save(5, "a", gold_state(9), vec![], false),
+        save(4, "a", PlayerSnapshot::default(), vec![], true),
+        save(2, "a", gold_state(7), vec![], false),
+        save(2, "a", gold_state(8), vec![], false),
+    ];
+    store.begin().unwrap();
+    let replies = if batched {
+        store
+            .apply_batch(&batch, 3)
+            .expect("the batch path takes it")
+            .unwrap()
+    } else {
+        let mut replies = vec![None; batch.len()];
+        for i in store.apply_order(&batch).unwrap() {
+            replies[i] = Some(store.apply(&batch[i], 3).unwrap());
+        }
+        replies.into_iter().map(Option::unwrap).collect()
+    };
+    store.commit().unwrap();
+    (
+        replies.iter().map(comparable).collect(),
+        store.audit().unwrap(),
+    )
+}
+
+#[test]
+fn a_batch_of_charges_and_saves_does_what_the_same_requests_do_one_by_one() {
+    let one_by_one = batch_story(&PgCluster::shared().create_database("one_by_one"), false);
+    let batched = batch_story(&PgCluster::shared().create_database("batched"), true);
+    assert_eq!(batched.0, one_by_one.0, "the same answers");
+    assert_eq!(batched.0[1], "saved, 1 granted");
+    assert_eq!(
+        batched.0[4], "InsufficientFunds { balance: 900, price: 950 }",
+        "a second charge of one player in a batch sees the first"
+    );
+    assert!(batched.0[6].contains("replayed true"), "{:?}", batched.0);
+    assert_eq!(batched.0[7], "LeaseLost { owner: Some(\"b\") }");
+    let state = |audit: &bevy_marketplace::ledger::LedgerAudit| {
+        let mut receipts: Vec<String> = audit
+            .receipts
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {:?}",
+                    r.info.player_id, r.info.currency_spent, r.state
+                )
+            })
+            .collect();
+        receipts.sort();
+        (audit.accounts.clone(), receipts, audit.purchase_debits)
+    };
+    assert_eq!(state(&batched.1), state(&one_by_one.1), "the same ledger");
+    let accounts = &batched.1.accounts;
+    assert_eq!(accounts[&UserId(1)].1, gold_state(5));
+    assert_eq!(
+        accounts[&UserId(2)].1,
+        gold_state(8),
+        "the later save of a player wins"
+    );
+    assert!(
+        accounts[&UserId(4)].1.0.is_empty(),
+        "a component no longer saved is removed"
+    );
+    assert_eq!(
+        accounts[&UserId(5)].1,
+        PlayerSnapshot::default(),
+        "a lost lease writes nothing"
+    );
+}
+
 #[test]
 fn a_failing_grant_commit_leaves_the_receipt_pending_and_never_reruns_the_handler() {
     let url = PgCluster::shared().create_database("failing");

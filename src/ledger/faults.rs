@@ -130,6 +130,14 @@ impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
         self.inner.apply_order(batch)
     }
 
+    fn apply_batch(
+        &mut self,
+        batch: &[LedgerRequest],
+        now_ms: i64,
+    ) -> Option<Result<Vec<LedgerReply>, LedgerError>> {
+        self.inner.apply_batch(batch, now_ms)
+    }
+
     fn commit(&mut self) -> Result<(), LedgerError> {
         let delay = self.plan.faults().delay;
         if !delay.is_zero() {

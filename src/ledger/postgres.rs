@@ -147,6 +147,73 @@ const SAVE: &str = "WITH upsert AS (
         RETURNING purchase_id
     )
     SELECT purchase_id FROM granted";
+/// Charges many users at once (one charge per user): like [`CHARGE`] row by row, in one round
+/// trip. Account rows are locked in user order first. Returns `(user_id, balance after)` for the
+/// charges made; the others (already charged, too poor, no account) are retried one by one.
+const CHARGE_MANY: &str = "WITH locked AS (
+        SELECT i.*, a.balance FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
+                                          $5::bigint[], $6::bigint[], $7::bigint[], $8::boolean[])
+            AS i (purchase_id, user_id, price, request_id, product_id, place_id, channel, is_test)
+        JOIN accounts a ON a.user_id = i.user_id
+        WHERE NOT EXISTS (SELECT 1 FROM receipts r WHERE r.request_id = i.request_id)
+        ORDER BY a.user_id FOR UPDATE OF a
+    ), debit AS (
+        UPDATE accounts a SET balance = a.balance - l.price, updated_ms = $9
+        FROM locked l
+        WHERE a.user_id = l.user_id AND a.balance >= l.price
+        RETURNING l.*, a.balance AS balance_after
+    ), receipt AS (
+        INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
+                              currency_type, channel, is_test, state, created_ms)
+        SELECT purchase_id, request_id, user_id, product_id, place_id, price, $10, channel, is_test,
+               'pending', $9
+        FROM debit
+    ), journal AS (
+        INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
+        SELECT user_id, -price, 'purchase', purchase_id, $9 FROM debit
+    )
+    SELECT user_id, balance_after FROM debit";
+/// Locks the accounts of a batch's savers in user order; returns each one's lease owner.
+const LOCK_MANY: &str =
+    "SELECT user_id, lease_owner FROM accounts WHERE user_id = ANY ($1::bigint[])
+    ORDER BY user_id FOR UPDATE";
+/// Saves many players (one save each, all holding their lease, rows already locked by
+/// [`LOCK_MANY`]): [`SAVE`] for a whole batch in one round trip. Per player: release flag,
+/// lease expiry and the names of their components (an array literal, so removed components are
+/// found with one index scan per player); components and grants as parallel arrays. Every
+/// join is driven by the input rows through an index, so the cost grows with the batch, not
+/// with its square. Returns the receipts moved from pending to granted.
+const SAVE_MANY: &str = "WITH input AS (
+        SELECT * FROM unnest($1::bigint[], $2::boolean[], $3::bigint[], $4::text[])
+            AS t (user_id, release, expires, names)
+    ), upsert AS (
+        INSERT INTO player_components (user_id, name, value)
+        SELECT * FROM unnest($5::bigint[], $6::text[], $7::text[])
+        ON CONFLICT (user_id, name) DO UPDATE SET value = EXCLUDED.value
+    ), removed AS (
+        DELETE FROM player_components p USING input i
+        WHERE p.user_id = i.user_id AND NOT (p.name = ANY (i.names::text[]))
+    ), lease AS (
+        UPDATE accounts a
+        SET lease_owner = CASE WHEN i.release THEN NULL ELSE a.lease_owner END,
+            lease_expires_ms = CASE WHEN i.release THEN NULL ELSE i.expires END,
+            updated_ms = $8
+        FROM input i WHERE a.user_id = i.user_id
+    ), granted AS (
+        UPDATE receipts r SET state = 'granted', resolved_ms = $8
+        FROM unnest($9::bigint[], $10::text[]) AS g (user_id, purchase_id)
+        WHERE r.purchase_id = g.purchase_id AND r.user_id = g.user_id AND r.state = 'pending'
+        RETURNING r.purchase_id
+    )
+    SELECT purchase_id FROM granted";
+/// A PostgreSQL array literal of `items` (`{"a","b"}`).
+fn array_literal<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let quoted: Vec<String> = items
+        .map(|item| format!("\"{}\"", item.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
 const SET_BALANCE: &str = "UPDATE accounts SET balance = $2, updated_ms = $3 WHERE user_id = $1";
 const JOURNAL: &str =
     "INSERT INTO balance_journal (user_id, delta, reason, at_ms) VALUES ($1, $2, $3, $4)";
@@ -436,6 +503,226 @@ impl PostgresLedger {
         }
     }
 
+    /// The batch path: requests other than charges and saves one by one in lock order, then the
+    /// saves of players with one save in the batch in two round trips, then the charges of
+    /// users with one charge in one round trip; what is left (repeats, refusals) one by one.
+    /// A user's charges and saves do not depend on each other within one batch (a save only
+    /// grants receipts whose charge was answered earlier), so grouping them keeps the effect of
+    /// applying the batch in order.
+    fn apply_batch_inner(
+        &mut self,
+        batch: &[LedgerRequest],
+        now_ms: i64,
+    ) -> Result<Vec<LedgerReply>, postgres::Error> {
+        let mut replies: Vec<Option<LedgerReply>> = vec![None; batch.len()];
+        let mut saves_of: HashMap<UserId, usize> = HashMap::new();
+        let mut charges_of: HashMap<UserId, usize> = HashMap::new();
+        for request in batch {
+            match request {
+                LedgerRequest::Save(save) => *saves_of.entry(save.user).or_default() += 1,
+                LedgerRequest::Charge(charge) => *charges_of.entry(charge.user).or_default() += 1,
+                _ => {}
+            }
+        }
+        let mut one_by_one = Vec::new();
+        let mut saves = Vec::new();
+        let mut charges = Vec::new();
+        for i in lock_order(batch) {
+            match &batch[i] {
+                LedgerRequest::Save(save) if saves_of[&save.user] == 1 => saves.push(i),
+                LedgerRequest::Charge(charge) if charges_of[&charge.user] == 1 => charges.push(i),
+                LedgerRequest::Save(_) | LedgerRequest::Charge(_) => one_by_one.push(i),
+                _ => replies[i] = Some(self.apply_inner(&batch[i], now_ms)?),
+            }
+        }
+        self.save_many(batch, &saves, now_ms, &mut replies)?;
+        self.charge_many(batch, &charges, now_ms, &mut replies)?;
+        for i in one_by_one {
+            replies[i] = Some(self.apply_inner(&batch[i], now_ms)?);
+        }
+        // Charges the set statement did not make (replays, refusals) take the one-by-one path.
+        for i in charges {
+            if replies[i].is_none() {
+                replies[i] = Some(self.apply_inner(&batch[i], now_ms)?);
+            }
+        }
+        Ok(replies
+            .into_iter()
+            .map(|reply| reply.expect("every request of the batch was applied"))
+            .collect())
+    }
+
+    fn save_many(
+        &mut self,
+        batch: &[LedgerRequest],
+        saves: &[usize],
+        now_ms: i64,
+        replies: &mut [Option<LedgerReply>],
+    ) -> Result<(), postgres::Error> {
+        if saves.is_empty() {
+            return Ok(());
+        }
+        let save_at = |i: usize| match &batch[i] {
+            LedgerRequest::Save(save) => save,
+            _ => unreachable!("only saves are listed"),
+        };
+        let users: Vec<i64> = saves.iter().map(|&i| save_at(i).user.0).collect();
+        let stmt = self.stmt(LOCK_MANY)?;
+        let owners: HashMap<i64, Option<String>> = self
+            .client
+            .query(&stmt, &[&users])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, postgres::Error>>()?;
+        let (mut held, mut release, mut expires, mut name_lists) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut state_users, mut names, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut grant_users, mut grant_ids) = (Vec::new(), Vec::new());
+        for &i in saves {
+            let save = save_at(i);
+            let owner = owners.get(&save.user.0).cloned().flatten();
+            if owner.as_deref() != Some(&*save.server.0) {
+                replies[i] = Some(LedgerReply::LeaseLost { owner });
+                continue;
+            }
+            held.push(save.user.0);
+            release.push(save.release);
+            expires.push(now_ms + save.lease_ms);
+            name_lists.push(array_literal(save.state.0.keys()));
+            for (name, value) in &save.state.0 {
+                state_users.push(save.user.0);
+                names.push(name.as_str());
+                values.push(value.as_str());
+            }
+            for id in &save.granted {
+                grant_users.push(save.user.0);
+                grant_ids.push(id.0.as_str());
+            }
+        }
+        if held.is_empty() {
+            return Ok(());
+        }
+        let stmt = self.stmt(SAVE_MANY)?;
+        let granted: HashSet<String> = self
+            .client
+            .query(
+                &stmt,
+                &[
+                    &held,
+                    &release,
+                    &expires,
+                    &name_lists,
+                    &state_users,
+                    &names,
+                    &values,
+                    &now_ms,
+                    &grant_users,
+                    &grant_ids,
+                ],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        for &i in saves {
+            if replies[i].is_none() {
+                let newly_granted = save_at(i)
+                    .granted
+                    .iter()
+                    .filter(|id| granted.contains(&id.0))
+                    .cloned()
+                    .collect();
+                replies[i] = Some(LedgerReply::Saved { newly_granted });
+            }
+        }
+        Ok(())
+    }
+
+    fn charge_many(
+        &mut self,
+        batch: &[LedgerRequest],
+        charges: &[usize],
+        now_ms: i64,
+        replies: &mut [Option<LedgerReply>],
+    ) -> Result<(), postgres::Error> {
+        if charges.is_empty() {
+            return Ok(());
+        }
+        let receipts: Vec<(usize, ReceiptInfo, String)> = charges
+            .iter()
+            .map(|&i| {
+                let LedgerRequest::Charge(charge) = &batch[i] else {
+                    unreachable!("only charges are listed")
+                };
+                let receipt = ReceiptInfo {
+                    purchase_id: PurchaseId::new(),
+                    player_id: charge.user,
+                    product_id: charge.product_id,
+                    place_id_where_purchased: charge.place_id,
+                    currency_spent: charge.price,
+                    currency_type: CurrencyType::Premium,
+                    product_purchase_channel: charge.channel,
+                    is_test_purchase: charge.test_purchase,
+                };
+                (i, receipt, charge.request_id.0.to_string())
+            })
+            .collect();
+        let purchase_ids: Vec<&str> = receipts
+            .iter()
+            .map(|(_, r, _)| r.purchase_id.as_str())
+            .collect();
+        let users: Vec<i64> = receipts.iter().map(|(_, r, _)| r.player_id.0).collect();
+        let prices: Vec<i64> = receipts
+            .iter()
+            .map(|(_, r, _)| r.currency_spent as i64)
+            .collect();
+        let request_ids: Vec<&str> = receipts.iter().map(|(_, _, id)| id.as_str()).collect();
+        let products: Vec<i64> = receipts.iter().map(|(_, r, _)| r.product_id.0).collect();
+        let places: Vec<i64> = receipts
+            .iter()
+            .map(|(_, r, _)| r.place_id_where_purchased.0)
+            .collect();
+        let channels: Vec<i64> = receipts
+            .iter()
+            .map(|(_, r, _)| i64::from(r.product_purchase_channel.code()))
+            .collect();
+        let tests: Vec<bool> = receipts
+            .iter()
+            .map(|(_, r, _)| r.is_test_purchase)
+            .collect();
+        let currency = CurrencyType::Premium as i64;
+        let stmt = self.stmt(CHARGE_MANY)?;
+        let charged: HashMap<i64, i64> = self
+            .client
+            .query(
+                &stmt,
+                &[
+                    &purchase_ids,
+                    &users,
+                    &prices,
+                    &request_ids,
+                    &products,
+                    &places,
+                    &channels,
+                    &tests,
+                    &now_ms,
+                    &currency,
+                ],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, postgres::Error>>()?;
+        for (i, receipt, _) in receipts {
+            if let Some(&balance) = charged.get(&receipt.player_id.0) {
+                replies[i] = Some(LedgerReply::Charged {
+                    receipt,
+                    balance: balance as u64,
+                    replayed: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn apply_inner(
         &mut self,
         request: &LedgerRequest,
@@ -711,6 +998,29 @@ impl LedgerStore for PostgresLedger {
 
     fn apply_order(&self, batch: &[LedgerRequest]) -> Option<Vec<usize>> {
         Some(lock_order(batch))
+    }
+
+    fn apply_batch(
+        &mut self,
+        batch: &[LedgerRequest],
+        now_ms: i64,
+    ) -> Option<Result<Vec<LedgerReply>, LedgerError>> {
+        // Balance changes and audits keep the one-by-one order; small batches gain nothing.
+        let grouped = batch
+            .iter()
+            .filter(|r| matches!(r, LedgerRequest::Charge(_) | LedgerRequest::Save(_)))
+            .count();
+        if grouped < 2
+            || batch.iter().any(|r| {
+                matches!(
+                    r,
+                    LedgerRequest::AdjustBalance { .. } | LedgerRequest::Audit
+                )
+            })
+        {
+            return None;
+        }
+        Some(self.apply_batch_inner(batch, now_ms).map_err(storage))
     }
 
     fn commit(&mut self) -> Result<(), LedgerError> {

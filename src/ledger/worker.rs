@@ -320,6 +320,21 @@ fn run_transaction(
     if let Err(error) = store.begin() {
         return fail(batch, error);
     }
+    if let Some(result) = store.apply_batch(&batch, now) {
+        let replies = match result {
+            Ok(replies) if replies.len() == batch.len() => replies,
+            Ok(_) => {
+                store.rollback();
+                let error = LedgerError::Storage("the store answered a batch incompletely".into());
+                return fail(batch, error);
+            }
+            Err(error) => {
+                store.rollback();
+                return fail(batch, error);
+            }
+        };
+        return commit_and_answer(store, batch, replies, counters);
+    }
     let order = store.apply_order(&batch).filter(|order| {
         // Only a permutation: every request applied exactly once.
         let mut seen = vec![false; batch.len()];
@@ -338,6 +353,19 @@ fn run_transaction(
             }
         }
     }
+    let replies = replies
+        .into_iter()
+        .map(|reply| reply.expect("every request of the batch was applied"))
+        .collect();
+    commit_and_answer(store, batch, replies, counters)
+}
+
+fn commit_and_answer(
+    store: &mut dyn LedgerStore,
+    batch: Vec<LedgerRequest>,
+    replies: Vec<LedgerReply>,
+    counters: &WorkerCounters,
+) -> Vec<LedgerCompletion> {
     let committing = Instant::now();
     let committed = store.commit();
     counters
@@ -345,14 +373,20 @@ fn run_transaction(
         .fetch_add(committing.elapsed().as_nanos() as u64, Ordering::Relaxed);
     if let Err(error) = committed {
         store.rollback();
-        return fail(batch, error);
+        return batch
+            .into_iter()
+            .map(|request| LedgerCompletion {
+                request,
+                result: Err(error.clone()),
+            })
+            .collect();
     }
     batch
         .into_iter()
         .zip(replies)
         .map(|(request, reply)| LedgerCompletion {
             request,
-            result: Ok(reply.expect("every request of the batch was applied")),
+            result: Ok(reply),
         })
         .collect()
 }
