@@ -79,12 +79,26 @@ fn server(ledger: LedgerBackend, max_batch: usize) -> (App, Arc<Mutex<Vec<Purcha
     (app, granted)
 }
 
-fn update_until(app: &mut App, limit: Duration, mut done: impl FnMut(&mut World) -> bool) {
+/// Runs frames until `done`. With a `frame` interval the loop sleeps out the rest of each frame
+/// as Bevy's `ScheduleRunnerPlugin` does, so several servers on one machine share its cores the
+/// way real ones would; `Duration::ZERO` runs frames back to back (one server, fastest).
+fn update_until(
+    app: &mut App,
+    frame: Duration,
+    limit: Duration,
+    mut done: impl FnMut(&mut World) -> bool,
+) {
     let deadline = Instant::now() + limit;
     loop {
+        let frame_start = Instant::now();
         app.update();
         if done(app.world_mut()) {
             return;
+        }
+        if let Some(rest) = frame.checked_sub(frame_start.elapsed())
+            && !rest.is_zero()
+        {
+            std::thread::sleep(rest);
         }
         if Instant::now() > deadline {
             fail("the pipeline did not finish in time".into());
@@ -92,7 +106,7 @@ fn update_until(app: &mut App, limit: Duration, mut done: impl FnMut(&mut World)
     }
 }
 
-fn spawn_players(app: &mut App, users: std::ops::Range<i64>) -> Vec<Entity> {
+fn spawn_players(app: &mut App, users: std::ops::Range<i64>, frame: Duration) -> Vec<Entity> {
     let players: Vec<Entity> = users
         .map(|u| {
             app.world_mut()
@@ -101,7 +115,7 @@ fn spawn_players(app: &mut App, users: std::ops::Range<i64>) -> Vec<Entity> {
         })
         .collect();
     let n = players.len();
-    update_until(app, Duration::from_secs(120), |w| {
+    update_until(app, frame, Duration::from_secs(120), |w| {
         w.query::<&PlayerSession>()
             .iter(w)
             .filter(|s| s.is_active())
@@ -111,15 +125,17 @@ fn spawn_players(app: &mut App, users: std::ops::Range<i64>) -> Vec<Entity> {
     players
 }
 
-/// Charge → handler → grant commit for `players × rounds` purchases. Returns receipts/s.
+/// Charge → handler → grant commit for `players × rounds` purchases, with frames at most every
+/// `frame` (see [`update_until`]). Returns receipts/s.
 fn pipeline(
     ledger: LedgerBackend,
     max_batch: usize,
     users: std::ops::Range<i64>,
     rounds: usize,
+    frame: Duration,
 ) -> f64 {
     let (mut app, granted) = server(ledger, max_batch);
-    let players = spawn_players(&mut app, users);
+    let players = spawn_players(&mut app, users, frame);
     let target = players.len() * rounds;
     let by_user: HashMap<UserId, usize> = players
         .iter()
@@ -138,7 +154,7 @@ fn pipeline(
     let load_before = app.world().resource::<Ledger>().worker_load();
     let tx_before = app.world().resource::<Ledger>().transactions();
     let mut frames = 0u64;
-    update_until(&mut app, Duration::from_secs(600), |world| {
+    update_until(&mut app, frame, Duration::from_secs(600), |world| {
         frames += 1;
         let messages = world.resource::<Messages<ReceiptResolved>>();
         for message in resolved.read(messages) {
@@ -220,6 +236,7 @@ fn durable_receipts(quick: bool) {
         bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
         0..players,
         rounds,
+        Duration::ZERO,
     );
     check_sqlite(&grouped_path, players as usize * rounds);
     let (players_1, rounds_1) = if quick { (100, 2) } else { (500, 2) };
@@ -229,6 +246,7 @@ fn durable_receipts(quick: bool) {
         1,
         0..players_1,
         rounds_1,
+        Duration::ZERO,
     );
     check_sqlite(&single_path, players_1 as usize * rounds_1);
     emit(
@@ -269,7 +287,7 @@ fn idle_frame_cost(quick: bool) {
         LedgerBackend::in_memory(),
         bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
     );
-    spawn_players(&mut with_plugin, 0..players);
+    spawn_players(&mut with_plugin, 0..players, Duration::ZERO);
     // Interleave to share the machine's noise fairly.
     let (mut base, mut plugin) = (0.0, 0.0);
     for _ in 0..4 {
@@ -519,11 +537,21 @@ fn postgres(quick: bool) {
         return;
     };
     let (players, rounds) = if quick { (500, 2) } else { (2000, 4) };
+    // Servers run 1 ms frames (a 1,000 Hz loop) rather than spinning: four spinning game loops
+    // would take the cores from the database. Users are fresh for each run, so the database
+    // may hold earlier runs.
+    let frame = Duration::from_millis(1);
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        * 10_000_000;
     let one = pipeline(
         LedgerBackend::postgres(url.clone()),
         bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
-        1_000_000..1_000_000 + players,
+        base..base + players,
         rounds,
+        frame,
     );
     emit("pg_receipts_per_s_1_server", one, "receipts/s", None);
     let started = Instant::now();
@@ -531,12 +559,13 @@ fn postgres(quick: bool) {
         .map(|s| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let base = 2_000_000 + s * 100_000;
+                let base = base + (s + 1) * 1_000_000;
                 pipeline(
                     LedgerBackend::postgres(url),
                     bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
                     base..base + players,
                     rounds,
+                    frame,
                 );
             })
         })
