@@ -23,25 +23,27 @@ pub(super) fn parse_products(text: &str, options: &ron::Options) -> Option<Vec<P
         return None;
     }
     let share = entries.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = entries
-            .chunks(share)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|span| {
-                            options
-                                .from_str::<ProductDefinition>(&text[span.clone()])
-                                .ok()
-                        })
-                        .collect::<Option<Vec<_>>>()
-                })
+    let parse = |chunk: &[Range<usize>]| {
+        chunk
+            .iter()
+            .map(|span| {
+                options
+                    .from_str::<ProductDefinition>(&text[span.clone()])
+                    .ok()
             })
+            .collect::<Option<Vec<_>>>()
+    };
+    let mut chunks = entries.chunks(share);
+    let first = chunks.next()?;
+    std::thread::scope(|scope| {
+        // Helpers take the later shares; this thread (whose allocator is warm) takes the first.
+        let helpers: Vec<_> = chunks
+            .map(|chunk| scope.spawn(move || parse(chunk)))
             .collect();
-        let mut products = Vec::with_capacity(entries.len());
-        for worker in workers {
-            products.extend(worker.join().ok()??);
+        let mut products = parse(first)?;
+        products.reserve(entries.len() - products.len());
+        for helper in helpers {
+            products.extend(helper.join().ok()??);
         }
         Some(products)
     })
