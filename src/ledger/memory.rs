@@ -1,7 +1,7 @@
 //! An in-memory ledger for tests and throwaway demos.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::{
     LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
@@ -17,33 +17,162 @@ struct Account {
     lease: Option<(String, i64)>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct MemoryState {
     accounts: HashMap<UserId, Account>,
     receipts: BTreeMap<PurchaseId, StoredReceipt>,
+    /// Pending receipts by buyer, so loading a player does not scan every receipt.
+    pending: HashMap<UserId, BTreeSet<PurchaseId>>,
     by_request: HashMap<RequestId, PurchaseId>,
     purchase_debits: u64,
+}
+
+impl MemoryState {
+    /// Puts (or removes) a receipt, keeping the pending index right.
+    fn set_receipt(&mut self, id: PurchaseId, receipt: Option<StoredReceipt>) {
+        if let Some(old) = self.receipts.remove(&id)
+            && let Some(pending) = self.pending.get_mut(&old.info.player_id)
+        {
+            pending.remove(&id);
+        }
+        if let Some(receipt) = receipt {
+            if receipt.state == ReceiptState::Pending {
+                self.pending
+                    .entry(receipt.info.player_id)
+                    .or_default()
+                    .insert(id.clone());
+            }
+            self.receipts.insert(id, receipt);
+        }
+    }
+}
+
+/// What a transaction changed, to put back on rollback (newest last).
+#[derive(Debug)]
+enum Undo {
+    Account(UserId, Option<Account>),
+    Receipt(PurchaseId, Option<StoredReceipt>),
+    Request(RequestId, Option<PurchaseId>),
+    Debits(u64),
+}
+
+#[derive(Debug, Default)]
+struct Guarded {
+    state: MemoryState,
+    /// A store is inside a transaction: others wait to begin or to audit.
+    writing: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    guarded: Mutex<Guarded>,
+    writer_done: Condvar,
 }
 
 /// A ledger kept in memory. Clones share the same data, so a test can keep one clone to inspect
 /// what the plugin wrote ([`InMemoryLedger::audit`]).
 ///
-/// Transactions are real: a batch that fails is rolled back whole.
-#[derive(Clone, Debug, Default)]
+/// Transactions are real: one at a time across clones, invisible to audits until committed, and
+/// a batch that fails is rolled back whole. Changes are made in place with an undo log, so a
+/// transaction costs what it touches, not the size of the ledger.
+#[derive(Debug, Default)]
 pub struct InMemoryLedger {
-    shared: Arc<Mutex<MemoryState>>,
-    staged: Option<MemoryState>,
+    shared: Arc<Shared>,
+    undo: Option<Vec<Undo>>,
+}
+
+impl Clone for InMemoryLedger {
+    /// Another handle on the same data (outside any transaction).
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            undo: None,
+        }
+    }
 }
 
 impl InMemoryLedger {
-    /// Everything committed so far.
+    /// Everything committed so far (waits for a transaction in progress to end).
     pub fn audit(&self) -> LedgerAudit {
-        audit(&self.lock())
+        audit(&self.committed().state)
     }
 
-    fn lock(&self) -> MutexGuard<'_, MemoryState> {
-        // A panic while holding the lock leaves committed data intact (writes go to `staged`).
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Guarded> {
+        // The undo log, not the lock, protects committed data from a writer that panicked.
+        self.shared
+            .guarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The data with no transaction in progress.
+    fn committed(&self) -> MutexGuard<'_, Guarded> {
+        let mut guarded = self.lock();
+        while guarded.writing {
+            guarded = self
+                .shared
+                .writer_done
+                .wait(guarded)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        guarded
+    }
+
+    /// Records what `request` may change before it runs.
+    fn remember(state: &MemoryState, request: &LedgerRequest, undo: &mut Vec<Undo>) {
+        if let Some(user) = request.user() {
+            undo.push(Undo::Account(user, state.accounts.get(&user).cloned()));
+        }
+        match request {
+            LedgerRequest::Charge(charge) => {
+                undo.push(Undo::Request(
+                    charge.request_id,
+                    state.by_request.get(&charge.request_id).cloned(),
+                ));
+                undo.push(Undo::Debits(state.purchase_debits));
+            }
+            LedgerRequest::Save(save) => {
+                for id in &save.granted {
+                    undo.push(Undo::Receipt(id.clone(), state.receipts.get(id).cloned()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn end_transaction(&mut self, undo: Vec<Undo>) {
+        let mut guarded = self.lock();
+        let state = &mut guarded.state;
+        for change in undo.into_iter().rev() {
+            match change {
+                Undo::Account(user, Some(account)) => {
+                    state.accounts.insert(user, account);
+                }
+                Undo::Account(user, None) => {
+                    state.accounts.remove(&user);
+                }
+                Undo::Receipt(id, receipt) => state.set_receipt(id, receipt),
+                Undo::Request(request, Some(id)) => {
+                    state.by_request.insert(request, id);
+                }
+                Undo::Request(request, None) => {
+                    state.by_request.remove(&request);
+                }
+                Undo::Debits(debits) => state.purchase_debits = debits,
+            }
+        }
+        guarded.writing = false;
+        drop(guarded);
+        self.shared.writer_done.notify_all();
+    }
+}
+
+impl Drop for InMemoryLedger {
+    fn drop(&mut self) {
+        // A store dropped inside a transaction (its worker panicked) rolls it back.
+        if let Some(undo) = self.undo.take() {
+            self.end_transaction(undo);
+        }
     }
 }
 
@@ -67,12 +196,11 @@ fn lease_blocks(lease: &Option<(String, i64)>, server: &str, now_ms: i64) -> Opt
 }
 
 fn pending_of(state: &MemoryState, user: UserId) -> Vec<ReceiptInfo> {
-    state
-        .receipts
-        .values()
-        .filter(|r| r.info.player_id == user && r.state == ReceiptState::Pending)
-        .map(|r| r.info.clone())
-        .collect()
+    state.pending.get(&user).map_or_else(Vec::new, |ids| {
+        ids.iter()
+            .map(|id| state.receipts[id].info.clone())
+            .collect()
+    })
 }
 
 impl LedgerStore for InMemoryLedger {
@@ -81,16 +209,26 @@ impl LedgerStore for InMemoryLedger {
     }
 
     fn begin(&mut self) -> Result<(), LedgerError> {
-        let snapshot = self.lock().clone();
-        self.staged = Some(snapshot);
+        if self.undo.is_some() {
+            return Err(LedgerError::Storage("a transaction is already open".into()));
+        }
+        self.committed().writing = true;
+        self.undo = Some(Vec::new());
         Ok(())
     }
 
     fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError> {
-        let state = self
-            .staged
+        let undo = self
+            .undo
             .as_mut()
             .ok_or_else(|| LedgerError::Storage("apply outside a transaction".into()))?;
+        let mut guarded = self
+            .shared
+            .guarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let state = &mut guarded.state;
+        Self::remember(state, request, undo);
         Ok(match request {
             LedgerRequest::OpenSession {
                 user,
@@ -162,13 +300,14 @@ impl LedgerStore for InMemoryLedger {
                 state
                     .by_request
                     .insert(charge.request_id, receipt.purchase_id.clone());
-                state.receipts.insert(
+                undo.push(Undo::Receipt(receipt.purchase_id.clone(), None));
+                state.set_receipt(
                     receipt.purchase_id.clone(),
-                    StoredReceipt {
+                    Some(StoredReceipt {
                         info: receipt.clone(),
                         state: ReceiptState::Pending,
                         request_id: charge.request_id,
-                    },
+                    }),
                 );
                 LedgerReply::Charged {
                     receipt,
@@ -191,11 +330,15 @@ impl LedgerStore for InMemoryLedger {
                     (!save.release).then(|| (save.server.0.to_string(), now_ms + save.lease_ms));
                 let mut newly_granted = Vec::new();
                 for id in &save.granted {
-                    if let Some(r) = state.receipts.get_mut(id)
+                    if let Some(r) = state.receipts.get(id)
                         && r.info.player_id == save.user
                         && r.state == ReceiptState::Pending
                     {
-                        r.state = ReceiptState::Granted;
+                        let granted = StoredReceipt {
+                            state: ReceiptState::Granted,
+                            ..r.clone()
+                        };
+                        state.set_receipt(id.clone(), Some(granted));
                         newly_granted.push(id.clone());
                     }
                 }
@@ -221,13 +364,15 @@ impl LedgerStore for InMemoryLedger {
     }
 
     fn commit(&mut self) -> Result<(), LedgerError> {
-        if let Some(staged) = self.staged.take() {
-            *self.lock() = staged;
+        if self.undo.take().is_some() {
+            self.end_transaction(Vec::new());
         }
         Ok(())
     }
 
     fn rollback(&mut self) {
-        self.staged = None;
+        if let Some(undo) = self.undo.take() {
+            self.end_transaction(undo);
+        }
     }
 }
