@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use bevy::prelude::*;
 
 use crate::handlers::ReceiptHandlers;
-use crate::plugin::{MarketplaceSettings, MarketplaceStats};
+use crate::plugin::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 use crate::receipt::{ProductPurchaseDecision, ReceiptInfo};
 use crate::retry::{Wake, WakeSchedule};
 use crate::session::{PlayerSession, Sessions, queue_save};
@@ -105,12 +105,10 @@ pub(crate) fn deliver_receipts(world: &mut World) {
         return;
     }
     let now = world.resource::<Time<Real>>().elapsed();
-    let budget = world.resource::<MarketplaceSettings>().frame_budget;
-    let started = std::time::Instant::now();
     // At least one player a frame; over budget, the rest waits at the front of the backlog.
     while let Some((entity, forced)) = world.resource_mut::<DeliveryQueue>().next() {
         deliver_to(world, entity, forced, now);
-        if started.elapsed() > budget {
+        if world.resource::<FrameDeadline>().passed() {
             break;
         }
     }
@@ -230,12 +228,10 @@ pub(crate) fn save_players(world: &mut World) {
     if saves.is_empty() {
         return;
     }
-    let budget = world.resource::<MarketplaceSettings>().frame_budget;
-    let started = std::time::Instant::now();
     let mut saves = saves.into_iter();
     for entity in saves.by_ref() {
         queue_save(world, entity);
-        if started.elapsed() > budget {
+        if world.resource::<FrameDeadline>().passed() {
             break;
         }
     }

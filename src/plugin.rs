@@ -1,6 +1,6 @@
 //! `MarketplacePlugin`: configuration, system sets and wiring.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bevy::asset::AssetApp;
 use bevy::prelude::*;
@@ -75,8 +75,9 @@ pub struct MarketplacePlugin {
     /// Most ledger requests committed in one transaction (group commit). Default: 8192;
     /// 1 commits every request on its own (one fsync each), for comparison.
     pub max_batch: usize,
-    /// Main-thread time each of the plugin's busy systems (ledger answers, deliveries, saves)
-    /// may take in one frame; a burst beyond it continues next frame. Default: 250 µs.
+    /// Main-thread time the plugin's systems may spend, together, working off backlogs (ledger
+    /// answers, deliveries, saves) in one frame; a burst beyond it continues next frame. Each
+    /// backlog still moves by at least one item a frame, so none starves. Default: 500 µs.
     pub frame_budget: Duration,
 }
 
@@ -95,7 +96,7 @@ impl Default for MarketplacePlugin {
             autosave_interval: Duration::from_secs(30),
             lease_duration: Duration::from_secs(300),
             max_batch: crate::ledger::DEFAULT_MAX_BATCH,
-            frame_budget: Duration::from_micros(250),
+            frame_budget: Duration::from_micros(500),
         }
     }
 }
@@ -172,6 +173,24 @@ pub struct MarketplaceStats {
     pub lease_losses: u64,
 }
 
+/// When this frame's backlog work stops: set by the plugin's first system each frame, from
+/// [`MarketplaceSettings::frame_budget`], and shared by every system that works off a queue.
+#[derive(Resource)]
+pub(crate) struct FrameDeadline(pub(crate) Instant);
+
+impl Default for FrameDeadline {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl FrameDeadline {
+    /// `true` once the frame's budget is spent.
+    pub(crate) fn passed(&self) -> bool {
+        Instant::now() > self.0
+    }
+}
+
 /// The plugin's systems, all in `PreUpdate`, in this order. Order your systems against them:
 /// for example, UI that reads prompts goes after [`MarketplaceSystems::Prompts`].
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -245,6 +264,7 @@ impl Plugin for MarketplacePlugin {
             .init_resource::<PersistRegistry>()
             .init_resource::<Sessions>()
             .init_resource::<LedgerInbox>()
+            .init_resource::<FrameDeadline>()
             .init_resource::<DeliveryQueue>()
             .init_resource::<WakeSchedule>()
             .init_resource::<MarketplaceStats>()

@@ -8,7 +8,7 @@ use crate::currency::PremiumBalance;
 use crate::delivery::DeliveryQueue;
 use crate::ids::{ProductId, RequestId, UserId};
 use crate::ledger::{ChargeRequest, Ledger, LedgerCompletion, LedgerReply, LedgerRequest};
-use crate::plugin::{MarketplaceSettings, MarketplaceStats};
+use crate::plugin::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 use crate::product_info::ProductInfo;
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo};
 use crate::service::MarketplaceService;
@@ -193,11 +193,11 @@ pub(crate) fn handle_charge_replies(
     mut ledger: ResMut<Ledger>,
     mut deliveries: ResMut<DeliveryQueue>,
     mut stats: ResMut<MarketplaceStats>,
+    deadline: Res<FrameDeadline>,
 ) {
-    let started = std::time::Instant::now();
     let mut handled = 0usize;
     // Spread over frames like the other answers (see `MarketplacePlugin::frame_budget`).
-    while handled == 0 || started.elapsed() <= settings.frame_budget {
+    while handled == 0 || !deadline.passed() {
         let Some(LedgerCompletion { request, result }) = inbox.charges.pop_front() else {
             break;
         };

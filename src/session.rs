@@ -15,7 +15,7 @@ use crate::ledger::{
     PlayerSnapshot, SaveRequest,
 };
 use crate::persist::PersistRegistry;
-use crate::plugin::{MarketplaceSettings, MarketplaceStats};
+use crate::plugin::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 use crate::prompt::{PromptProductPurchaseFinished, PurchasePrompt};
 use crate::receipt::ReceiptInfo;
 use crate::retry::{Wake, WakeSchedule};
@@ -379,7 +379,13 @@ impl CompletionQueue {
     }
 }
 
-pub(crate) fn receive_ledger(mut ledger: ResMut<Ledger>, mut inbox: ResMut<LedgerInbox>) {
+pub(crate) fn receive_ledger(
+    mut ledger: ResMut<Ledger>,
+    mut inbox: ResMut<LedgerInbox>,
+    mut deadline: ResMut<FrameDeadline>,
+    settings: Res<MarketplaceSettings>,
+) {
+    deadline.0 = std::time::Instant::now() + settings.frame_budget;
     ledger.poll_batches(|batch| match batch.first().map(|c| &c.request) {
         Some(LedgerRequest::Charge(_)) => inbox.charges.push_batch(batch),
         Some(_) => inbox.sessions.push_batch(batch),
@@ -405,13 +411,13 @@ pub(crate) fn handle_session_replies(
     mut resolved: MessageWriter<ReceiptResolved>,
     mut stats: ResMut<MarketplaceStats>,
     mut commands: Commands,
+    deadline: Res<FrameDeadline>,
 ) {
     let now = time.elapsed();
-    let started = std::time::Instant::now();
     let mut handled = 0usize;
     // A burst (thousands of players joining at once) is spread over frames, at least one answer
     // a frame; what is left stays at the front of the queue, so each user's answers keep order.
-    while handled == 0 || started.elapsed() <= settings.frame_budget {
+    while handled == 0 || !deadline.passed() {
         let Some(LedgerCompletion { request, result }) = inbox.sessions.pop_front() else {
             break;
         };
