@@ -173,6 +173,9 @@ const CHARGE_MANY: &str = "WITH locked AS (
         SELECT user_id, -price, 'purchase', purchase_id, $9 FROM debit
     )
     SELECT user_id, balance_after FROM debit";
+/// Locks the accounts of a whole batch in user order.
+const LOCK_ALL: &str =
+    "SELECT 1 FROM accounts WHERE user_id = ANY ($1::bigint[]) ORDER BY user_id FOR UPDATE";
 /// Locks the accounts of a batch's savers in user order; returns each one's lease owner.
 const LOCK_MANY: &str =
     "SELECT user_id, lease_owner FROM accounts WHERE user_id = ANY ($1::bigint[])
@@ -524,6 +527,14 @@ impl PostgresLedger {
                 _ => {}
             }
         }
+        // Every account row the batch touches is locked first, in user order, by one statement:
+        // the passes below touch users out of order, and two servers locking in different orders
+        // would deadlock (PostgreSQL breaks that after `deadlock_timeout`, a second each time).
+        let mut users: Vec<i64> = batch.iter().filter_map(|r| r.user()).map(|u| u.0).collect();
+        users.sort_unstable();
+        users.dedup();
+        let stmt = self.stmt(LOCK_ALL)?;
+        self.client.execute(&stmt, &[&users])?;
         let mut one_by_one = Vec::new();
         let mut saves = Vec::new();
         let mut charges = Vec::new();
