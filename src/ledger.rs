@@ -73,6 +73,22 @@ pub struct ChargeRequest {
     pub channel: ProductPurchaseChannel,
 }
 
+impl ChargeRequest {
+    /// The receipt this charge creates, with a fresh purchase id.
+    pub(crate) fn new_receipt(&self) -> ReceiptInfo {
+        ReceiptInfo {
+            purchase_id: PurchaseId::new(),
+            player_id: self.user,
+            product_id: self.product_id,
+            place_id_where_purchased: self.place_id,
+            currency_spent: self.price,
+            currency_type: crate::receipt::CurrencyType::Premium,
+            product_purchase_channel: self.channel,
+            is_test_purchase: self.test_purchase,
+        }
+    }
+}
+
 /// Save a player's persisted state, marking receipts granted in the same transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SaveRequest {

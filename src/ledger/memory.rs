@@ -8,7 +8,7 @@ use super::{
     StoredReceipt,
 };
 use crate::ids::{PurchaseId, RequestId, UserId};
-use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
+use crate::receipt::{ReceiptInfo, ReceiptState};
 
 #[derive(Clone, Debug, Default)]
 struct Account {
@@ -286,16 +286,7 @@ impl LedgerStore for InMemoryLedger {
                 }
                 account.balance -= charge.price;
                 let balance = account.balance;
-                let receipt = ReceiptInfo {
-                    purchase_id: PurchaseId::new(),
-                    player_id: charge.user,
-                    product_id: charge.product_id,
-                    place_id_where_purchased: charge.place_id,
-                    currency_spent: charge.price,
-                    currency_type: CurrencyType::Premium,
-                    product_purchase_channel: charge.channel,
-                    is_test_purchase: charge.test_purchase,
-                };
+                let receipt = charge.new_receipt();
                 state.purchase_debits += charge.price;
                 state
                     .by_request

@@ -447,16 +447,7 @@ impl PostgresLedger {
         now_ms: i64,
     ) -> Result<LedgerReply, postgres::Error> {
         let request_id = charge.request_id.0.to_string();
-        let receipt = ReceiptInfo {
-            purchase_id: PurchaseId::new(),
-            player_id: charge.user,
-            product_id: charge.product_id,
-            place_id_where_purchased: charge.place_id,
-            currency_spent: charge.price,
-            currency_type: CurrencyType::Premium,
-            product_purchase_channel: charge.channel,
-            is_test_purchase: charge.test_purchase,
-        };
+        let receipt = charge.new_receipt();
         let stmt = self.stmt(CHARGE)?;
         let price = charge.price as i64;
         let currency = CurrencyType::Premium as i64;
@@ -664,16 +655,7 @@ impl PostgresLedger {
                 let LedgerRequest::Charge(charge) = &batch[i] else {
                     unreachable!("only charges are listed")
                 };
-                let receipt = ReceiptInfo {
-                    purchase_id: PurchaseId::new(),
-                    player_id: charge.user,
-                    product_id: charge.product_id,
-                    place_id_where_purchased: charge.place_id,
-                    currency_spent: charge.price,
-                    currency_type: CurrencyType::Premium,
-                    product_purchase_channel: charge.channel,
-                    is_test_purchase: charge.test_purchase,
-                };
+                let receipt = charge.new_receipt();
                 (i, receipt, charge.request_id.0.to_string())
             })
             .collect();

@@ -355,16 +355,7 @@ impl SqliteLedger {
                     .0
                     .hyphenated()
                     .encode_lower(&mut request_buf);
-                let receipt = ReceiptInfo {
-                    purchase_id: PurchaseId::new(),
-                    player_id: charge.user,
-                    product_id: charge.product_id,
-                    place_id_where_purchased: charge.place_id,
-                    currency_spent: charge.price,
-                    currency_type: CurrencyType::Premium,
-                    product_purchase_channel: charge.channel,
-                    is_test_purchase: charge.test_purchase,
-                };
+                let receipt = charge.new_receipt();
                 // Request ids are unique: a retried charge inserts nothing and gets the receipt of
                 // the first attempt (no lookup on the usual path).
                 let inserted = self
