@@ -327,7 +327,7 @@ fn burst_stall(quick: bool) {
             .unwrap()
     });
     emit("burst_max_stall_ms", stall, "ms", None);
-    emit("burst_p999_frame_ms", p999, "ms", None);
+    emit("burst_p999_stall_ms", p999, "ms", None);
     let memory = InMemoryLedger::default();
     let backend = LedgerBackend::InMemory(memory.clone());
     let audit = memory.clone();
@@ -336,8 +336,9 @@ fn burst_stall(quick: bool) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// `n` receipts are waiting in the ledger; `n` buyers join at once. Returns the longest frame
-/// and the 99.9th percentile frame, in ms, while all are granted and committed.
+/// `n` receipts are waiting in the ledger; `n` buyers join at once. Returns the longest time a
+/// frame spent in the plugin's systems and its 99.9th percentile, in ms, while all are granted
+/// and committed.
 fn burst(
     quick: bool,
     mut store: impl LedgerStore,
@@ -389,10 +390,16 @@ fn burst(
         MarketplaceSystems::Persist,
         MarketplaceSystems::Send,
     ];
-    app.add_systems(First, |mut clock: ResMut<SetClock>| {
-        clock.frame_start = Some(Instant::now());
-        clock.marks.clear();
-    });
+    // The plugin's systems run from its first set to its last: the stall is that span of each
+    // frame (the rest of a frame is Bevy's own schedules and whatever the OS does meanwhile).
+    app.add_systems(
+        PreUpdate,
+        (|mut clock: ResMut<SetClock>| {
+            clock.start = Some(Instant::now());
+            clock.marks.clear();
+        })
+        .before(MarketplaceSystems::Receive),
+    );
     for (i, set) in sets.into_iter().enumerate() {
         let mark = (move |mut clock: ResMut<SetClock>| {
             clock.marks.push((format!("{set:?}"), Instant::now()))
@@ -407,20 +414,23 @@ fn burst(
     for u in 0..n {
         app.world_mut().spawn((Player::new(UserId(u)), Gold(0)));
     }
-    let mut frames = Vec::new();
+    let (mut frames, mut stalls) = (Vec::new(), Vec::new());
     let mut worst_breakdown = String::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let started = Instant::now();
         app.update();
-        let took = started.elapsed();
-        if frames.iter().all(|&f| f < took) {
-            // Where the longest frame so far went: time from the previous mark to each set's end.
-            let clock = app.world().resource::<SetClock>();
-            let mut marks = clock.marks.clone();
-            marks.sort_by_key(|(_, at)| *at);
-            let mut last = started;
-            worst_breakdown = marks
+        frames.push(started.elapsed());
+        let clock = app.world().resource::<SetClock>();
+        let (Some(start), Some((_, end))) = (clock.start, clock.marks.last()) else {
+            fail("the plugin's systems did not run".into());
+        };
+        let stall = *end - start;
+        if stalls.iter().all(|&s| s < stall) {
+            // Where the longest stall so far went: time to each set's end from the previous one.
+            let mut last = start;
+            worst_breakdown = clock
+                .marks
                 .iter()
                 .map(|(name, at)| {
                     let part = format!("{name} {:.2}", (*at - last).as_secs_f64() * 1e3);
@@ -429,10 +439,8 @@ fn burst(
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            worst_breakdown +=
-                &format!(", rest {:.2}", (started + took - last).as_secs_f64() * 1e3);
         }
-        frames.push(took);
+        stalls.push(stall);
         let done = app
             .world()
             .resource::<bevy_marketplace::MarketplaceStats>()
@@ -454,29 +462,29 @@ fn burst(
     if audit().count(ReceiptState::Pending) != 0 {
         fail("receipts left pending after the burst".into());
     }
-    let longest = frames.iter().max().copied().unwrap_or_default();
-    let mut worst: Vec<(usize, Duration)> = frames.iter().copied().enumerate().collect();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut worst: Vec<(usize, Duration)> = stalls.iter().copied().enumerate().collect();
     worst.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
     eprintln!(
-        "{} frames; longest (frame, ms): {:?}",
+        "{} frames; longest plugin stalls (frame, ms): {:?}; longest whole frame {:.2} ms",
         frames.len(),
         worst
             .iter()
             .take(5)
-            .map(|(i, d)| (*i, (d.as_secs_f64() * 1e4).round() / 10.0))
-            .collect::<Vec<_>>()
+            .map(|(i, d)| (*i, (ms(*d) * 10.0).round() / 10.0))
+            .collect::<Vec<_>>(),
+        ms(frames.iter().max().copied().unwrap_or_default()),
     );
-    eprintln!("longest frame by set (ms): {worst_breakdown}");
-    let mut sorted = frames.clone();
-    sorted.sort();
-    let p999 = sorted[(sorted.len() * 999 / 1000).min(sorted.len() - 1)];
-    (longest.as_secs_f64() * 1e3, p999.as_secs_f64() * 1e3)
+    eprintln!("longest stall by set (ms): {worst_breakdown}");
+    stalls.sort();
+    let p999 = stalls[(stalls.len() * 999 / 1000).min(stalls.len() - 1)];
+    (ms(stalls[stalls.len() - 1]), ms(p999))
 }
 
-/// When each marketplace system set ended this frame (for the burst's breakdown).
+/// When the plugin's systems started this frame and when each of its sets ended.
 #[derive(Resource, Default)]
 struct SetClock {
-    frame_start: Option<Instant>,
+    start: Option<Instant>,
     marks: Vec<(String, Instant)>,
 }
 
