@@ -407,6 +407,46 @@ fn a_batch_of_charges_and_saves_does_what_the_same_requests_do_one_by_one() {
 }
 
 #[test]
+fn two_servers_batching_each_others_players_do_not_deadlock() {
+    // Server A holds player 1 and B holds player 2. In each round both commit a batch at the
+    // same moment: A saves and charges its player while trying to open B's, and B the other way
+    // round. Grouping a batch's requests must not lock the two accounts in opposite orders,
+    // or PostgreSQL kills one batch as a deadlock.
+    let url = PgCluster::shared().create_database("lock_order");
+    let mut a = PostgresLedger::connect(&url).unwrap();
+    let mut b = PostgresLedger::connect(&url).unwrap();
+    apply_at(&mut a, 1, open(1, "a", 3_600_000));
+    apply_at(&mut b, 1, open(2, "b", 3_600_000));
+    let batch = |own: i64, other: i64, server: &str| {
+        vec![
+            open(other, server, 3_600_000),
+            save(own, server, gold_state(1), vec![], false),
+            charge(own, RequestId::new(), 1),
+        ]
+    };
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let run = |mut store: PostgresLedger, own: i64, other: i64, server: &'static str| {
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+            for round in 0..20 {
+                let batch = batch(own, other, server);
+                barrier.wait();
+                store.begin().unwrap();
+                let replies = store
+                    .apply_batch(&batch, 2)
+                    .expect("the batch path takes it")
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                store.commit().unwrap();
+                assert!(matches!(replies[0], LedgerReply::SessionBusy { .. }));
+            }
+        })
+    };
+    let (ta, tb) = (run(a, 1, 2, "a"), run(b, 2, 1, "b"));
+    ta.join().unwrap();
+    tb.join().unwrap();
+}
+
+#[test]
 fn a_failing_grant_commit_leaves_the_receipt_pending_and_never_reruns_the_handler() {
     let url = PgCluster::shared().create_database("failing");
     let mut shop = pg_shop(&url, "a", Duration::from_secs(300));
