@@ -132,29 +132,22 @@ impl Ledger {
         let batch = std::mem::take(&mut self.outbox);
         if let LedgerStatus::Failed(error) = &self.status {
             let error = LedgerError::Unavailable(error.to_string());
-            self.failed
-                .extend(batch.into_iter().map(|request| LedgerCompletion {
-                    request,
-                    result: Err(error.clone()),
-                }));
+            self.failed.extend(failed_all(batch, error));
             return;
         }
         let n = batch.len();
+        let unavailable = |why: &str| LedgerError::Unavailable(why.into());
         match &self.to_worker {
             Some(tx) => match tx.send(batch) {
                 Ok(()) => self.in_flight += n,
-                Err(mpsc::SendError(batch)) => self.fail_all(batch, "the worker thread stopped"),
+                Err(mpsc::SendError(batch)) => self
+                    .failed
+                    .extend(failed_all(batch, unavailable("the worker thread stopped"))),
             },
-            None => self.fail_all(batch, "the ledger is shut down"),
+            None => self
+                .failed
+                .extend(failed_all(batch, unavailable("the ledger is shut down"))),
         }
-    }
-
-    fn fail_all(&mut self, batch: Vec<LedgerRequest>, why: &str) {
-        self.failed
-            .extend(batch.into_iter().map(|request| LedgerCompletion {
-                request,
-                result: Err(LedgerError::Unavailable(why.into())),
-            }));
     }
 
     /// Takes every answer that has arrived, without waiting.
@@ -166,11 +159,8 @@ impl Ledger {
     /// kind, either all to charges or none.
     pub(crate) fn poll_batches(&mut self, mut on_batch: impl FnMut(Vec<LedgerCompletion>)) {
         if !self.failed.is_empty() {
-            let (charges, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.failed)
-                .into_iter()
-                .partition(|c| matches!(c.request, LedgerRequest::Charge(_)));
-            on_batch(charges);
-            on_batch(others);
+            let (charges, others) = split_by_kind(std::mem::take(&mut self.failed));
+            charges.into_iter().chain(others).for_each(&mut on_batch);
         }
         let from_worker = self
             .from_worker
@@ -255,14 +245,8 @@ fn run_worker(
             let _ = answers.send(FromWorker::OpenFailed(error.clone()));
             // Keep answering so nothing waits forever on a request.
             for batch in requests {
-                let done = batch
-                    .into_iter()
-                    .map(|request| LedgerCompletion {
-                        request,
-                        result: Err(LedgerError::Unavailable(error.to_string())),
-                    })
-                    .collect();
-                if answers.send(split_by_kind(done)).is_err() {
+                let done = failed_all(batch, LedgerError::Unavailable(error.to_string()));
+                if answers.send(done_message(done)).is_err() {
                     return;
                 }
             }
@@ -294,13 +278,21 @@ fn run_worker(
         counters
             .requests
             .fetch_add(done.len() as u64, Ordering::Relaxed);
-        if answers.send(split_by_kind(done)).is_err() {
+        if answers.send(done_message(done)).is_err() {
             return;
         }
     }
 }
 
-fn split_by_kind(done: Vec<LedgerCompletion>) -> FromWorker {
+fn done_message(done: Vec<LedgerCompletion>) -> FromWorker {
+    let (charges, others) = split_by_kind(done);
+    FromWorker::Done { charges, others }
+}
+
+/// Answers to charges and the others, each in chunks of at most [`ANSWER_CHUNK`].
+type SplitAnswers = (Vec<Vec<LedgerCompletion>>, Vec<Vec<LedgerCompletion>>);
+
+fn split_by_kind(done: Vec<LedgerCompletion>) -> SplitAnswers {
     let (mut charges, mut others) = (vec![Vec::new()], vec![Vec::new()]);
     for completion in done {
         let chunks = if matches!(completion.request, LedgerRequest::Charge(_)) {
@@ -314,7 +306,18 @@ fn split_by_kind(done: Vec<LedgerCompletion>) -> FromWorker {
         }
         chunks.last_mut().expect("never empty").push(completion);
     }
-    FromWorker::Done { charges, others }
+    (charges, others)
+}
+
+/// Every request of `batch` answered with `error`.
+fn failed_all(batch: Vec<LedgerRequest>, error: LedgerError) -> Vec<LedgerCompletion> {
+    batch
+        .into_iter()
+        .map(|request| LedgerCompletion {
+            request,
+            result: Err(error.clone()),
+        })
+        .collect()
 }
 
 fn run_transaction(
@@ -323,17 +326,8 @@ fn run_transaction(
     counters: &WorkerCounters,
 ) -> Vec<LedgerCompletion> {
     let now = now_ms();
-    let fail = |batch: Vec<LedgerRequest>, error: LedgerError| {
-        batch
-            .into_iter()
-            .map(|request| LedgerCompletion {
-                request,
-                result: Err(error.clone()),
-            })
-            .collect()
-    };
     if let Err(error) = store.begin() {
-        return fail(batch, error);
+        return failed_all(batch, error);
     }
     if let Some(result) = store.apply_batch(&batch, now) {
         let replies = match result {
@@ -341,11 +335,11 @@ fn run_transaction(
             Ok(_) => {
                 store.rollback();
                 let error = LedgerError::Storage("the store answered a batch incompletely".into());
-                return fail(batch, error);
+                return failed_all(batch, error);
             }
             Err(error) => {
                 store.rollback();
-                return fail(batch, error);
+                return failed_all(batch, error);
             }
         };
         return commit_and_answer(store, batch, replies, counters);
@@ -364,7 +358,7 @@ fn run_transaction(
             Ok(reply) => replies[i] = Some(reply),
             Err(error) => {
                 store.rollback();
-                return fail(batch, error);
+                return failed_all(batch, error);
             }
         }
     }
@@ -388,13 +382,7 @@ fn commit_and_answer(
         .fetch_add(committing.elapsed().as_nanos() as u64, Ordering::Relaxed);
     if let Err(error) = committed {
         store.rollback();
-        return batch
-            .into_iter()
-            .map(|request| LedgerCompletion {
-                request,
-                result: Err(error.clone()),
-            })
-            .collect();
+        return failed_all(batch, error);
     }
     batch
         .into_iter()
