@@ -69,6 +69,13 @@ struct Shared {
     writer_done: Condvar,
 }
 
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Guarded> {
+        // The undo log, not the lock, protects committed data from a writer that panicked.
+        self.guarded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A ledger kept in memory. Clones share the same data, so a test can keep one clone to inspect
 /// what the plugin wrote ([`InMemoryLedger::audit`]).
 ///
@@ -97,17 +104,9 @@ impl InMemoryLedger {
         audit(&self.committed().state)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Guarded> {
-        // The undo log, not the lock, protects committed data from a writer that panicked.
-        self.shared
-            .guarded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The data with no transaction in progress.
     fn committed(&self) -> MutexGuard<'_, Guarded> {
-        let mut guarded = self.lock();
+        let mut guarded = self.shared.lock();
         while guarded.writing {
             guarded = self
                 .shared
@@ -141,7 +140,7 @@ impl InMemoryLedger {
     }
 
     fn end_transaction(&mut self, undo: Vec<Undo>) {
-        let mut guarded = self.lock();
+        let mut guarded = self.shared.lock();
         let state = &mut guarded.state;
         for change in undo.into_iter().rev() {
             match change {
@@ -222,11 +221,7 @@ impl LedgerStore for InMemoryLedger {
             .undo
             .as_mut()
             .ok_or_else(|| LedgerError::Storage("apply outside a transaction".into()))?;
-        let mut guarded = self
-            .shared
-            .guarded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut guarded = self.shared.lock();
         let state = &mut guarded.state;
         Self::remember(state, request, undo);
         Ok(match request {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
+    LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot, ServerId,
     StoredReceipt,
 };
 use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
@@ -300,6 +300,21 @@ impl SqliteLedger {
             .map(|b| b as u64))
     }
 
+    /// Gives up `server`'s lease on `user`; the number of rows changed (0: not ours).
+    fn release_lease(
+        &self,
+        user: UserId,
+        server: &ServerId,
+        now_ms: i64,
+    ) -> rusqlite::Result<usize> {
+        self.conn
+            .prepare_cached(
+                "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?3
+                 WHERE user_id = ?1 AND lease_owner = ?2",
+            )?
+            .execute(params![user.0, &*server.0, now_ms])
+    }
+
     fn apply_inner(
         &mut self,
         request: &LedgerRequest,
@@ -340,12 +355,7 @@ impl SqliteLedger {
                 }
             }
             LedgerRequest::ReleaseSession { user, server } => {
-                self.conn
-                    .prepare_cached(
-                        "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?3
-                         WHERE user_id = ?1 AND lease_owner = ?2",
-                    )?
-                    .execute(params![user.0, &*server.0, now_ms])?;
+                self.release_lease(*user, server, now_ms)?;
                 LedgerReply::Released
             }
             LedgerRequest::Charge(charge) => {
@@ -437,12 +447,7 @@ impl SqliteLedger {
             LedgerRequest::Save(save) => {
                 // Renewing (or releasing) the lease is also the check that we still hold it.
                 let renewed = if save.release {
-                    self.conn
-                        .prepare_cached(
-                            "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?3
-                             WHERE user_id = ?1 AND lease_owner = ?2",
-                        )?
-                        .execute(params![save.user.0, &*save.server.0, now_ms])?
+                    self.release_lease(save.user, &save.server, now_ms)?
                 } else {
                     self.conn
                         .prepare_cached(
