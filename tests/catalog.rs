@@ -6,8 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use bevy::asset::io::memory::{Dir, MemoryAssetReader};
-use bevy::asset::io::{AssetSourceBuilder, AssetSourceId};
+use bevy::asset::io::memory::Dir;
 use bevy::prelude::*;
 use bevy_marketplace::ledger::LedgerBackend;
 use bevy_marketplace::prelude::*;
@@ -344,24 +343,6 @@ fn a_large_catalog_indexes_every_product() {
     assert_eq!(service.get_developer_products().page_count(), 2000);
 }
 
-fn asset_app(dir: &Dir) -> App {
-    let mut app = App::new();
-    let d = dir.clone();
-    app.register_asset_source(
-        AssetSourceId::Default,
-        AssetSourceBuilder::new(move || Box::new(MemoryAssetReader { root: d.clone() })),
-    )
-    .add_plugins((
-        MinimalPlugins,
-        AssetPlugin {
-            watch_for_changes_override: Some(false),
-            ..Default::default()
-        },
-        MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory()),
-    ));
-    app
-}
-
 fn update_until(app: &mut App, what: &str, done: impl Fn(&World) -> bool) {
     for _ in 0..2000 {
         app.update();
@@ -392,7 +373,7 @@ fn the_catalog_loads_as_an_asset_and_a_bad_reload_keeps_the_last_good_one() {
             std::fs::read(icon.path()).unwrap(),
         );
     }
-    let mut app = asset_app(&dir);
+    let mut app = common::asset_app(&dir);
     update_until(&mut app, "the catalog to load", |w| {
         w.resource::<MarketplaceService>().catalog().len() == 5
     });

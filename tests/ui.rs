@@ -5,12 +5,10 @@ mod common;
 use std::io::Cursor;
 use std::path::Path;
 
-use bevy::asset::io::memory::{Dir, MemoryAssetReader};
-use bevy::asset::io::{AssetSourceBuilder, AssetSourceId};
+use bevy::asset::io::memory::Dir;
 use bevy::prelude::*;
 use bevy_egui::egui;
 use bevy_marketplace::icon::{ICON_SIZE, IconError, decode_icon};
-use bevy_marketplace::ledger::LedgerBackend;
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::ui::{PromptView, prompt_modal};
 use bevy_marketplace::{CatalogStatus, PromptAction, PromptState, PurchaseError, ReceiptInfo};
@@ -220,20 +218,7 @@ fn a_catalog_with_a_bad_icon_is_a_clear_catalog_error() {
     let icons = dir.get_or_insert_dir(Path::new("icons"));
     icons.insert_asset(Path::new("potion.png"), png(512, 512));
     icons.insert_asset(Path::new("small.png"), png(100, 80));
-    let mut app = App::new();
-    let d = dir.clone();
-    app.register_asset_source(
-        AssetSourceId::Default,
-        AssetSourceBuilder::new(move || Box::new(MemoryAssetReader { root: d.clone() })),
-    )
-    .add_plugins((
-        MinimalPlugins,
-        AssetPlugin {
-            watch_for_changes_override: Some(false),
-            ..Default::default()
-        },
-        MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory()),
-    ));
+    let mut app = common::asset_app(&dir);
     for _ in 0..2000 {
         app.update();
         if app.world().resource::<CatalogStatus>().last_error.is_some() {

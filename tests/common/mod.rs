@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bevy::asset::io::memory::{Dir, MemoryAssetReader};
+use bevy::asset::io::{AssetSourceBuilder, AssetSourceId};
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_marketplace::ledger::{FaultPlan, FaultyStore, InMemoryLedger, LedgerBackend};
@@ -257,4 +259,24 @@ impl TestShop {
             .filter(|c| *c == id)
             .count()
     }
+}
+
+/// An app whose default asset source is the in-memory `dir`, with the marketplace loading its
+/// catalog from there (file watching off) and an in-memory ledger.
+pub fn asset_app(dir: &Dir) -> App {
+    let mut app = App::new();
+    let d = dir.clone();
+    app.register_asset_source(
+        AssetSourceId::Default,
+        AssetSourceBuilder::new(move || Box::new(MemoryAssetReader { root: d.clone() })),
+    )
+    .add_plugins((
+        MinimalPlugins,
+        AssetPlugin {
+            watch_for_changes_override: Some(false),
+            ..Default::default()
+        },
+        MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory()),
+    ));
+    app
 }
