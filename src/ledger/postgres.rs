@@ -176,12 +176,12 @@ const CHARGE_MANY: &str = "WITH locked AS (
 /// Locks the accounts of a whole batch in user order.
 const LOCK_ALL: &str =
     "SELECT 1 FROM accounts WHERE user_id = ANY ($1::bigint[]) ORDER BY user_id FOR UPDATE";
-/// Locks the accounts of a batch's savers in user order; returns each one's lease owner.
+/// Each saver's lease owner, read after the batch's other requests (an `OpenSession` or
+/// `ReleaseSession` there may have changed it); the rows are already locked by [`LOCK_ALL`].
 const LOCK_MANY: &str =
     "SELECT user_id, lease_owner FROM accounts WHERE user_id = ANY ($1::bigint[])
     ORDER BY user_id FOR UPDATE";
-/// Saves many players (one save each, all holding their lease, rows already locked by
-/// [`LOCK_MANY`]): [`SAVE`] for a whole batch in one round trip. Per player: release flag,
+/// Saves many players (one save each, all holding their lease as read by [`LOCK_MANY`]): [`SAVE`] for a whole batch in one round trip. Per player: release flag,
 /// lease expiry and the names of their components (an array literal, so removed components are
 /// found with one index scan per player); components and grants as parallel arrays. Every
 /// join is driven by the input rows through an index, so the cost grows with the batch, not
