@@ -84,7 +84,16 @@ fn server(n: i64) -> App {
         MinimalPlugins,
         MarketplacePlugin {
             autosave_interval: Duration::from_secs(3600),
-            ..MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory())
+            test_purchases: true, // simulated purchases are test purchases
+            ..MarketplacePlugin::default()
+                .with_ledger(LedgerBackend::in_memory())
+                .with_catalog(
+                    Catalog::from_ron_str(
+                        "(products: [(id: 456456, name: \"Gold\", price: 80)])",
+                        "bench.ron",
+                    )
+                    .unwrap(),
+                )
         },
     ))
     .persist_component::<Gold>()
@@ -117,7 +126,7 @@ fn deliver_batch(bencher: Bencher, n: i64) {
         .bench_local_values(|mut app| {
             let mut service = app.world_mut().resource_mut::<MarketplaceService>();
             for u in 0..n {
-                service.simulate_purchase(UserId(u), GOLD);
+                service.simulate_purchase(UserId(u), GOLD).unwrap();
             }
             while app.world().resource::<MarketplaceStats>().granted < n as u64 {
                 app.update();

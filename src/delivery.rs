@@ -6,7 +6,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bevy::prelude::*;
 
-use crate::handlers::ReceiptHandlers;
+use crate::handlers::{ReceiptHandler, ReceiptHandlers};
+use crate::persist::PersistRegistry;
 use crate::plugin::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 use crate::receipt::{ProductPurchaseDecision, ReceiptInfo};
 use crate::retry::{Wake, WakeSchedule};
@@ -32,6 +33,9 @@ pub enum DeliveryFailure {
     HandlerError(String),
     /// The handler panicked.
     HandlerPanicked(String),
+    /// The buyer's persisted components could not be read before the handler would run, so its
+    /// changes could not have been undone: the handler was not run.
+    StateUnreadable(String),
 }
 
 /// A delivery attempt did not grant; the receipt stays pending and is retried.
@@ -81,6 +85,11 @@ impl DeliveryQueue {
         }
     }
 
+    /// Players waiting for delivery or a save.
+    pub(crate) fn len(&self) -> usize {
+        self.backlog.len() + self.now.len() + self.due.len() + self.saves.len()
+    }
+
     fn next(&mut self) -> Option<(Entity, bool)> {
         let entity = self.backlog.pop_front()?;
         let forced = self.queued.remove(&entity).unwrap_or(true);
@@ -114,6 +123,47 @@ pub(crate) fn deliver_receipts(world: &mut World) {
     }
 }
 
+/// Runs one handler as a transaction on the buyer's persisted components: if it does not grant
+/// (`false`, `Err`, a panic), they are put back as they were, so an undecided handler's changes
+/// are never saved by a later autosave or another receipt's grant and then applied again.
+fn run_handler(
+    world: &mut World,
+    entity: Entity,
+    handler: &ReceiptHandler,
+    receipt: &ReceiptInfo,
+) -> Result<(), DeliveryFailure> {
+    let before = world
+        .resource::<PersistRegistry>()
+        .snapshot(&world.entity(entity))
+        .map_err(DeliveryFailure::StateUnreadable)?;
+    world.resource_mut::<Sessions>().handler_running = Some((entity, before));
+    let player = world.entity_mut(entity);
+    let outcome = match catch_unwind(AssertUnwindSafe(|| handler(receipt, player))) {
+        Ok(Ok(ProductPurchaseDecision::PurchaseGranted)) => Ok(()),
+        Ok(Ok(ProductPurchaseDecision::NotProcessedYet)) => Err(DeliveryFailure::NotProcessedYet),
+        Ok(Err(e)) => Err(DeliveryFailure::HandlerError(
+            e.to_string().trim_end().to_owned(),
+        )),
+        Err(payload) => Err(DeliveryFailure::HandlerPanicked(panic_message(&*payload))),
+    };
+    let (_, before) = world
+        .resource_mut::<Sessions>()
+        .handler_running
+        .take()
+        .expect("set above; handlers cannot reach it");
+    if outcome.is_err() && world.get_entity(entity).is_ok() {
+        world.resource_scope(|world, registry: Mut<PersistRegistry>| {
+            if let Err(e) = registry.roll_back(&mut world.entity_mut(entity), &before) {
+                tracing::error!(
+                    "receipt {}: undoing the handler's changes failed: {e}",
+                    receipt.purchase_id
+                );
+            }
+        });
+    }
+    outcome
+}
+
 fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::Duration) {
     let receipts: Vec<ReceiptInfo> = match world.get::<PlayerSession>(entity) {
         Some(session) if session.is_active() => session
@@ -141,23 +191,18 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
         let handler = world
             .resource::<ReceiptHandlers>()
             .route(receipt.product_id);
+        let user = world.get::<PlayerSession>(entity).map(|s| s.user);
         let outcome = match handler {
             None => Err(DeliveryFailure::NoHandler),
-            Some(handler) => {
-                let player = world.entity_mut(entity);
-                match catch_unwind(AssertUnwindSafe(|| handler(&receipt, player))) {
-                    Ok(Ok(ProductPurchaseDecision::PurchaseGranted)) => Ok(()),
-                    Ok(Ok(ProductPurchaseDecision::NotProcessedYet)) => {
-                        Err(DeliveryFailure::NotProcessedYet)
-                    }
-                    Ok(Err(e)) => Err(DeliveryFailure::HandlerError(
-                        e.to_string().trim_end().to_owned(),
-                    )),
-                    Err(payload) => Err(DeliveryFailure::HandlerPanicked(panic_message(&*payload))),
-                }
-            }
+            Some(handler) => run_handler(world, entity, &handler, &receipt),
         };
-        // The handler may have despawned the buyer: its grant went with the entity.
+        // The handler may have despawned its buyer, or removed `Player`: they left, and their
+        // final save was made from the state before the handler ran. Nothing to record.
+        let still_here = user
+            .is_some_and(|user| world.resource::<Sessions>().by_user.get(&user) == Some(&entity));
+        if !still_here {
+            return;
+        }
         let Some(mut session) = world.get_mut::<PlayerSession>(entity) else {
             return;
         };
@@ -181,7 +226,7 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
                     .find(|p| p.info.purchase_id == id)
                     .map_or(0, |p| p.attempts)
                     + 1;
-                let retry_at = now + retry.delay(attempts);
+                let retry_at = now.saturating_add(retry.delay(attempts));
                 session.note_failure(&id, retry_at);
                 match &reason {
                     DeliveryFailure::NoHandler if warn_no_handler => tracing::warn!(
@@ -198,11 +243,17 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
                         receipt.product_id,
                         retry_at.saturating_sub(now)
                     ),
+                    DeliveryFailure::StateUnreadable(e) => tracing::error!(
+                        "receipt {id} of user {user} waits: {e}; retrying in {:?}",
+                        retry_at.saturating_sub(now)
+                    ),
                     _ => {}
                 }
-                world
-                    .resource_mut::<WakeSchedule>()
-                    .at(retry_at, Wake::Deliver(entity));
+                world.resource_mut::<WakeSchedule>().after(
+                    now,
+                    retry.delay(attempts),
+                    Wake::Deliver(entity),
+                );
                 let mut stats = world.resource_mut::<MarketplaceStats>();
                 stats.delivery_failures += 1;
                 if matches!(reason, DeliveryFailure::HandlerPanicked(_)) {

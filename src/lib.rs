@@ -6,6 +6,7 @@ mod catalog;
 mod catalog_asset;
 mod currency;
 mod delivery;
+mod exit;
 mod handlers;
 #[cfg(feature = "icons")]
 pub mod icon;
@@ -19,6 +20,7 @@ mod receipt;
 mod retry;
 mod service;
 mod session;
+mod signals;
 pub mod testing;
 #[cfg(feature = "egui")]
 pub mod ui;
@@ -33,6 +35,7 @@ pub use catalog::{
 pub use catalog_asset::{CatalogLoadError, CatalogLoader, CatalogStatus};
 pub use currency::{PremiumBalance, PremiumCurrency};
 pub use delivery::{DeliveryFailure, ReceiptDeliveryFailed, ReceiptResolved};
+pub use exit::{ExitReport, MarketplaceExit};
 pub use handlers::{
     HandlerError, IntoPurchaseDecision, ReceiptHandler, ReceiptHandlers, receipt_handler,
 };
@@ -51,7 +54,10 @@ pub use receipt::{
 };
 pub use retry::RetryPolicy;
 pub use service::{MarketplaceError, MarketplaceService};
-pub use session::{PendingReceipt, Player, PlayerSession, SessionPhase, Sessions};
+pub use session::{
+    PendingReceipt, Player, PlayerSaveFailed, PlayerSession, SessionPhase, Sessions,
+};
+pub use signals::ExitOnSignal;
 
 /// Everything a game needs: `use bevy_marketplace::prelude::*;`.
 pub mod prelude {
@@ -61,8 +67,8 @@ pub mod prelude {
         LocalPlayer, MarketplaceDebugPanelPlugin, MarketplaceUiPlugin, ProductIcons,
     };
     pub use crate::{
-        Catalog, ConfirmPolicy, MarketplaceAppExt, MarketplacePlugin, MarketplaceService,
-        MarketplaceSystems, Player, PremiumBalance, PremiumCurrency, ProductId,
+        Catalog, ConfirmPolicy, ExitOnSignal, MarketplaceAppExt, MarketplacePlugin,
+        MarketplaceService, MarketplaceSystems, Player, PremiumBalance, PremiumCurrency, ProductId,
         ProductPurchaseDecision, PromptProductPurchase, PromptProductPurchaseFinished,
         PurchaseFailed, PurchasePrompt, ReceiptInfo, ReceiptResolved, UserId,
     };

@@ -11,6 +11,7 @@ struct PersistedComponent {
     name: String,
     save: fn(&EntityRef) -> Option<Result<String, String>>,
     load: fn(&mut EntityCommands, &str) -> Result<(), String>,
+    put_back: fn(&mut EntityWorldMut, Option<&str>) -> Result<(), String>,
 }
 
 /// The components registered with [`MarketplaceAppExt::persist_component`](crate::MarketplaceAppExt::persist_component).
@@ -34,6 +35,23 @@ fn load_component<C: Component + DeserializeOwned>(
     Ok(())
 }
 
+/// Sets `C` on the entity to the stored text, or removes it when there is none.
+fn put_back_component<C: Component + DeserializeOwned>(
+    entity: &mut EntityWorldMut,
+    text: Option<&str>,
+) -> Result<(), String> {
+    match text {
+        Some(text) => {
+            let value: C = ron::from_str(text).map_err(|e| e.to_string())?;
+            entity.insert(value);
+        }
+        None => {
+            entity.remove::<C>();
+        }
+    }
+    Ok(())
+}
+
 impl PersistRegistry {
     /// Registers `C` under `name`. Registering a name twice is an error.
     pub fn register<C: Component + Serialize + DeserializeOwned>(
@@ -49,6 +67,7 @@ impl PersistRegistry {
             name: name.to_owned(),
             save: save_component::<C>,
             load: load_component::<C>,
+            put_back: put_back_component::<C>,
         });
         Ok(())
     }
@@ -96,6 +115,22 @@ impl PersistRegistry {
             }
         }
         Ok(unknown)
+    }
+
+    /// Puts the entity's registered components back as they were in `snapshot` (taken with
+    /// [`snapshot`](Self::snapshot)): changed ones are overwritten, added ones removed, removed
+    /// ones inserted again. This is how a handler that did not grant leaves no trace.
+    pub fn roll_back(
+        &self,
+        entity: &mut EntityWorldMut,
+        snapshot: &PlayerSnapshot,
+    ) -> Result<(), String> {
+        for entry in &self.entries {
+            let before = snapshot.0.get(&entry.name).map(String::as_str);
+            (entry.put_back)(entity, before)
+                .map_err(|e| format!("component {:?} cannot be restored: {e}", entry.name))?;
+        }
+        Ok(())
     }
 
     /// `true` if no component is registered.

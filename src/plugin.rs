@@ -24,8 +24,8 @@ use crate::prompt::{
 use crate::retry::{RetryPolicy, WakeSchedule};
 use crate::service::{MarketplaceService, apply_service_requests};
 use crate::session::{
-    LedgerInbox, PlayerSession, Sessions, build_save, flush_ledger, handle_session_replies,
-    on_player_added, on_player_removed, receive_ledger, run_wakes, watch_ledger_status,
+    LedgerInbox, PlayerSaveFailed, Sessions, flush_ledger, handle_session_replies, on_player_added,
+    on_player_removed, receive_ledger, run_wakes, watch_ledger_status,
 };
 
 /// Where the catalog comes from.
@@ -65,7 +65,12 @@ pub struct MarketplacePlugin {
     /// Who answers prompts when no UI does. Default: [`ConfirmPolicy::AutoConfirm`].
     pub confirm: ConfirmPolicy,
     /// Test purchases: free, flagged on receipts, still delivered through handlers. Default: off.
+    /// Also allows the free grants of [`allow_debug_grants`](Self::allow_debug_grants).
     pub test_purchases: bool,
+    /// Allows free grants without test purchases: [`MarketplaceService::simulate_purchase`] and
+    /// the debug panel's grant and simulate buttons. A cheat for development builds; a shipped
+    /// game leaves it off. Default: off.
+    pub allow_debug_grants: bool,
     /// Premium balance of a user the ledger has never seen. Default: 0.
     pub starting_balance: u64,
     /// How often each player's persisted components are saved. Default: 30 s.
@@ -79,6 +84,9 @@ pub struct MarketplacePlugin {
     /// answers, deliveries, saves) in one frame; a burst beyond it continues next frame. Each
     /// backlog still moves by at least one item a frame, so none starves. Default: 500 µs.
     pub frame_budget: Duration,
+    /// On `AppExit`, the longest the game waits for the ledger to commit every player's final
+    /// save and lease release before the process ends. Default: 5 s.
+    pub exit_timeout: Duration,
 }
 
 impl Default for MarketplacePlugin {
@@ -92,11 +100,13 @@ impl Default for MarketplacePlugin {
             retry: RetryPolicy::default(),
             confirm: ConfirmPolicy::default(),
             test_purchases: false,
+            allow_debug_grants: false,
             starting_balance: 0,
             autosave_interval: Duration::from_secs(30),
             lease_duration: Duration::from_secs(300),
             max_batch: crate::ledger::DEFAULT_MAX_BATCH,
             frame_budget: Duration::from_micros(500),
+            exit_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -152,6 +162,16 @@ pub struct MarketplaceSettings {
     pub lease_duration: Duration,
     /// See [`MarketplacePlugin::frame_budget`].
     pub frame_budget: Duration,
+    /// See [`MarketplacePlugin::exit_timeout`].
+    pub exit_timeout: Duration,
+}
+
+impl MarketplaceSettings {
+    /// The lease length in milliseconds, capped so that adding it to a clock cannot overflow.
+    pub(crate) fn lease_ms(&self) -> i64 {
+        const CENTURY_MS: u128 = 100 * 365 * 86_400 * 1000;
+        self.lease_duration.as_millis().min(CENTURY_MS) as i64
+    }
 }
 
 /// Counters since start, for dashboards and the debug panel.
@@ -185,6 +205,14 @@ impl Default for FrameDeadline {
 }
 
 impl FrameDeadline {
+    /// Starts this frame's budget (a budget too long to add to the clock never runs out).
+    pub(crate) fn start(&mut self, budget: Duration) {
+        let now = Instant::now();
+        self.0 = now
+            .checked_add(budget)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+    }
+
     /// `true` once the frame's budget is spent.
     pub(crate) fn passed(&self) -> bool {
         Instant::now() > self.0
@@ -213,6 +241,7 @@ impl Plugin for MarketplacePlugin {
     fn build(&self, app: &mut App) {
         let mut service = MarketplaceService {
             currency: self.currency.clone(),
+            debug_grants: self.test_purchases || self.allow_debug_grants,
             ..Default::default()
         };
         let mut status = CatalogStatus::default();
@@ -248,6 +277,7 @@ impl Plugin for MarketplacePlugin {
             autosave_interval: self.autosave_interval,
             lease_duration: self.lease_duration,
             frame_budget: self.frame_budget,
+            exit_timeout: self.exit_timeout,
         };
         if !app.world().contains_resource::<Time<Real>>() {
             app.init_resource::<Time<Real>>();
@@ -274,6 +304,7 @@ impl Plugin for MarketplacePlugin {
             .add_message::<PurchaseFailed>()
             .add_message::<ReceiptResolved>()
             .add_message::<ReceiptDeliveryFailed>()
+            .add_message::<PlayerSaveFailed>()
             .add_observer(on_player_added)
             .add_observer(on_player_removed)
             .configure_sets(
@@ -307,31 +338,7 @@ impl Plugin for MarketplacePlugin {
                     save_players.in_set(MarketplaceSystems::Persist),
                     flush_ledger.in_set(MarketplaceSystems::Send),
                 ),
-            )
-            .add_systems(Last, save_on_exit);
+            );
+        crate::exit::install(app);
     }
-}
-
-/// On `AppExit`, saves every player and releases their leases; dropping the [`Ledger`] then waits
-/// for the worker to commit.
-fn save_on_exit(world: &mut World) {
-    if world
-        .get_resource::<Messages<AppExit>>()
-        .is_none_or(|m| m.is_empty())
-    {
-        return;
-    }
-    let players: Vec<Entity> = world
-        .query_filtered::<Entity, With<PlayerSession>>()
-        .iter(world)
-        .collect();
-    let saves: Vec<_> = players
-        .into_iter()
-        .filter_map(|e| build_save(world, e, true))
-        .collect();
-    let mut ledger = world.resource_mut::<Ledger>();
-    for save in saves {
-        ledger.send(crate::ledger::LedgerRequest::Save(save));
-    }
-    ledger.flush();
 }

@@ -7,7 +7,9 @@ use bevy::prelude::*;
 use crate::currency::PremiumBalance;
 use crate::delivery::DeliveryQueue;
 use crate::ids::{ProductId, RequestId, UserId};
-use crate::ledger::{ChargeRequest, Ledger, LedgerCompletion, LedgerReply, LedgerRequest};
+use crate::ledger::{
+    ChargeRequest, Ledger, LedgerCompletion, LedgerReply, LedgerRequest, LedgerStatus,
+};
 use crate::plugin::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 use crate::product_info::ProductInfo;
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo};
@@ -98,9 +100,13 @@ pub enum PurchaseError {
         /// Price now.
         now: u64,
     },
-    /// The player's data is not loaded (or could not be).
+    /// The player's data is still loading.
     #[error("Your account is still loading. Please try again in a moment.")]
     ProfileNotReady,
+    /// Purchases cannot be made for this player now: the ledger cannot be opened, their data did
+    /// not load, or another server holds their session. The string says which.
+    #[error("Purchases are unavailable right now ({0}). You have not been charged.")]
+    Unavailable(String),
     /// The ledger could not charge; the player was not charged.
     #[error("Purchase failed: {0}. You have not been charged.")]
     PurchaseFailed(String),
@@ -286,6 +292,7 @@ pub(crate) fn open_prompts(
         Has<PurchasePrompt>,
     )>,
     settings: Res<MarketplaceSettings>,
+    ledger: Res<Ledger>,
     mut deliveries: ResMut<DeliveryQueue>,
     mut commands: Commands,
 ) {
@@ -312,10 +319,17 @@ pub(crate) fn open_prompts(
             Some(p) => p.price,
             None => 0,
         };
-        let ready = session.is_some_and(|s| s.phase == SessionPhase::Active);
+        let not_ready = match session.map(|s| &s.phase) {
+            Some(SessionPhase::Active) => None,
+            Some(SessionPhase::Failed(why)) => Some(PurchaseError::Unavailable(why.clone())),
+            Some(SessionPhase::Loading) | None => Some(match ledger.status() {
+                LedgerStatus::Failed(e) => PurchaseError::Unavailable(e.to_string()),
+                _ => PurchaseError::ProfileNotReady,
+            }),
+        };
         let failure = match &product {
             None => Some(PurchaseError::UnknownProduct),
-            Some(_) if !ready => Some(PurchaseError::ProfileNotReady),
+            Some(_) if not_ready.is_some() => not_ready,
             Some(p) if !p.is_for_sale => Some(PurchaseError::NotForSale),
             Some(_) if balance.0 < price => Some(PurchaseError::NotEnoughFunds {
                 balance: balance.0,

@@ -33,12 +33,22 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait after `failures` failures (1 = the first).
+    /// The wait after `failures` failures (1 = the first): `initial × multiplier^(failures − 1)`,
+    /// at most `max`. Never panics: a wait too long to represent is `max`, and a multiplier that
+    /// is negative or not a number keeps the wait at `initial`.
     pub fn delay(&self, failures: u32) -> Duration {
+        // In f64 seconds, because `Duration::mul_f64` panics once the product passes u64 seconds
+        // (2^64 s after 65 doublings) — before `.min(max)` could cap it.
         let factor = self
             .multiplier
-            .powi(failures.saturating_sub(1).min(64) as i32);
-        self.initial.mul_f64(factor.max(0.0)).min(self.max)
+            .powi(failures.saturating_sub(1).min(4096) as i32);
+        let secs = self.initial.as_secs_f64() * factor;
+        if secs.is_nan() || secs < 0.0 {
+            return self.initial.min(self.max);
+        }
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(Duration::MAX)
+            .min(self.max)
     }
 }
 
@@ -66,6 +76,19 @@ pub(crate) struct WakeSchedule {
 impl WakeSchedule {
     pub(crate) fn at(&mut self, when: Duration, wake: Wake) {
         self.heap.push(Reverse((when, wake)));
+    }
+
+    /// Schedules `wake` for `delay` after `now`; a delay past the end of time never fires
+    /// instead of overflowing (an `autosave_interval` of `Duration::MAX` means "never").
+    pub(crate) fn after(&mut self, now: Duration, delay: Duration, wake: Wake) {
+        if let Some(when) = now.checked_add(delay) {
+            self.at(when, wake);
+        }
+    }
+
+    /// Wake-ups waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
     }
 
     pub(crate) fn pop_due(&mut self, now: Duration) -> Option<Wake> {

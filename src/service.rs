@@ -21,6 +21,11 @@ pub enum MarketplaceError {
     /// No product has this id.
     #[error("no developer product has id {0}")]
     UnknownProduct(ProductId),
+    /// A free grant (a simulated purchase) was asked for in a game that does not allow them.
+    #[error(
+        "simulated purchases are off: turn on MarketplacePlugin::test_purchases or MarketplacePlugin::allow_debug_grants"
+    )]
+    DebugGrantsDisabled,
 }
 
 /// The marketplace: product metadata, the paged catalog, purchase prompts and premium currency.
@@ -30,6 +35,8 @@ pub struct MarketplaceService {
     pub(crate) currency: PremiumCurrency,
     pub(crate) queued_prompts: Vec<PromptProductPurchase>,
     pub(crate) requests: Vec<ServiceRequest>,
+    /// Free grants (simulated purchases, the debug panel's buttons) are allowed.
+    pub(crate) debug_grants: bool,
 }
 
 pub(crate) enum ServiceRequest {
@@ -88,9 +95,28 @@ impl MarketplaceService {
     /// Creates a free test receipt for `product_id` without a prompt, as if the user bought it
     /// elsewhere (Roblox Studio's simulated purchase). It is delivered through the handlers like
     /// any other receipt, flagged `is_test_purchase`.
-    pub fn simulate_purchase(&mut self, user: UserId, product_id: ProductId) {
+    ///
+    /// A cheat, so it is off unless [`MarketplacePlugin::test_purchases`](crate::MarketplacePlugin::test_purchases)
+    /// or [`MarketplacePlugin::allow_debug_grants`](crate::MarketplacePlugin::allow_debug_grants)
+    /// is on ([`MarketplaceError::DebugGrantsDisabled`]); a product the catalog does not have is
+    /// [`MarketplaceError::UnknownProduct`].
+    pub fn simulate_purchase(
+        &mut self,
+        user: UserId,
+        product_id: ProductId,
+    ) -> Result<(), MarketplaceError> {
+        if !self.debug_grants {
+            return Err(MarketplaceError::DebugGrantsDisabled);
+        }
+        self.get_product_info(product_id)?;
         self.requests
             .push(ServiceRequest::SimulatePurchase(user, product_id));
+        Ok(())
+    }
+
+    /// `true` if free grants (simulated purchases, the debug panel's grant buttons) are allowed.
+    pub fn debug_grants_allowed(&self) -> bool {
+        self.debug_grants
     }
 
     /// Delivers every pending receipt of `player` now instead of waiting for the retry timer.

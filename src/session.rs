@@ -16,7 +16,7 @@ use crate::ledger::{
 };
 use crate::persist::PersistRegistry;
 use crate::plugin::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
-use crate::prompt::{PromptProductPurchaseFinished, PurchasePrompt};
+use crate::prompt::{PromptProductPurchaseFinished, PromptState, PurchasePrompt};
 use crate::receipt::ReceiptInfo;
 use crate::retry::{Wake, WakeSchedule};
 
@@ -83,6 +83,8 @@ pub struct PlayerSession {
     /// Stored components that no registered type claims; saved back untouched.
     pub(crate) carried: PlayerSnapshot,
     pub(crate) save_failures: u32,
+    /// Why the last save could not be made or committed, until a save commits.
+    pub(crate) last_save_error: Option<String>,
     pub(crate) open_failures: u32,
     /// An `OpenSession` for this session is with the ledger, unanswered.
     pub(crate) open_in_flight: bool,
@@ -97,6 +99,7 @@ impl PlayerSession {
             unsaved: Vec::new(),
             carried: PlayerSnapshot::default(),
             save_failures: 0,
+            last_save_error: None,
             open_failures: 0,
             open_in_flight: false,
         }
@@ -125,6 +128,11 @@ impl PlayerSession {
     /// Receipts granted in memory whose commit has not been confirmed yet.
     pub fn uncommitted_grants(&self) -> &[PurchaseId] {
         &self.unsaved
+    }
+
+    /// Why the player's last save could not be made or committed (cleared when a save commits).
+    pub fn last_save_error(&self) -> Option<&str> {
+        self.last_save_error.as_deref()
     }
 
     pub(crate) fn add_pending(&mut self, receipt: ReceiptInfo) {
@@ -163,10 +171,25 @@ impl PlayerSession {
     }
 }
 
+/// A player's state could not be saved: a persisted component did not serialise, or the ledger
+/// refused or failed the save. The player's uncommitted grants stay pending (in memory while the
+/// player is here, in the ledger once they leave) and the save is retried; nothing is granted twice.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct PlayerSaveFailed {
+    /// The player.
+    pub user_id: UserId,
+    /// What went wrong.
+    pub reason: String,
+    /// Receipts granted in memory that this save would have committed.
+    pub uncommitted_grants: usize,
+}
+
 /// A player who left, whose final save has not landed yet.
 #[derive(Debug)]
 pub(crate) struct Departed {
-    request: SaveRequest,
+    pub(crate) request: SaveRequest,
+    /// The save is with the ledger, unanswered (else it waits for a timed retry).
+    pub(crate) in_flight: bool,
     failures: u32,
     /// The player came back here meanwhile: open their new session once this save lands.
     rejoined: Option<Entity>,
@@ -183,6 +206,10 @@ pub struct Sessions {
     /// Per user, answers still to come to `OpenSession`s of visits that ended while loading.
     /// They must not be applied to the user's next visit: its own answer is the one to use.
     pub(crate) stale_opens: HashMap<UserId, u32>,
+    /// The buyer whose handler is running, with their persisted components from before it ran.
+    /// A save made meanwhile (the handler despawned its buyer) uses these, so an undecided
+    /// handler's changes never reach the ledger.
+    pub(crate) handler_running: Option<(Entity, PlayerSnapshot)>,
 }
 
 impl Sessions {
@@ -206,7 +233,7 @@ fn open_request(user: UserId, settings: &MarketplaceSettings) -> LedgerRequest {
     LedgerRequest::OpenSession {
         user,
         server: settings.server_id.clone(),
-        lease_ms: settings.lease_duration.as_millis() as i64,
+        lease_ms: settings.lease_ms(),
         starting_balance: settings.starting_balance,
     }
 }
@@ -247,40 +274,94 @@ pub(crate) fn on_player_added(
     commands.entity(entity).insert(session);
 }
 
+/// What [`build_save`] made of a player.
+pub(crate) enum SaveBuild {
+    /// The session is not active: there is nothing of theirs to save.
+    Inactive,
+    /// The save to send.
+    Ready(SaveRequest),
+    /// A persisted component could not be serialised; nothing can be saved now.
+    Unserializable {
+        user: UserId,
+        reason: String,
+        uncommitted_grants: usize,
+    },
+}
+
 /// Builds a save of the player's persisted components and uncommitted grants.
-pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> Option<SaveRequest> {
-    let entity_ref = world.get_entity(entity).ok()?;
-    let session = entity_ref.get::<PlayerSession>()?;
+pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBuild {
+    let Ok(entity_ref) = world.get_entity(entity) else {
+        return SaveBuild::Inactive;
+    };
+    let Some(session) = entity_ref.get::<PlayerSession>() else {
+        return SaveBuild::Inactive;
+    };
     if session.phase != SessionPhase::Active {
-        return None;
+        return SaveBuild::Inactive;
     }
     let settings = world.resource::<MarketplaceSettings>();
-    let mut state = match world.resource::<PersistRegistry>().snapshot(&entity_ref) {
+    let state = match &world.resource::<Sessions>().handler_running {
+        // A handler is running on this player and has not decided: save what it started from.
+        Some((running, before)) if *running == entity => Ok(before.clone()),
+        _ => world.resource::<PersistRegistry>().snapshot(&entity_ref),
+    };
+    let mut state = match state {
         Ok(state) => state,
-        Err(e) => {
-            tracing::error!("cannot save user {}: {e}; nothing was saved", session.user);
-            return None;
+        Err(reason) => {
+            return SaveBuild::Unserializable {
+                user: session.user,
+                reason,
+                uncommitted_grants: session.unsaved.len(),
+            };
         }
     };
     for (name, text) in &session.carried.0 {
         state.0.entry(name.clone()).or_insert_with(|| text.clone());
     }
-    Some(SaveRequest {
+    SaveBuild::Ready(SaveRequest {
         user: session.user,
         server: settings.server_id.clone(),
         state,
         granted: session.unsaved.clone(),
         release,
-        lease_ms: settings.lease_duration.as_millis() as i64,
+        lease_ms: settings.lease_ms(),
     })
 }
 
-/// Queues a save of the player now (after a grant, on autosave, on a retry).
+/// Queues a save of the player now (after a grant, on autosave, on a retry). A save that cannot
+/// be built is reported and retried with backoff; the grants it would carry stay uncommitted.
 pub(crate) fn queue_save(world: &mut World, entity: Entity) {
-    if let Some(request) = build_save(world, entity, false) {
-        world
+    match build_save(world, entity, false) {
+        SaveBuild::Inactive => {}
+        SaveBuild::Ready(request) => world
             .resource_mut::<Ledger>()
-            .send(LedgerRequest::Save(request));
+            .send(LedgerRequest::Save(request)),
+        SaveBuild::Unserializable {
+            user,
+            reason,
+            uncommitted_grants,
+        } => {
+            let now = world.resource::<Time<Real>>().elapsed();
+            let retry = world.resource::<MarketplaceSettings>().retry;
+            let Some(mut session) = world.get_mut::<PlayerSession>(entity) else {
+                return;
+            };
+            session.save_failures += 1;
+            let wait = retry.delay(session.save_failures);
+            session.last_save_error = Some(reason.clone());
+            tracing::error!(
+                "cannot save user {user}: {reason}; nothing was saved, {uncommitted_grants} grant(s) stay uncommitted, retrying in {wait:?}"
+            );
+            world.resource_mut::<MarketplaceStats>().save_failures += 1;
+            world
+                .resource_mut::<WakeSchedule>()
+                .after(now, wait, Wake::Save(entity));
+            world.write_message(PlayerSaveFailed {
+                user_id: user,
+                reason,
+                uncommitted_grants,
+            });
+        }
     }
 }
 
@@ -293,17 +374,21 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
         let finished = PromptProductPurchaseFinished {
             user_id: user,
             product_id: prompt.product_id,
-            is_purchased: false,
+            // They saw "Purchased": the purchase went through, whether or not they pressed OK.
+            is_purchased: matches!(prompt.state, PromptState::Purchased(_)),
         };
         world.write_message(finished);
     }
     if world.resource::<Sessions>().by_user.get(&user) != Some(&entity) {
         return; // a duplicate Player that never had the session
     }
-    let phase = world.get::<PlayerSession>(entity).map(|s| s.phase.clone());
     let open_in_flight = world
         .get::<PlayerSession>(entity)
         .is_some_and(|s| s.open_in_flight);
+    let unsaved = world
+        .get::<PlayerSession>(entity)
+        .map(|s| s.unsaved.clone())
+        .unwrap_or_default();
     let save = build_save(&world, entity, true);
     let server = world.resource::<MarketplaceSettings>().server_id.clone();
     let mut sessions = world.resource_mut::<Sessions>();
@@ -311,23 +396,55 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
     if open_in_flight {
         *sessions.stale_opens.entry(user).or_default() += 1;
     }
-    let request = match (phase, save) {
-        (Some(SessionPhase::Active), Some(save)) => {
+    let request = match save {
+        SaveBuild::Ready(save) => {
             sessions.departed.insert(
                 user,
                 Departed {
                     request: save.clone(),
+                    in_flight: true,
                     failures: 0,
                     rejoined: None,
                 },
             );
-            LedgerRequest::Save(save)
+            Some(LedgerRequest::Save(save))
         }
-        (Some(SessionPhase::Failed(_)), _) => return,
-        // Still loading (or nothing could be saved): give the lease back if we took it.
-        _ => LedgerRequest::ReleaseSession { user, server },
+        SaveBuild::Unserializable {
+            reason,
+            uncommitted_grants,
+            ..
+        } => {
+            // Their grants die with the unsaved state: back to pending in the ledger, so the
+            // next session delivers them again (their effects were never committed).
+            for id in &unsaved {
+                sessions.awaiting_commit.remove(id);
+            }
+            tracing::error!(
+                "user {user} left and cannot be saved: {reason}; progress since the last save is lost and {uncommitted_grants} uncommitted grant(s) will be delivered again next time"
+            );
+            world.resource_mut::<MarketplaceStats>().save_failures += 1;
+            world.write_message(PlayerSaveFailed {
+                user_id: user,
+                reason,
+                uncommitted_grants,
+            });
+            Some(LedgerRequest::ReleaseSession { user, server })
+        }
+        // The previous visit's final save has not landed (they came back while it was being
+        // retried, and left again while loading): that save releases the lease when it lands;
+        // releasing now would make it fail and lose that visit's progress.
+        SaveBuild::Inactive if sessions.departed.contains_key(&user) => {
+            if let Some(gone) = sessions.departed.get_mut(&user) {
+                gone.rejoined = None;
+            }
+            None
+        }
+        // Still loading, or failed: give the lease back if we hold it.
+        SaveBuild::Inactive => Some(LedgerRequest::ReleaseSession { user, server }),
     };
-    world.resource_mut::<Ledger>().send(request);
+    if let Some(request) = request {
+        world.resource_mut::<Ledger>().send(request);
+    }
     world
         .commands()
         .entity(entity)
@@ -385,7 +502,7 @@ pub(crate) fn receive_ledger(
     mut deadline: ResMut<FrameDeadline>,
     settings: Res<MarketplaceSettings>,
 ) {
-    deadline.0 = std::time::Instant::now() + settings.frame_budget;
+    deadline.start(settings.frame_budget);
     ledger.poll_batches(|batch| match batch.first().map(|c| &c.request) {
         Some(LedgerRequest::Charge(_)) => inbox.charges.push_batch(batch),
         Some(_) => inbox.sessions.push_batch(batch),
@@ -409,6 +526,7 @@ pub(crate) fn handle_session_replies(
     mut wakes: ResMut<WakeSchedule>,
     mut deliveries: ResMut<DeliveryQueue>,
     mut resolved: MessageWriter<ReceiptResolved>,
+    mut save_failed: MessageWriter<PlayerSaveFailed>,
     mut stats: ResMut<MarketplaceStats>,
     mut commands: Commands,
     deadline: Res<FrameDeadline>,
@@ -464,7 +582,11 @@ pub(crate) fn handle_session_replies(
                                     }
                                 }
                                 deliveries.now.push(entity);
-                                wakes.at(now + settings.autosave_interval, Wake::Autosave(entity));
+                                wakes.after(
+                                    now,
+                                    settings.autosave_interval,
+                                    Wake::Autosave(entity),
+                                );
                             }
                             Err(e) => {
                                 tracing::error!(
@@ -483,7 +605,7 @@ pub(crate) fn handle_session_replies(
                         tracing::warn!(
                             "user {user} is held by server {owner} until {expires_at_ms} (Unix ms); asking again in {wait:?}"
                         );
-                        wakes.at(now + wait, Wake::Open(entity));
+                        wakes.after(now, wait, Wake::Open(entity));
                     }
                     Ok(other) => {
                         tracing::error!("unexpected ledger reply to OpenSession: {other:?}")
@@ -495,7 +617,7 @@ pub(crate) fn handle_session_replies(
                         session.open_failures += 1;
                         let wait = settings.retry.delay(session.open_failures);
                         tracing::warn!("loading user {user} failed: {e}; retrying in {wait:?}");
-                        wakes.at(now + wait, Wake::Open(entity));
+                        wakes.after(now, wait, Wake::Open(entity));
                     }
                 }
             }
@@ -516,6 +638,7 @@ pub(crate) fn handle_session_replies(
                         if let Some((mut session, _)) = live.and_then(|e| players.get_mut(e).ok()) {
                             session.unsaved.retain(|id| !save.granted.contains(id));
                             session.save_failures = 0;
+                            session.last_save_error = None;
                         }
                         if departed
                             && let Some(gone) = sessions.departed.remove(&save.user)
@@ -557,27 +680,34 @@ pub(crate) fn handle_session_replies(
                     Ok(other) => tracing::error!("unexpected ledger reply to Save: {other:?}"),
                     Err(e) => {
                         stats.save_failures += 1;
+                        save_failed.write(PlayerSaveFailed {
+                            user_id: save.user,
+                            reason: e.to_string(),
+                            uncommitted_grants: save.granted.len(),
+                        });
                         if departed {
                             if let Some(gone) = sessions.departed.get_mut(&save.user) {
+                                gone.in_flight = false;
                                 gone.failures += 1;
                                 let wait = settings.retry.delay(gone.failures);
                                 tracing::warn!(
                                     "final save of user {} failed: {e}; retrying in {wait:?}",
                                     save.user
                                 );
-                                wakes.at(now + wait, Wake::Departed(save.user));
+                                wakes.after(now, wait, Wake::Departed(save.user));
                             }
                         } else if let Some(entity) = live
                             && let Ok((mut session, _)) = players.get_mut(entity)
                         {
                             session.save_failures += 1;
+                            session.last_save_error = Some(e.to_string());
                             let wait = settings.retry.delay(session.save_failures);
                             tracing::warn!(
                                 "saving user {} failed: {e}; {} grant(s) stay pending, retrying in {wait:?}",
                                 save.user,
                                 session.unsaved.len()
                             );
-                            wakes.at(now + wait, Wake::Save(entity));
+                            wakes.after(now, wait, Wake::Save(entity));
                         }
                     }
                 }
@@ -634,7 +764,7 @@ pub(crate) fn run_wakes(
             Wake::Autosave(e) => {
                 if sessions_q.get(e).is_ok_and(|s| s.is_active()) {
                     deliveries.saves.push(e);
-                    wakes.at(now + settings.autosave_interval, Wake::Autosave(e));
+                    wakes.after(now, settings.autosave_interval, Wake::Autosave(e));
                 }
             }
             Wake::Open(e) => {
@@ -648,7 +778,10 @@ pub(crate) fn run_wakes(
                 }
             }
             Wake::Departed(user) => {
-                if let Some(gone) = sessions.departed.get_mut(&user) {
+                if let Some(gone) = sessions.departed.get_mut(&user)
+                    && !gone.in_flight
+                {
+                    gone.in_flight = true;
                     ledger.send(LedgerRequest::Save(gone.request.clone()));
                 }
             }

@@ -52,3 +52,30 @@ impl MarketplaceTestExt for App {
         }
     }
 }
+
+/// How much work the plugin holds in memory: for soak tests that check it stays bounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueuedWork {
+    /// Timed wake-ups scheduled (retries, autosaves, re-opens).
+    pub wakes: usize,
+    /// Players waiting for a delivery pass.
+    pub deliveries: usize,
+    /// Receipts granted in memory, waiting for their commit.
+    pub awaiting_commit: usize,
+    /// Players who left, whose final save has not landed.
+    pub departed: usize,
+    /// Ledger answers received and not yet handled.
+    pub inbox_empty: bool,
+}
+
+/// Reads [`QueuedWork`] from a world with the marketplace plugin.
+pub fn queued_work(world: &World) -> QueuedWork {
+    let sessions = world.resource::<crate::Sessions>();
+    QueuedWork {
+        wakes: world.resource::<crate::retry::WakeSchedule>().len(),
+        deliveries: world.resource::<crate::delivery::DeliveryQueue>().len(),
+        awaiting_commit: sessions.awaiting_commit().count(),
+        departed: sessions.departing(),
+        inbox_empty: world.resource::<crate::session::LedgerInbox>().is_empty(),
+    }
+}

@@ -1,5 +1,6 @@
 //! Property test: random sequences of prompts, confirms, cancels, joins, leaves, handler failures
-//! and failing commits never grant a receipt twice, never lose one, and never charge without one.
+//! and failing commits never grant a receipt twice, never lose one, and never charge without one;
+//! handlers that change Gold before they decline, err or panic leave no trace on persisted Gold.
 
 mod common;
 
@@ -97,21 +98,25 @@ fn idle(shop: &mut TestShop) {
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut shop = shop_with(|p| p.with_confirm_policy(ConfirmPolicy::Manual));
     let chest_log = shop.log.clone();
+    // The chest changes Gold first and decides afterwards (declines, errs or panics with the
+    // mode): a handler that does not grant must leave no trace on persisted Gold.
     shop.app.set_catch_all_handler(move |receipt, mut player| {
-        let mode = player.world_scope(|w| *w.resource::<HandlerMode>());
-        if mode != HandlerMode::Work {
-            return false;
-        }
         let Some(mut gold) = player.get_mut::<Gold>() else {
-            return false;
+            return Ok(false);
         };
         gold.0 += 1000;
+        match player.world_scope(|w| *w.resource::<HandlerMode>()) {
+            HandlerMode::Work => {}
+            HandlerMode::Decline => return Ok(false),
+            HandlerMode::Error => return Err("the chest is stuck".into()),
+            HandlerMode::Panic => panic!("handler bug after opening the chest"),
+        }
         chest_log
             .granted
             .lock()
             .unwrap()
             .push(receipt.purchase_id.clone());
-        true
+        Ok::<_, BevyError>(true)
     });
     let mut players: [Option<Entity>; USERS] = [None; USERS];
     for (u, slot) in players.iter_mut().enumerate() {

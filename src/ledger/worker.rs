@@ -1,5 +1,6 @@
 //! The storage worker thread and the [`Ledger`] resource the game talks to.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,8 @@ pub const DEFAULT_MAX_BATCH: usize = 8192;
 enum FromWorker {
     Opened(String),
     OpenFailed(LedgerError),
+    /// The store panicked: its transaction was answered with errors and it is being reopened.
+    Restarting(String),
     /// One transaction's answers, split by kind on this thread so the game thread can queue each
     /// batch whole instead of sorting thousands of answers in one frame, and cut into chunks of
     /// [`ANSWER_CHUNK`] so that freeing one on the game thread is never a large free.
@@ -39,6 +42,9 @@ pub enum LedgerStatus {
     Opening,
     /// Open; the string says where the data lives.
     Ready(String),
+    /// The store panicked; the requests of its transaction were answered with errors and the
+    /// worker is opening it again. Nothing is written meanwhile.
+    Restarting(String),
     /// It could not be opened. Purchases fail with this error; nothing is written.
     Failed(LedgerError),
 }
@@ -172,6 +178,10 @@ impl Ledger {
                     tracing::info!("marketplace ledger ready: {location}");
                     self.status = LedgerStatus::Ready(location);
                 }
+                Ok(FromWorker::Restarting(why)) => {
+                    tracing::error!("marketplace ledger store failed and is reopening: {why}");
+                    self.status = LedgerStatus::Restarting(why);
+                }
                 Ok(FromWorker::OpenFailed(error)) => {
                     tracing::error!("marketplace ledger unavailable, purchases will fail: {error}");
                     self.status = LedgerStatus::Failed(error);
@@ -183,10 +193,13 @@ impl Ledger {
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    if self.in_flight > 0 {
-                        tracing::error!(
-                            "marketplace ledger worker stopped with requests in flight"
+                    if self.to_worker.is_some() && !matches!(self.status, LedgerStatus::Failed(_)) {
+                        let why = format!(
+                            "the ledger worker thread stopped with {} request(s) unanswered",
+                            self.in_flight
                         );
+                        tracing::error!("marketplace ledger unavailable: {why}");
+                        self.status = LedgerStatus::Failed(LedgerError::Unavailable(why));
                     }
                     self.in_flight = 0;
                     break;
@@ -229,6 +242,24 @@ impl Drop for Ledger {
     }
 }
 
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Opens the store; a panic in the factory is an open error like any other.
+fn open_store(open: &StoreFactory) -> Result<Box<dyn LedgerStore>, LedgerError> {
+    catch_unwind(AssertUnwindSafe(|| open())).unwrap_or_else(|payload| {
+        Err(LedgerError::Unavailable(format!(
+            "opening the ledger store panicked: {}",
+            panic_text(&*payload)
+        )))
+    })
+}
+
 fn run_worker(
     open: StoreFactory,
     requests: Receiver<Vec<LedgerRequest>>,
@@ -236,22 +267,12 @@ fn run_worker(
     max_batch: usize,
     counters: &WorkerCounters,
 ) {
-    let mut store: Box<dyn LedgerStore> = match open() {
+    let mut store: Box<dyn LedgerStore> = match open_store(&open) {
         Ok(store) => {
             let _ = answers.send(FromWorker::Opened(store.location()));
             store
         }
-        Err(error) => {
-            let _ = answers.send(FromWorker::OpenFailed(error.clone()));
-            // Keep answering so nothing waits forever on a request.
-            for batch in requests {
-                let done = failed_all(batch, LedgerError::Unavailable(error.to_string()));
-                if answers.send(done_message(done)).is_err() {
-                    return;
-                }
-            }
-            return;
-        }
+        Err(error) => return answer_failed(error, requests, answers),
     };
     let mut queued: std::collections::VecDeque<LedgerRequest> = Default::default();
     loop {
@@ -271,7 +292,25 @@ fn run_worker(
         let take = queued.len().min(max_batch);
         let batch: Vec<LedgerRequest> = queued.drain(..take).collect();
         let started = Instant::now();
-        let done = run_transaction(store.as_mut(), batch, counters);
+        // A store that panics (a bug, an `expect` on a surprise) fails its transaction, not the
+        // game: every request in it gets an error, and the store is opened afresh.
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            run_transaction(store.as_mut(), &batch, counters)
+        }));
+        let (done, panicked) = match outcome {
+            Ok(replies) => (answer(batch, replies), None),
+            Err(payload) => {
+                let why = format!(
+                    "the ledger store panicked: {}; its transaction was rolled back",
+                    panic_text(&*payload)
+                );
+                let _ = catch_unwind(AssertUnwindSafe(|| store.rollback()));
+                (
+                    failed_all(batch, LedgerError::Storage(why.clone())),
+                    Some(why),
+                )
+            }
+        };
         counters
             .busy_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -281,6 +320,59 @@ fn run_worker(
         if answers.send(done_message(done)).is_err() {
             return;
         }
+        if let Some(why) = panicked {
+            tracing::error!("{why}; reopening the store");
+            let _ = answers.send(FromWorker::Restarting(why));
+            // Close the old store (its file lock, its connection) before opening a new one.
+            drop(store);
+            store = match open_store(&open) {
+                Ok(store) => {
+                    let _ = answers.send(FromWorker::Opened(store.location()));
+                    store
+                }
+                Err(error) => {
+                    // Requests already queued are answered with the error too.
+                    let unavailable = LedgerError::Unavailable(error.to_string());
+                    let queued: Vec<_> = queued.drain(..).collect();
+                    let _ = answers.send(done_message(failed_all(queued, unavailable)));
+                    return answer_failed(error, requests, answers);
+                }
+            };
+        }
+    }
+}
+
+/// The store cannot be opened: say so, then keep answering with the error so nothing waits
+/// forever on a request.
+fn answer_failed(
+    error: LedgerError,
+    requests: Receiver<Vec<LedgerRequest>>,
+    answers: Sender<FromWorker>,
+) {
+    let _ = answers.send(FromWorker::OpenFailed(error.clone()));
+    for batch in requests {
+        let done = failed_all(batch, LedgerError::Unavailable(error.to_string()));
+        if answers.send(done_message(done)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Pairs a batch with its replies, or answers it all with the error.
+fn answer(
+    batch: Vec<LedgerRequest>,
+    replies: Result<Vec<LedgerReply>, LedgerError>,
+) -> Vec<LedgerCompletion> {
+    match replies {
+        Ok(replies) => batch
+            .into_iter()
+            .zip(replies)
+            .map(|(request, reply)| LedgerCompletion {
+                request,
+                result: Ok(reply),
+            })
+            .collect(),
+        Err(error) => failed_all(batch, error),
     }
 }
 
@@ -320,31 +412,32 @@ fn failed_all(batch: Vec<LedgerRequest>, error: LedgerError) -> Vec<LedgerComple
         .collect()
 }
 
+/// Applies a batch in one transaction: every reply, in batch order, or the error that rolled it
+/// back.
 fn run_transaction(
     store: &mut dyn LedgerStore,
-    batch: Vec<LedgerRequest>,
+    batch: &[LedgerRequest],
     counters: &WorkerCounters,
-) -> Vec<LedgerCompletion> {
+) -> Result<Vec<LedgerReply>, LedgerError> {
     let now = now_ms();
-    if let Err(error) = store.begin() {
-        return failed_all(batch, error);
-    }
-    if let Some(result) = store.apply_batch(&batch, now) {
+    store.begin()?;
+    if let Some(result) = store.apply_batch(batch, now) {
         let replies = match result {
             Ok(replies) if replies.len() == batch.len() => replies,
             Ok(_) => {
                 store.rollback();
-                let error = LedgerError::Storage("the store answered a batch incompletely".into());
-                return failed_all(batch, error);
+                return Err(LedgerError::Storage(
+                    "the store answered a batch incompletely".into(),
+                ));
             }
             Err(error) => {
                 store.rollback();
-                return failed_all(batch, error);
+                return Err(error);
             }
         };
-        return commit_and_answer(store, batch, replies, counters);
+        return commit(store, counters).map(|()| replies);
     }
-    let order = store.apply_order(&batch).filter(|order| {
+    let order = store.apply_order(batch).filter(|order| {
         // Only a permutation: every request applied exactly once.
         let mut seen = vec![false; batch.len()];
         order.len() == batch.len()
@@ -358,38 +451,25 @@ fn run_transaction(
             Ok(reply) => replies[i] = Some(reply),
             Err(error) => {
                 store.rollback();
-                return failed_all(batch, error);
+                return Err(error);
             }
         }
     }
-    let replies = replies
+    commit(store, counters)?;
+    Ok(replies
         .into_iter()
         .map(|reply| reply.expect("every request of the batch was applied"))
-        .collect();
-    commit_and_answer(store, batch, replies, counters)
+        .collect())
 }
 
-fn commit_and_answer(
-    store: &mut dyn LedgerStore,
-    batch: Vec<LedgerRequest>,
-    replies: Vec<LedgerReply>,
-    counters: &WorkerCounters,
-) -> Vec<LedgerCompletion> {
+fn commit(store: &mut dyn LedgerStore, counters: &WorkerCounters) -> Result<(), LedgerError> {
     let committing = Instant::now();
     let committed = store.commit();
     counters
         .commit_ns
         .fetch_add(committing.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    if let Err(error) = committed {
+    if committed.is_err() {
         store.rollback();
-        return failed_all(batch, error);
     }
-    batch
-        .into_iter()
-        .zip(replies)
-        .map(|(request, reply)| LedgerCompletion {
-            request,
-            result: Ok(reply),
-        })
-        .collect()
+    committed
 }

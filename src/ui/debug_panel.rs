@@ -132,6 +132,7 @@ fn draw_debug_panel(
                     ledger.transactions(),
                     ledger.in_flight()
                 ),
+                LedgerStatus::Restarting(why) => format!("ledger RESTARTING: {why}"),
                 LedgerStatus::Failed(e) => format!("ledger FAILED: {e}"),
             });
             ui.separator();
@@ -160,10 +161,19 @@ fn draw_debug_panel(
                         .selected_player
                         .and_then(|e| players.get(e).ok())
                         .map(|(e, p, ..)| (e, p.user_id));
+                    let cheats = service.debug_grants_allowed();
+                    if !cheats {
+                        ui.label(
+                            "Grant and simulate are off: enable test_purchases or allow_debug_grants.",
+                        );
+                    }
                     ui.horizontal(|ui| {
                         ui.add_enabled_ui(selected.is_some(), |ui| {
                             if ui
-                                .button(format!("Grant {}", currency.format(100)))
+                                .add_enabled(
+                                    cheats,
+                                    egui::Button::new(format!("Grant {}", currency.format(100))),
+                                )
                                 .clicked()
                                 && let Some((_, user)) = selected
                             {
@@ -192,19 +202,28 @@ fn draw_debug_panel(
                                     );
                                 }
                             });
-                        let ready = selected.is_some() && panel.selected_product.is_some();
+                        let ready =
+                            cheats && selected.is_some() && panel.selected_product.is_some();
                         if ui
                             .add_enabled(ready, egui::Button::new("Simulate purchase"))
                             .clicked()
                             && let (Some((_, user)), Some(product)) =
                                 (selected, panel.selected_product)
                         {
-                            service.simulate_purchase(user, product);
+                            if let Err(e) = service.simulate_purchase(user, product) {
+                                tracing::warn!("debug panel: {e}");
+                            }
                         }
                     });
                     if let Some((entity, _)) = selected
                         && let Ok((_, _, session, _)) = players.get(entity)
                     {
+                        if let Some(error) = session.last_save_error() {
+                            ui.colored_label(
+                                egui::Color32::from_rgb(230, 80, 80),
+                                format!("last save FAILED: {error}"),
+                            );
+                        }
                         for p in session.pending_receipts() {
                             ui.label(format!(
                                 "pending {}  product {}  attempts {}",

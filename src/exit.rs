@@ -1,0 +1,185 @@
+//! The exit path: on `AppExit`, every player is saved and every session lease released before
+//! the process ends.
+
+use std::time::{Duration, Instant};
+
+use bevy::ecs::schedule::ScheduleLabel;
+use bevy::prelude::*;
+
+use crate::ledger::{Ledger, LedgerError, LedgerReply, LedgerRequest, LedgerStatus};
+use crate::plugin::MarketplaceSettings;
+use crate::session::{SaveBuild, Sessions, build_save};
+
+/// Runs once a frame after [`Last`], so it sees an [`AppExit`] written anywhere in the frame —
+/// a closed window (`Last`), the game's quit button, bevy's `TerminalCtrlCHandlerPlugin`.
+#[derive(ScheduleLabel, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MarketplaceExit;
+
+/// Set once the exit save has run, so it runs once.
+#[derive(Resource, Default)]
+pub(crate) struct ExitSaved(bool);
+
+/// What the exit save did, for the log and for tests.
+#[derive(Resource, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExitReport {
+    /// Final saves committed (each also released its player's lease).
+    pub saved: usize,
+    /// Leases of players still loading (or failed) given back.
+    pub released: usize,
+    /// Requests that had not been answered when the wait ran out, or that failed for good.
+    pub unfinished: usize,
+    /// How long the exit waited for the ledger.
+    pub waited: Duration,
+}
+
+/// Adds the exit schedule after `Last` and the exit save to it.
+pub(crate) fn install(app: &mut App) {
+    app.init_schedule(MarketplaceExit)
+        .init_resource::<ExitSaved>()
+        .add_systems(MarketplaceExit, save_on_exit);
+    match app
+        .world_mut()
+        .get_resource_mut::<bevy::app::MainScheduleOrder>()
+    {
+        Some(mut order) => order.insert_after(Last, MarketplaceExit),
+        None => {
+            app.add_systems(Last, save_on_exit);
+        }
+    }
+}
+
+/// On `AppExit`: queues a final save (which releases the lease) for every active player, a
+/// lease release for every player still loading, sends again the final saves of players who
+/// left and whose save is waiting for a retry, then waits — at most
+/// [`MarketplacePlugin::exit_timeout`](crate::MarketplacePlugin::exit_timeout) — until the
+/// ledger has committed them all. Blocking is fine here: the game is ending, and without the
+/// wait a windowed game's process can end before the storage worker commits anything.
+pub(crate) fn save_on_exit(world: &mut World) {
+    if world.resource::<ExitSaved>().0
+        || world
+            .get_resource::<Messages<AppExit>>()
+            .is_none_or(|m| m.is_empty())
+    {
+        return;
+    }
+    world.resource_mut::<ExitSaved>().0 = true;
+    let started = Instant::now();
+    let settings = world.resource::<MarketplaceSettings>().clone();
+    let players: Vec<_> = world
+        .resource::<Sessions>()
+        .by_user
+        .iter()
+        .map(|(&user, &entity)| (user, entity))
+        .collect();
+    let mut requests = Vec::new();
+    for (user, entity) in players {
+        let sessions = world.resource::<Sessions>();
+        let previous_visit_saving = sessions.departed.contains_key(&user);
+        match build_save(world, entity, true) {
+            SaveBuild::Ready(save) => requests.push(LedgerRequest::Save(save)),
+            SaveBuild::Unserializable { reason, .. } => {
+                tracing::error!("exit: user {user} cannot be saved: {reason}");
+                requests.push(LedgerRequest::ReleaseSession {
+                    user,
+                    server: settings.server_id.clone(),
+                });
+            }
+            // The previous visit's final save releases the lease when it lands.
+            SaveBuild::Inactive if previous_visit_saving => {}
+            SaveBuild::Inactive => requests.push(LedgerRequest::ReleaseSession {
+                user,
+                server: settings.server_id.clone(),
+            }),
+        }
+    }
+    let mut sessions = world.resource_mut::<Sessions>();
+    for gone in sessions.departed.values_mut() {
+        // Those in flight are answered during the wait below; the others wait for a retry.
+        if !gone.in_flight {
+            gone.in_flight = true;
+            requests.push(LedgerRequest::Save(gone.request.clone()));
+        }
+    }
+    let timeout = settings.exit_timeout;
+    let mut ledger = world.resource_mut::<Ledger>();
+    for request in requests {
+        ledger.send(request);
+    }
+    ledger.flush();
+    let report = wait_for_ledger(&mut ledger, started, timeout);
+    if report.unfinished == 0 {
+        // Idle: stop the worker now, closing the store (its connection, its file lock), since a
+        // windowed game's process may end without dropping the world.
+        ledger.shutdown();
+    }
+    if report.unfinished == 0 {
+        tracing::info!(
+            "marketplace: on exit saved {} player(s) and released {} other lease(s) in {:?}",
+            report.saved,
+            report.released,
+            report.waited
+        );
+    } else {
+        tracing::error!(
+            "marketplace: on exit {} ledger request(s) did not finish within {timeout:?}; saved {} player(s), released {} lease(s)",
+            report.unfinished,
+            report.saved,
+            report.released
+        );
+    }
+    world.insert_resource(report);
+}
+
+/// Polls the ledger until everything sent is answered or the time runs out. Final saves and
+/// releases that fail with a storage error are sent again while there is time.
+fn wait_for_ledger(ledger: &mut Ledger, started: Instant, timeout: Duration) -> ExitReport {
+    let deadline = started.checked_add(timeout);
+    let mut report = ExitReport::default();
+    let mut answers = Vec::new();
+    loop {
+        ledger.poll(&mut answers);
+        for completion in answers.drain(..) {
+            let final_request = match &completion.request {
+                LedgerRequest::Save(save) => save.release,
+                LedgerRequest::ReleaseSession { .. } => true,
+                _ => false,
+            };
+            if !final_request {
+                continue;
+            }
+            match completion.result {
+                Ok(LedgerReply::Saved { .. }) => report.saved += 1,
+                Ok(LedgerReply::Released) => report.released += 1,
+                Ok(LedgerReply::LeaseLost { owner }) => tracing::warn!(
+                    "exit: user {:?} is held by {} now; nothing written",
+                    completion.request.user(),
+                    owner.as_deref().unwrap_or("nobody")
+                ),
+                Ok(_) => {}
+                Err(LedgerError::Storage(e))
+                    if deadline.is_none_or(|d| Instant::now() < d)
+                        && !matches!(ledger.status(), LedgerStatus::Failed(_)) =>
+                {
+                    tracing::warn!("exit: a final save failed ({e}); trying again");
+                    ledger.send(completion.request);
+                    ledger.flush();
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "exit: user {:?} could not be saved: {e}",
+                        completion.request.user()
+                    );
+                    report.unfinished += 1;
+                }
+            }
+        }
+        let idle = ledger.in_flight() == 0;
+        if idle || deadline.is_some_and(|d| Instant::now() >= d) {
+            report.unfinished += ledger.in_flight();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    report.waited = started.elapsed();
+    report
+}
