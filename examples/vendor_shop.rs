@@ -69,6 +69,10 @@ struct WalkInput(Vec2);
 
 struct Args {
     scripted: bool,
+    /// Print the player's state to stdout (for scripts that drive the window from outside).
+    print_state: bool,
+    /// Quit once the player is loaded (with `print_state`: how long that took).
+    exit_when_active: bool,
     screenshots: PathBuf,
     ledger: PathBuf,
 }
@@ -76,6 +80,8 @@ struct Args {
 fn args() -> Args {
     let mut args = Args {
         scripted: false,
+        print_state: false,
+        exit_when_active: false,
         screenshots: PathBuf::from("target/screenshots"),
         ledger: PathBuf::from("vendor_shop.sqlite3"),
     };
@@ -83,10 +89,12 @@ fn args() -> Args {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--scripted" => args.scripted = true,
+            "--print-state" => args.print_state = true,
+            "--exit-when-active" => args.exit_when_active = true,
             "--screenshots" => args.screenshots = it.next().expect("--screenshots DIR").into(),
             "--ledger" => args.ledger = it.next().expect("--ledger FILE").into(),
             other => panic!(
-                "unknown argument {other:?} (use --scripted, --screenshots DIR, --ledger FILE)"
+                "unknown argument {other:?} (use --scripted, --screenshots DIR, --ledger FILE, --print-state, --exit-when-active)"
             ),
         }
     }
@@ -166,6 +174,13 @@ fn main() -> AppExit {
         EguiPrimaryContextPass,
         (world_labels, hud, shop_window).before(MarketplaceUiSystems::Prompt),
     );
+    if args.print_state || args.exit_when_active {
+        app.insert_resource(StateReport {
+            started: std::time::Instant::now(),
+            exit_when_active: args.exit_when_active,
+        })
+        .add_systems(Update, report_state);
+    }
     if args.scripted {
         app.insert_resource(Script {
             step: Step::WaitForGame,
@@ -556,6 +571,53 @@ fn shop_window(
 }
 
 // ------------------------------------------------------------------ scripted run (CI)
+
+/// `--print-state`: what a script outside the game reads.
+#[derive(Resource)]
+struct StateReport {
+    started: std::time::Instant,
+    exit_when_active: bool,
+}
+
+/// Prints `ACTIVE after N ms: …` once the player's session is loaded, then `STATE …` whenever
+/// their persisted state changes.
+fn report_state(
+    report: Res<StateReport>,
+    player: Single<
+        (
+            &Gold,
+            &Arrows,
+            &PremiumBalance,
+            &bevy_marketplace::PlayerSession,
+        ),
+        With<LocalPlayer>,
+    >,
+    mut last: Local<Option<(u64, u32, u64)>>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let (gold, arrows, balance, session) = *player;
+    if !session.is_active() {
+        return;
+    }
+    let now = (gold.0, arrows.0, balance.0);
+    match *last {
+        None => println!(
+            "ACTIVE after {} ms: gold={} arrows={} balance={}",
+            report.started.elapsed().as_millis(),
+            now.0,
+            now.1,
+            now.2
+        ),
+        Some(before) if before != now => {
+            println!("STATE gold={} arrows={} balance={}", now.0, now.1, now.2)
+        }
+        _ => {}
+    }
+    *last = Some(now);
+    if report.exit_when_active {
+        exit.write(AppExit::Success);
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
