@@ -137,6 +137,54 @@ fn positions_ignore_ids_inside_strings_and_comments() {
     );
 }
 
+/// Raw strings (quotes inside, no escapes), escapes, nested block comments and non-ASCII text in
+/// front of a product: none of them may shift the positions of the products after them.
+const TRICKY: &str = r###"(
+  products: [
+    (id: 1, name: "Pizza", description: r#"A 12" pizza (with "extra" cheese) // id: 5"#, price: 5),
+    (id: 2, name: "Quote", description: "say \"id: 6\" \\", price: 5), /* a /* nested */ id: 7 " */
+    (id: 3, name: "Path", description: r"C:\temp\", price: 5), // id: 8 "
+    (id: 4, name: "Hashes", description: r##"ends in "# id: 9"##, price: 5),
+    (name: "Crème brûlée", id: 2, price: 5),
+  ],
+)
+"###;
+
+#[test]
+fn positions_stay_right_after_raw_strings_and_nested_comments() {
+    let err = Catalog::from_ron_str(TRICKY, "shop.ron").unwrap_err();
+    assert_eq!(
+        err,
+        CatalogError::DuplicateId {
+            file: "shop.ron".into(),
+            position: FilePosition { line: 7, col: 28 },
+            first: FilePosition { line: 4, col: 6 },
+            id: ProductId(2),
+            name: "Crème brûlée".into(),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "shop.ron:7:28: product 2 (\"Crème brûlée\") reuses the id of the product at 4:6; ids must be unique"
+    );
+    let text = TRICKY.replace(
+        r#"(name: "Crème brûlée", id: 2, price: 5)"#,
+        r#"(id: 5, name: "Free", price: 0)"#,
+    );
+    let err = Catalog::from_ron_str(&text, "shop.ron").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "shop.ron:7:6: product 5 (\"Free\") has price 0; prices must be between 1 and 1000000000"
+    );
+    let text = TRICKY.replace("id: 2, price: 5", "id: 6, price: 5");
+    let catalog = Catalog::from_ron_str(&text, "shop.ron").unwrap();
+    assert_eq!(
+        catalog.products()[0].description,
+        r#"A 12" pizza (with "extra" cheese) // id: 5"#
+    );
+    assert_eq!(catalog.products()[2].description, r"C:\temp\");
+}
+
 /// A catalog large enough to be parsed on several threads, with every optional field used.
 fn large_definitions(n: usize) -> Vec<ProductDefinition> {
     (0..n)
@@ -216,6 +264,39 @@ fn errors_deep_in_a_large_catalog_name_their_line() {
         large_text(&large_definitions(30_000)).replacen("  ],\n)", "  ],\n  extra: 1,\n)", 1);
     let err = Catalog::from_ron_str(&text, "big.ron").unwrap_err();
     assert!(err.to_string().contains("extra"), "{err}");
+}
+
+#[test]
+fn a_raw_string_in_a_large_catalog_keeps_products_and_positions() {
+    // Brackets and quotes inside a raw string must not end the entry early.
+    let raw = r#"A 12" pizza (large) ) ] "(""#;
+    let mut products = large_definitions(30_000);
+    products[10].description = raw.to_owned();
+    let with_raw = |products: &[ProductDefinition]| {
+        let text = large_text(products);
+        let quoted = format!("description: {raw:?}");
+        assert!(text.contains(&quoted));
+        text.replacen(&quoted, &format!("description: r##\"{raw}\"##"), 1)
+    };
+    let catalog = Catalog::from_ron_str(&with_raw(&products), "big.ron").unwrap();
+    assert_eq!(catalog.products(), &products[..]);
+    products[25_000].id = ProductId(3);
+    let err = Catalog::from_ron_str(&with_raw(&products), "big.ron").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CatalogError::DuplicateId {
+                position: FilePosition {
+                    line: 25_004,
+                    col: 6
+                },
+                first: FilePosition { line: 6, col: 6 },
+                id: ProductId(3),
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 fn service_with(catalog: Catalog) -> App {
