@@ -209,10 +209,9 @@ fn draw_debug_panel(
                             .clicked()
                             && let (Some((_, user)), Some(product)) =
                                 (selected, panel.selected_product)
+                            && let Err(e) = service.simulate_purchase(user, product)
                         {
-                            if let Err(e) = service.simulate_purchase(user, product) {
-                                tracing::warn!("debug panel: {e}");
-                            }
+                            tracing::warn!("debug panel: {e}");
                         }
                     });
                     if let Some((entity, _)) = selected
