@@ -55,6 +55,7 @@ fn purchase_round(store: &mut dyn LedgerStore, server: &ServerId, n: usize, roun
                     test_purchase: false,
                     place_id: PlaceId(1),
                     channel: ProductPurchaseChannel::InExperience,
+                    starting_balance: 1 << 40,
                 }),
                 0,
             )

@@ -354,6 +354,8 @@ fn burst(
                     user: UserId(u),
                     delta: 1000,
                     reason: "bench".into(),
+                    // Store-page buyers who never played: their accounts start empty.
+                    starting_balance: 0,
                 },
                 0,
             )
@@ -368,6 +370,7 @@ fn burst(
                     test_purchase: false,
                     place_id: PlaceId(0),
                     channel: ProductPurchaseChannel::ExperienceDetailsPage,
+                    starting_balance: 0,
                 }),
                 0,
             )

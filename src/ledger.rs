@@ -71,6 +71,8 @@ pub struct ChargeRequest {
     pub place_id: PlaceId,
     /// How it was bought.
     pub channel: ProductPurchaseChannel,
+    /// Balance given to a user the ledger has never seen (before the debit).
+    pub starting_balance: u64,
 }
 
 impl ChargeRequest {
@@ -139,6 +141,8 @@ pub enum LedgerRequest {
         delta: i64,
         /// Why, kept in the balance journal.
         reason: String,
+        /// Balance given to a user the ledger has never seen (before the adjustment).
+        starting_balance: u64,
     },
     /// Re-read a user's pending receipts.
     PendingReceipts {

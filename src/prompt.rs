@@ -182,6 +182,7 @@ fn charge_request(
         test_purchase: prompt.test_purchase,
         place_id: settings.place_id,
         channel: ProductPurchaseChannel::InExperience,
+        starting_balance: settings.starting_balance,
     })
 }
 

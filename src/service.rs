@@ -138,6 +138,7 @@ pub(crate) fn apply_service_requests(
                     user,
                     delta,
                     reason,
+                    starting_balance: settings.starting_balance,
                 });
             }
             ServiceRequest::SimulatePurchase(user, product_id) => {
@@ -149,6 +150,7 @@ pub(crate) fn apply_service_requests(
                     test_purchase: true,
                     place_id: settings.place_id,
                     channel: ProductPurchaseChannel::InExperience,
+                    starting_balance: settings.starting_balance,
                 }));
             }
             ServiceRequest::RetryNow(player) => deliveries.now.push(player),

@@ -150,6 +150,38 @@ fn the_ledger_is_a_plain_sqlite_file_in_wal_mode_with_full_sync() {
     assert_eq!(journal, -50, "the debit is journaled");
 }
 
+#[test]
+fn a_top_up_before_the_first_join_adds_to_the_starting_balance() {
+    let (_dir, path) = temp_db();
+    let mut shop = durable_shop(&path, "a");
+    shop.app
+        .world_mut()
+        .resource_mut::<MarketplaceService>()
+        .grant_premium_currency(UserId(8), 250, "gift card");
+    shop.app.settle();
+    let p = shop.join(8);
+    assert_eq!(
+        shop.app.world().get::<PremiumBalance>(p).unwrap().0,
+        1250,
+        "the starting balance plus the top-up"
+    );
+    shop.buy(p, GOLD_100);
+    let journal: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT sum(delta) FROM balance_journal WHERE user_id = 8",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(journal, 250 - 80);
+    assert_eq!(
+        audit(&path).accounts[&UserId(8)].0,
+        1000 + 250 - 80,
+        "the balance is the starting balance plus the journal"
+    );
+}
+
 fn open_error(path: &Path) -> LedgerError {
     SqliteLedger::open(path).unwrap_err()
 }

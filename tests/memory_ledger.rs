@@ -31,6 +31,7 @@ fn charge(user: i64, price: u64) -> LedgerRequest {
         test_purchase: false,
         place_id: PlaceId(0),
         channel: ProductPurchaseChannel::InExperience,
+        starting_balance: 1000,
     })
 }
 
@@ -97,6 +98,7 @@ fn a_rolled_back_transaction_leaves_no_trace() {
             user: UserId(2),
             delta: -1000,
             reason: "refund".into(),
+            starting_balance: 1000,
         },
     ] {
         store.apply(&request, 2).unwrap();

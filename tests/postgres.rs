@@ -159,6 +159,7 @@ fn charge(user: i64, request_id: RequestId, price: u64) -> LedgerRequest {
         test_purchase: false,
         place_id: PlaceId(0),
         channel: ProductPurchaseChannel::InExperience,
+        starting_balance: 1000,
     })
 }
 
@@ -196,6 +197,37 @@ fn purchases_and_persisted_gold_survive_a_restart() {
         .unwrap()
         .get(0);
     assert_eq!(version, PG_SCHEMA_VERSION);
+}
+
+#[test]
+fn a_top_up_before_the_first_join_adds_to_the_starting_balance() {
+    let url = PgCluster::shared().create_database("top_up_first");
+    let mut shop = pg_shop(&url, "a", Duration::from_secs(300));
+    shop.app
+        .world_mut()
+        .resource_mut::<MarketplaceService>()
+        .grant_premium_currency(UserId(3), 250, "gift card");
+    shop.app.settle();
+    let p = shop.join(3);
+    assert_eq!(
+        shop.app.world().get::<PremiumBalance>(p).unwrap().0,
+        1250,
+        "the starting balance plus the top-up"
+    );
+    shop.buy(p, GOLD_100);
+    let journal: i64 = sql(&url)
+        .query_one(
+            "SELECT sum(delta)::bigint FROM balance_journal WHERE user_id = 3",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(journal, 250 - 80);
+    assert_eq!(
+        audit(&url).accounts[&UserId(3)].0,
+        1000 + 250 - 80,
+        "the balance is the starting balance plus the journal"
+    );
 }
 
 #[test]
@@ -253,12 +285,12 @@ fn a_charge_retried_with_the_same_request_id_charges_once() {
             price: 5000
         }
     );
-    // A user the ledger never saw has nothing.
+    // A charge creates the account of a user the ledger never saw with the starting balance.
     assert_eq!(
-        apply_at(&mut store, 5, charge(77, RequestId::new(), 1)),
+        apply_at(&mut store, 5, charge(77, RequestId::new(), 5000)),
         LedgerReply::InsufficientFunds {
-            balance: 0,
-            price: 1
+            balance: 1000,
+            price: 5000
         }
     );
     let audit = store.audit().unwrap();
@@ -373,6 +405,11 @@ fn a_batch_of_charges_and_saves_does_what_the_same_requests_do_one_by_one() {
     );
     assert!(batched.0[6].contains("replayed true"), "{:?}", batched.0);
     assert_eq!(batched.0[7], "LeaseLost { owner: Some(\"b\") }");
+    assert!(
+        batched.0[5].ends_with("price 1 balance 999 replayed false"),
+        "a charge of a user the ledger never saw starts from the starting balance: {:?}",
+        batched.0
+    );
     let state = |audit: &bevy_marketplace::ledger::LedgerAudit| {
         let mut receipts: Vec<String> = audit
             .receipts

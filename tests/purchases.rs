@@ -279,6 +279,7 @@ fn the_same_request_id_never_charges_twice_in_the_store() {
         test_purchase: false,
         place_id: PlaceId(1),
         channel: ProductPurchaseChannel::InExperience,
+        starting_balance: 0,
     });
     store.begin().unwrap();
     store
@@ -287,6 +288,7 @@ fn the_same_request_id_never_charges_twice_in_the_store() {
                 user: UserId(9),
                 delta: 500,
                 reason: "top-up".into(),
+                starting_balance: 0,
             },
             0,
         )
@@ -489,6 +491,7 @@ fn purchases_made_outside_the_game_are_delivered_on_join() {
                 user: UserId(16),
                 delta: 100,
                 reason: "top-up".into(),
+                starting_balance: 1000,
             },
             0,
         )
@@ -503,6 +506,7 @@ fn purchases_made_outside_the_game_are_delivered_on_join() {
                 test_purchase: false,
                 place_id: PlaceId(0),
                 channel: ProductPurchaseChannel::ExperienceDetailsPage,
+                starting_balance: 1000,
             }),
             0,
         )
@@ -660,6 +664,36 @@ fn granting_premium_currency_updates_the_ledger_and_the_player() {
     shop.app.settle();
     assert_eq!(shop.balance(player), 1250);
     assert_eq!(shop.ledger.audit().accounts[&UserId(22)].0, 1250);
+}
+
+#[test]
+fn a_top_up_before_the_first_join_adds_to_the_starting_balance() {
+    let mut shop = shop();
+    shop.app
+        .world_mut()
+        .resource_mut::<MarketplaceService>()
+        .grant_premium_currency(UserId(40), 250, "gift card");
+    shop.app.settle();
+    assert_eq!(shop.ledger.audit().accounts[&UserId(40)].0, 1250);
+    let player = shop.join(40);
+    assert_eq!(
+        shop.balance(player),
+        1250,
+        "the starting balance plus the top-up"
+    );
+}
+
+#[test]
+fn a_simulated_purchase_before_the_first_join_keeps_the_starting_balance() {
+    let mut shop = shop();
+    shop.app
+        .world_mut()
+        .resource_mut::<MarketplaceService>()
+        .simulate_purchase(UserId(41), GOLD_100);
+    shop.app.settle();
+    let player = shop.join(41);
+    assert_eq!(shop.gold(player), 100, "delivered on join");
+    assert_eq!(shop.balance(player), 1000, "a test purchase is free");
 }
 
 #[test]

@@ -17,6 +17,16 @@ struct Account {
     lease: Option<(String, i64)>,
 }
 
+impl Account {
+    /// The account of a user the ledger has never seen.
+    fn new(starting_balance: u64) -> Self {
+        Self {
+            balance: starting_balance,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct MemoryState {
     accounts: HashMap<UserId, Account>,
@@ -231,10 +241,10 @@ impl LedgerStore for InMemoryLedger {
                 lease_ms,
                 starting_balance,
             } => {
-                let account = state.accounts.entry(*user).or_insert_with(|| Account {
-                    balance: *starting_balance,
-                    ..Default::default()
-                });
+                let account = state
+                    .accounts
+                    .entry(*user)
+                    .or_insert_with(|| Account::new(*starting_balance));
                 if let Some((owner, expires_at_ms)) =
                     lease_blocks(&account.lease, &server.0, now_ms)
                 {
@@ -272,7 +282,10 @@ impl LedgerStore for InMemoryLedger {
                         replayed: true,
                     });
                 }
-                let account = state.accounts.entry(charge.user).or_default();
+                let account = state
+                    .accounts
+                    .entry(charge.user)
+                    .or_insert_with(|| Account::new(charge.starting_balance));
                 if account.balance < charge.price {
                     return Ok(LedgerReply::InsufficientFunds {
                         balance: account.balance,
@@ -330,8 +343,16 @@ impl LedgerStore for InMemoryLedger {
                 }
                 LedgerReply::Saved { newly_granted }
             }
-            LedgerRequest::AdjustBalance { user, delta, .. } => {
-                let account = state.accounts.entry(*user).or_default();
+            LedgerRequest::AdjustBalance {
+                user,
+                delta,
+                starting_balance,
+                ..
+            } => {
+                let account = state
+                    .accounts
+                    .entry(*user)
+                    .or_insert_with(|| Account::new(*starting_balance));
                 match account.balance.checked_add_signed(*delta) {
                     Some(balance) => {
                         account.balance = balance;

@@ -149,7 +149,8 @@ const SAVE: &str = "WITH upsert AS (
     SELECT purchase_id FROM granted";
 /// Charges many users at once (one charge per user): like [`CHARGE`] row by row, in one round
 /// trip. Account rows are locked in user order first. Returns `(user_id, balance after)` for the
-/// charges made; the others (already charged, too poor, no account) are retried one by one.
+/// charges made; the others (already charged, too poor, no account) are retried one by one,
+/// which creates a missing account with the charge's starting balance.
 const CHARGE_MANY: &str = "WITH locked AS (
         SELECT i.*, a.balance FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],
                                           $5::bigint[], $6::bigint[], $7::bigint[], $8::boolean[])
@@ -492,7 +493,7 @@ impl PostgresLedger {
                     price: charge.price,
                 });
             }
-            self.ensure_account(charge.user, 0, now_ms)?;
+            self.ensure_account(charge.user, charge.starting_balance, now_ms)?;
             tried_creating = true;
         }
     }
@@ -800,8 +801,9 @@ impl PostgresLedger {
                 user,
                 delta,
                 reason,
+                starting_balance,
             } => {
-                self.ensure_account(*user, 0, now_ms)?;
+                self.ensure_account(*user, *starting_balance, now_ms)?;
                 let (balance, _, _) = self
                     .lock_account(*user)?
                     .expect("the account was just ensured");

@@ -408,8 +408,8 @@ impl SqliteLedger {
                 let balance = match self.stored_balance(charge.user)? {
                     Some(balance) => balance,
                     None => {
-                        self.ensure_account(charge.user, 0, now_ms)?;
-                        0
+                        self.ensure_account(charge.user, charge.starting_balance, now_ms)?;
+                        charge.starting_balance
                     }
                 };
                 if balance < charge.price {
@@ -498,8 +498,9 @@ impl SqliteLedger {
                 user,
                 delta,
                 reason,
+                starting_balance,
             } => {
-                self.ensure_account(*user, 0, now_ms)?;
+                self.ensure_account(*user, *starting_balance, now_ms)?;
                 let balance = self.balance(*user)?;
                 match balance.checked_add_signed(*delta) {
                     Some(new_balance) => {
