@@ -156,3 +156,17 @@ fn audits_see_only_committed_transactions_and_a_dropped_one_is_rolled_back() {
     drop(writer);
     assert_eq!(reader.audit(), after);
 }
+
+#[test]
+fn a_save_for_a_user_the_ledger_never_saw_makes_no_account() {
+    let mut store = InMemoryLedger::default();
+    assert_eq!(
+        apply(&mut store, &[save(5, 10, vec![], false)]),
+        vec![LedgerReply::LeaseLost { owner: None }]
+    );
+    assert!(store.audit().accounts.is_empty());
+    let [LedgerReply::SessionOpened { balance, .. }] = &apply(&mut store, &[open(5)])[..] else {
+        panic!("the session opens");
+    };
+    assert_eq!(*balance, 1000, "the first join gets the starting balance");
+}

@@ -315,7 +315,10 @@ impl LedgerStore for InMemoryLedger {
                 }
             }
             LedgerRequest::Save(save) => {
-                let account = state.accounts.entry(save.user).or_default();
+                // No account, no lease (and no account made at balance 0), as in the SQL stores.
+                let Some(account) = state.accounts.get_mut(&save.user) else {
+                    return Ok(LedgerReply::LeaseLost { owner: None });
+                };
                 match &account.lease {
                     Some((owner, _)) if owner.as_str() == &*save.server.0 => {}
                     other => {
