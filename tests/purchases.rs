@@ -685,11 +685,15 @@ fn a_top_up_before_the_first_join_adds_to_the_starting_balance() {
 
 #[test]
 fn a_simulated_purchase_before_the_first_join_keeps_the_starting_balance() {
-    let mut shop = shop();
+    let mut shop = shop_with(|p| MarketplacePlugin {
+        allow_debug_grants: true,
+        ..p
+    });
     shop.app
         .world_mut()
         .resource_mut::<MarketplaceService>()
-        .simulate_purchase(UserId(41), GOLD_100);
+        .simulate_purchase(UserId(41), GOLD_100)
+        .unwrap();
     shop.app.settle();
     let player = shop.join(41);
     assert_eq!(shop.gold(player), 100, "delivered on join");
