@@ -1,6 +1,7 @@
 //! Identifier newtypes shared by the catalog, receipts and the ledger.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -75,3 +76,20 @@ macro_rules! display_inner {
     )*};
 }
 display_inner!(ProductId, UserId, PlaceId, PurchaseId, RequestId);
+
+/// Identifies one game server process to the ledger (session leases name their owner with it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerId(pub Arc<str>);
+
+impl ServerId {
+    /// A fresh random server id.
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string().into())
+    }
+}
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

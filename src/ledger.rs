@@ -30,25 +30,9 @@ pub use postgres::{PG_SCHEMA_VERSION, PostgresLedger};
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
 pub use worker::{DEFAULT_MAX_BATCH, Ledger, LedgerStatus, WorkerLoad};
 
+pub use crate::ids::ServerId;
 use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo, ReceiptState};
-
-/// Identifies one game server process to the ledger (session leases name their owner with it).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ServerId(pub Arc<str>);
-
-impl ServerId {
-    /// A fresh random server id.
-    pub fn random() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string().into())
-    }
-}
-
-impl fmt::Display for ServerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A player's persisted components: registered name → RON text.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

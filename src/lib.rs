@@ -1,26 +1,24 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-mod awaiting_commit;
+// Floors, bottom to top: ids, currency, receipt, retry → catalog, ledger, settings → players →
+// receipts, service → purchase → shutdown → plugin → ui. A module imports only from floors
+// below its own.
 mod catalog;
-mod catalog_asset;
 mod currency;
-mod delivery;
-mod exit;
-mod handlers;
 #[cfg(feature = "icons")]
 pub mod icon;
 mod ids;
 pub mod ledger;
-mod persist;
+mod players;
 mod plugin;
-mod product_info;
-mod prompt;
+mod purchase;
 mod receipt;
+mod receipts;
 mod retry;
 mod service;
-mod session;
-mod signals;
+mod settings;
+mod shutdown;
 pub mod testing;
 #[cfg(feature = "egui")]
 pub mod ui;
@@ -30,34 +28,33 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use catalog::{
-    Catalog, CatalogError, CatalogIndex, FilePosition, MAX_PRICE, MIN_PRICE, ProductDefinition,
+    Catalog, CatalogError, CatalogIndex, CatalogLoadError, CatalogLoader, CatalogStatus,
+    FilePosition, MAX_PRICE, MIN_PRICE, PAGE_SIZE, Pages, PagesFinished, ProductDefinition,
+    ProductInfo,
 };
-pub use catalog_asset::{CatalogLoadError, CatalogLoader, CatalogStatus};
 pub use currency::{PremiumBalance, PremiumCurrency};
-pub use delivery::{DeliveryFailure, ReceiptDeliveryFailed, ReceiptResolved};
-pub use exit::{ExitReport, MarketplaceExit};
-pub use handlers::{
-    HandlerError, IntoPurchaseDecision, ReceiptHandler, ReceiptHandlers, receipt_handler,
-};
 pub use ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
-pub use persist::PersistRegistry;
-pub use plugin::{
-    CatalogSource, MarketplacePlugin, MarketplaceSettings, MarketplaceStats, MarketplaceSystems,
+pub use players::{
+    PendingReceipt, PersistRegistry, Player, PlayerSaveFailed, PlayerSession, SessionPhase,
+    Sessions,
 };
-pub use product_info::{PAGE_SIZE, Pages, PagesFinished, ProductInfo};
-pub use prompt::{
-    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchase,
-    PromptProductPurchaseFinished, PromptState, PurchaseError, PurchaseFailed, PurchasePrompt,
+pub use plugin::{CatalogSource, MarketplacePlugin};
+pub use purchase::{
+    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
+    PurchaseError, PurchaseFailed, PurchasePrompt,
 };
 pub use receipt::{
-    CurrencyType, ProductPurchaseChannel, ProductPurchaseDecision, ReceiptInfo, ReceiptState,
+    CurrencyType, ProductPurchaseChannel, ProductPurchaseDecision, ReceiptInfo, ReceiptResolved,
+    ReceiptState,
+};
+pub use receipts::{
+    DeliveryFailure, HandlerError, IntoPurchaseDecision, ReceiptDeliveryFailed, ReceiptHandler,
+    ReceiptHandlers, receipt_handler,
 };
 pub use retry::RetryPolicy;
-pub use service::{MarketplaceError, MarketplaceService};
-pub use session::{
-    PendingReceipt, Player, PlayerSaveFailed, PlayerSession, SessionPhase, Sessions,
-};
-pub use signals::ExitOnSignal;
+pub use service::{MarketplaceError, MarketplaceService, PromptProductPurchase};
+pub use settings::{MarketplaceSettings, MarketplaceStats, MarketplaceSystems};
+pub use shutdown::{ExitOnSignal, ExitReport, MarketplaceExit};
 
 /// Everything a game needs: `use bevy_marketplace::prelude::*;`.
 pub mod prelude {
@@ -135,7 +132,7 @@ impl MarketplaceAppExt for App {
     }
 
     fn persist_component<C: Component + Serialize + DeserializeOwned>(&mut self) -> &mut Self {
-        self.persist_component_as::<C>(persist::short_type_name::<C>())
+        self.persist_component_as::<C>(players::short_type_name::<C>())
     }
 
     fn persist_component_as<C: Component + Serialize + DeserializeOwned>(

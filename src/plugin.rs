@@ -1,32 +1,31 @@
 //! `MarketplacePlugin`: configuration, system sets and wiring.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bevy::asset::AssetApp;
 use bevy::prelude::*;
 
-use crate::catalog::Catalog;
-use crate::catalog_asset::{
-    CatalogLoader, CatalogStatus, apply_catalog_events, install_catalog, start_catalog_load,
-};
+use crate::catalog::{Catalog, CatalogLoader, CatalogStatus, start_catalog_load};
 use crate::currency::PremiumCurrency;
-use crate::delivery::{
-    DeliveryQueue, ReceiptDeliveryFailed, ReceiptResolved, deliver_receipts, save_players,
-};
-use crate::handlers::ReceiptHandlers;
 use crate::ids::PlaceId;
 use crate::ledger::{Ledger, LedgerBackend, ServerId};
-use crate::persist::PersistRegistry;
-use crate::prompt::{
-    ConfirmPolicy, PromptAnswer, PromptProductPurchase, PromptProductPurchaseFinished,
-    PurchaseFailed, answer_prompts, handle_charge_replies, open_prompts,
+use crate::players::{
+    DeliveryQueue, LedgerInbox, PersistRegistry, PlayerSaveFailed, Sessions, flush_ledger,
+    handle_session_replies, on_player_added, on_player_removed, receive_ledger, run_wakes,
+    save_players, watch_ledger_status,
 };
+use crate::purchase::{
+    ConfirmPolicy, PromptAnswer, PromptProductPurchaseFinished, PurchaseFailed, answer_prompts,
+    close_prompt_of_leaving_buyer, handle_charge_replies, open_prompts,
+};
+use crate::receipt::ReceiptResolved;
+use crate::receipts::{ReceiptDeliveryFailed, ReceiptHandlers, deliver_receipts};
 use crate::retry::{RetryPolicy, WakeSchedule};
-use crate::service::{MarketplaceService, apply_service_requests};
-use crate::session::{
-    LedgerInbox, PlayerSaveFailed, Sessions, flush_ledger, handle_session_replies, on_player_added,
-    on_player_removed, receive_ledger, run_wakes, watch_ledger_status,
+use crate::service::{
+    MarketplaceService, PromptProductPurchase, apply_catalog_events, apply_service_requests,
+    install_catalog,
 };
+use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats, MarketplaceSystems};
 
 /// Where the catalog comes from.
 #[derive(Clone, Debug)]
@@ -143,100 +142,6 @@ impl MarketplacePlugin {
     }
 }
 
-/// The plugin's configuration at run time.
-#[derive(Resource, Clone, Debug)]
-pub struct MarketplaceSettings {
-    /// See [`MarketplacePlugin::place_id`].
-    pub place_id: PlaceId,
-    /// This server's id.
-    pub server_id: ServerId,
-    /// See [`MarketplacePlugin::retry`].
-    pub retry: RetryPolicy,
-    /// See [`MarketplacePlugin::test_purchases`].
-    pub test_purchases: bool,
-    /// See [`MarketplacePlugin::starting_balance`].
-    pub starting_balance: u64,
-    /// See [`MarketplacePlugin::autosave_interval`].
-    pub autosave_interval: Duration,
-    /// See [`MarketplacePlugin::lease_duration`].
-    pub lease_duration: Duration,
-    /// See [`MarketplacePlugin::frame_budget`].
-    pub frame_budget: Duration,
-    /// See [`MarketplacePlugin::exit_timeout`].
-    pub exit_timeout: Duration,
-}
-
-impl MarketplaceSettings {
-    /// The lease length in milliseconds, capped so that adding it to a clock cannot overflow.
-    pub(crate) fn lease_ms(&self) -> i64 {
-        const CENTURY_MS: u128 = 100 * 365 * 86_400 * 1000;
-        self.lease_duration.as_millis().min(CENTURY_MS) as i64
-    }
-}
-
-/// Counters since start, for dashboards and the debug panel.
-#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MarketplaceStats {
-    /// Charges that created a receipt.
-    pub charges: u64,
-    /// Receipts granted and committed.
-    pub granted: u64,
-    /// Deliveries that did not grant.
-    pub delivery_failures: u64,
-    /// Handlers that panicked.
-    pub handler_panics: u64,
-    /// Saves committed.
-    pub saves: u64,
-    /// Saves that failed (and were retried).
-    pub save_failures: u64,
-    /// Saves refused because another server took the player's lease.
-    pub lease_losses: u64,
-}
-
-/// When this frame's backlog work stops: set by the plugin's first system each frame, from
-/// [`MarketplaceSettings::frame_budget`], and shared by every system that works off a queue.
-#[derive(Resource)]
-pub(crate) struct FrameDeadline(pub(crate) Instant);
-
-impl Default for FrameDeadline {
-    fn default() -> Self {
-        Self(Instant::now())
-    }
-}
-
-impl FrameDeadline {
-    /// Starts this frame's budget (a budget too long to add to the clock never runs out).
-    pub(crate) fn start(&mut self, budget: Duration) {
-        let now = Instant::now();
-        self.0 = now
-            .checked_add(budget)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
-    }
-
-    /// `true` once the frame's budget is spent.
-    pub(crate) fn passed(&self) -> bool {
-        Instant::now() > self.0
-    }
-}
-
-/// The plugin's systems, all in `PreUpdate`, in this order. Order your systems against them:
-/// for example, UI that reads prompts goes after [`MarketplaceSystems::Prompts`].
-#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MarketplaceSystems {
-    /// Takes ledger answers and catalog (re)loads.
-    Receive,
-    /// Loads joining players, applies saves, fires timed retries.
-    Sessions,
-    /// Charge answers, new prompts, prompt answers.
-    Prompts,
-    /// Runs product handlers (exclusive).
-    Deliver,
-    /// Autosaves and save retries (exclusive).
-    Persist,
-    /// Sends this frame's ledger requests to the storage worker.
-    Send,
-}
-
 impl Plugin for MarketplacePlugin {
     fn build(&self, app: &mut App) {
         let mut service = MarketplaceService {
@@ -307,6 +212,7 @@ impl Plugin for MarketplacePlugin {
             .add_message::<PlayerSaveFailed>()
             .add_observer(on_player_added)
             .add_observer(on_player_removed)
+            .add_observer(close_prompt_of_leaving_buyer)
             .configure_sets(
                 PreUpdate,
                 (
@@ -339,6 +245,6 @@ impl Plugin for MarketplacePlugin {
                     flush_ledger.in_set(MarketplaceSystems::Send),
                 ),
             );
-        crate::exit::install(app);
+        crate::shutdown::install(app);
     }
 }

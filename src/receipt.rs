@@ -1,5 +1,6 @@
 //! Receipts: what a charge produces and what handlers receive.
 
+use bevy::prelude::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{PlaceId, ProductId, PurchaseId, UserId};
@@ -109,4 +110,13 @@ impl ReceiptState {
             _ => None,
         }
     }
+}
+
+/// A receipt was granted **and committed** together with the buyer's persisted state: it will
+/// never be delivered again, on any server. This — not [`PromptProductPurchaseFinished`](crate::PromptProductPurchaseFinished) —
+/// is the signal that a purchase went through.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptResolved {
+    /// The receipt.
+    pub receipt: ReceiptInfo,
 }

@@ -24,7 +24,7 @@ impl MarketplaceTestExt for App {
             self.update();
             let inbox_empty = self
                 .world()
-                .get_resource::<crate::session::LedgerInbox>()
+                .get_resource::<crate::players::LedgerInbox>()
                 .is_none_or(|i| i.is_empty());
             if self.world().resource::<Ledger>().in_flight() == 0 && inbox_empty {
                 quiet += 1;
@@ -73,9 +73,9 @@ pub fn queued_work(world: &World) -> QueuedWork {
     let sessions = world.resource::<crate::Sessions>();
     QueuedWork {
         wakes: world.resource::<crate::retry::WakeSchedule>().len(),
-        deliveries: world.resource::<crate::delivery::DeliveryQueue>().len(),
+        deliveries: world.resource::<crate::players::DeliveryQueue>().len(),
         awaiting_commit: sessions.awaiting_commit().count(),
         departed: sessions.departing(),
-        inbox_empty: world.resource::<crate::session::LedgerInbox>().is_empty(),
+        inbox_empty: world.resource::<crate::players::LedgerInbox>().is_empty(),
     }
 }

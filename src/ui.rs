@@ -15,7 +15,7 @@ pub use debug_panel::{DebugPanel, MarketplaceDebugPanelPlugin, RecentReceipts};
 pub use prompt_modal::{PromptView, prompt_modal};
 
 use crate::icon::{ProductIcon, ProductIconLoader};
-use crate::prompt::{ConfirmPolicy, PromptAnswer, PurchasePrompt};
+use crate::purchase::{ConfirmPolicy, PromptAnswer, PurchasePrompt};
 use crate::service::MarketplaceService;
 
 /// Marks the player whose purchase prompts this client shows. Without one, the first open

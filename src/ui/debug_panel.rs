@@ -8,12 +8,13 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 
 use crate::currency::PremiumBalance;
-use crate::delivery::{ReceiptDeliveryFailed, ReceiptResolved};
 use crate::ids::ProductId;
 use crate::ledger::{Ledger, LedgerStatus};
-use crate::plugin::MarketplaceStats;
+use crate::players::{Player, PlayerSession};
+use crate::receipt::ReceiptResolved;
+use crate::receipts::ReceiptDeliveryFailed;
 use crate::service::MarketplaceService;
-use crate::session::{Player, PlayerSession};
+use crate::settings::MarketplaceStats;
 
 use super::MarketplaceUiSystems;
 

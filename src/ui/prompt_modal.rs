@@ -3,7 +3,7 @@
 use bevy_egui::egui::{self, Align, Color32, Key, Layout, RichText, Vec2};
 
 use crate::currency::PremiumCurrency;
-use crate::prompt::{PromptAction, PromptState, PurchasePrompt};
+use crate::purchase::{PromptAction, PromptState, PurchasePrompt};
 use crate::service::MarketplaceService;
 
 use super::ProductIcons;

@@ -1,18 +1,26 @@
-//! The product catalog: parsed from RON, validated, indexed for O(1) lookups.
+//! The product catalog: its definition in RON, validated; the index, product info, pages and
+//! asset loading live in the submodules.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use bevy::asset::Asset;
 use bevy::platform::collections::HashMap;
 use bevy::reflect::TypePath;
 use serde::{Deserialize, Serialize};
 
+mod asset;
+mod index;
 mod parallel_parse;
+mod positions;
+mod product_info;
+
+pub(crate) use asset::start_catalog_load;
+pub use asset::{CatalogLoadError, CatalogLoader, CatalogStatus};
+pub use index::CatalogIndex;
+pub use product_info::{PAGE_SIZE, Pages, PagesFinished, ProductInfo};
 
 use crate::ids::ProductId;
-use crate::product_info::ProductInfo;
+use positions::product_positions;
 
 /// The lowest price a product may have.
 pub const MIN_PRICE: i64 = 1;
@@ -284,195 +292,4 @@ fn validate(
         names.insert(&p.name, i);
     }
     Ok(())
-}
-
-/// Finds where each product entry starts: the position of each `id` field name outside strings
-/// and comments. Falls back to no positions if the count does not match the parsed products.
-///
-/// It must skip every literal the RON parser skips, as the parser does: one string read wrong
-/// (a raw string's `"`, a nested comment's `*/`) shifts every later match and costs all positions.
-fn product_positions(text: &str, expected: usize) -> Vec<FilePosition> {
-    let bytes = text.as_bytes();
-    let mut found = Vec::with_capacity(expected);
-    let mut here = FilePosition { line: 1, col: 1 };
-    let mut i = 0;
-    while i < bytes.len() {
-        let end = match bytes[i] {
-            // Strings, and char literals (`'"'`, `'\''`); a `b` prefix is a word of its own.
-            quote @ (b'"' | b'\'') => quoted_end(bytes, i + 1, quote),
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                i + bytes[i..].iter().take_while(|&&b| b != b'\n').count()
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => block_comment_end(bytes, i),
-            b if is_ident(b) => {
-                let word = i + bytes[i..].iter().take_while(|&&b| is_ident(b)).count();
-                match &bytes[i..word] {
-                    // `r"…"`, `r#"…"#`, `br##"…"##`; `r#id` is a raw identifier, not a string.
-                    b"r" | b"br" => raw_string_end(bytes, word).unwrap_or(word),
-                    b"id" => {
-                        if text[word..].trim_start().starts_with(':') {
-                            found.push(here);
-                        }
-                        word
-                    }
-                    _ => word,
-                }
-            }
-            _ => i + 1,
-        };
-        let end = end.min(bytes.len());
-        for &b in &bytes[i..end] {
-            if b == b'\n' {
-                here.line += 1;
-                here.col = 1;
-            } else if b & 0xC0 != 0x80 {
-                // Columns count characters, as the parser's do (UTF-8 continuation bytes don't).
-                here.col += 1;
-            }
-        }
-        i = end;
-    }
-    if found.len() == expected {
-        found
-    } else {
-        Vec::new()
-    }
-}
-
-/// The end of a string or char literal whose body starts at `i`, honouring `\` escapes.
-fn quoted_end(bytes: &[u8], mut i: usize, quote: u8) -> usize {
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'\\' => i += 2,
-            _ if b == quote => return i + 1,
-            _ => i += 1,
-        }
-    }
-    i
-}
-
-/// The end of a raw string whose `#`s or `"` start at `i`: it has no escapes and ends at the
-/// first `"` followed by as many `#`s as it opened with. `None` if no `"` follows the `#`s.
-fn raw_string_end(bytes: &[u8], i: usize) -> Option<usize> {
-    let hashes = bytes[i..].iter().take_while(|&&b| b == b'#').count();
-    let body = i + hashes;
-    if bytes.get(body) != Some(&b'"') {
-        return None;
-    }
-    let mut at = body + 1;
-    while at < bytes.len() {
-        if bytes[at] == b'"' && bytes[at + 1..].starts_with(&bytes[i..body]) {
-            return Some(at + 1 + hashes);
-        }
-        at += 1;
-    }
-    Some(at)
-}
-
-/// The end of the block comment starting at `i`; RON block comments nest.
-fn block_comment_end(bytes: &[u8], mut i: usize) -> usize {
-    let mut depth = 0usize;
-    while i + 1 < bytes.len() {
-        match (bytes[i], bytes[i + 1]) {
-            (b'/', b'*') => {
-                depth += 1;
-                i += 2;
-            }
-            (b'*', b'/') => {
-                depth -= 1;
-                i += 2;
-                if depth == 0 {
-                    return i;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    bytes.len()
-}
-
-fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
-/// The live catalog as the service sees it: products in file order and an id index.
-///
-/// Shared behind an [`Arc`] so pages and lookups never copy the catalog.
-#[derive(Debug, Default)]
-pub struct CatalogIndex {
-    products: Arc<[ProductInfo]>,
-    by_id: HashMap<ProductId, usize>,
-    generation: u64,
-}
-
-impl CatalogIndex {
-    /// Builds the index, keeping `created` times of products that already existed in `previous`
-    /// and bumping `updated` only for products whose definition changed.
-    pub fn build(catalog: &Catalog, previous: Option<&CatalogIndex>, now: SystemTime) -> Self {
-        let info = |def: &ProductDefinition| {
-            let fresh = ProductInfo::from_definition(def, now, now);
-            match previous.and_then(|p| p.get(def.id)) {
-                Some(old) if old.same_definition(&fresh) => old.clone(),
-                Some(old) => ProductInfo {
-                    created: old.created,
-                    ..fresh
-                },
-                None => fresh,
-            }
-        };
-        let definitions = &catalog.products;
-        // Copying 100,000 products' strings is worth a second thread.
-        let products: Vec<ProductInfo> = if definitions.len() >= 16_384
-            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
-        {
-            let (first, second) = definitions.split_at(definitions.len() / 2);
-            std::thread::scope(|scope| {
-                let helper = scope.spawn(|| second.iter().map(info).collect::<Vec<_>>());
-                let mut products: Vec<ProductInfo> = Vec::with_capacity(definitions.len());
-                products.extend(first.iter().map(info));
-                match helper.join() {
-                    Ok(rest) => products.extend(rest),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-                products
-            })
-        } else {
-            definitions.iter().map(info).collect()
-        };
-        let by_id: HashMap<ProductId, usize> = definitions
-            .iter()
-            .enumerate()
-            .map(|(i, def)| (def.id, i))
-            .collect();
-        Self {
-            products: products.into(),
-            by_id,
-            generation: previous.map_or(1, |p| p.generation + 1),
-        }
-    }
-
-    /// A product by id, O(1).
-    pub fn get(&self, id: ProductId) -> Option<&ProductInfo> {
-        self.by_id.get(&id).map(|&i| &self.products[i])
-    }
-
-    /// All products in file order.
-    pub fn products(&self) -> &Arc<[ProductInfo]> {
-        &self.products
-    }
-
-    /// How many times a catalog was installed (0 = none yet).
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// Number of products.
-    pub fn len(&self) -> usize {
-        self.products.len()
-    }
-
-    /// `true` if there are no products.
-    pub fn is_empty(&self) -> bool {
-        self.products.is_empty()
-    }
 }

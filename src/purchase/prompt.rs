@@ -4,27 +4,15 @@ use std::collections::{HashSet, VecDeque};
 
 use bevy::prelude::*;
 
+use crate::catalog::ProductInfo;
 use crate::currency::PremiumBalance;
-use crate::delivery::DeliveryQueue;
 use crate::ids::{ProductId, RequestId, UserId};
-use crate::ledger::{
-    ChargeRequest, Ledger, LedgerCompletion, LedgerReply, LedgerRequest, LedgerStatus,
-};
-use crate::plugin::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
-use crate::product_info::ProductInfo;
+use crate::ledger::{ChargeRequest, Ledger, LedgerRequest, LedgerStatus};
+use crate::players::{DeliveryQueue, Player, PlayerSession, SessionPhase};
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo};
 use crate::service::MarketplaceService;
-use crate::session::{LedgerInbox, Player, PlayerSession, SessionPhase, Sessions};
-
-/// Ask to show the purchase prompt of a product to a player (Roblox
-/// `MarketplaceService:PromptProductPurchase`). Ignored while that player already has a prompt open.
-#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PromptProductPurchase {
-    /// The buyer: an entity with [`Player`].
-    pub player: Entity,
-    /// The product.
-    pub product_id: ProductId,
-}
+use crate::service::PromptProductPurchase;
+use crate::settings::MarketplaceSettings;
 
 /// The prompt closed. Fires exactly once per opened prompt. `is_purchased` is `true` only when the
 /// player closed it after a successful purchase.
@@ -141,8 +129,8 @@ pub struct PurchasePrompt {
     pub test_purchase: bool,
     /// Where the prompt is.
     pub state: PromptState,
-    request_id: RequestId,
-    charge_attempts: u32,
+    pub(crate) request_id: RequestId,
+    pub(crate) charge_attempts: u32,
 }
 
 impl PurchasePrompt {
@@ -167,9 +155,9 @@ pub enum ConfirmPolicy {
 }
 
 /// How many times a charge is retried with the same request id after a storage error.
-const CHARGE_ATTEMPTS: u32 = 3;
+pub(crate) const CHARGE_ATTEMPTS: u32 = 3;
 
-fn charge_request(
+pub(crate) fn charge_request(
     prompt: &PurchasePrompt,
     user: UserId,
     settings: &MarketplaceSettings,
@@ -184,101 +172,6 @@ fn charge_request(
         channel: ProductPurchaseChannel::InExperience,
         starting_balance: settings.starting_balance,
     })
-}
-
-/// Applies charge answers to prompts and sessions.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn handle_charge_replies(
-    mut inbox: ResMut<LedgerInbox>,
-    sessions: Res<Sessions>,
-    mut players: Query<(
-        &mut PlayerSession,
-        &mut PremiumBalance,
-        Option<&mut PurchasePrompt>,
-    )>,
-    settings: Res<MarketplaceSettings>,
-    mut ledger: ResMut<Ledger>,
-    mut deliveries: ResMut<DeliveryQueue>,
-    mut stats: ResMut<MarketplaceStats>,
-    deadline: Res<FrameDeadline>,
-) {
-    let mut handled = 0usize;
-    // Spread over frames like the other answers (see `MarketplacePlugin::frame_budget`).
-    while handled == 0 || !deadline.passed() {
-        let Some(LedgerCompletion { request, result }) = inbox.charges.pop_front() else {
-            break;
-        };
-        handled += 1;
-        let LedgerRequest::Charge(charge) = request else {
-            continue;
-        };
-        let Some(entity) = sessions.player(charge.user) else {
-            // The buyer left; a receipt, if any, waits for them in the ledger.
-            continue;
-        };
-        let Ok((mut session, mut balance, prompt)) = players.get_mut(entity) else {
-            continue;
-        };
-        let mut prompt = prompt.filter(|p| p.request_id == charge.request_id);
-        match result {
-            Ok(LedgerReply::Charged {
-                receipt,
-                balance: new_balance,
-                replayed,
-            }) => {
-                if !replayed {
-                    stats.charges += 1;
-                }
-                balance.0 = new_balance;
-                if let Some(prompt) = prompt.as_mut() {
-                    prompt.state = PromptState::Purchased(receipt.clone());
-                }
-                if session.is_active() {
-                    session.add_pending(receipt);
-                    deliveries.now.push(entity);
-                }
-            }
-            Ok(LedgerReply::InsufficientFunds {
-                balance: now,
-                price,
-            }) => {
-                balance.0 = now;
-                if let Some(prompt) = prompt.as_mut() {
-                    prompt.state = PromptState::Failed(PurchaseError::NotEnoughFunds {
-                        balance: now,
-                        price,
-                        missing: price.saturating_sub(now),
-                    });
-                }
-            }
-            Ok(other) => tracing::error!("unexpected ledger reply to a charge: {other:?}"),
-            Err(e) => {
-                let Some(prompt) = prompt.as_mut() else {
-                    continue;
-                };
-                prompt.charge_attempts += 1;
-                if prompt.charge_attempts < CHARGE_ATTEMPTS {
-                    tracing::warn!(
-                        "charging user {} for product {} failed: {e}; retrying with the same request id",
-                        charge.user,
-                        charge.product_id
-                    );
-                    ledger.send(charge_request(prompt, charge.user, &settings));
-                } else {
-                    tracing::error!(
-                        "charging user {} for product {} failed {} times: {e}",
-                        charge.user,
-                        charge.product_id,
-                        prompt.charge_attempts
-                    );
-                    prompt.state =
-                        PromptState::Failed(PurchaseError::PurchaseFailed(e.to_string()));
-                    // The last attempt may have committed before the error: look.
-                    ledger.send(LedgerRequest::PendingReceipts { user: charge.user });
-                }
-            }
-        }
-    }
 }
 
 /// Opens prompts for new requests (messages and [`MarketplaceService::prompt_product_purchase`]).
@@ -453,5 +346,21 @@ pub(crate) fn answer_prompts(
                 is_purchased,
             });
         }
+    }
+}
+
+/// A buyer who leaves with a prompt open: the prompt closes. If it showed "Purchased", the
+/// purchase went through, whether or not they pressed OK.
+pub(crate) fn close_prompt_of_leaving_buyer(
+    remove: On<Remove, Player>,
+    buyers: Query<(&Player, &PurchasePrompt)>,
+    mut finished: MessageWriter<PromptProductPurchaseFinished>,
+) {
+    if let Ok((player, prompt)) = buyers.get(remove.entity) {
+        finished.write(PromptProductPurchaseFinished {
+            user_id: player.user_id,
+            product_id: prompt.product_id,
+            is_purchased: matches!(prompt.state, PromptState::Purchased(_)),
+        });
     }
 }

@@ -1,19 +1,28 @@
 //! `MarketplaceService`: the game's entry point, named after Roblox's.
 
+mod catalog_install;
+mod requests;
+
 use std::sync::Arc;
 
 use bevy::prelude::*;
 
-use crate::catalog::CatalogIndex;
+use crate::catalog::{CatalogIndex, PAGE_SIZE, Pages, ProductInfo};
 use crate::currency::PremiumCurrency;
-use crate::delivery::DeliveryQueue;
-use crate::ids::RequestId;
 use crate::ids::{ProductId, UserId};
-use crate::ledger::{ChargeRequest, Ledger, LedgerRequest};
-use crate::plugin::MarketplaceSettings;
-use crate::product_info::{PAGE_SIZE, Pages, ProductInfo};
-use crate::prompt::PromptProductPurchase;
-use crate::receipt::ProductPurchaseChannel;
+
+pub(crate) use catalog_install::{apply_catalog_events, install_catalog};
+pub(crate) use requests::{ServiceRequest, apply_service_requests};
+
+/// Ask to show the purchase prompt of a product to a player (Roblox
+/// `MarketplaceService:PromptProductPurchase`). Ignored while that player already has a prompt open.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromptProductPurchase {
+    /// The buyer: an entity with [`Player`](crate::Player).
+    pub player: Entity,
+    /// The product.
+    pub product_id: ProductId,
+}
 
 /// Asking about a product the catalog does not have.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,12 +46,6 @@ pub struct MarketplaceService {
     pub(crate) requests: Vec<ServiceRequest>,
     /// Free grants (simulated purchases, the debug panel's buttons) are allowed.
     pub(crate) debug_grants: bool,
-}
-
-pub(crate) enum ServiceRequest {
-    AdjustBalance(UserId, i64, String),
-    SimulatePurchase(UserId, ProductId),
-    RetryNow(Entity),
 }
 
 impl MarketplaceService {
@@ -69,7 +72,7 @@ impl MarketplaceService {
     /// Replaces the catalog (as a hot reload would). Products that did not change keep their
     /// timestamps; prompts already open keep the price they showed, and fail if it changed.
     pub fn set_catalog(&mut self, catalog: &crate::Catalog) {
-        crate::catalog_asset::install_catalog(self, catalog);
+        catalog_install::install_catalog(self, catalog);
     }
 
     /// The live catalog.
@@ -122,38 +125,5 @@ impl MarketplaceService {
     /// Delivers every pending receipt of `player` now instead of waiting for the retry timer.
     pub fn retry_pending(&mut self, player: Entity) {
         self.requests.push(ServiceRequest::RetryNow(player));
-    }
-}
-
-pub(crate) fn apply_service_requests(
-    mut service: ResMut<MarketplaceService>,
-    mut ledger: ResMut<Ledger>,
-    mut deliveries: ResMut<DeliveryQueue>,
-    settings: Res<MarketplaceSettings>,
-) {
-    for request in std::mem::take(&mut service.requests) {
-        match request {
-            ServiceRequest::AdjustBalance(user, delta, reason) => {
-                ledger.send(LedgerRequest::AdjustBalance {
-                    user,
-                    delta,
-                    reason,
-                    starting_balance: settings.starting_balance,
-                });
-            }
-            ServiceRequest::SimulatePurchase(user, product_id) => {
-                ledger.send(LedgerRequest::Charge(ChargeRequest {
-                    request_id: RequestId::new(),
-                    user,
-                    product_id,
-                    price: 0,
-                    test_purchase: true,
-                    place_id: settings.place_id,
-                    channel: ProductPurchaseChannel::InExperience,
-                    starting_balance: settings.starting_balance,
-                }));
-            }
-            ServiceRequest::RetryNow(player) => deliveries.now.push(player),
-        }
     }
 }

@@ -7,8 +7,8 @@ use bevy::ecs::schedule::ScheduleLabel;
 use bevy::prelude::*;
 
 use crate::ledger::{Ledger, LedgerError, LedgerReply, LedgerRequest, LedgerStatus};
-use crate::plugin::MarketplaceSettings;
-use crate::session::{SaveBuild, Sessions, build_save};
+use crate::players::{SaveBuild, Sessions, build_save};
+use crate::settings::MarketplaceSettings;
 
 /// Runs once a frame after [`Last`], so it sees an [`AppExit`] written anywhere in the frame —
 /// a closed window (`Last`), the game's quit button, bevy's `TerminalCtrlCHandlerPlugin`.

@@ -1,26 +1,15 @@
 //! Receipt delivery: runs the right handler for each pending receipt of a present buyer.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bevy::prelude::*;
 
-use crate::handlers::{ReceiptHandler, ReceiptHandlers};
-use crate::persist::PersistRegistry;
-use crate::plugin::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
+use super::handlers::{ReceiptHandler, ReceiptHandlers};
+use crate::players::PersistRegistry;
+use crate::players::{DeliveryQueue, PlayerSession, Sessions, queue_save};
 use crate::receipt::{ProductPurchaseDecision, ReceiptInfo};
 use crate::retry::{Wake, WakeSchedule};
-use crate::session::{PlayerSession, Sessions, queue_save};
-
-/// A receipt was granted **and committed** together with the buyer's persisted state: it will
-/// never be delivered again, on any server. This — not [`PromptProductPurchaseFinished`](crate::PromptProductPurchaseFinished) —
-/// is the signal that a purchase went through.
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct ReceiptResolved {
-    /// The receipt.
-    pub receipt: ReceiptInfo,
-}
+use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 
 /// Why a delivery did not grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,54 +38,6 @@ pub struct ReceiptDeliveryFailed {
     pub attempts: u32,
 }
 
-/// Players whose receipts should be delivered this frame.
-#[derive(Resource, Default)]
-pub(crate) struct DeliveryQueue {
-    /// Deliver every pending receipt (a purchase completed, the player joined, a prompt opened).
-    pub(crate) now: Vec<Entity>,
-    /// Deliver receipts whose retry time has come.
-    pub(crate) due: Vec<Entity>,
-    /// Save these players (autosave or save retry).
-    pub(crate) saves: Vec<Entity>,
-    /// Players waiting for delivery, oldest first, each once; with a burst this spans frames.
-    backlog: VecDeque<Entity>,
-    /// The players in `backlog`, and whether all their receipts are due (`now`) or only those
-    /// whose retry time has come (`due`).
-    queued: HashMap<Entity, bool>,
-}
-
-impl DeliveryQueue {
-    /// Moves this frame's requests into the backlog; a player already waiting is not queued twice.
-    fn enqueue_new(&mut self) {
-        for entity in self.now.drain(..) {
-            match self.queued.entry(entity) {
-                Entry::Occupied(mut forced) => *forced.get_mut() = true,
-                Entry::Vacant(slot) => {
-                    slot.insert(true);
-                    self.backlog.push_back(entity);
-                }
-            }
-        }
-        for entity in self.due.drain(..) {
-            if let Entry::Vacant(slot) = self.queued.entry(entity) {
-                slot.insert(false);
-                self.backlog.push_back(entity);
-            }
-        }
-    }
-
-    /// Players waiting for delivery or a save.
-    pub(crate) fn len(&self) -> usize {
-        self.backlog.len() + self.now.len() + self.due.len() + self.saves.len()
-    }
-
-    fn next(&mut self) -> Option<(Entity, bool)> {
-        let entity = self.backlog.pop_front()?;
-        let forced = self.queued.remove(&entity).unwrap_or(true);
-        Some((entity, forced))
-    }
-}
-
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
@@ -110,7 +51,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) fn deliver_receipts(world: &mut World) {
     let mut queue = world.resource_mut::<DeliveryQueue>();
     queue.enqueue_new();
-    if queue.backlog.is_empty() {
+    if queue.backlog_is_empty() {
         return;
     }
     let now = world.resource::<Time<Real>>().elapsed();
@@ -271,20 +212,4 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
         // The grants and the state they changed go to the ledger in one save.
         queue_save(world, entity);
     }
-}
-
-/// Saves the players queued by autosave and save retries.
-pub(crate) fn save_players(world: &mut World) {
-    let saves = std::mem::take(&mut world.resource_mut::<DeliveryQueue>().saves);
-    if saves.is_empty() {
-        return;
-    }
-    let mut saves = saves.into_iter();
-    for entity in saves.by_ref() {
-        queue_save(world, entity);
-        if world.resource::<FrameDeadline>().passed() {
-            break;
-        }
-    }
-    world.resource_mut::<DeliveryQueue>().saves.extend(saves);
 }

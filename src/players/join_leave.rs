@@ -1,0 +1,134 @@
+//! Joining and leaving: a `Player` added opens their session with the ledger; removed, it queues
+//! their final save.
+
+use bevy::ecs::world::DeferredWorld;
+use bevy::prelude::*;
+
+use super::player::{Player, PlayerSession, SessionPhase};
+use super::save::{PlayerSaveFailed, SaveBuild, build_save};
+use super::sessions::{Departed, Sessions};
+use crate::ids::UserId;
+use crate::ledger::{Ledger, LedgerRequest};
+use crate::settings::{MarketplaceSettings, MarketplaceStats};
+
+pub(super) fn open_request(user: UserId, settings: &MarketplaceSettings) -> LedgerRequest {
+    LedgerRequest::OpenSession {
+        user,
+        server: settings.server_id.clone(),
+        lease_ms: settings.lease_ms(),
+        starting_balance: settings.starting_balance,
+    }
+}
+
+pub(crate) fn on_player_added(
+    add: On<Add, Player>,
+    players: Query<&Player>,
+    mut sessions: ResMut<Sessions>,
+    mut ledger: ResMut<Ledger>,
+    settings: Res<MarketplaceSettings>,
+    mut commands: Commands,
+) {
+    let entity = add.entity;
+    let Ok(player) = players.get(entity) else {
+        return;
+    };
+    let user = player.user_id;
+    let mut session = PlayerSession::new(user);
+    if let Some(&other) = sessions.by_user.get(&user)
+        && other != entity
+    {
+        tracing::error!(
+            "user {user} is already playing as entity {other}; the second Player on {entity} gets no session"
+        );
+        session.phase = SessionPhase::Failed(format!("user {user} is already playing here"));
+        commands.entity(entity).insert(session);
+        return;
+    }
+    sessions.by_user.insert(user, entity);
+    match sessions.departed.get_mut(&user) {
+        // Their last save from the previous visit must land before we read their data again.
+        Some(departed) => departed.rejoined = Some(entity),
+        None => {
+            ledger.send(open_request(user, &settings));
+            session.open_in_flight = true;
+        }
+    }
+    commands.entity(entity).insert(session);
+}
+
+pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredWorld) {
+    let entity = remove.entity;
+    let Some(user) = world.get::<PlayerSession>(entity).map(|s| s.user) else {
+        return;
+    };
+    if world.resource::<Sessions>().by_user.get(&user) != Some(&entity) {
+        return; // a duplicate Player that never had the session
+    }
+    let open_in_flight = world
+        .get::<PlayerSession>(entity)
+        .is_some_and(|s| s.open_in_flight);
+    let unsaved = world
+        .get::<PlayerSession>(entity)
+        .map(|s| s.unsaved.clone())
+        .unwrap_or_default();
+    let save = build_save(&world, entity, true);
+    let server = world.resource::<MarketplaceSettings>().server_id.clone();
+    let mut sessions = world.resource_mut::<Sessions>();
+    sessions.by_user.remove(&user);
+    if open_in_flight {
+        *sessions.stale_opens.entry(user).or_default() += 1;
+    }
+    let request = match save {
+        SaveBuild::Ready(save) => {
+            sessions.departed.insert(
+                user,
+                Departed {
+                    request: save.clone(),
+                    in_flight: true,
+                    failures: 0,
+                    rejoined: None,
+                },
+            );
+            Some(LedgerRequest::Save(save))
+        }
+        SaveBuild::Unserializable {
+            reason,
+            uncommitted_grants,
+            ..
+        } => {
+            // Their grants die with the unsaved state: back to pending in the ledger, so the
+            // next session delivers them again (their effects were never committed).
+            for id in &unsaved {
+                sessions.awaiting_commit.remove(id);
+            }
+            tracing::error!(
+                "user {user} left and cannot be saved: {reason}; progress since the last save is lost and {uncommitted_grants} uncommitted grant(s) will be delivered again next time"
+            );
+            world.resource_mut::<MarketplaceStats>().save_failures += 1;
+            world.write_message(PlayerSaveFailed {
+                user_id: user,
+                reason,
+                uncommitted_grants,
+            });
+            Some(LedgerRequest::ReleaseSession { user, server })
+        }
+        // The previous visit's final save has not landed (they came back while it was being
+        // retried, and left again while loading): that save releases the lease when it lands;
+        // releasing now would make it fail and lose that visit's progress.
+        SaveBuild::Inactive if sessions.departed.contains_key(&user) => {
+            if let Some(gone) = sessions.departed.get_mut(&user) {
+                gone.rejoined = None;
+            }
+            None
+        }
+        // Still loading, or failed: give the lease back if we hold it.
+        SaveBuild::Inactive => Some(LedgerRequest::ReleaseSession { user, server }),
+    };
+    if let Some(request) = request {
+        world.resource_mut::<Ledger>().send(request);
+    }
+    world
+        .commands()
+        .entity(entity)
+        .try_remove::<PlayerSession>();
+}

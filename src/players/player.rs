@@ -1,0 +1,162 @@
+//! A connected buyer and the plugin's state for them: `Player`, `PlayerSession`, its phase and
+//! pending receipts.
+
+use std::time::Duration;
+
+use bevy::prelude::*;
+
+use crate::currency::PremiumBalance;
+use crate::ids::{PurchaseId, UserId};
+use crate::ledger::PlayerSnapshot;
+use crate::receipt::ReceiptInfo;
+
+/// A connected buyer (Roblox `Player`). Spawn it when a player joins and despawn it (or remove
+/// it) when they leave: their session is loaded from the ledger on join and saved on leave.
+/// Receipts are only ever delivered to a buyer who has a `Player` here.
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+#[require(PremiumBalance)]
+pub struct Player {
+    /// The player's account.
+    pub user_id: UserId,
+}
+
+impl Player {
+    /// A player with this user id.
+    pub fn new(user_id: UserId) -> Self {
+        Self { user_id }
+    }
+}
+
+/// Where a player's session is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionPhase {
+    /// Waiting for the ledger: persisted components, balance and pending receipts are loading.
+    Loading,
+    /// Loaded: receipts are delivered and purchases allowed.
+    Active,
+    /// Unusable (data did not load, the lease was lost, the ledger is down): nothing is
+    /// delivered or saved for this player.
+    Failed(String),
+}
+
+/// A receipt waiting for its handler on this server.
+#[derive(Clone, Debug)]
+pub struct PendingReceipt {
+    /// The receipt.
+    pub info: ReceiptInfo,
+    /// Deliveries that did not grant.
+    pub attempts: u32,
+    /// Earliest time (real time since start) of the next timed retry.
+    pub next_attempt: Duration,
+    warned_no_handler: bool,
+}
+
+impl PendingReceipt {
+    fn new(info: ReceiptInfo) -> Self {
+        Self {
+            info,
+            attempts: 0,
+            next_attempt: Duration::ZERO,
+            warned_no_handler: false,
+        }
+    }
+}
+
+/// The plugin's state for one player, added next to [`Player`].
+#[derive(Component, Debug)]
+pub struct PlayerSession {
+    pub(crate) user: UserId,
+    pub(crate) phase: SessionPhase,
+    pub(crate) pending: Vec<PendingReceipt>,
+    /// Granted in memory; their effects are in the components but not yet committed.
+    pub(crate) unsaved: Vec<PurchaseId>,
+    /// Stored components that no registered type claims; saved back untouched.
+    pub(crate) carried: PlayerSnapshot,
+    pub(crate) save_failures: u32,
+    /// Why the last save could not be made or committed, until a save commits.
+    pub(crate) last_save_error: Option<String>,
+    pub(crate) open_failures: u32,
+    /// An `OpenSession` for this session is with the ledger, unanswered.
+    pub(crate) open_in_flight: bool,
+}
+
+impl PlayerSession {
+    pub(crate) fn new(user: UserId) -> Self {
+        Self {
+            user,
+            phase: SessionPhase::Loading,
+            pending: Vec::new(),
+            unsaved: Vec::new(),
+            carried: PlayerSnapshot::default(),
+            save_failures: 0,
+            last_save_error: None,
+            open_failures: 0,
+            open_in_flight: false,
+        }
+    }
+
+    /// The player's account.
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    /// Where the session is.
+    pub fn phase(&self) -> &SessionPhase {
+        &self.phase
+    }
+
+    /// `true` once loaded.
+    pub fn is_active(&self) -> bool {
+        self.phase == SessionPhase::Active
+    }
+
+    /// Receipts not yet granted on this server.
+    pub fn pending_receipts(&self) -> &[PendingReceipt] {
+        &self.pending
+    }
+
+    /// Receipts granted in memory whose commit has not been confirmed yet.
+    pub fn uncommitted_grants(&self) -> &[PurchaseId] {
+        &self.unsaved
+    }
+
+    /// Why the player's last save could not be made or committed (cleared when a save commits).
+    pub fn last_save_error(&self) -> Option<&str> {
+        self.last_save_error.as_deref()
+    }
+
+    pub(crate) fn add_pending(&mut self, receipt: ReceiptInfo) {
+        if !self
+            .pending
+            .iter()
+            .any(|p| p.info.purchase_id == receipt.purchase_id)
+            && !self.unsaved.contains(&receipt.purchase_id)
+        {
+            self.pending.push(PendingReceipt::new(receipt));
+        }
+    }
+
+    pub(crate) fn note_failure(
+        &mut self,
+        id: &PurchaseId,
+        retry_at: Duration,
+    ) -> Option<&mut PendingReceipt> {
+        let p = self
+            .pending
+            .iter_mut()
+            .find(|p| &p.info.purchase_id == id)?;
+        p.attempts += 1;
+        p.next_attempt = retry_at;
+        Some(p)
+    }
+
+    pub(crate) fn warn_no_handler_once(&mut self, id: &PurchaseId) -> bool {
+        match self.pending.iter_mut().find(|p| &p.info.purchase_id == id) {
+            Some(p) if !p.warned_no_handler => {
+                p.warned_no_handler = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Ledger answers about sessions: opens, saves, balance changes and re-read receipts.
+
+use bevy::prelude::*;
+
+use super::inbox::LedgerInbox;
+use super::join_leave::open_request;
+use super::persist::PersistRegistry;
+use super::player::{PlayerSession, SessionPhase};
+use super::save::PlayerSaveFailed;
+use super::sessions::Sessions;
+use super::work_queue::DeliveryQueue;
+use crate::currency::PremiumBalance;
+use crate::ledger::{Ledger, LedgerCompletion, LedgerError, LedgerReply, LedgerRequest};
+use crate::receipt::ReceiptResolved;
+use crate::retry::{Wake, WakeSchedule};
+use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn handle_session_replies(
+    mut inbox: ResMut<LedgerInbox>,
+    mut sessions: ResMut<Sessions>,
+    mut players: Query<(&mut PlayerSession, &mut PremiumBalance)>,
+    registry: Res<PersistRegistry>,
+    settings: Res<MarketplaceSettings>,
+    time: Res<Time<Real>>,
+    mut ledger: ResMut<Ledger>,
+    mut wakes: ResMut<WakeSchedule>,
+    mut deliveries: ResMut<DeliveryQueue>,
+    mut resolved: MessageWriter<ReceiptResolved>,
+    mut save_failed: MessageWriter<PlayerSaveFailed>,
+    mut stats: ResMut<MarketplaceStats>,
+    mut commands: Commands,
+    deadline: Res<FrameDeadline>,
+) {
+    let now = time.elapsed();
+    let mut handled = 0usize;
+    // A burst (thousands of players joining at once) is spread over frames, at least one answer
+    // a frame; what is left stays at the front of the queue, so each user's answers keep order.
+    while handled == 0 || !deadline.passed() {
+        let Some(LedgerCompletion { request, result }) = inbox.sessions.pop_front() else {
+            break;
+        };
+        handled += 1;
+        match request {
+            LedgerRequest::OpenSession { user, .. } => {
+                if let Some(stale) = sessions.stale_opens.get_mut(&user) {
+                    // The answer to a visit that ended while loading; its lease release was
+                    // queued after it. The current visit waits for its own answer.
+                    *stale -= 1;
+                    if *stale == 0 {
+                        sessions.stale_opens.remove(&user);
+                    }
+                    continue;
+                }
+                let Some(&entity) = sessions.by_user.get(&user) else {
+                    if let Ok(LedgerReply::SessionOpened { .. }) = result {
+                        // They left while loading: hand the lease back.
+                        ledger.send(LedgerRequest::ReleaseSession {
+                            user,
+                            server: settings.server_id.clone(),
+                        });
+                    }
+                    continue;
+                };
+                let Ok((mut session, mut balance)) = players.get_mut(entity) else {
+                    continue;
+                };
+                session.open_in_flight = false;
+                match result {
+                    Ok(LedgerReply::SessionOpened {
+                        balance: stored_balance,
+                        state,
+                        pending,
+                    }) => {
+                        balance.0 = stored_balance;
+                        match registry.restore(&mut commands.entity(entity), &state) {
+                            Ok(carried) => {
+                                session.carried = carried;
+                                session.phase = SessionPhase::Active;
+                                for receipt in pending {
+                                    if !sessions.awaiting_commit.contains(&receipt.purchase_id) {
+                                        session.add_pending(receipt);
+                                    }
+                                }
+                                deliveries.now.push(entity);
+                                wakes.after(
+                                    now,
+                                    settings.autosave_interval,
+                                    Wake::Autosave(entity),
+                                );
+                            }
+                            Err(e) => {
+                                tracing::error!(
+                                    "user {user}: {e}; purchases and saves are off for this session so nothing is overwritten"
+                                );
+                                session.phase = SessionPhase::Failed(e);
+                            }
+                        }
+                    }
+                    Ok(LedgerReply::SessionBusy {
+                        owner,
+                        expires_at_ms,
+                    }) => {
+                        session.open_failures += 1;
+                        let wait = settings.retry.delay(session.open_failures);
+                        tracing::warn!(
+                            "user {user} is held by server {owner} until {expires_at_ms} (Unix ms); asking again in {wait:?}"
+                        );
+                        wakes.after(now, wait, Wake::Open(entity));
+                    }
+                    Ok(other) => {
+                        tracing::error!("unexpected ledger reply to OpenSession: {other:?}")
+                    }
+                    Err(LedgerError::Unavailable(why)) => {
+                        session.phase = SessionPhase::Failed(format!("ledger unavailable: {why}"));
+                    }
+                    Err(e) => {
+                        session.open_failures += 1;
+                        let wait = settings.retry.delay(session.open_failures);
+                        tracing::warn!("loading user {user} failed: {e}; retrying in {wait:?}");
+                        wakes.after(now, wait, Wake::Open(entity));
+                    }
+                }
+            }
+            LedgerRequest::Save(save) => {
+                let departed = save.release;
+                let live = (!departed)
+                    .then(|| sessions.by_user.get(&save.user).copied())
+                    .flatten();
+                match result {
+                    Ok(LedgerReply::Saved { .. }) => {
+                        stats.saves += 1;
+                        for id in &save.granted {
+                            if let Some(receipt) = sessions.awaiting_commit.remove(id) {
+                                stats.granted += 1;
+                                resolved.write(ReceiptResolved { receipt });
+                            }
+                        }
+                        if let Some((mut session, _)) = live.and_then(|e| players.get_mut(e).ok()) {
+                            session.unsaved.retain(|id| !save.granted.contains(id));
+                            session.save_failures = 0;
+                            session.last_save_error = None;
+                        }
+                        if departed
+                            && let Some(gone) = sessions.departed.remove(&save.user)
+                            && let Some(back) = gone.rejoined
+                            && sessions.by_user.get(&save.user) == Some(&back)
+                            && let Ok((mut session, _)) = players.get_mut(back)
+                        {
+                            ledger.send(open_request(save.user, &settings));
+                            session.open_in_flight = true;
+                        }
+                    }
+                    Ok(LedgerReply::LeaseLost { owner }) => {
+                        tracing::error!(
+                            "server {} lost the session lease of user {} to {}; dropping {} uncommitted grant(s) instead of writing",
+                            settings.server_id,
+                            save.user,
+                            owner.as_deref().unwrap_or("nobody"),
+                            save.granted.len()
+                        );
+                        stats.lease_losses += 1;
+                        for id in &save.granted {
+                            sessions.awaiting_commit.remove(id);
+                        }
+                        if let Some((mut session, _)) = live.and_then(|e| players.get_mut(e).ok()) {
+                            session.unsaved.clear();
+                            session.pending.clear();
+                            session.phase = SessionPhase::Failed("session lease lost".into());
+                        }
+                        if departed
+                            && let Some(gone) = sessions.departed.remove(&save.user)
+                            && let Some(back) = gone.rejoined
+                            && sessions.by_user.get(&save.user) == Some(&back)
+                            && let Ok((mut session, _)) = players.get_mut(back)
+                        {
+                            ledger.send(open_request(save.user, &settings));
+                            session.open_in_flight = true;
+                        }
+                    }
+                    Ok(other) => tracing::error!("unexpected ledger reply to Save: {other:?}"),
+                    Err(e) => {
+                        stats.save_failures += 1;
+                        save_failed.write(PlayerSaveFailed {
+                            user_id: save.user,
+                            reason: e.to_string(),
+                            uncommitted_grants: save.granted.len(),
+                        });
+                        if departed {
+                            if let Some(gone) = sessions.departed.get_mut(&save.user) {
+                                gone.in_flight = false;
+                                gone.failures += 1;
+                                let wait = settings.retry.delay(gone.failures);
+                                tracing::warn!(
+                                    "final save of user {} failed: {e}; retrying in {wait:?}",
+                                    save.user
+                                );
+                                wakes.after(now, wait, Wake::Departed(save.user));
+                            }
+                        } else if let Some(entity) = live
+                            && let Ok((mut session, _)) = players.get_mut(entity)
+                        {
+                            session.save_failures += 1;
+                            session.last_save_error = Some(e.to_string());
+                            let wait = settings.retry.delay(session.save_failures);
+                            tracing::warn!(
+                                "saving user {} failed: {e}; {} grant(s) stay pending, retrying in {wait:?}",
+                                save.user,
+                                session.unsaved.len()
+                            );
+                            wakes.after(now, wait, Wake::Save(entity));
+                        }
+                    }
+                }
+            }
+            LedgerRequest::AdjustBalance { user, .. } => match result {
+                Ok(LedgerReply::BalanceAdjusted { balance: new }) => {
+                    if let Some(&e) = sessions.by_user.get(&user)
+                        && let Ok((_, mut balance)) = players.get_mut(e)
+                    {
+                        balance.0 = new;
+                    }
+                }
+                Ok(LedgerReply::BalanceTooLow { balance }) => {
+                    tracing::warn!("balance of user {user} cannot go below zero (it is {balance})");
+                }
+                Ok(other) => tracing::error!("unexpected ledger reply to AdjustBalance: {other:?}"),
+                Err(e) => tracing::error!("changing the balance of user {user} failed: {e}"),
+            },
+            LedgerRequest::PendingReceipts { user } => {
+                if let Ok(LedgerReply::PendingReceipts { receipts }) = result
+                    && let Some(&e) = sessions.by_user.get(&user)
+                    && let Ok((mut session, _)) = players.get_mut(e)
+                    && session.is_active()
+                {
+                    for receipt in receipts {
+                        if !sessions.awaiting_commit.contains(&receipt.purchase_id) {
+                            session.add_pending(receipt);
+                        }
+                    }
+                    deliveries.now.push(e);
+                }
+            }
+            LedgerRequest::ReleaseSession { .. } | LedgerRequest::Audit => {}
+            LedgerRequest::Charge(_) => unreachable!("charges are handled by the prompt systems"),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Saving a player: the save request (persisted components and uncommitted grants), queued saves,
+//! and the report when a save cannot be made.
+
+use bevy::prelude::*;
+
+use super::persist::PersistRegistry;
+use super::player::{PlayerSession, SessionPhase};
+use super::sessions::Sessions;
+use super::work_queue::DeliveryQueue;
+use crate::ids::UserId;
+use crate::ledger::{Ledger, LedgerRequest, SaveRequest};
+use crate::retry::{Wake, WakeSchedule};
+use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
+
+/// A player's state could not be saved: a persisted component did not serialise, or the ledger
+/// refused or failed the save. The player's uncommitted grants stay pending (in memory while the
+/// player is here, in the ledger once they leave) and the save is retried; nothing is granted twice.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct PlayerSaveFailed {
+    /// The player.
+    pub user_id: UserId,
+    /// What went wrong.
+    pub reason: String,
+    /// Receipts granted in memory that this save would have committed.
+    pub uncommitted_grants: usize,
+}
+
+/// What [`build_save`] made of a player.
+pub(crate) enum SaveBuild {
+    /// The session is not active: there is nothing of theirs to save.
+    Inactive,
+    /// The save to send.
+    Ready(SaveRequest),
+    /// A persisted component could not be serialised; nothing can be saved now.
+    Unserializable {
+        user: UserId,
+        reason: String,
+        uncommitted_grants: usize,
+    },
+}
+
+/// Builds a save of the player's persisted components and uncommitted grants.
+pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBuild {
+    let Ok(entity_ref) = world.get_entity(entity) else {
+        return SaveBuild::Inactive;
+    };
+    let Some(session) = entity_ref.get::<PlayerSession>() else {
+        return SaveBuild::Inactive;
+    };
+    if session.phase != SessionPhase::Active {
+        return SaveBuild::Inactive;
+    }
+    let settings = world.resource::<MarketplaceSettings>();
+    let state = match &world.resource::<Sessions>().handler_running {
+        // A handler is running on this player and has not decided: save what it started from.
+        Some((running, before)) if *running == entity => Ok(before.clone()),
+        _ => world.resource::<PersistRegistry>().snapshot(&entity_ref),
+    };
+    let mut state = match state {
+        Ok(state) => state,
+        Err(reason) => {
+            return SaveBuild::Unserializable {
+                user: session.user,
+                reason,
+                uncommitted_grants: session.unsaved.len(),
+            };
+        }
+    };
+    for (name, text) in &session.carried.0 {
+        state.0.entry(name.clone()).or_insert_with(|| text.clone());
+    }
+    SaveBuild::Ready(SaveRequest {
+        user: session.user,
+        server: settings.server_id.clone(),
+        state,
+        granted: session.unsaved.clone(),
+        release,
+        lease_ms: settings.lease_ms(),
+    })
+}
+
+/// Queues a save of the player now (after a grant, on autosave, on a retry). A save that cannot
+/// be built is reported and retried with backoff; the grants it would carry stay uncommitted.
+pub(crate) fn queue_save(world: &mut World, entity: Entity) {
+    match build_save(world, entity, false) {
+        SaveBuild::Inactive => {}
+        SaveBuild::Ready(request) => world
+            .resource_mut::<Ledger>()
+            .send(LedgerRequest::Save(request)),
+        SaveBuild::Unserializable {
+            user,
+            reason,
+            uncommitted_grants,
+        } => {
+            let now = world.resource::<Time<Real>>().elapsed();
+            let retry = world.resource::<MarketplaceSettings>().retry;
+            let Some(mut session) = world.get_mut::<PlayerSession>(entity) else {
+                return;
+            };
+            session.save_failures += 1;
+            let wait = retry.delay(session.save_failures);
+            session.last_save_error = Some(reason.clone());
+            tracing::error!(
+                "cannot save user {user}: {reason}; nothing was saved, {uncommitted_grants} grant(s) stay uncommitted, retrying in {wait:?}"
+            );
+            world.resource_mut::<MarketplaceStats>().save_failures += 1;
+            world
+                .resource_mut::<WakeSchedule>()
+                .after(now, wait, Wake::Save(entity));
+            world.write_message(PlayerSaveFailed {
+                user_id: user,
+                reason,
+                uncommitted_grants,
+            });
+        }
+    }
+}
+
+/// Saves the players queued by autosave and save retries.
+pub(crate) fn save_players(world: &mut World) {
+    let saves = std::mem::take(&mut world.resource_mut::<DeliveryQueue>().saves);
+    if saves.is_empty() {
+        return;
+    }
+    let mut saves = saves.into_iter();
+    for entity in saves.by_ref() {
+        queue_save(world, entity);
+        if world.resource::<FrameDeadline>().passed() {
+            break;
+        }
+    }
+    world.resource_mut::<DeliveryQueue>().saves.extend(saves);
+}

@@ -1,0 +1,56 @@
+//! `Sessions`: the server-wide bookkeeping of who is here, who left with a save in flight, and
+//! which grants await their commit.
+
+use std::collections::HashMap;
+
+use bevy::prelude::*;
+
+use super::awaiting_commit::AwaitingCommit;
+use crate::ids::UserId;
+use crate::ledger::{PlayerSnapshot, SaveRequest};
+use crate::receipt::ReceiptInfo;
+
+/// A player who left, whose final save has not landed yet.
+#[derive(Debug)]
+pub(crate) struct Departed {
+    pub(crate) request: SaveRequest,
+    /// The save is with the ledger, unanswered (else it waits for a timed retry).
+    pub(crate) in_flight: bool,
+    pub(crate) failures: u32,
+    /// The player came back here meanwhile: open their new session once this save lands.
+    pub(crate) rejoined: Option<Entity>,
+}
+
+/// Server-wide session bookkeeping.
+#[derive(Resource, Default, Debug)]
+pub struct Sessions {
+    pub(crate) by_user: HashMap<UserId, Entity>,
+    /// Receipts granted in memory on this server and not yet confirmed committed. A receipt in
+    /// this set is never handed to a handler again.
+    pub(crate) awaiting_commit: AwaitingCommit,
+    pub(crate) departed: HashMap<UserId, Departed>,
+    /// Per user, answers still to come to `OpenSession`s of visits that ended while loading.
+    /// They must not be applied to the user's next visit: its own answer is the one to use.
+    pub(crate) stale_opens: HashMap<UserId, u32>,
+    /// The buyer whose handler is running, with their persisted components from before it ran.
+    /// A save made meanwhile (the handler despawned its buyer) uses these, so an undecided
+    /// handler's changes never reach the ledger.
+    pub(crate) handler_running: Option<(Entity, PlayerSnapshot)>,
+}
+
+impl Sessions {
+    /// The entity of a connected user.
+    pub fn player(&self, user: UserId) -> Option<Entity> {
+        self.by_user.get(&user).copied()
+    }
+
+    /// Receipts granted in memory whose commit is in flight.
+    pub fn awaiting_commit(&self) -> impl Iterator<Item = &ReceiptInfo> {
+        self.awaiting_commit.iter()
+    }
+
+    /// Players who left and whose final save is still in flight.
+    pub fn departing(&self) -> usize {
+        self.departed.len()
+    }
+}

@@ -1,0 +1,50 @@
+//! What the service was asked to do outside a prompt (grants, simulated purchases, retries),
+//! carried out once a frame.
+
+use bevy::prelude::*;
+
+use super::MarketplaceService;
+use crate::ids::{ProductId, RequestId, UserId};
+use crate::ledger::{ChargeRequest, Ledger, LedgerRequest};
+use crate::players::DeliveryQueue;
+use crate::receipt::ProductPurchaseChannel;
+use crate::settings::MarketplaceSettings;
+
+pub(crate) enum ServiceRequest {
+    AdjustBalance(UserId, i64, String),
+    SimulatePurchase(UserId, ProductId),
+    RetryNow(Entity),
+}
+
+pub(crate) fn apply_service_requests(
+    mut service: ResMut<MarketplaceService>,
+    mut ledger: ResMut<Ledger>,
+    mut deliveries: ResMut<DeliveryQueue>,
+    settings: Res<MarketplaceSettings>,
+) {
+    for request in std::mem::take(&mut service.requests) {
+        match request {
+            ServiceRequest::AdjustBalance(user, delta, reason) => {
+                ledger.send(LedgerRequest::AdjustBalance {
+                    user,
+                    delta,
+                    reason,
+                    starting_balance: settings.starting_balance,
+                });
+            }
+            ServiceRequest::SimulatePurchase(user, product_id) => {
+                ledger.send(LedgerRequest::Charge(ChargeRequest {
+                    request_id: RequestId::new(),
+                    user,
+                    product_id,
+                    price: 0,
+                    test_purchase: true,
+                    place_id: settings.place_id,
+                    channel: ProductPurchaseChannel::InExperience,
+                    starting_balance: settings.starting_balance,
+                }));
+            }
+            ServiceRequest::RetryNow(player) => deliveries.now.push(player),
+        }
+    }
+}

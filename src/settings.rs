@@ -1,0 +1,103 @@
+//! What every stage reads: the plugin's settings at run time, its counters, the frame's work
+//! budget and the system sets.
+
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+
+use crate::ids::{PlaceId, ServerId};
+use crate::retry::RetryPolicy;
+
+/// The plugin's configuration at run time.
+#[derive(Resource, Clone, Debug)]
+pub struct MarketplaceSettings {
+    /// See [`MarketplacePlugin::place_id`].
+    pub place_id: PlaceId,
+    /// This server's id.
+    pub server_id: ServerId,
+    /// See [`MarketplacePlugin::retry`].
+    pub retry: RetryPolicy,
+    /// See [`MarketplacePlugin::test_purchases`].
+    pub test_purchases: bool,
+    /// See [`MarketplacePlugin::starting_balance`].
+    pub starting_balance: u64,
+    /// See [`MarketplacePlugin::autosave_interval`].
+    pub autosave_interval: Duration,
+    /// See [`MarketplacePlugin::lease_duration`].
+    pub lease_duration: Duration,
+    /// See [`MarketplacePlugin::frame_budget`].
+    pub frame_budget: Duration,
+    /// See [`MarketplacePlugin::exit_timeout`].
+    pub exit_timeout: Duration,
+}
+
+impl MarketplaceSettings {
+    /// The lease length in milliseconds, capped so that adding it to a clock cannot overflow.
+    pub(crate) fn lease_ms(&self) -> i64 {
+        const CENTURY_MS: u128 = 100 * 365 * 86_400 * 1000;
+        self.lease_duration.as_millis().min(CENTURY_MS) as i64
+    }
+}
+
+/// Counters since start, for dashboards and the debug panel.
+#[derive(Resource, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MarketplaceStats {
+    /// Charges that created a receipt.
+    pub charges: u64,
+    /// Receipts granted and committed.
+    pub granted: u64,
+    /// Deliveries that did not grant.
+    pub delivery_failures: u64,
+    /// Handlers that panicked.
+    pub handler_panics: u64,
+    /// Saves committed.
+    pub saves: u64,
+    /// Saves that failed (and were retried).
+    pub save_failures: u64,
+    /// Saves refused because another server took the player's lease.
+    pub lease_losses: u64,
+}
+
+/// When this frame's backlog work stops: set by the plugin's first system each frame, from
+/// [`MarketplaceSettings::frame_budget`], and shared by every system that works off a queue.
+#[derive(Resource)]
+pub(crate) struct FrameDeadline(pub(crate) Instant);
+
+impl Default for FrameDeadline {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl FrameDeadline {
+    /// Starts this frame's budget (a budget too long to add to the clock never runs out).
+    pub(crate) fn start(&mut self, budget: Duration) {
+        let now = Instant::now();
+        self.0 = now
+            .checked_add(budget)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+    }
+
+    /// `true` once the frame's budget is spent.
+    pub(crate) fn passed(&self) -> bool {
+        Instant::now() > self.0
+    }
+}
+
+/// The plugin's systems, all in `PreUpdate`, in this order. Order your systems against them:
+/// for example, UI that reads prompts goes after [`MarketplaceSystems::Prompts`].
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarketplaceSystems {
+    /// Takes ledger answers and catalog (re)loads.
+    Receive,
+    /// Loads joining players, applies saves, fires timed retries.
+    Sessions,
+    /// Charge answers, new prompts, prompt answers.
+    Prompts,
+    /// Runs product handlers (exclusive).
+    Deliver,
+    /// Autosaves and save retries (exclusive).
+    Persist,
+    /// Sends this frame's ledger requests to the storage worker.
+    Send,
+}
