@@ -127,6 +127,10 @@ pub(crate) fn handle_session_replies(
                 let live = (!departed)
                     .then(|| sessions.by_user.get(&save.user).copied())
                     .flatten();
+                let landed = matches!(
+                    result,
+                    Ok(LedgerReply::Saved { .. } | LedgerReply::LeaseLost { .. })
+                );
                 match result {
                     Ok(LedgerReply::Saved { .. }) => {
                         stats.saves += 1;
@@ -140,15 +144,6 @@ pub(crate) fn handle_session_replies(
                             session.unsaved.retain(|id| !save.granted.contains(id));
                             session.save_failures = 0;
                             session.last_save_error = None;
-                        }
-                        if departed
-                            && let Some(gone) = sessions.departed.remove(&save.user)
-                            && let Some(back) = gone.rejoined
-                            && sessions.by_user.get(&save.user) == Some(&back)
-                            && let Ok((mut session, _)) = players.get_mut(back)
-                        {
-                            ledger.send(open_request(save.user, &settings));
-                            session.open_in_flight = true;
                         }
                     }
                     Ok(LedgerReply::LeaseLost { owner }) => {
@@ -167,15 +162,6 @@ pub(crate) fn handle_session_replies(
                             session.unsaved.clear();
                             session.pending.clear();
                             session.phase = SessionPhase::Failed("session lease lost".into());
-                        }
-                        if departed
-                            && let Some(gone) = sessions.departed.remove(&save.user)
-                            && let Some(back) = gone.rejoined
-                            && sessions.by_user.get(&save.user) == Some(&back)
-                            && let Ok((mut session, _)) = players.get_mut(back)
-                        {
-                            ledger.send(open_request(save.user, &settings));
-                            session.open_in_flight = true;
                         }
                     }
                     Ok(other) => tracing::error!("unexpected ledger reply to Save: {other:?}"),
@@ -211,6 +197,15 @@ pub(crate) fn handle_session_replies(
                             wakes.after(now, wait, Wake::Save(entity));
                         }
                     }
+                }
+                // A final save landed: a player who came back meanwhile can load now.
+                if departed
+                    && landed
+                    && let Some(back) = sessions.final_save_landed(save.user)
+                    && let Ok((mut session, _)) = players.get_mut(back)
+                {
+                    ledger.send(open_request(save.user, &settings));
+                    session.open_in_flight = true;
                 }
             }
             LedgerRequest::AdjustBalance { user, .. } => match result {

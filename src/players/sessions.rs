@@ -49,6 +49,13 @@ impl Sessions {
         self.awaiting_commit.iter()
     }
 
+    /// The final save of `user` landed: forgets it, and returns the entity they came back as
+    /// meanwhile, if they are still here.
+    pub(crate) fn final_save_landed(&mut self, user: UserId) -> Option<Entity> {
+        let back = self.departed.remove(&user)?.rejoined?;
+        (self.by_user.get(&user) == Some(&back)).then_some(back)
+    }
+
     /// Players who left and whose final save is still in flight.
     pub fn departing(&self) -> usize {
         self.departed.len()
