@@ -277,12 +277,18 @@ fn cursed_shop() -> TestShop {
     shop
 }
 
-#[test]
-fn a_grant_that_cannot_be_saved_is_reported_and_retried() {
+/// `user` joins the cursed shop and buys cursed gold: granted in memory, not savable.
+fn cursed_grant(user: i64) -> (TestShop, Entity) {
     let mut shop = cursed_shop();
-    let player = shop.join(6);
+    let player = shop.join(user);
     shop.buy(player, GOLD_1000);
     assert_eq!(shop.gold(player), 1000, "granted in memory");
+    (shop, player)
+}
+
+#[test]
+fn a_grant_that_cannot_be_saved_is_reported_and_retried() {
+    let (mut shop, player) = cursed_grant(6);
     assert_eq!(shop.receipts_in(ReceiptState::Pending), 1, "not committed");
     let failures = &shop.world().resource::<SaveFailures>().0;
     assert!(
@@ -311,10 +317,7 @@ fn a_grant_that_cannot_be_saved_is_reported_and_retried() {
 
 #[test]
 fn a_grant_that_cannot_be_saved_when_its_buyer_leaves_is_delivered_again_next_visit() {
-    let mut shop = cursed_shop();
-    let player = shop.join(7);
-    shop.buy(player, GOLD_1000);
-    assert_eq!(shop.gold(player), 1000, "granted in memory");
+    let (mut shop, player) = cursed_grant(7);
     shop.app.world_mut().despawn(player);
     shop.app.settle();
     assert_eq!(shop.receipts_in(ReceiptState::Pending), 1);
@@ -467,16 +470,8 @@ fn simulated_purchases_are_off_unless_allowed() {
 #[test]
 fn a_ledger_that_cannot_open_says_so_in_the_prompt() {
     let mut app = App::new();
-    app.add_plugins((
-        MinimalPlugins,
-        plugin(LedgerBackend::custom(|| -> Result<InMemoryLedger, _> {
-            Err(LedgerError::Open {
-                location: "test".into(),
-                reason: "disk on fire".into(),
-            })
-        })),
-    ))
-    .insert_resource(ConfirmPolicy::Manual);
+    app.add_plugins((MinimalPlugins, plugin(unopenable_ledger())))
+        .insert_resource(ConfirmPolicy::Manual);
     let player = app.world_mut().spawn(Player::new(UserId(10))).id();
     app.settle();
     app.world_mut().write_message(PromptProductPurchase {

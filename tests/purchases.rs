@@ -5,9 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bevy::prelude::*;
-use bevy_marketplace::ledger::{
-    ChargeRequest, InMemoryLedger, LedgerBackend, LedgerError, LedgerRequest, LedgerStore,
-};
+use bevy_marketplace::ledger::{ChargeRequest, InMemoryLedger, LedgerRequest, LedgerStore};
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{
@@ -703,15 +701,7 @@ fn a_simulated_purchase_before_the_first_join_keeps_the_starting_balance() {
 #[test]
 fn an_unavailable_ledger_fails_purchases_clearly_and_the_game_runs_on() {
     let mut app = App::new();
-    app.add_plugins((
-        MinimalPlugins,
-        plugin(LedgerBackend::custom(|| -> Result<InMemoryLedger, _> {
-            Err(LedgerError::Open {
-                location: "test".into(),
-                reason: "disk on fire".into(),
-            })
-        })),
-    ));
+    app.add_plugins((MinimalPlugins, plugin(unopenable_ledger())));
     let player = app.world_mut().spawn(Player::new(UserId(23))).id();
     app.settle();
     let session = app

@@ -140,6 +140,16 @@ pub fn plugin(ledger: LedgerBackend) -> MarketplacePlugin {
     }
 }
 
+/// A ledger that cannot be opened ("disk on fire"), for the paths where storage is gone.
+pub fn unopenable_ledger() -> LedgerBackend {
+    LedgerBackend::custom(|| -> Result<InMemoryLedger, _> {
+        Err(bevy_marketplace::ledger::LedgerError::Open {
+            location: "test".into(),
+            reason: "disk on fire".into(),
+        })
+    })
+}
+
 /// A headless app with the sample handlers, `Gold` persisted, an in-memory ledger behind fault
 /// injection, and a clock that moves 10 ms a frame.
 pub fn shop_with(configure: impl FnOnce(MarketplacePlugin) -> MarketplacePlugin) -> TestShop {
