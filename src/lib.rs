@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-// Floors, bottom to top: ids, currency, receipt, retry → catalog, ledger, settings → players →
+// Floors, bottom to top: ids, currency, receipt, retry, panic_message → catalog, ledger, settings → players →
 // receipts, service → purchase → shutdown → plugin → ui. A module imports only from floors
 // below its own.
 mod catalog;
@@ -10,6 +10,7 @@ mod currency;
 pub mod icon;
 mod ids;
 pub mod ledger;
+mod panic_message;
 mod players;
 mod plugin;
 mod purchase;

@@ -17,22 +17,16 @@ use common::*;
 
 /// `(lease_owner, Gold)` of `user` as the file holds them.
 fn stored(path: &Path, user: i64) -> (Option<String>, Option<String>) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let owner = conn
+    rusqlite::Connection::open(path)
+        .unwrap()
         .query_row(
-            "SELECT lease_owner FROM accounts WHERE user_id = ?1",
+            "SELECT lease_owner, (SELECT value FROM player_components
+                                  WHERE user_id = accounts.user_id AND name = 'Gold')
+             FROM accounts WHERE user_id = ?1",
             [user],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .unwrap();
-    let gold = conn
-        .query_row(
-            "SELECT value FROM player_components WHERE user_id = ?1 AND name = 'Gold'",
-            [user],
-            |r| r.get(0),
-        )
-        .ok();
-    (owner, gold)
+        .unwrap()
 }
 
 /// A headless game on an SQLite file behind fault injection, with default settings otherwise

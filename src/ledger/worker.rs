@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::Resource;
 
+use crate::panic_message::panic_message;
+
 use super::{
     LedgerCompletion, LedgerError, LedgerReply, LedgerRequest, LedgerStore, StoreFactory, now_ms,
 };
@@ -242,20 +244,12 @@ impl Drop for Ledger {
     }
 }
 
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
 /// Opens the store; a panic in the factory is an open error like any other.
 fn open_store(open: &StoreFactory) -> Result<Box<dyn LedgerStore>, LedgerError> {
     catch_unwind(AssertUnwindSafe(|| open())).unwrap_or_else(|payload| {
         Err(LedgerError::Unavailable(format!(
             "opening the ledger store panicked: {}",
-            panic_text(&*payload)
+            panic_message(&*payload)
         )))
     })
 }
@@ -302,7 +296,7 @@ fn run_worker(
             Err(payload) => {
                 let why = format!(
                     "the ledger store panicked: {}; its transaction was rolled back",
-                    panic_text(&*payload)
+                    panic_message(&*payload)
                 );
                 let _ = catch_unwind(AssertUnwindSafe(|| store.rollback()));
                 (

@@ -5,6 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use bevy::prelude::*;
 
 use super::handlers::{ReceiptHandler, ReceiptHandlers};
+use crate::panic_message::panic_message;
 use crate::players::PersistRegistry;
 use crate::players::{DeliveryQueue, PlayerSession, Sessions, queue_save};
 use crate::receipt::{ProductPurchaseDecision, ReceiptInfo};
@@ -36,14 +37,6 @@ pub struct ReceiptDeliveryFailed {
     pub reason: DeliveryFailure,
     /// Failed deliveries of this receipt so far on this server.
     pub attempts: u32,
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
 }
 
 /// Runs handlers for the players queued this frame. Exclusive: handlers get the buyer's
