@@ -1,4 +1,4 @@
-//! Identifier newtypes shared by the catalog, receipts and the ledger.
+//! Identifier newtypes: products, users, purchases, requests, places, servers.
 
 use std::fmt;
 use std::sync::Arc;

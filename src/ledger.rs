@@ -1,4 +1,4 @@
-//! The ledger: the durable record of balances, receipts and persisted player state.
+//! The ledger: the durable record of balances, receipts, persisted player state.
 //!
 //! The game never touches storage directly. Systems queue [`LedgerRequest`]s on the [`Ledger`]
 //! resource; a storage worker thread that owns the connection drains everything queued, applies

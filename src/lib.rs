@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-// Floors, bottom to top: ids, currency, receipt, retry, panic_message → catalog, ledger, settings → players →
+// Floors, bottom to top: ids, currency, receipt, retry, wake, panic_message → catalog, ledger, settings → players →
 // receipts, service → purchase → shutdown → plugin → ui. A module imports only from floors
 // below its own.
 mod catalog;
@@ -23,6 +23,7 @@ mod shutdown;
 pub mod testing;
 #[cfg(feature = "egui")]
 pub mod ui;
+mod wake;
 
 use bevy::prelude::*;
 use serde::Serialize;

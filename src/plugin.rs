@@ -1,4 +1,4 @@
-//! `MarketplacePlugin`: configuration, system sets and wiring.
+//! `MarketplacePlugin`: its configuration, wiring every stage into the app.
 
 use std::time::Duration;
 
@@ -20,12 +20,13 @@ use crate::purchase::{
 };
 use crate::receipt::ReceiptResolved;
 use crate::receipts::{ReceiptDeliveryFailed, ReceiptHandlers, deliver_receipts};
-use crate::retry::{RetryPolicy, WakeSchedule};
+use crate::retry::RetryPolicy;
 use crate::service::{
     MarketplaceService, PromptProductPurchase, apply_catalog_events, apply_service_requests,
     install_catalog,
 };
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats, MarketplaceSystems};
+use crate::wake::WakeSchedule;
 
 /// Where the catalog comes from.
 #[derive(Clone, Debug)]

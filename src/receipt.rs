@@ -1,4 +1,4 @@
-//! Receipts: what a charge produces and what handlers receive.
+//! Receipts: what a charge produces, what handlers receive.
 
 use bevy::prelude::Message;
 use serde::{Deserialize, Serialize};

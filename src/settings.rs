@@ -1,5 +1,5 @@
 //! What every stage reads: the plugin's settings at run time, its counters, the frame's work
-//! budget and the system sets.
+//! budget, the system sets.
 
 use std::time::{Duration, Instant};
 

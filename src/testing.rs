@@ -72,7 +72,7 @@ pub struct QueuedWork {
 pub fn queued_work(world: &World) -> QueuedWork {
     let sessions = world.resource::<crate::Sessions>();
     QueuedWork {
-        wakes: world.resource::<crate::retry::WakeSchedule>().len(),
+        wakes: world.resource::<crate::wake::WakeSchedule>().len(),
         deliveries: world.resource::<crate::players::DeliveryQueue>().len(),
         awaiting_commit: sessions.awaiting_commit().count(),
         departed: sessions.departing(),

@@ -1,4 +1,5 @@
-//! egui integration: the purchase prompt modal, product icon textures, and the debug shop panel.
+//! The egui integration (`MarketplaceUiPlugin`): the purchase prompt modal, product icon textures,
+//! the debug shop panel.
 //!
 //! Add [`EguiPlugin`](bevy_egui::EguiPlugin) and [`MarketplaceUiPlugin`]; add
 //! [`MarketplaceDebugPanelPlugin`] for the F1 panel.

@@ -1,5 +1,4 @@
-//! The product catalog: its definition in RON, validated; the index, product info, pages and
-//! asset loading live in the submodules.
+//! The product catalog as written in RON: definitions, validation, errors with positions.
 
 use std::fmt;
 

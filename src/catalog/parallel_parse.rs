@@ -1,8 +1,7 @@
-//! Large catalogs parse on several threads: the entries of the canonical shape
-//! `(products: [ (…), (…), … ])` are found by a scan that knows strings and comments, and each
-//! thread deserializes a share of them. Anything else — another shape, extension attributes, an
-//! entry that does not parse — returns `None` and the caller parses the whole file as usual,
-//! which also gives the precise error.
+//! Parsing a large catalog on several threads. Entries of the canonical shape `(products: [ (…),
+//! (…), … ])` are found by a scan that knows strings or comments; each thread deserializes a share
+//! of them. Anything else — another shape, extension attributes, an entry that does not parse —
+//! returns `None`: the caller parses the whole file as usual, which also gives the precise error.
 
 use std::ops::Range;
 

@@ -1,4 +1,4 @@
-//! Where each product starts in a catalog file (line and column), for error messages.
+//! Where each product starts in a catalog file (line:column), for error messages.
 
 use super::FilePosition;
 

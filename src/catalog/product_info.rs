@@ -1,4 +1,4 @@
-//! Product metadata as the service returns it, and the paged catalog listing.
+//! Product metadata as the service returns it (`ProductInfo`), listed page by page (`Pages`).
 
 use std::sync::Arc;
 use std::time::SystemTime;

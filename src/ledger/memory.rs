@@ -1,4 +1,4 @@
-//! An in-memory ledger for tests and throwaway demos.
+//! An in-memory ledger, for tests or throwaway demos.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -1,4 +1,4 @@
-//! The storage worker thread and the [`Ledger`] resource the game talks to.
+//! The storage worker thread behind the [`Ledger`] resource the game talks to.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};

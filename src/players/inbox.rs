@@ -1,5 +1,5 @@
-//! The ledger inbox: answers from the storage worker, queued per consumer and worked off within
-//! the frame budget.
+//! The ledger inbox: answers from the storage worker, queued per consumer, worked off within the
+//! frame budget.
 
 use std::collections::VecDeque;
 

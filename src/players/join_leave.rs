@@ -1,5 +1,5 @@
-//! Joining and leaving: a `Player` added opens their session with the ledger; removed, it queues
-//! their final save.
+//! A player's arrival or departure: a `Player` added opens their session with the ledger; removed,
+//! it queues their final save.
 
 use bevy::ecs::world::DeferredWorld;
 use bevy::prelude::*;

@@ -1,4 +1,4 @@
-//! Players: who is connected, their sessions with the ledger, and what is saved of them.
+//! Players: who is connected, their sessions with the ledger, what is saved of them.
 //!
 //! A `Player` added opens a session (balance, persisted components and pending receipts load);
 //! grants, autosaves and leaving save it; the ledger's answers move the session along.
@@ -22,7 +22,7 @@ pub use sessions::Sessions;
 pub(crate) use inbox::{LedgerInbox, flush_ledger, receive_ledger};
 pub(crate) use join_leave::{on_player_added, on_player_removed};
 pub(crate) use persist::short_type_name;
-pub(crate) use replies::handle_session_replies;
+pub(crate) use replies::{handle_session_replies, watch_ledger_status};
 pub(crate) use save::{SaveBuild, build_save, queue_save, save_players};
-pub(crate) use wakes::{run_wakes, watch_ledger_status};
+pub(crate) use wakes::run_wakes;
 pub(crate) use work_queue::DeliveryQueue;

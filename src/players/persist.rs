@@ -1,4 +1,4 @@
-//! Persisted player components: saved with the player's profile and with every grant commit.
+//! Persisted player components: saved with the player's profile, committed with every grant.
 
 use bevy::ecs::world::EntityRef;
 use bevy::prelude::*;

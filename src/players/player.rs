@@ -1,4 +1,4 @@
-//! A connected buyer and the plugin's state for them: `Player`, `PlayerSession`, its phase and
+//! A connected buyer with the plugin's state for them: `Player`, `PlayerSession`, its phase, its
 //! pending receipts.
 
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! Ledger answers about sessions: opens, saves, balance changes and re-read receipts.
+//! Ledger answers about sessions: opens, saves, balance changes, re-read receipts, the ledger's
+//! status.
 
 use bevy::prelude::*;
 
@@ -10,10 +11,12 @@ use super::save::PlayerSaveFailed;
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
 use crate::currency::PremiumBalance;
-use crate::ledger::{Ledger, LedgerCompletion, LedgerError, LedgerReply, LedgerRequest};
+use crate::ledger::{
+    Ledger, LedgerCompletion, LedgerError, LedgerReply, LedgerRequest, LedgerStatus,
+};
 use crate::receipt::ReceiptResolved;
-use crate::retry::{Wake, WakeSchedule};
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
+use crate::wake::{Wake, WakeSchedule};
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn handle_session_replies(
@@ -238,6 +241,19 @@ pub(crate) fn handle_session_replies(
             }
             LedgerRequest::ReleaseSession { .. } | LedgerRequest::Audit => {}
             LedgerRequest::Charge(_) => unreachable!("charges are handled by the prompt systems"),
+        }
+    }
+}
+
+/// Marks sessions failed when the ledger cannot be opened, so prompts say so at once.
+pub(crate) fn watch_ledger_status(ledger: Res<Ledger>, mut sessions: Query<&mut PlayerSession>) {
+    if let LedgerStatus::Failed(error) = ledger.status()
+        && ledger.is_changed()
+    {
+        for mut session in &mut sessions {
+            if session.phase == SessionPhase::Loading {
+                session.phase = SessionPhase::Failed(format!("ledger unavailable: {error}"));
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Saving a player: the save request (persisted components and uncommitted grants), queued saves,
-//! and the report when a save cannot be made.
+//! Saving a player: the save request (persisted components with uncommitted grants), queued saves,
+//! the report when a save cannot be made.
 
 use bevy::prelude::*;
 
@@ -9,8 +9,8 @@ use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
 use crate::ids::UserId;
 use crate::ledger::{Ledger, LedgerRequest, SaveRequest};
-use crate::retry::{Wake, WakeSchedule};
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
+use crate::wake::{Wake, WakeSchedule};
 
 /// A player's state could not be saved: a persisted component did not serialise, or the ledger
 /// refused or failed the save. The player's uncommitted grants stay pending (in memory while the

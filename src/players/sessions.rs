@@ -1,5 +1,5 @@
-//! `Sessions`: the server-wide bookkeeping of who is here, who left with a save in flight, and
-//! which grants await their commit.
+//! `Sessions`: the server-wide bookkeeping of who is here, who left with a save in flight, which
+//! grants await their commit.
 
 use std::collections::HashMap;
 

@@ -1,5 +1,4 @@
-//! Timed wake-ups of players (receipt retries, save retries, autosaves, re-opens) and the
-//! ledger status watch.
+//! Timed wake-ups of players: receipt retries, save retries, autosaves, re-opens.
 
 use bevy::prelude::*;
 
@@ -7,9 +6,9 @@ use super::join_leave::open_request;
 use super::player::{PlayerSession, SessionPhase};
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
-use crate::ledger::{Ledger, LedgerRequest, LedgerStatus};
-use crate::retry::{Wake, WakeSchedule};
+use crate::ledger::{Ledger, LedgerRequest};
 use crate::settings::MarketplaceSettings;
+use crate::wake::{Wake, WakeSchedule};
 
 /// Fires due wake-ups: timed receipt retries, save retries, session re-opens.
 pub(crate) fn run_wakes(
@@ -49,19 +48,6 @@ pub(crate) fn run_wakes(
                     gone.in_flight = true;
                     ledger.send(LedgerRequest::Save(gone.request.clone()));
                 }
-            }
-        }
-    }
-}
-
-/// Marks sessions failed when the ledger cannot be opened, so prompts say so at once.
-pub(crate) fn watch_ledger_status(ledger: Res<Ledger>, mut sessions: Query<&mut PlayerSession>) {
-    if let LedgerStatus::Failed(error) = ledger.status()
-        && ledger.is_changed()
-    {
-        for mut session in &mut sessions {
-            if session.phase == SessionPhase::Loading {
-                session.phase = SessionPhase::Failed(format!("ledger unavailable: {error}"));
             }
         }
     }

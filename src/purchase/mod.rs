@@ -1,5 +1,5 @@
-//! Buying: the purchase prompt (one per player, confirmed by a UI or a headless policy) and the
-//! charge it sends to the ledger.
+//! Buying: the purchase prompt (one per player, confirmed by a UI or a headless policy), the charge
+//! it sends to the ledger.
 
 mod charge;
 mod prompt;

@@ -9,8 +9,8 @@ use crate::panic_message::panic_message;
 use crate::players::PersistRegistry;
 use crate::players::{DeliveryQueue, PlayerSession, Sessions, queue_save};
 use crate::receipt::{ProductPurchaseDecision, ReceiptInfo};
-use crate::retry::{Wake, WakeSchedule};
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
+use crate::wake::{Wake, WakeSchedule};
 
 /// Why a delivery did not grant.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Receipts after the charge: the game's handlers and their delivery to present buyers.
+//! Receipts after the charge: the game's handlers, their delivery to present buyers.
 
 mod delivery;
 mod handlers;

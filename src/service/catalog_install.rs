@@ -1,4 +1,4 @@
-//! Installing a catalog into the service: at start, and on every (re)load of the catalog asset.
+//! Installing a catalog into the service: at start, on every (re)load of the catalog asset.
 
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -1,5 +1,5 @@
-//! The exit path: on `AppExit`, every player is saved and every session lease released before
-//! the process ends.
+//! The exit save: on `AppExit`, every player is saved, every session lease released, before the
+//! process ends.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! Ending the game without losing anything: the exit save, and signals that ask for it.
+//! Ending the game without losing anything: the exit save, the signals that ask for it.
 
 mod exit;
 mod signals;

@@ -1,6 +1,6 @@
-//! The in-engine debug shop panel (F1): catalog, players and balances, pending and granted
-//! receipts, live counters, and buttons to simulate a purchase, grant premium currency and force
-//! a retry.
+//! The in-engine debug shop panel (F1): catalog, players with balances, pending or granted
+//! receipts, live counters, buttons to simulate a purchase, grant premium currency or force a
+//! retry.
 
 use std::collections::VecDeque;
 

@@ -1,4 +1,4 @@
-//! The PostgreSQL batch path: a whole group commit's charges and saves in set statements (a few
+//! The PostgreSQL batch path: a whole group commit's charges or saves in set statements (a few
 //! round trips a batch instead of a few a request), rows locked in one global order.
 
 use std::collections::{HashMap, HashSet};

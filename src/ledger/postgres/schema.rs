@@ -1,5 +1,5 @@
-//! The PostgreSQL schema and connecting: migrations, the version check that refuses a foreign or
-//! newer database, and the session settings every connection gets.
+//! The PostgreSQL schema: migrations, the version check that refuses a foreign or newer database,
+//! the session settings every connection gets.
 
 use postgres::{Client, GenericClient, NoTls};
 

@@ -1,4 +1,4 @@
-//! The PostgreSQL ledger's statements, and reading a receipt from a row.
+//! The PostgreSQL ledger's statements, with the reading of a receipt row.
 
 use postgres::Row;
 
