@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy_marketplace::ledger::{FaultPlan, FaultyStore, LedgerBackend, SqliteLedger};
+use bevy_marketplace::ledger::{FaultPlan, LedgerBackend, SqliteLedger};
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{ExitReport, ReceiptState, Sessions};
@@ -32,16 +32,8 @@ fn stored(path: &Path, user: i64) -> (Option<String>, Option<String>) {
 /// A headless game on an SQLite file behind fault injection, with default settings otherwise
 /// (autosave every 30 s, 5-minute leases).
 fn game(path: &Path) -> (App, FaultPlan) {
-    let faults = FaultPlan::default();
-    let (file, plan) = (path.to_owned(), faults.clone());
-    let backend = LedgerBackend::custom(move || {
-        Ok(FaultyStore::new(SqliteLedger::open(&file)?, plan.clone()))
-    });
-    let mut app = App::new();
-    app.add_plugins((MinimalPlugins, plugin(backend)))
-        .init_resource::<HandlerMode>()
-        .persist_component::<Gold>();
-    add_sample_handlers(&mut app, HandlerLog::default());
+    let file = path.to_owned();
+    let (app, _, faults) = faulty_game(move || SqliteLedger::open(&file), |p| p);
     (app, faults)
 }
 

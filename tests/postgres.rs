@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
-use bevy::time::TimeUpdateStrategy;
 use bevy_marketplace::ledger::{
-    ChargeRequest, FaultPlan, FaultyStore, Ledger, LedgerBackend, LedgerError, LedgerReply,
-    LedgerRequest, LedgerStatus, LedgerStore, PG_SCHEMA_VERSION, PlayerSnapshot, PostgresLedger,
-    SaveRequest, ServerId,
+    ChargeRequest, FaultPlan, Ledger, LedgerBackend, LedgerError, LedgerReply, LedgerRequest,
+    LedgerStatus, LedgerStore, PG_SCHEMA_VERSION, PlayerSnapshot, PostgresLedger, SaveRequest,
+    ServerId,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
@@ -42,18 +41,10 @@ struct PgShop {
 }
 
 fn pg_shop(url: &str, server: &str, lease: Duration) -> PgShop {
-    let faults = FaultPlan::default();
-    let (url, plan) = (url.to_owned(), faults.clone());
-    let backend = LedgerBackend::custom(move || {
-        Ok(FaultyStore::new(
-            PostgresLedger::connect(&url)?,
-            plan.clone(),
-        ))
-    });
-    let mut app = App::new();
-    app.add_plugins((
-        MinimalPlugins,
-        MarketplacePlugin {
+    let url = url.to_owned();
+    let (app, log, faults) = faulty_game(
+        move || PostgresLedger::connect(&url),
+        |p| MarketplacePlugin {
             server_id: Some(ServerId(server.into())),
             autosave_interval: Duration::from_secs(3600),
             lease_duration: lease,
@@ -62,16 +53,9 @@ fn pg_shop(url: &str, server: &str, lease: Duration) -> PgShop {
                 multiplier: 2.0,
                 max: Duration::from_millis(100),
             },
-            ..plugin(backend)
+            ..p
         },
-    ))
-    .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
-        10,
-    )))
-    .init_resource::<HandlerMode>()
-    .persist_component::<Gold>();
-    let log = HandlerLog::default();
-    add_sample_handlers(&mut app, log.clone());
+    );
     PgShop { app, log, faults }
 }
 

@@ -8,7 +8,9 @@ use bevy::asset::io::memory::{Dir, MemoryAssetReader};
 use bevy::asset::io::{AssetSourceBuilder, AssetSourceId};
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
-use bevy_marketplace::ledger::{FaultPlan, FaultyStore, InMemoryLedger, LedgerBackend};
+use bevy_marketplace::ledger::{
+    FaultPlan, FaultyStore, InMemoryLedger, LedgerBackend, LedgerError, LedgerStore,
+};
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{PurchaseId, ReceiptDeliveryFailed, ReceiptState};
@@ -143,20 +145,23 @@ pub fn plugin(ledger: LedgerBackend) -> MarketplacePlugin {
 /// A ledger that cannot be opened ("disk on fire"), for the paths where storage is gone.
 pub fn unopenable_ledger() -> LedgerBackend {
     LedgerBackend::custom(|| -> Result<InMemoryLedger, _> {
-        Err(bevy_marketplace::ledger::LedgerError::Open {
+        Err(LedgerError::Open {
             location: "test".into(),
             reason: "disk on fire".into(),
         })
     })
 }
 
-/// A headless app with the sample handlers, `Gold` persisted, an in-memory ledger behind fault
-/// injection, and a clock that moves 10 ms a frame.
-pub fn shop_with(configure: impl FnOnce(MarketplacePlugin) -> MarketplacePlugin) -> TestShop {
-    let ledger = InMemoryLedger::default();
+/// A headless game with the sample handlers, `Gold` persisted, the store `open` makes behind
+/// fault injection, and a clock that moves 10 ms a frame: the fixture every ledger's tests start
+/// from. `configure` adjusts the plugin (a server id, a lease, a retry policy).
+pub fn faulty_game<S: LedgerStore>(
+    open: impl Fn() -> Result<S, LedgerError> + Send + Sync + 'static,
+    configure: impl FnOnce(MarketplacePlugin) -> MarketplacePlugin,
+) -> (App, HandlerLog, FaultPlan) {
     let faults = FaultPlan::default();
-    let (store, plan) = (ledger.clone(), faults.clone());
-    let backend = LedgerBackend::custom(move || Ok(FaultyStore::new(store.clone(), plan.clone())));
+    let plan = faults.clone();
+    let backend = LedgerBackend::custom(move || Ok(FaultyStore::new(open()?, plan.clone())));
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, configure(plugin(backend))))
         .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
@@ -168,6 +173,14 @@ pub fn shop_with(configure: impl FnOnce(MarketplacePlugin) -> MarketplacePlugin)
         .persist_component::<Gold>();
     let log = HandlerLog::default();
     add_sample_handlers(&mut app, log.clone());
+    (app, log, faults)
+}
+
+/// [`faulty_game`] on a fresh in-memory ledger.
+pub fn shop_with(configure: impl FnOnce(MarketplacePlugin) -> MarketplacePlugin) -> TestShop {
+    let ledger = InMemoryLedger::default();
+    let store = ledger.clone();
+    let (app, log, faults) = faulty_game(move || Ok(store.clone()), configure);
     TestShop {
         app,
         log,
