@@ -596,3 +596,22 @@ fn a_second_server_cannot_open_a_session_the_first_holds() {
     });
     assert_eq!(b.gold(pb), 100, "with the Gold server A saved");
 }
+
+#[test]
+fn a_negative_schema_version_is_refused_with_a_clear_error_and_untouched() {
+    let (_dir, path) = temp_db();
+    drop(SqliteLedger::open(&path).unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA user_version = -3").unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let error = open_error(&path);
+    let message = error.to_string();
+    assert!(
+        message.contains("ledger.sqlite3"),
+        "names the file: {message}"
+    );
+    assert!(message.contains("-3"), "names the version: {message}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "not modified");
+}

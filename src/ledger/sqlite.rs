@@ -150,6 +150,11 @@ impl SqliteLedger {
                 supported: SCHEMA_VERSION,
             });
         }
+        if version < 0 {
+            return Err(open_err(format!(
+                "its schema version is {version}, which no version of bevy_marketplace writes (the file was altered); refusing to touch it"
+            )));
+        }
         if tables > 0 {
             let check: String = conn
                 .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -184,7 +189,10 @@ impl SqliteLedger {
         if from >= SCHEMA_VERSION {
             return Ok(());
         }
-        for sql in &MIGRATIONS[from as usize..SCHEMA_VERSION as usize] {
+        // `open` refused a negative version; this one was written since.
+        let from =
+            usize::try_from(from).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, from))?;
+        for sql in &MIGRATIONS[from..SCHEMA_VERSION as usize] {
             tx.execute_batch(sql)?;
         }
         tx.execute_batch(&format!(
