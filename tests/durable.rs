@@ -324,6 +324,12 @@ fn a_newer_schema_is_refused_and_untouched() {
     );
     assert!(error.to_string().contains("refusing to touch it"));
     assert_eq!(std::fs::read(&path).unwrap(), before);
+    for suffix in ["-wal", "-shm"] {
+        assert!(
+            !sidecar(&path, suffix).exists(),
+            "no {suffix} left beside a refused file that had none"
+        );
+    }
 }
 
 #[test]
@@ -614,4 +620,101 @@ fn a_negative_schema_version_is_refused_with_a_clear_error_and_untouched() {
     );
     assert!(message.contains("-3"), "names the version: {message}");
     assert_eq!(std::fs::read(&path).unwrap(), before, "not modified");
+}
+
+/// Copies the database at `from` (its main file, `-wal` and, if `with_shm`, `-shm`) to `to` while
+/// `writer` still has it open: the copy is what a writer killed before a checkpoint leaves on
+/// disk, a WAL whose content never reached the main file.
+fn copy_with_hot_wal(writer: rusqlite::Connection, from: &Path, to: &Path, with_shm: bool) {
+    let sidecars: &[&str] = if with_shm {
+        &["", "-wal", "-shm"]
+    } else {
+        &["", "-wal"]
+    };
+    for suffix in sidecars {
+        std::fs::copy(sidecar(from, suffix), sidecar(to, suffix)).unwrap();
+    }
+    assert!(
+        std::fs::metadata(sidecar(to, "-wal")).unwrap().len() > 0,
+        "the copy has a WAL with content"
+    );
+    drop(writer);
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The main file's bytes and the WAL's (`None` once it is gone).
+fn bytes_of(path: &Path) -> (Vec<u8>, Option<Vec<u8>>) {
+    (
+        std::fs::read(path).unwrap(),
+        std::fs::read(sidecar(path, "-wal")).ok(),
+    )
+}
+
+fn assert_untouched(path: &Path, before: &(Vec<u8>, Option<Vec<u8>>)) {
+    let after = bytes_of(path);
+    let sizes = |(main, wal): &(Vec<u8>, Option<Vec<u8>>)| {
+        format!(
+            "main file {} bytes, WAL {:?} bytes",
+            main.len(),
+            wal.as_ref().map(Vec::len)
+        )
+    };
+    assert!(
+        after == *before,
+        "main file and WAL not modified: before {}, after {}",
+        sizes(before),
+        sizes(&after)
+    );
+}
+
+#[test]
+fn refusing_a_file_with_a_hot_wal_leaves_every_byte_as_it_was() {
+    let (_dir, path) = temp_db();
+    let scratch = tempfile::tempdir().unwrap();
+
+    // Another program's database, its last transaction still in the WAL (and no `-shm` left).
+    let foreign = scratch.path().join("foreign.db");
+    let writer = rusqlite::Connection::open(&foreign).unwrap();
+    writer
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');",
+        )
+        .unwrap();
+    copy_with_hot_wal(writer, &foreign, &path, false);
+    let before = bytes_of(&path);
+    let error = open_error(&path);
+    assert!(
+        matches!(&error, LedgerError::NotALedger { reason, .. } if reason.contains("another program")),
+        "{error}"
+    );
+    assert_untouched(&path, &before);
+    assert!(
+        !sidecar(&path, "-shm").exists(),
+        "no -shm left where there was none"
+    );
+
+    // A ledger of a newer version, the version bump itself still in the WAL.
+    let (_dir, path) = temp_db();
+    let newer = scratch.path().join("newer.sqlite3");
+    drop(SqliteLedger::open(&newer).unwrap());
+    let writer = rusqlite::Connection::open(&newer).unwrap();
+    writer
+        .execute_batch(&format!(
+            "PRAGMA user_version = {}; INSERT INTO accounts VALUES (1, 5, NULL, NULL, 0, 0);",
+            SCHEMA_VERSION + 1
+        ))
+        .unwrap();
+    copy_with_hot_wal(writer, &newer, &path, true);
+    let before = bytes_of(&path);
+    let error = open_error(&path);
+    assert!(
+        matches!(error, LedgerError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+        "the version in the WAL is read: {error}"
+    );
+    assert_untouched(&path, &before);
 }

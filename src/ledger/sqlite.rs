@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot, ServerId,
@@ -112,57 +112,19 @@ impl SqliteLedger {
     /// Opens (or creates) the ledger at `path`, migrating an older schema.
     ///
     /// A file that is not a ledger, is corrupted, or was written by a newer version is refused
-    /// before anything is written to it.
+    /// before anything is written to it: the checks read it through a connection that cannot
+    /// write, so even a WAL that a killed writer left behind is read but not checkpointed, and the
+    /// main file and its `-wal` keep every byte.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         let location = path.display().to_string();
         let open_err = |reason: String| LedgerError::Open {
             location: location.clone(),
             reason,
         };
-        let not_ledger = |reason: String| LedgerError::NotALedger {
-            location: location.clone(),
-            reason,
-        };
+        let version = check_file(path, &location)?;
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| open_err(e.to_string()))?;
-        // Read-only checks first: nothing is written until we know the file is ours.
-        let application_id: i64 = conn
-            .query_row("PRAGMA application_id", [], |r| r.get(0))
-            .map_err(|e| not_ledger(e.to_string()))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| not_ledger(e.to_string()))?;
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(|e| not_ledger(e.to_string()))?;
-        if application_id != APPLICATION_ID && !(application_id == 0 && tables == 0) {
-            return Err(not_ledger(if application_id == 0 {
-                format!("it is an SQLite database of another program ({tables} schema objects)")
-            } else {
-                format!("its application_id is {application_id:#x}")
-            }));
-        }
-        if version > SCHEMA_VERSION {
-            return Err(LedgerError::NewerSchema {
-                location,
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        if version < 0 {
-            return Err(open_err(format!(
-                "its schema version is {version}, which no version of bevy_marketplace writes (the file was altered); refusing to touch it"
-            )));
-        }
-        if tables > 0 {
-            let check: String = conn
-                .query_row("PRAGMA quick_check", [], |r| r.get(0))
-                .map_err(|e| open_err(format!("integrity check failed: {e}")))?;
-            if check != "ok" {
-                return Err(open_err(format!("the file is corrupted: {check}")));
-            }
-        }
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
         )
@@ -533,6 +495,94 @@ impl SqliteLedger {
             LedgerRequest::Audit => unreachable!("audits are answered by `apply`"),
         })
     }
+}
+
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Decides whether the file at `path` is a ledger this build may open, without writing to it;
+/// returns its schema version (0 for a new or empty file).
+///
+/// A read-only connection still reads a WAL left behind (it rebuilds the `-shm` index, creating
+/// `-shm` and an empty `-wal` if they are missing) but never checkpoints it. A refused file gets
+/// back the sidecars it had: the ones this check created are removed.
+fn check_file(path: &Path, location: &str) -> Result<i64, LedgerError> {
+    if std::fs::metadata(path).is_err() {
+        return Ok(0); // missing: a new ledger (any other problem shows when it is opened)
+    }
+    let sidecar = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let (wal, shm) = (sidecar("-wal"), sidecar("-shm"));
+    let (had_wal, had_shm) = (wal.exists(), shm.exists());
+    let checked = check_read_only(path, location);
+    if checked.is_err() {
+        if !had_wal && std::fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&wal);
+        }
+        if !had_shm {
+            let _ = std::fs::remove_file(&shm);
+        }
+    }
+    checked
+}
+
+/// The checks of [`check_file`], on a read-only connection closed before it returns.
+fn check_read_only(path: &Path, location: &str) -> Result<i64, LedgerError> {
+    let open_err = |reason: String| LedgerError::Open {
+        location: location.to_owned(),
+        reason,
+    };
+    let not_ledger = |reason: String| LedgerError::NotALedger {
+        location: location.to_owned(),
+        reason,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| open_err(e.to_string()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| open_err(e.to_string()))?;
+    let application_id: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| not_ledger(e.to_string()))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| not_ledger(e.to_string()))?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| not_ledger(e.to_string()))?;
+    if application_id != APPLICATION_ID && !(application_id == 0 && tables == 0) {
+        return Err(not_ledger(if application_id == 0 {
+            format!("it is an SQLite database of another program ({tables} schema objects)")
+        } else {
+            format!("its application_id is {application_id:#x}")
+        }));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(LedgerError::NewerSchema {
+            location: location.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 0 {
+        return Err(open_err(format!(
+            "its schema version is {version}, which no version of bevy_marketplace writes (the file was altered); refusing to touch it"
+        )));
+    }
+    if tables > 0 {
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| open_err(format!("integrity check failed: {e}")))?;
+        if check != "ok" {
+            return Err(open_err(format!("the file is corrupted: {check}")));
+        }
+    }
+    Ok(version)
 }
 
 fn receipt_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptInfo> {
