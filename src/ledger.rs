@@ -292,6 +292,17 @@ pub enum LedgerError {
         /// What gave it away.
         reason: String,
     },
+    /// Another game process (or another app in this one) has the SQLite ledger open: one game
+    /// process may use an SQLite ledger at a time.
+    #[error(
+        "ledger {location} is in use by {holder}; only one game process may use an SQLite ledger at a time — use the PostgreSQL ledger for several servers"
+    )]
+    InUse {
+        /// The file.
+        location: String,
+        /// Who holds it, e.g. "another game process (pid 1234, host …, server id …, started …)".
+        holder: String,
+    },
     /// A transaction failed (I/O error, disk full, locked, connection lost); it was rolled back.
     #[error("ledger transaction failed: {0}")]
     Storage(String),
@@ -348,7 +359,11 @@ pub type StoreFactory =
 pub enum LedgerBackend {
     /// Kept in memory only: for tests and throwaway demos.
     InMemory(InMemoryLedger),
-    /// An embedded SQLite file (WAL, full sync), created if missing.
+    /// An embedded SQLite file (WAL, full sync), created if missing, for one game process: the
+    /// plugin opens it with [`SqliteLedger::open_exclusive`], which locks `<file>.lock` beside it
+    /// for as long as the game runs and refuses a second game process
+    /// ([`LedgerError::InUse`]). In return a game restarted after a crash takes its players back
+    /// at once instead of waiting for their session leases to expire.
     #[cfg(feature = "sqlite")]
     Sqlite(PathBuf),
     /// A PostgreSQL database shared by many game servers (connection URL or `key=value`
@@ -387,7 +402,9 @@ impl LedgerBackend {
         }))
     }
 
-    pub(crate) fn factory(&self) -> StoreFactory {
+    /// Opens the store on the worker thread; `server` is the game's id, which an SQLite ledger
+    /// writes into its lock file.
+    pub(crate) fn factory(&self, server: &ServerId) -> StoreFactory {
         match self {
             Self::InMemory(store) => {
                 let store = store.clone();
@@ -395,9 +412,10 @@ impl LedgerBackend {
             }
             #[cfg(feature = "sqlite")]
             Self::Sqlite(path) => {
-                let path = path.clone();
+                let (path, server) = (path.clone(), server.clone());
                 Arc::new(move || {
-                    SqliteLedger::open(&path).map(|s| Box::new(s) as Box<dyn LedgerStore>)
+                    SqliteLedger::open_exclusive(&path, &server)
+                        .map(|s| Box::new(s) as Box<dyn LedgerStore>)
                 })
             }
             #[cfg(feature = "postgres")]

@@ -185,6 +185,10 @@ impl Plugin for MarketplacePlugin {
             frame_budget: self.frame_budget,
             exit_timeout: self.exit_timeout,
         };
+        let ledger = Ledger::spawn_with_batch_limit(
+            self.ledger.factory(&settings.server_id),
+            self.max_batch,
+        );
         if !app.world().contains_resource::<Time<Real>>() {
             app.init_resource::<Time<Real>>();
         }
@@ -192,10 +196,7 @@ impl Plugin for MarketplacePlugin {
             .insert_resource(status)
             .insert_resource(settings)
             .insert_resource(self.confirm.clone())
-            .insert_resource(Ledger::spawn_with_batch_limit(
-                self.ledger.factory(),
-                self.max_batch,
-            ))
+            .insert_resource(ledger)
             .init_resource::<ReceiptHandlers>()
             .init_resource::<PersistRegistry>()
             .init_resource::<Sessions>()

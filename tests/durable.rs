@@ -718,3 +718,192 @@ fn refusing_a_file_with_a_hot_wal_leaves_every_byte_as_it_was() {
     );
     assert_untouched(&path, &before);
 }
+
+// ------------------------------------------------- one game process per SQLite file
+
+/// Runs a game with the plugin's default settings on `DURABLE_CHILD_DB`, opens player 1, says
+/// `ACTIVE` and keeps running until it is killed.
+#[test]
+#[ignore = "the child process of the restart tests; run by them"]
+fn game_process() {
+    let Ok(db) = std::env::var("DURABLE_CHILD_DB") else {
+        return;
+    };
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, plugin(LedgerBackend::sqlite(&db))));
+    let p = app
+        .world_mut()
+        .spawn((Player::new(UserId(1)), Gold(0)))
+        .id();
+    app.update_until("player 1 to be active", |w| {
+        w.get::<PlayerSession>(p)
+            .is_some_and(PlayerSession::is_active)
+    });
+    println!("ACTIVE");
+    loop {
+        app.update();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Starts [`game_process`] on `db` and waits until its player is active.
+fn start_game_process(db: &Path) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "game_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DURABLE_CHILD_DB", db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the game process");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("ACTIVE") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the game process opened its player");
+    child
+}
+
+#[test]
+fn a_game_restarted_after_a_crash_gets_its_players_back_at_once() {
+    let (_dir, path) = temp_db();
+    let mut crashed = start_game_process(&path);
+    crashed.kill().expect("SIGKILL the game");
+    crashed.wait().unwrap();
+    let (owner, expires): (Option<String>, i64) = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT lease_owner, lease_expires_ms FROM accounts WHERE user_id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        owner.is_some() && expires > now + 60_000,
+        "the killed game left its lease: {owner:?} until {expires}"
+    );
+
+    // The same game again, default settings (a new random server id, 5 min leases).
+    let started = std::time::Instant::now();
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, plugin(LedgerBackend::sqlite(&path))));
+    let p = app
+        .world_mut()
+        .spawn((Player::new(UserId(1)), Gold(0)))
+        .id();
+    while !app
+        .world()
+        .get::<PlayerSession>(p)
+        .is_some_and(PlayerSession::is_active)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "player 1 is still not active {:?} after the restart: {:?}",
+            started.elapsed(),
+            app.world().get::<PlayerSession>(p).unwrap().phase()
+        );
+        app.update();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!(
+        "restart after a crash: player 1 active {:.1} ms after the new app was built",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
+
+#[test]
+fn a_second_game_process_on_the_same_file_is_refused_with_a_message_naming_the_first() {
+    let (_dir, path) = temp_db();
+    let mut first = start_game_process(&path);
+    let error = SqliteLedger::open_exclusive(&path, &ServerId("second".into())).unwrap_err();
+    let message = error.to_string();
+    println!("{message}");
+    let LedgerError::InUse { location, holder } = &error else {
+        panic!("expected InUse, got {error:?}");
+    };
+    assert_eq!(*location, path.display().to_string());
+    assert!(
+        message.contains(&format!(
+            "is in use by another game process (pid {}",
+            first.id()
+        )) && holder.contains("started"),
+        "names the holder: {message}"
+    );
+    assert!(
+        message.contains("ledger.sqlite3")
+            && message.contains("only one game process may use an SQLite ledger"),
+        "{message}"
+    );
+    assert!(
+        SqliteLedger::open(&path).unwrap().audit().is_ok(),
+        "tools still read the file"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        SqliteLedger::open_exclusive(&path, &ServerId("second".into())).is_ok(),
+        "the OS released the killed game's lock"
+    );
+}
+
+#[test]
+fn a_second_app_on_the_same_file_is_refused_and_the_first_keeps_working() {
+    let (_dir, path) = temp_db();
+    let mut first = App::new();
+    first
+        .add_plugins((MinimalPlugins, plugin(LedgerBackend::sqlite(&path))))
+        .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+            10,
+        )))
+        .init_resource::<HandlerMode>()
+        .persist_component::<Gold>();
+    add_sample_handlers(&mut first, HandlerLog::default());
+    let p = first
+        .world_mut()
+        .spawn((Player::new(UserId(1)), Gold(0)))
+        .id();
+    first.update_until("player 1 to be active", |w| {
+        w.get::<PlayerSession>(p)
+            .is_some_and(PlayerSession::is_active)
+    });
+
+    // The lock is per open file: a second app in the same process is refused too.
+    let LedgerStatus::Failed(error) = app_status(&path) else {
+        panic!("the second app opened the ledger the first one uses");
+    };
+    let message = error.to_string();
+    assert!(
+        matches!(&error, LedgerError::InUse { holder, .. }
+            if holder.starts_with(&format!("another app in this process (pid {}", std::process::id()))),
+        "{message}"
+    );
+    assert!(
+        message.contains("ledger.sqlite3"),
+        "names the file: {message}"
+    );
+
+    buy(&mut first, p, GOLD_100);
+    assert_eq!(first.world().get::<Gold>(p).unwrap().0, 100);
+    assert_eq!(audit(&path).count(ReceiptState::Granted), 1);
+
+    drop(first);
+    assert!(
+        matches!(app_status(&path), LedgerStatus::Ready(_)),
+        "the file is free once the first app is gone"
+    );
+}

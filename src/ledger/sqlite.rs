@@ -1,5 +1,13 @@
 //! The embedded durable ledger: one SQLite file (WAL, `synchronous = FULL`) that the `sqlite3`
 //! tool can open.
+//!
+//! One game process uses a ledger file at a time: the plugin opens it with
+//! [`SqliteLedger::open_exclusive`], which holds a lock file beside it. Holding the lock, the store
+//! knows that a session lease naming another server was left by a process that died, and takes it
+//! over at once. [`SqliteLedger::open`] takes no lock and honours leases, for tools, audits and
+//! tests that read the file while a game runs.
+
+mod lock;
 
 use std::path::{Path, PathBuf};
 
@@ -96,6 +104,11 @@ CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pendi
 pub struct SqliteLedger {
     conn: Connection,
     path: PathBuf,
+    /// Held when opened with [`SqliteLedger::open_exclusive`]. Declared after `conn`, so the
+    /// connection is closed (and its WAL checkpointed) before the lock is released.
+    lock: Option<lock::LedgerLock>,
+    /// Servers whose leftover leases this store took over, each reported once.
+    reclaimed_from: Vec<String>,
 }
 
 impl std::fmt::Debug for SqliteLedger {
@@ -132,6 +145,8 @@ impl SqliteLedger {
         let mut ledger = Self {
             conn,
             path: path.to_owned(),
+            lock: None,
+            reclaimed_from: Vec::new(),
         };
         if version < SCHEMA_VERSION {
             ledger
@@ -139,6 +154,54 @@ impl SqliteLedger {
                 .map_err(|e| open_err(format!("migration from version {version} failed: {e}")))?;
         }
         Ok(ledger)
+    }
+
+    /// Opens (or creates) the ledger at `path` as the one game process using it, for `server`;
+    /// this is how [`LedgerBackend::Sqlite`](super::LedgerBackend::Sqlite) opens it.
+    ///
+    /// Takes an exclusive OS lock on [`SqliteLedger::lock_path`] (created if missing) and writes
+    /// this process's pid, `server`, host name and start time into it. The lock lasts as long as
+    /// the store and is released when it is dropped, or by the OS when the process dies, however
+    /// it dies. While another store holds it — in another process or in this one — the open is
+    /// refused with [`LedgerError::InUse`] naming the holder, before the database is read.
+    ///
+    /// Holding the lock, this store is the only game using the file, so a session lease that names
+    /// another server was left by a game that stopped without releasing it (a crash, a kill):
+    /// [`LedgerRequest::OpenSession`] takes it over at once instead of answering
+    /// [`LedgerReply::SessionBusy`] until it expires. (A lease that a store opened with
+    /// [`SqliteLedger::open`] takes meanwhile is taken over as well: such stores are for tools.)
+    ///
+    /// Otherwise as [`SqliteLedger::open`]. A refused file gets no lock file left beside it.
+    pub fn open_exclusive(path: &Path, server: &ServerId) -> Result<Self, LedgerError> {
+        let (lock, created) = lock::LedgerLock::acquire(path, server)?;
+        match Self::open(path) {
+            Ok(mut ledger) => {
+                ledger.lock = Some(lock);
+                Ok(ledger)
+            }
+            Err(error) => {
+                if created
+                    && matches!(
+                        error,
+                        LedgerError::NotALedger { .. } | LedgerError::NewerSchema { .. }
+                    )
+                {
+                    let _ = std::fs::remove_file(lock::lock_path(path));
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The lock file [`SqliteLedger::open_exclusive`] locks: `path` with `.lock` appended.
+    pub fn lock_path(path: &Path) -> PathBuf {
+        lock::lock_path(path)
+    }
+
+    /// Whether this store holds the ledger's lock file (it was opened with
+    /// [`SqliteLedger::open_exclusive`]).
+    pub fn is_exclusive(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// Brings the schema up to date. The version is read again under the write lock, so two
@@ -285,6 +348,19 @@ impl SqliteLedger {
             .execute(params![user.0, &*server.0, now_ms])
     }
 
+    /// Reports, once per previous server, that its live lease was taken over.
+    fn note_reclaimed(&mut self, user: UserId, owner: String, expires_at_ms: i64, now_ms: i64) {
+        if self.reclaimed_from.contains(&owner) {
+            return;
+        }
+        tracing::warn!(
+            "ledger {}: took over the session lease of user {user} left by server {owner} ({} s before it would have expired): that game stopped without releasing it, and this process holds the ledger's lock file, so no other game uses it; further leases left by that server are taken over silently",
+            self.path.display(),
+            (expires_at_ms - now_ms) / 1000
+        );
+        self.reclaimed_from.push(owner);
+    }
+
     fn apply_inner(
         &mut self,
         request: &LedgerRequest,
@@ -308,10 +384,15 @@ impl SqliteLedger {
                     && owner.as_str() != &*server.0
                     && expires_at_ms > now_ms
                 {
-                    return Ok(LedgerReply::SessionBusy {
-                        owner,
-                        expires_at_ms,
-                    });
+                    if self.lock.is_none() {
+                        return Ok(LedgerReply::SessionBusy {
+                            owner,
+                            expires_at_ms,
+                        });
+                    }
+                    // We hold the lock file: no other game uses the ledger, so the lease was left
+                    // by one that died.
+                    self.note_reclaimed(*user, owner, expires_at_ms, now_ms);
                 }
                 self.conn
                     .prepare_cached(
