@@ -83,7 +83,6 @@ fn child(db: &Path, recover: bool, stage: &str, seed: u64) {
         MarketplacePlugin {
             starting_balance: START_BALANCE,
             autosave_interval: Duration::from_millis(40),
-            lease_duration: Duration::from_millis(1),
             retry: RetryPolicy {
                 initial: Duration::from_millis(10),
                 multiplier: 2.0,
@@ -114,7 +113,7 @@ fn child(db: &Path, recover: bool, stage: &str, seed: u64) {
     })
     .add_product_handler(GOLD_100, |_, mut player| gold_handler(&mut player, 100))
     .add_product_handler(GOLD_1000, |_, mut player| gold_handler(&mut player, 1000))
-    .add_systems(Update, (storm, report))
+    .add_systems(Update, (storm, report, report_first_active))
     .add_systems(PreUpdate, watch_stages.after(MarketplaceSystems::Send));
     app.run();
 }
@@ -227,6 +226,15 @@ fn report(mut resolved: MessageReader<ReceiptResolved>) {
     }
 }
 
+/// Says `FIRST_ACTIVE` once, when the first player's session opens: the parent measures a
+/// restart from spawning this process to that line.
+fn report_first_active(mut said: Local<bool>, sessions: Query<&PlayerSession>) {
+    if !*said && sessions.iter().any(PlayerSession::is_active) {
+        say("FIRST_ACTIVE");
+        *said = true;
+    }
+}
+
 /// Runs right after this frame's ledger requests were sent: kill at the chosen stage.
 fn watch_stages(
     mut storm: ResMut<Storm>,
@@ -269,7 +277,13 @@ fn child_process() {
 
 // ---------------------------------------------------------------- the parent
 
-fn spawn_child(db: &Path, mode: &str, stage: &str, seed: u64) -> (Child, mpsc::Receiver<String>) {
+/// Starts a child; its stdout lines arrive with the moment each was read.
+fn spawn_child(
+    db: &Path,
+    mode: &str,
+    stage: &str,
+    seed: u64,
+) -> (Child, mpsc::Receiver<(Instant, String)>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -290,7 +304,7 @@ fn spawn_child(db: &Path, mode: &str, stage: &str, seed: u64) -> (Child, mpsc::R
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
+            if tx.send((Instant::now(), line)).is_err() {
                 break;
             }
         }
@@ -301,12 +315,29 @@ fn spawn_child(db: &Path, mode: &str, stage: &str, seed: u64) -> (Child, mpsc::R
 struct Seen {
     granted: HashMap<String, usize>,
     stages: BTreeMap<String, usize>,
+    /// The current child: when it was spawned, and whether it said `FIRST_ACTIVE`.
+    spawned: Instant,
+    active: bool,
+    /// From spawning a child on a ledger a killed child left behind to its first active player.
+    restart_to_active: Vec<Duration>,
 }
 
 impl Seen {
-    /// Reads one line of the child. Markers are searched, not prefixed: the test harness
-    /// prints `test child_process ... ` without a newline before the child's first line.
-    fn take(&mut self, line: &str) -> Option<String> {
+    /// A child was just spawned (`restart`: on a ledger a killed child left behind).
+    fn spawned(&mut self, at: Instant, restart: bool) {
+        self.spawned = at;
+        // A first run on a fresh ledger is not a restart: never measured.
+        self.active = !restart;
+    }
+
+    /// Reads one line of the child, read from its pipe at `at`. Markers are searched, not
+    /// prefixed: the test harness prints `test child_process ... ` without a newline before the
+    /// child's first line.
+    fn take(&mut self, at: Instant, line: &str) -> Option<String> {
+        if line.contains("FIRST_ACTIVE") && !self.active {
+            self.active = true;
+            self.restart_to_active.push(at - self.spawned);
+        }
         if let Some(at) = line.find("GRANTED ") {
             let id = line[at + 8..].split_whitespace().next().unwrap().to_owned();
             *self.granted.entry(id).or_default() += 1;
@@ -366,7 +397,11 @@ fn purchase_storm_survives_sigkill() {
     let mut seen = Seen {
         granted: HashMap::new(),
         stages: BTreeMap::new(),
+        spawned: Instant::now(),
+        active: true,
+        restart_to_active: Vec::new(),
     };
+    let mut restarts = 0;
     let started = Instant::now();
     let mut seed = 0x5EED_u64;
     for run in 0..KILLS {
@@ -374,7 +409,10 @@ fn purchase_storm_survives_sigkill() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let stage = STAGES[run % STAGES.len()];
+        let spawned = Instant::now();
         let (mut child, lines) = spawn_child(&db, "storm", stage, seed >> 33);
+        seen.spawned(spawned, run > 0);
+        restarts += usize::from(run > 0);
         let deadline = if stage == "random" {
             Instant::now() + Duration::from_millis(150 + (seed >> 40) % 600)
         } else {
@@ -383,7 +421,7 @@ fn purchase_storm_survives_sigkill() {
         let mut killed_at = None;
         while Instant::now() < deadline && killed_at.is_none() {
             match lines.recv_timeout(Duration::from_millis(5)) {
-                Ok(line) => killed_at = seen.take(&line),
+                Ok((at, line)) => killed_at = seen.take(at, &line),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     panic!(
@@ -410,8 +448,8 @@ fn purchase_storm_survives_sigkill() {
         }
         child.kill().expect("SIGKILL the child");
         child.wait().unwrap();
-        while let Ok(line) = lines.try_recv() {
-            seen.take(&line);
+        while let Ok((at, line)) = lines.try_recv() {
+            seen.take(at, &line);
         }
         let at = killed_at.unwrap_or_else(|| {
             let log = std::fs::read_to_string(db.with_extension("child.log")).unwrap_or_default();
@@ -429,22 +467,25 @@ fn purchase_storm_survives_sigkill() {
     }
 
     // Recovery: everyone rejoins with working handlers; nothing is bought.
+    let spawned = Instant::now();
     let (mut child, lines) = spawn_child(&db, "recover", "none", 1);
+    seen.spawned(spawned, true);
+    restarts += 1;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut recovered = false;
     while Instant::now() < deadline && !recovered {
         match lines.recv_timeout(Duration::from_millis(50)) {
-            Ok(line) => {
+            Ok((at, line)) => {
                 recovered |= line.contains("RECOVERED");
-                seen.take(&line);
+                seen.take(at, &line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     let status = child.wait().unwrap();
-    while let Ok(line) = lines.try_recv() {
-        seen.take(&line);
+    while let Ok((at, line)) = lines.try_recv() {
+        seen.take(at, &line);
     }
     assert!(
         recovered && status.success(),
@@ -494,6 +535,15 @@ fn purchase_storm_survives_sigkill() {
         );
     }
     let granted_logged = seen.granted.len();
+    let mut waits = seen.restart_to_active.clone();
+    waits.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    eprintln!(
+        "crash test: restart (spawning the process) to its first player active, default 5 min leases and a new server id each run: median {:.0} ms, max {:.0} ms over the {} of {restarts} restarts that got that far before their kill",
+        waits.get(waits.len() / 2).copied().map_or(f64::NAN, ms),
+        waits.last().copied().map_or(f64::NAN, ms),
+        waits.len()
+    );
     eprintln!(
         "crash test: {KILLS} SIGKILLs in {:.1} s; kills by stage: {:?}; {} receipts, {} grants seen committed",
         started.elapsed().as_secs_f64(),
