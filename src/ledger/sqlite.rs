@@ -171,7 +171,9 @@ impl SqliteLedger {
     /// [`LedgerReply::SessionBusy`] until it expires. (A lease that a store opened with
     /// [`SqliteLedger::open`] takes meanwhile is taken over as well: such stores are for tools.)
     ///
-    /// Otherwise as [`SqliteLedger::open`]. A refused file gets no lock file left beside it.
+    /// Otherwise as [`SqliteLedger::open`]. A file refused as not a ledger or as a newer schema
+    /// gets no lock file left beside it (one this call created is removed); after other failures
+    /// the lock file stays, unlocked.
     pub fn open_exclusive(path: &Path, server: &ServerId) -> Result<Self, LedgerError> {
         let (lock, created) = lock::LedgerLock::acquire(path, server)?;
         match Self::open(path) {
