@@ -8,9 +8,8 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -284,31 +283,15 @@ fn spawn_child(
     stage: &str,
     seed: u64,
 ) -> (Child, mpsc::Receiver<(Instant, String)>) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = common::child::test_child("child_process")
         .env("CRASH_DB", db)
         .env("CRASH_MODE", mode)
         .env("CRASH_STAGE", stage)
         .env("CRASH_SEED", seed.to_string())
-        .stdout(Stdio::piped())
         .stderr(std::fs::File::create(db.with_extension("child.log")).unwrap())
         .spawn()
         .expect("start the child");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::child::stdout_lines(&mut child);
     (child, rx)
 }
 

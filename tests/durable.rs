@@ -9,8 +9,8 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_marketplace::ledger::{
-    FaultPlan, FaultyStore, Ledger, LedgerBackend, LedgerError, LedgerStatus, SCHEMA_VERSION,
-    ServerId, SqliteLedger,
+    FaultPlan, Ledger, LedgerBackend, LedgerError, LedgerStatus, SCHEMA_VERSION, ServerId,
+    SqliteLedger,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
@@ -24,27 +24,15 @@ struct DurableShop {
 }
 
 fn durable_shop(path: &Path, server: &str) -> DurableShop {
-    let faults = FaultPlan::default();
-    let (file, plan) = (path.to_owned(), faults.clone());
-    let backend = LedgerBackend::custom(move || {
-        Ok(FaultyStore::new(SqliteLedger::open(&file)?, plan.clone()))
-    });
-    let mut app = App::new();
-    app.add_plugins((
-        MinimalPlugins,
-        MarketplacePlugin {
+    let file = path.to_owned();
+    let (app, log, faults) = faulty_game(
+        move || SqliteLedger::open(&file),
+        |p| MarketplacePlugin {
             server_id: Some(ServerId(server.into())),
             autosave_interval: Duration::from_secs(3600),
-            ..plugin(backend)
+            ..p
         },
-    ))
-    .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
-        10,
-    )))
-    .init_resource::<HandlerMode>()
-    .persist_component::<Gold>();
-    let log = HandlerLog::default();
-    add_sample_handlers(&mut app, log.clone());
+    );
     DurableShop { app, log, faults }
 }
 
@@ -748,30 +736,23 @@ fn game_process() {
 
 /// Starts [`game_process`] on `db` and waits until its player is active.
 fn start_game_process(db: &Path) -> std::process::Child {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "game_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = common::child::test_child("game_process")
         .env("DURABLE_CHILD_DB", db)
-        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start the game process");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("ACTIVE") {
-                let _ = tx.send(());
-            }
+    let lines = common::child::stdout_lines(&mut child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        let (_, line) = lines
+            .recv_timeout(wait)
+            .expect("the game process opened its player");
+        if line.contains("ACTIVE") {
+            break;
         }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the game process opened its player");
+    }
+    // Keep reading, or the child's next line fails on a closed pipe.
+    std::thread::spawn(move || lines.into_iter().for_each(drop));
     child
 }
 

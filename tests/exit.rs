@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
@@ -185,20 +184,14 @@ fn sigterm_child() {
 fn sigterm_saves_and_releases() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sigterm.sqlite3");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "sigterm_child", "--nocapture"])
+    let mut child = common::child::test_child("sigterm_child")
         .env("EXIT_DB", &path)
-        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref().map_while(Result::ok) {
-        if line.contains("READY") {
-            break;
-        }
-    }
+    let lines = common::child::stdout_lines(&mut child);
+    while !lines.recv().expect("the child runs").1.contains("READY") {}
     // Keep reading, or the child's next line fails on a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    std::thread::spawn(move || lines.into_iter().for_each(drop));
     let before = stored(&path, 1);
     assert_ne!(before.0, None, "the child holds the lease while it runs");
     let killed = Command::new("kill")

@@ -10,7 +10,7 @@ mod common;
 mod pg;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -1071,29 +1071,18 @@ fn spawn_server(
     dir: &std::path::Path,
     events: mpsc::Sender<Event>,
 ) -> Server {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = common::child::test_child("child_process")
         .env("RACE_URL", url)
         .env("RACE_SERVER", format!("server-{index}"))
         .env("RACE_SEED", (0x9E37_79B9 * (index as u64 + 1)).to_string())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join(format!("server-{index}.log"))).unwrap())
         .spawn()
         .expect("start a server process");
-    let stdout = child.stdout.take().unwrap();
+    let lines = common::child::stdout_lines(&mut child);
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if events
-                .send(Event::Line(index, Instant::now(), line))
-                .is_err()
-            {
+        for (at, line) in lines {
+            if events.send(Event::Line(index, at, line)).is_err() {
                 return;
             }
         }

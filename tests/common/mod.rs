@@ -1,6 +1,8 @@
 //! Shared fixtures: the products and components of Roblox's documented samples.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
