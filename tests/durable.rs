@@ -9,65 +9,16 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_marketplace::ledger::{
-    FaultPlan, Ledger, LedgerBackend, LedgerError, LedgerStatus, SCHEMA_VERSION, ServerId,
-    SqliteLedger,
+    Ledger, LedgerBackend, LedgerError, LedgerStatus, SCHEMA_VERSION, ServerId, SqliteLedger,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{PlayerSession, ReceiptState, SessionPhase};
 use common::*;
 
-struct DurableShop {
-    app: App,
-    log: HandlerLog,
-    faults: FaultPlan,
-}
-
-fn durable_shop(path: &Path, server: &str) -> DurableShop {
+fn durable_shop(path: &Path, server: &str) -> GameServer {
     let file = path.to_owned();
-    let (app, log, faults) = faulty_game(
-        move || SqliteLedger::open(&file),
-        |p| MarketplacePlugin {
-            server_id: Some(ServerId(server.into())),
-            autosave_interval: Duration::from_secs(3600),
-            ..p
-        },
-    );
-    DurableShop { app, log, faults }
-}
-
-impl DurableShop {
-    fn join(&mut self, user: i64) -> Entity {
-        let e = self
-            .app
-            .world_mut()
-            .spawn((
-                Player::new(UserId(user)),
-                Health {
-                    current: 5,
-                    max: 100,
-                },
-                Gold(0),
-            ))
-            .id();
-        self.app.update_until("the session to load", |w| {
-            w.get::<PlayerSession>(e)
-                .is_some_and(|s| *s.phase() != SessionPhase::Loading)
-        });
-        e
-    }
-
-    fn buy(&mut self, player: Entity, product: ProductId) {
-        common::buy(&mut self.app, player, product);
-    }
-
-    fn gold(&self, e: Entity) -> u64 {
-        self.app.world().get::<Gold>(e).unwrap().0
-    }
-
-    fn advance(&mut self, by: Duration) {
-        common::advance(&mut self.app, by);
-    }
+    GameServer::new(move || SqliteLedger::open(&file), server, |p| p)
 }
 
 fn temp_db() -> (tempfile::TempDir, PathBuf) {
@@ -83,26 +34,7 @@ fn audit(path: &Path) -> bevy_marketplace::ledger::LedgerAudit {
 #[test]
 fn purchases_and_persisted_gold_survive_a_restart() {
     let (_dir, path) = temp_db();
-    {
-        let mut shop = durable_shop(&path, "a");
-        let p = shop.join(1);
-        shop.buy(p, GOLD_100);
-        shop.buy(p, GOLD_100);
-        assert_eq!(shop.gold(p), 200);
-    } // dropped without the player leaving: grants were committed with their Gold anyway
-    let mut shop = durable_shop(&path, "a");
-    let p = shop.join(1);
-    assert_eq!(shop.gold(p), 200, "Gold is loaded from the ledger on join");
-    assert_eq!(
-        shop.app.world().get::<PremiumBalance>(p).unwrap().0,
-        1000 - 160
-    );
-    shop.buy(p, GOLD_100);
-    assert_eq!(shop.gold(p), 300);
-    let audit = audit(&path);
-    assert_eq!(audit.count(ReceiptState::Granted), 3);
-    assert_eq!(audit.purchase_debits, 240);
-    assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(300)");
+    gold_survives_a_restart(|| durable_shop(&path, "a"), || audit(&path));
 }
 
 #[test]
@@ -142,17 +74,7 @@ fn the_ledger_is_a_plain_sqlite_file_in_wal_mode_with_full_sync() {
 fn a_top_up_before_the_first_join_adds_to_the_starting_balance() {
     let (_dir, path) = temp_db();
     let mut shop = durable_shop(&path, "a");
-    shop.app
-        .world_mut()
-        .resource_mut::<MarketplaceService>()
-        .grant_premium_currency(UserId(8), 250, "gift card");
-    shop.app.settle();
-    let p = shop.join(8);
-    assert_eq!(
-        shop.app.world().get::<PremiumBalance>(p).unwrap().0,
-        1250,
-        "the starting balance plus the top-up"
-    );
+    let p = shop.top_up_then_join(8, 250);
     shop.buy(p, GOLD_100);
     let journal: i64 = rusqlite::Connection::open(&path)
         .unwrap()
@@ -359,46 +281,7 @@ fn a_corrupted_ledger_is_refused_with_a_clear_error_and_the_game_runs_on() {
 fn a_failing_grant_commit_leaves_the_receipt_pending_and_never_reruns_the_handler() {
     let (_dir, path) = temp_db();
     let mut shop = durable_shop(&path, "a");
-    let p = shop.join(3);
-    shop.app.insert_resource(HandlerMode::Decline);
-    shop.buy(p, GOLD_100);
-    assert_eq!(audit(&path).count(ReceiptState::Pending), 1);
-    // The next grant's commits fail three times.
-    shop.faults.fail_next_commits(3);
-    shop.app.insert_resource(HandlerMode::Work);
-    shop.advance(Duration::from_secs(2));
-    assert_eq!(shop.gold(p), 100, "granted in memory");
-    assert_eq!(
-        audit(&path).count(ReceiptState::Pending),
-        1,
-        "not reported granted before it commits"
-    );
-    assert_eq!(
-        shop.app
-            .world()
-            .get::<PlayerSession>(p)
-            .unwrap()
-            .uncommitted_grants()
-            .len(),
-        1
-    );
-    for _ in 0..6 {
-        shop.advance(Duration::from_secs(10));
-    }
-    assert_eq!(shop.faults.injected_failures(), 3);
-    let audit = audit(&path);
-    assert_eq!(
-        audit.count(ReceiptState::Granted),
-        1,
-        "a later commit resolved it"
-    );
-    assert_eq!(audit.accounts[&UserId(3)].1.0["Gold"], "(100)");
-    assert_eq!(
-        shop.log.granted.lock().unwrap().len(),
-        1,
-        "the handler granted once"
-    );
-    assert_eq!(shop.gold(p), 100);
+    a_failing_grant_commit_is_retried_without_rerunning_the_handler(&mut shop, || audit(&path));
 }
 
 #[test]
@@ -475,15 +358,7 @@ fn a_player_leaving_after_a_failed_grant_commit_saves_the_grant_on_the_way_out()
     shop.faults.fail_next_commits(1);
     shop.app.insert_resource(HandlerMode::Work);
     shop.advance(Duration::from_secs(2));
-    assert_eq!(
-        shop.app
-            .world()
-            .get::<PlayerSession>(p)
-            .unwrap()
-            .uncommitted_grants()
-            .len(),
-        1
-    );
+    assert_eq!(shop.uncommitted(p), 1);
     shop.app.world_mut().entity_mut(p).despawn();
     shop.app.settle();
     let audit = audit(&path);
@@ -561,34 +436,7 @@ fn a_second_server_cannot_open_a_session_the_first_holds() {
     let (_dir, path) = temp_db();
     let mut a = durable_shop(&path, "server-a");
     let mut b = durable_shop(&path, "server-b");
-    let pa = a.join(9);
-    assert_eq!(
-        *a.app.world().get::<PlayerSession>(pa).unwrap().phase(),
-        SessionPhase::Active
-    );
-    a.buy(pa, GOLD_100);
-    let pb = b
-        .app
-        .world_mut()
-        .spawn((Player::new(UserId(9)), Gold(0)))
-        .id();
-    for _ in 0..20 {
-        b.app.update();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(
-        *b.app.world().get::<PlayerSession>(pb).unwrap().phase(),
-        SessionPhase::Loading,
-        "server A holds the lease"
-    );
-    a.app.world_mut().entity_mut(pa).despawn();
-    a.app.settle();
-    b.advance(Duration::from_secs(2));
-    b.app.update_until("server B to get the session", |w| {
-        w.get::<PlayerSession>(pb)
-            .is_some_and(PlayerSession::is_active)
-    });
-    assert_eq!(b.gold(pb), 100, "with the Gold server A saved");
+    a_lease_is_handed_over_when_its_holder_lets_go(&mut a, &mut b);
 }
 
 #[test]

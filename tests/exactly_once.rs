@@ -166,10 +166,7 @@ fn retry_delays_never_panic_and_stay_capped() {
 #[test]
 fn a_never_granting_receipt_survives_prompt_churn() {
     // Every prompt that opens delivers pending receipts: each one is a failed attempt.
-    let mut shop = shop();
-    shop.set_mode(HandlerMode::Decline);
-    let player = shop.join(3);
-    shop.buy(player, GOLD_100);
+    let (mut shop, player) = bought_with(HandlerMode::Decline, 3, GOLD_100);
     shop.app.insert_resource(ConfirmPolicy::AutoCancel);
     for _ in 0..100 {
         shop.buy(player, FULL_HEAL);

@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{
-    ChargeRequest, FaultPlan, Ledger, LedgerBackend, LedgerError, LedgerReply, LedgerRequest,
-    LedgerStatus, LedgerStore, PG_SCHEMA_VERSION, PlayerSnapshot, PostgresLedger, SaveRequest,
-    ServerId,
+    ChargeRequest, Ledger, LedgerBackend, LedgerError, LedgerReply, LedgerRequest, LedgerStatus,
+    LedgerStore, PG_SCHEMA_VERSION, PlayerSnapshot, PostgresLedger, SaveRequest, ServerId,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
@@ -34,19 +33,12 @@ use pg::PgCluster;
 
 // ---------------------------------------------------------------- helpers
 
-struct PgShop {
-    app: App,
-    log: HandlerLog,
-    faults: FaultPlan,
-}
-
-fn pg_shop(url: &str, server: &str, lease: Duration) -> PgShop {
+fn pg_shop(url: &str, server: &str, lease: Duration) -> GameServer {
     let url = url.to_owned();
-    let (app, log, faults) = faulty_game(
+    GameServer::new(
         move || PostgresLedger::connect(&url),
+        server,
         |p| MarketplacePlugin {
-            server_id: Some(ServerId(server.into())),
-            autosave_interval: Duration::from_secs(3600),
             lease_duration: lease,
             retry: RetryPolicy {
                 initial: Duration::from_millis(20),
@@ -55,54 +47,7 @@ fn pg_shop(url: &str, server: &str, lease: Duration) -> PgShop {
             },
             ..p
         },
-    );
-    PgShop { app, log, faults }
-}
-
-impl PgShop {
-    fn spawn(&mut self, user: i64) -> Entity {
-        self.app
-            .world_mut()
-            .spawn((
-                Player::new(UserId(user)),
-                Health {
-                    current: 5,
-                    max: 100,
-                },
-                Gold(0),
-            ))
-            .id()
-    }
-
-    fn join(&mut self, user: i64) -> Entity {
-        let e = self.spawn(user);
-        self.app.update_until("the session to load", |w| {
-            w.get::<PlayerSession>(e)
-                .is_some_and(|s| *s.phase() != SessionPhase::Loading)
-        });
-        e
-    }
-
-    fn phase(&self, e: Entity) -> SessionPhase {
-        self.app
-            .world()
-            .get::<PlayerSession>(e)
-            .unwrap()
-            .phase()
-            .clone()
-    }
-
-    fn buy(&mut self, player: Entity, product: ProductId) {
-        common::buy(&mut self.app, player, product);
-    }
-
-    fn gold(&self, e: Entity) -> u64 {
-        self.app.world().get::<Gold>(e).unwrap().0
-    }
-
-    fn advance(&mut self, by: Duration) {
-        common::advance(&mut self.app, by);
-    }
+    )
 }
 
 fn audit(url: &str) -> bevy_marketplace::ledger::LedgerAudit {
@@ -152,30 +97,11 @@ fn charge(user: i64, request_id: RequestId, price: u64) -> LedgerRequest {
 #[test]
 fn purchases_and_persisted_gold_survive_a_restart() {
     let url = PgCluster::shared().create_database("restart");
-    {
-        let mut shop = pg_shop(&url, "a", Duration::from_secs(300));
-        let p = shop.join(1);
-        shop.buy(p, GOLD_100);
-        shop.buy(p, GOLD_100);
-        assert_eq!(shop.gold(p), 200);
-        shop.app.world_mut().entity_mut(p).despawn();
-        shop.app.settle();
-    }
-    let mut shop = pg_shop(&url, "a", Duration::from_secs(300));
-    let p = shop.join(1);
-    assert_eq!(shop.gold(p), 200, "Gold is loaded from the ledger on join");
-    assert_eq!(
-        shop.app.world().get::<PremiumBalance>(p).unwrap().0,
-        1000 - 160
+    // The same server id takes its own player back at once: no waiting out the lease.
+    gold_survives_a_restart(
+        || pg_shop(&url, "a", Duration::from_secs(300)),
+        || audit(&url),
     );
-    shop.buy(p, GOLD_100);
-    assert_eq!(shop.gold(p), 300);
-    let audit = audit(&url);
-    assert_eq!(audit.count(ReceiptState::Granted), 3);
-    assert_eq!(audit.purchase_debits, 240);
-    assert_eq!(audit.receipt_total(), 240);
-    assert_eq!(audit.accounts[&UserId(1)].0, 760);
-    assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(300)");
     let version: i64 = sql(&url)
         .query_one("SELECT schema_version FROM bevy_marketplace_meta", &[])
         .unwrap()
@@ -187,17 +113,7 @@ fn purchases_and_persisted_gold_survive_a_restart() {
 fn a_top_up_before_the_first_join_adds_to_the_starting_balance() {
     let url = PgCluster::shared().create_database("top_up_first");
     let mut shop = pg_shop(&url, "a", Duration::from_secs(300));
-    shop.app
-        .world_mut()
-        .resource_mut::<MarketplaceService>()
-        .grant_premium_currency(UserId(3), 250, "gift card");
-    shop.app.settle();
-    let p = shop.join(3);
-    assert_eq!(
-        shop.app.world().get::<PremiumBalance>(p).unwrap().0,
-        1250,
-        "the starting balance plus the top-up"
-    );
+    let p = shop.top_up_then_join(3, 250);
     shop.buy(p, GOLD_100);
     let journal: i64 = sql(&url)
         .query_one(
@@ -471,27 +387,7 @@ fn two_servers_batching_each_others_players_do_not_deadlock() {
 fn a_failing_grant_commit_leaves_the_receipt_pending_and_never_reruns_the_handler() {
     let url = PgCluster::shared().create_database("failing");
     let mut shop = pg_shop(&url, "a", Duration::from_secs(300));
-    let p = shop.join(3);
-    shop.app.insert_resource(HandlerMode::Decline);
-    shop.buy(p, GOLD_100);
-    assert_eq!(audit(&url).count(ReceiptState::Pending), 1);
-    shop.faults.fail_next_commits(3);
-    shop.app.insert_resource(HandlerMode::Work);
-    shop.advance(Duration::from_secs(2));
-    assert_eq!(shop.gold(p), 100, "granted in memory");
-    assert_eq!(
-        audit(&url).count(ReceiptState::Pending),
-        1,
-        "not reported granted before it commits"
-    );
-    for _ in 0..6 {
-        shop.advance(Duration::from_secs(10));
-    }
-    assert_eq!(shop.faults.injected_failures(), 3);
-    let audit = audit(&url);
-    assert_eq!(audit.count(ReceiptState::Granted), 1);
-    assert_eq!(audit.accounts[&UserId(3)].1.0["Gold"], "(100)");
-    assert_eq!(shop.log.granted.lock().unwrap().len(), 1);
+    a_failing_grant_commit_is_retried_without_rerunning_the_handler(&mut shop, || audit(&url));
 }
 
 #[test]
@@ -658,27 +554,7 @@ fn a_second_server_cannot_open_a_session_the_first_holds_until_release_or_expiry
     let url = PgCluster::shared().create_database("second");
     let mut a = pg_shop(&url, "server-a", Duration::from_secs(300));
     let mut b = pg_shop(&url, "server-b", Duration::from_secs(300));
-    let pa = a.join(9);
-    assert_eq!(a.phase(pa), SessionPhase::Active);
-    a.buy(pa, GOLD_100);
-    let pb = b.spawn(9);
-    for _ in 0..20 {
-        b.app.update();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(
-        b.phase(pb),
-        SessionPhase::Loading,
-        "server A holds the lease"
-    );
-    a.app.world_mut().entity_mut(pa).despawn();
-    a.app.settle();
-    b.advance(Duration::from_secs(2));
-    b.app.update_until("server B to get the session", |w| {
-        w.get::<PlayerSession>(pb)
-            .is_some_and(PlayerSession::is_active)
-    });
-    assert_eq!(b.gold(pb), 100, "with the Gold server A saved");
+    a_lease_is_handed_over_when_its_holder_lets_go(&mut a, &mut b);
 }
 
 #[test]

@@ -111,11 +111,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             HandlerMode::Error => return Err("the chest is stuck".into()),
             HandlerMode::Panic => panic!("handler bug after opening the chest"),
         }
-        chest_log
-            .granted
-            .lock()
-            .unwrap()
-            .push(receipt.purchase_id.clone());
+        chest_log.grant(receipt);
         Ok::<_, BevyError>(true)
     });
     let mut players: [Option<Entity>; USERS] = [None; USERS];

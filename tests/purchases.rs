@@ -335,10 +335,7 @@ fn test_purchases_are_free_flagged_and_still_delivered() {
 
 #[test]
 fn a_panicking_handler_means_not_processed_yet_and_the_game_keeps_running() {
-    let mut shop = shop();
-    shop.set_mode(HandlerMode::Panic);
-    let player = shop.join(11);
-    shop.buy(player, FULL_HEAL);
+    let (mut shop, player) = bought_with(HandlerMode::Panic, 11, FULL_HEAL);
     assert_eq!(shop.health(player), 30);
     assert_eq!(shop.receipts_in(ReceiptState::Pending), 1);
     let failure = &shop.collected().failed[0].reason;
@@ -360,10 +357,7 @@ fn a_panicking_handler_means_not_processed_yet_and_the_game_keeps_running() {
 
 #[test]
 fn an_erroring_handler_means_not_processed_yet() {
-    let mut shop = shop();
-    shop.set_mode(HandlerMode::Error);
-    let player = shop.join(12);
-    shop.buy(player, FULL_HEAL);
+    let (shop, _) = bought_with(HandlerMode::Error, 12, FULL_HEAL);
     assert!(matches!(
         &shop.collected().failed[0].reason,
         DeliveryFailure::HandlerError(m) if m.contains("shelf is empty")
@@ -453,10 +447,7 @@ fn receipts_without_any_handler_stay_pending_and_are_not_acknowledged() {
 
 #[test]
 fn receipts_wait_for_the_buyer_and_are_delivered_when_they_join() {
-    let mut shop = shop();
-    shop.set_mode(HandlerMode::Decline);
-    let player = shop.join(15);
-    shop.buy(player, GOLD_100);
+    let (mut shop, player) = bought_with(HandlerMode::Decline, 15, GOLD_100);
     assert_eq!(shop.receipts_in(ReceiptState::Pending), 1);
     shop.app.world_mut().entity_mut(player).despawn();
     shop.app.settle();
@@ -629,10 +620,7 @@ fn several_pending_receipts_are_all_granted_in_any_order() {
 
 #[test]
 fn unresolved_receipts_never_expire() {
-    let mut shop = shop();
-    shop.set_mode(HandlerMode::Decline);
-    let player = shop.join(21);
-    shop.buy(player, GOLD_100);
+    let (mut shop, player) = bought_with(HandlerMode::Decline, 21, GOLD_100);
     for _ in 0..50 {
         shop.advance(Duration::from_secs(3600));
     }

@@ -11,11 +11,13 @@ use bevy::asset::io::{AssetSourceBuilder, AssetSourceId};
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_marketplace::ledger::{
-    FaultPlan, FaultyStore, InMemoryLedger, LedgerBackend, LedgerError, LedgerStore,
+    FaultPlan, FaultyStore, InMemoryLedger, LedgerAudit, LedgerBackend, LedgerError, LedgerStore,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
-use bevy_marketplace::{PurchaseId, ReceiptDeliveryFailed, ReceiptState};
+use bevy_marketplace::{
+    PlayerSession, PurchaseId, ReceiptDeliveryFailed, ReceiptState, SessionPhase,
+};
 use serde::{Deserialize, Serialize};
 
 /// Roblox sample: "ProductId 123123 brings the user back to full health".
@@ -42,6 +44,21 @@ pub struct HandlerLog {
     pub calls: Arc<Mutex<Vec<PurchaseId>>>,
 }
 
+impl HandlerLog {
+    /// Notes that a handler ran on `receipt`.
+    pub fn called(&self, receipt: &ReceiptInfo) {
+        self.calls.lock().unwrap().push(receipt.purchase_id.clone());
+    }
+
+    /// Notes that a handler granted `receipt`.
+    pub fn grant(&self, receipt: &ReceiptInfo) {
+        self.granted
+            .lock()
+            .unwrap()
+            .push(receipt.purchase_id.clone());
+    }
+}
+
 #[derive(Resource, Default, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum HandlerMode {
     #[default]
@@ -61,11 +78,7 @@ pub fn catalog() -> Catalog {
 pub fn add_sample_handlers(app: &mut App, log: HandlerLog) {
     let heal_log = log.clone();
     app.add_product_handler(FULL_HEAL, move |receipt, mut player| {
-        heal_log
-            .calls
-            .lock()
-            .unwrap()
-            .push(receipt.purchase_id.clone());
+        heal_log.called(receipt);
         let mode = player.world_scope(|w| *w.resource::<HandlerMode>());
         match mode {
             HandlerMode::Work => {}
@@ -77,20 +90,12 @@ pub fn add_sample_handlers(app: &mut App, log: HandlerLog) {
             return Ok::<_, BevyError>(false);
         };
         health.current = health.max;
-        heal_log
-            .granted
-            .lock()
-            .unwrap()
-            .push(receipt.purchase_id.clone());
+        heal_log.grant(receipt);
         Ok(true)
     });
     let gold_log = log.clone();
     app.add_product_handler(GOLD_100, move |receipt, mut player| {
-        gold_log
-            .calls
-            .lock()
-            .unwrap()
-            .push(receipt.purchase_id.clone());
+        gold_log.called(receipt);
         let mode = player.world_scope(|w| *w.resource::<HandlerMode>());
         if mode != HandlerMode::Work {
             return false;
@@ -99,11 +104,7 @@ pub fn add_sample_handlers(app: &mut App, log: HandlerLog) {
             return false;
         };
         gold.0 += 100;
-        gold_log
-            .granted
-            .lock()
-            .unwrap()
-            .push(receipt.purchase_id.clone());
+        gold_log.grant(receipt);
         true
     });
     app.insert_resource(log);
@@ -178,6 +179,188 @@ pub fn faulty_game<S: LedgerStore>(
     (app, log, faults)
 }
 
+/// A game server on a shared ledger (SQLite file or PostgreSQL), for stories with several servers.
+pub struct GameServer {
+    pub app: App,
+    pub log: HandlerLog,
+    pub faults: FaultPlan,
+}
+
+impl GameServer {
+    /// [`faulty_game`] named `server` on the store `open` makes, autosave off.
+    pub fn new<S: LedgerStore>(
+        open: impl Fn() -> Result<S, LedgerError> + Send + Sync + 'static,
+        server: &str,
+        configure: impl FnOnce(MarketplacePlugin) -> MarketplacePlugin,
+    ) -> Self {
+        let id = bevy_marketplace::ledger::ServerId(server.into());
+        let (app, log, faults) = faulty_game(open, |p| {
+            configure(MarketplacePlugin {
+                server_id: Some(id),
+                autosave_interval: Duration::from_secs(3600),
+                ..p
+            })
+        });
+        Self { app, log, faults }
+    }
+
+    /// Spawns the buyer (Health 5/100, Gold 0) without waiting.
+    pub fn spawn(&mut self, user: i64) -> Entity {
+        spawn_buyer(&mut self.app, user, 5)
+    }
+
+    /// Spawns the buyer and waits until their session is no longer loading.
+    pub fn join(&mut self, user: i64) -> Entity {
+        let e = self.spawn(user);
+        self.app.update_until("the session to load", |w| {
+            w.get::<PlayerSession>(e)
+                .is_some_and(|s| *s.phase() != SessionPhase::Loading)
+        });
+        e
+    }
+
+    pub fn phase(&self, e: Entity) -> SessionPhase {
+        self.app
+            .world()
+            .get::<PlayerSession>(e)
+            .unwrap()
+            .phase()
+            .clone()
+    }
+
+    pub fn buy(&mut self, player: Entity, product: ProductId) {
+        buy(&mut self.app, player, product);
+    }
+
+    pub fn gold(&self, e: Entity) -> u64 {
+        self.app.world().get::<Gold>(e).unwrap().0
+    }
+
+    /// Receipts granted in memory for `e` whose commit has not been confirmed.
+    pub fn uncommitted(&self, e: Entity) -> usize {
+        self.app
+            .world()
+            .get::<PlayerSession>(e)
+            .unwrap()
+            .uncommitted_grants()
+            .len()
+    }
+
+    /// Credits `amount` to `user` before they ever joined, then joins them: their balance is
+    /// the starting balance (1000) plus the top-up.
+    pub fn top_up_then_join(&mut self, user: i64, amount: u64) -> Entity {
+        self.app
+            .world_mut()
+            .resource_mut::<bevy_marketplace::MarketplaceService>()
+            .grant_premium_currency(UserId(user), amount, "gift card");
+        self.app.settle();
+        let p = self.join(user);
+        assert_eq!(
+            self.app.world().get::<PremiumBalance>(p).unwrap().0,
+            1000 + amount,
+            "the starting balance plus the top-up"
+        );
+        p
+    }
+
+    pub fn advance(&mut self, by: Duration) {
+        advance(&mut self.app, by);
+    }
+}
+
+/// Server A holds a player with Gold; server B's join waits while A's lease lives, and gets the
+/// player with A's Gold once A lets them go.
+pub fn a_lease_is_handed_over_when_its_holder_lets_go(a: &mut GameServer, b: &mut GameServer) {
+    let pa = a.join(1);
+    a.buy(pa, GOLD_100);
+    let pb = b.spawn(1);
+    for _ in 0..20 {
+        b.app.update();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        b.phase(pb),
+        SessionPhase::Loading,
+        "server A holds the lease"
+    );
+    a.app.world_mut().entity_mut(pa).despawn();
+    a.app.settle();
+    b.advance(Duration::from_secs(2));
+    b.app.update_until("server B to get the session", |w| {
+        w.get::<PlayerSession>(pb)
+            .is_some_and(PlayerSession::is_active)
+    });
+    assert_eq!(b.gold(pb), 100, "with the Gold server A saved");
+}
+
+/// A grant whose commits fail three times stays pending in the ledger (granted in memory), is
+/// committed by a later save, and its handler never runs again. `audit` reads the ledger.
+pub fn a_failing_grant_commit_is_retried_without_rerunning_the_handler(
+    shop: &mut GameServer,
+    audit: impl Fn() -> LedgerAudit,
+) {
+    let p = shop.join(3);
+    shop.app.insert_resource(HandlerMode::Decline);
+    shop.buy(p, GOLD_100);
+    assert_eq!(audit().count(ReceiptState::Pending), 1);
+    // The next grant's commits fail three times.
+    shop.faults.fail_next_commits(3);
+    shop.app.insert_resource(HandlerMode::Work);
+    shop.advance(Duration::from_secs(2));
+    assert_eq!(shop.gold(p), 100, "granted in memory");
+    assert_eq!(
+        audit().count(ReceiptState::Pending),
+        1,
+        "not reported granted before it commits"
+    );
+    assert_eq!(shop.uncommitted(p), 1);
+    for _ in 0..6 {
+        shop.advance(Duration::from_secs(10));
+    }
+    assert_eq!(shop.faults.injected_failures(), 3);
+    let audit = audit();
+    assert_eq!(
+        audit.count(ReceiptState::Granted),
+        1,
+        "a later commit resolved it"
+    );
+    assert_eq!(audit.accounts[&UserId(3)].1.0["Gold"], "(100)");
+    assert_eq!(
+        shop.log.granted.lock().unwrap().len(),
+        1,
+        "the handler granted once"
+    );
+    assert_eq!(shop.gold(p), 100);
+}
+
+/// A server buys Gold twice and stops without its player leaving (a crash, for the ledger); the
+/// same server started again (`start`, same id) takes the player back at once with their Gold
+/// and balance, and buys on. `audit` reads the ledger.
+pub fn gold_survives_a_restart(start: impl Fn() -> GameServer, audit: impl Fn() -> LedgerAudit) {
+    {
+        let mut shop = start();
+        let p = shop.join(1);
+        shop.buy(p, GOLD_100);
+        shop.buy(p, GOLD_100);
+        assert_eq!(shop.gold(p), 200);
+    } // dropped without the player leaving: grants were committed with their Gold anyway
+    let mut shop = start();
+    let p = shop.join(1);
+    assert_eq!(shop.gold(p), 200, "Gold is loaded from the ledger on join");
+    assert_eq!(
+        shop.app.world().get::<PremiumBalance>(p).unwrap().0,
+        1000 - 160
+    );
+    shop.buy(p, GOLD_100);
+    assert_eq!(shop.gold(p), 300);
+    let audit = audit();
+    assert_eq!(audit.count(ReceiptState::Granted), 3);
+    assert_eq!(audit.purchase_debits, 240);
+    assert_eq!(audit.receipt_total(), 240);
+    assert_eq!(audit.accounts[&UserId(1)].0, 760);
+    assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(300)");
+}
+
 /// [`faulty_game`] on a fresh in-memory ledger.
 pub fn shop_with(configure: impl FnOnce(MarketplacePlugin) -> MarketplacePlugin) -> TestShop {
     let ledger = InMemoryLedger::default();
@@ -191,8 +374,31 @@ pub fn shop_with(configure: impl FnOnce(MarketplacePlugin) -> MarketplacePlugin)
     }
 }
 
+/// A shop whose handlers are in `mode`, where `user` joined and bought `product`.
+pub fn bought_with(mode: HandlerMode, user: i64, product: ProductId) -> (TestShop, Entity) {
+    let mut shop = shop();
+    shop.set_mode(mode);
+    let player = shop.join(user);
+    shop.buy(player, product);
+    (shop, player)
+}
+
 pub fn shop() -> TestShop {
     shop_with(|p| p)
+}
+
+/// Spawns the buyer `user` with Gold 0 and `health` of 100 Health (their session starts loading).
+pub fn spawn_buyer(app: &mut App, user: i64, health: u32) -> Entity {
+    app.world_mut()
+        .spawn((
+            Player::new(UserId(user)),
+            Health {
+                current: health,
+                max: 100,
+            },
+            Gold(0),
+        ))
+        .id()
 }
 
 /// Messages seen so far.
@@ -218,18 +424,7 @@ fn collect(
 impl TestShop {
     /// Spawns a player (Health 30/100, Gold 0) and waits for their session to load.
     pub fn join(&mut self, user: i64) -> Entity {
-        let e = self
-            .app
-            .world_mut()
-            .spawn((
-                Player::new(UserId(user)),
-                Health {
-                    current: 30,
-                    max: 100,
-                },
-                Gold(0),
-            ))
-            .id();
+        let e = spawn_buyer(&mut self.app, user, 30);
         self.app.settle();
         e
     }
