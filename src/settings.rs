@@ -11,23 +11,23 @@ use crate::retry::RetryPolicy;
 /// The plugin's configuration at run time.
 #[derive(Resource, Clone, Debug)]
 pub struct MarketplaceSettings {
-    /// See [`MarketplacePlugin::place_id`].
+    /// See [`MarketplacePlugin::place_id`](crate::MarketplacePlugin::place_id).
     pub place_id: PlaceId,
     /// This server's id.
     pub server_id: ServerId,
-    /// See [`MarketplacePlugin::retry`].
+    /// See [`MarketplacePlugin::retry`](crate::MarketplacePlugin::retry).
     pub retry: RetryPolicy,
-    /// See [`MarketplacePlugin::test_purchases`].
+    /// See [`MarketplacePlugin::test_purchases`](crate::MarketplacePlugin::test_purchases).
     pub test_purchases: bool,
-    /// See [`MarketplacePlugin::starting_balance`].
+    /// See [`MarketplacePlugin::starting_balance`](crate::MarketplacePlugin::starting_balance).
     pub starting_balance: u64,
-    /// See [`MarketplacePlugin::autosave_interval`].
+    /// See [`MarketplacePlugin::autosave_interval`](crate::MarketplacePlugin::autosave_interval).
     pub autosave_interval: Duration,
-    /// See [`MarketplacePlugin::lease_duration`].
+    /// See [`MarketplacePlugin::lease_duration`](crate::MarketplacePlugin::lease_duration).
     pub lease_duration: Duration,
-    /// See [`MarketplacePlugin::frame_budget`].
+    /// See [`MarketplacePlugin::frame_budget`](crate::MarketplacePlugin::frame_budget).
     pub frame_budget: Duration,
-    /// See [`MarketplacePlugin::exit_timeout`].
+    /// See [`MarketplacePlugin::exit_timeout`](crate::MarketplacePlugin::exit_timeout).
     pub exit_timeout: Duration,
 }
 
