@@ -4,6 +4,7 @@
 use postgres::{Client, GenericClient, NoTls};
 
 use super::describe;
+use crate::ledger::schema::{POSTGRES, tables_v1};
 
 /// The schema version this build writes (in `bevy_marketplace_meta`).
 pub const PG_SCHEMA_VERSION: i64 = 1;
@@ -16,51 +17,18 @@ pub(super) const APPLICATION: &str = "bevy_marketplace";
 pub(super) const MIGRATION_LOCK: i64 = 0x424D_4B54;
 
 /// Schema migrations: entry `n` moves a database from version `n` to `n + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) fn migrations() -> [String; PG_SCHEMA_VERSION as usize] {
+    [format!("{META}{}", tables_v1(&POSTGRES))]
+}
+
+/// Where a database says it is ours, and at which version (created with version 1).
+const META: &str = "
 CREATE TABLE bevy_marketplace_meta (
     application    TEXT   NOT NULL,
     schema_version BIGINT NOT NULL
 );
 INSERT INTO bevy_marketplace_meta (application, schema_version) VALUES ('bevy_marketplace', 0);
-CREATE TABLE accounts (
-    user_id          BIGINT PRIMARY KEY,
-    balance          BIGINT NOT NULL CHECK (balance >= 0),
-    lease_owner      TEXT,
-    lease_expires_ms BIGINT,
-    created_ms       BIGINT NOT NULL,
-    updated_ms       BIGINT NOT NULL
-);
-CREATE TABLE player_components (
-    user_id BIGINT NOT NULL REFERENCES accounts (user_id),
-    name    TEXT   NOT NULL,
-    value   TEXT   NOT NULL,
-    PRIMARY KEY (user_id, name)
-);
-CREATE TABLE receipts (
-    purchase_id    TEXT    PRIMARY KEY,
-    request_id     TEXT    NOT NULL UNIQUE,
-    user_id        BIGINT  NOT NULL,
-    product_id     BIGINT  NOT NULL,
-    place_id       BIGINT  NOT NULL,
-    currency_spent BIGINT  NOT NULL CHECK (currency_spent >= 0),
-    currency_type  BIGINT  NOT NULL,
-    channel        BIGINT  NOT NULL CHECK (channel BETWEEN 1 AND 4),
-    is_test        BOOLEAN NOT NULL,
-    state          TEXT    NOT NULL CHECK (state IN ('pending', 'granted', 'refunded')),
-    created_ms     BIGINT  NOT NULL,
-    resolved_ms    BIGINT
-);
-CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
-CREATE TABLE balance_journal (
-    id          BIGSERIAL PRIMARY KEY,
-    user_id     BIGINT NOT NULL,
-    delta       BIGINT NOT NULL,
-    reason      TEXT   NOT NULL,
-    purchase_id TEXT,
-    at_ms       BIGINT NOT NULL
-);
-CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
-"#];
+";
 
 /// Default `idle_in_transaction_session_timeout` when the connection string sets none.
 pub(super) const DEFAULT_IDLE_IN_TRANSACTION_MS: i64 = 30_000;
@@ -160,7 +128,7 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), MigrateError> {
     if from == PG_SCHEMA_VERSION {
         return Ok(());
     }
-    for sql in &MIGRATIONS[from as usize..PG_SCHEMA_VERSION as usize] {
+    for sql in &migrations()[from as usize..] {
         tx.batch_execute(sql).map_err(db)?;
     }
     tx.execute(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::ledger::LedgerError;
+use crate::ledger::schema::{SQLITE, tables_v1};
 
 /// Marks a SQLite file as ours (`PRAGMA application_id`, "BMKT").
 pub(super) const APPLICATION_ID: i64 = 0x424D_4B54;
@@ -14,51 +15,14 @@ pub(super) const APPLICATION_ID: i64 = 0x424D_4B54;
 pub const SCHEMA_VERSION: i64 = 2;
 
 /// Schema migrations: entry `n` moves a database from version `n` to `n + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE accounts (
-    user_id          INTEGER PRIMARY KEY,
-    balance          INTEGER NOT NULL CHECK (balance >= 0),
-    lease_owner      TEXT,
-    lease_expires_ms INTEGER,
-    created_ms       INTEGER NOT NULL,
-    updated_ms       INTEGER NOT NULL
-);
-CREATE TABLE player_components (
-    user_id INTEGER NOT NULL REFERENCES accounts (user_id),
-    name    TEXT    NOT NULL,
-    value   TEXT    NOT NULL,
-    PRIMARY KEY (user_id, name)
-) WITHOUT ROWID;
-CREATE TABLE receipts (
-    purchase_id    TEXT    PRIMARY KEY,
-    request_id     TEXT    NOT NULL UNIQUE,
-    user_id        INTEGER NOT NULL,
-    product_id     INTEGER NOT NULL,
-    place_id       INTEGER NOT NULL,
-    currency_spent INTEGER NOT NULL CHECK (currency_spent >= 0),
-    currency_type  INTEGER NOT NULL,
-    channel        INTEGER NOT NULL CHECK (channel BETWEEN 1 AND 4),
-    is_test        INTEGER NOT NULL,
-    state          TEXT    NOT NULL CHECK (state IN ('pending', 'granted', 'refunded')),
-    created_ms     INTEGER NOT NULL,
-    resolved_ms    INTEGER
-);
-CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
-CREATE TABLE balance_journal (
-    id          INTEGER PRIMARY KEY,
-    user_id     INTEGER NOT NULL,
-    delta       INTEGER NOT NULL,
-    reason      TEXT    NOT NULL,
-    purchase_id TEXT,
-    at_ms       INTEGER NOT NULL
-);
-CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
-"#,
-    // Version 2: the state check without `IN (…)`, for which SQLite builds a temporary table on every
-    // insert and update of a receipt (a third of the ledger's time). SQLite cannot alter a check, so
-    // the table is rebuilt (https://sqlite.org/lang_altertable.html#otheralter).
-    r#"
+pub(super) fn migrations() -> [String; SCHEMA_VERSION as usize] {
+    [tables_v1(&SQLITE), RECEIPTS_V2.to_owned()]
+}
+
+/// Version 2: the state check without `IN (…)`, for which SQLite builds a temporary table on every
+/// insert and update of a receipt (a third of the ledger's time). SQLite cannot alter a check, so
+/// the table is rebuilt (https://sqlite.org/lang_altertable.html#otheralter).
+const RECEIPTS_V2: &str = r#"
 CREATE TABLE receipts_v2 (
     purchase_id    TEXT    PRIMARY KEY,
     request_id     TEXT    NOT NULL UNIQUE,
@@ -77,8 +41,7 @@ INSERT INTO receipts_v2 SELECT * FROM receipts;
 DROP TABLE receipts;
 ALTER TABLE receipts_v2 RENAME TO receipts;
 CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
-"#,
-];
+"#;
 
 /// Brings the schema up to date. The version is read again under the write lock, so two
 /// servers opening a new ledger at once migrate it once.
@@ -91,7 +54,7 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     // `open` refused a negative version; this one was written since.
     let from =
         usize::try_from(from).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, from))?;
-    for sql in &MIGRATIONS[from..SCHEMA_VERSION as usize] {
+    for sql in &migrations()[from..] {
         tx.execute_batch(sql)?;
     }
     tx.execute_batch(&format!(

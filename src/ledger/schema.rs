@@ -1,0 +1,87 @@
+//! The ledger's tables as schema version 1 created them, written once for both SQL dialects.
+//!
+//! A migration is history: a database created at version 1 holds exactly these tables, so this
+//! text never changes. Later versions are migrations of their own, in each store.
+
+/// The words in which the two dialects spell the same table.
+pub(crate) struct Dialect {
+    /// A 64-bit integer column.
+    pub(crate) int: &'static str,
+    /// A boolean column.
+    pub(crate) boolean: &'static str,
+    /// An auto-numbered 64-bit primary key.
+    pub(crate) serial_key: &'static str,
+    /// After a table whose primary key is its only index (SQLite keeps no rowid beside it).
+    pub(crate) clustered: &'static str,
+}
+
+/// SQLite's spelling.
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE: Dialect = Dialect {
+    int: "INTEGER",
+    boolean: "INTEGER",
+    serial_key: "INTEGER PRIMARY KEY",
+    clustered: " WITHOUT ROWID",
+};
+
+/// PostgreSQL's spelling.
+#[cfg(feature = "postgres")]
+pub(crate) const POSTGRES: Dialect = Dialect {
+    int: "BIGINT",
+    boolean: "BOOLEAN",
+    serial_key: "BIGSERIAL PRIMARY KEY",
+    clustered: "",
+};
+
+/// The tables of schema version 1: accounts (balance, session lease), persisted player
+/// components, receipts, the balance journal.
+pub(crate) fn tables_v1(d: &Dialect) -> String {
+    let Dialect {
+        int,
+        boolean,
+        serial_key,
+        clustered,
+    } = d;
+    format!(
+        r#"
+CREATE TABLE accounts (
+    user_id          {int} PRIMARY KEY,
+    balance          {int} NOT NULL CHECK (balance >= 0),
+    lease_owner      TEXT,
+    lease_expires_ms {int},
+    created_ms       {int} NOT NULL,
+    updated_ms       {int} NOT NULL
+);
+CREATE TABLE player_components (
+    user_id {int} NOT NULL REFERENCES accounts (user_id),
+    name    TEXT    NOT NULL,
+    value   TEXT    NOT NULL,
+    PRIMARY KEY (user_id, name)
+){clustered};
+CREATE TABLE receipts (
+    purchase_id    TEXT    PRIMARY KEY,
+    request_id     TEXT    NOT NULL UNIQUE,
+    user_id        {int} NOT NULL,
+    product_id     {int} NOT NULL,
+    place_id       {int} NOT NULL,
+    currency_spent {int} NOT NULL CHECK (currency_spent >= 0),
+    currency_type  {int} NOT NULL,
+    channel        {int} NOT NULL CHECK (channel BETWEEN 1 AND 4),
+    is_test        {boolean} NOT NULL,
+    state          TEXT    NOT NULL CHECK (state IN ('pending', 'granted', 'refunded')),
+    created_ms     {int} NOT NULL,
+    resolved_ms    {int}
+);
+CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
+CREATE TABLE balance_journal (
+    id          {serial_key},
+    user_id     {int} NOT NULL,
+    delta       {int} NOT NULL,
+    reason      TEXT    NOT NULL,
+    purchase_id TEXT,
+    at_ms       {int} NOT NULL
+);
+CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
+"#
+    )
+}
