@@ -3,16 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use bevy::ecs::schedule::ScheduleLabel;
 use bevy::prelude::*;
 
 use crate::ledger::{Ledger, LedgerError, LedgerReply, LedgerRequest, LedgerStatus};
 use crate::players::{SaveBuild, Sessions, build_save};
 use crate::settings::MarketplaceSettings;
 
-/// Runs once a frame after [`Last`], so it sees an [`AppExit`] written anywhere in the frame —
-/// a closed window (`Last`), the game's quit button, bevy's `TerminalCtrlCHandlerPlugin`.
-#[derive(ScheduleLabel, Clone, Debug, PartialEq, Eq, Hash)]
+/// The exit save's place: in bevy's [`Main`] schedule, after `Main::run_main` has run every
+/// schedule of the frame, so it sees an [`AppExit`] written anywhere in it — a closed window
+/// (`Last`), the game's quit button, [`ExitOnSignal`](crate::ExitOnSignal). (A system there costs
+/// a frame far less than a schedule of its own.)
+#[derive(SystemSet, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MarketplaceExit;
 
 /// Set once the exit save has run, so it runs once.
@@ -32,20 +33,12 @@ pub struct ExitReport {
     pub waited: Duration,
 }
 
-/// Adds the exit schedule after `Last` and the exit save to it.
+/// Adds the exit save after the frame's schedules.
 pub(crate) fn install(app: &mut App) {
-    app.init_schedule(MarketplaceExit)
-        .init_resource::<ExitSaved>()
-        .add_systems(MarketplaceExit, save_on_exit);
-    match app
-        .world_mut()
-        .get_resource_mut::<bevy::app::MainScheduleOrder>()
-    {
-        Some(mut order) => order.insert_after(Last, MarketplaceExit),
-        None => {
-            app.add_systems(Last, save_on_exit);
-        }
-    }
+    app.init_resource::<ExitSaved>().add_systems(
+        Main,
+        save_on_exit.in_set(MarketplaceExit).after(Main::run_main),
+    );
 }
 
 /// On `AppExit`: queues a final save (which releases the lease) for every active player, a
