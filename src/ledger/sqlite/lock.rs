@@ -21,9 +21,7 @@ pub(super) struct LedgerLock {
 
 /// The lock file of the ledger at `db`: its path with `.lock` appended.
 pub(super) fn lock_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
+    super::sidecar(db, ".lock")
 }
 
 impl LedgerLock {

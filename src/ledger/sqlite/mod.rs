@@ -31,6 +31,13 @@ macro_rules! receipt_columns {
     };
 }
 
+/// A file beside the ledger at `db`: its path with `suffix` appended (`-wal`, `-shm`, `.lock`).
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// A ledger in one SQLite file.
 pub struct SqliteLedger {
     conn: Connection,

@@ -1,10 +1,11 @@
 //! The SQLite ledger's schema: its migrations, the checks that decide whether a file is a ledger
 //! this build may open (made without writing to it).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use super::sidecar;
 use crate::ledger::LedgerError;
 use crate::ledger::schema::{SQLITE, tables_v1};
 
@@ -76,12 +77,7 @@ pub(super) fn check_file(path: &Path, location: &str) -> Result<i64, LedgerError
     if std::fs::metadata(path).is_err() {
         return Ok(0); // missing: a new ledger (any other problem shows when it is opened)
     }
-    let sidecar = |suffix: &str| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    let (wal, shm) = (sidecar("-wal"), sidecar("-shm"));
+    let (wal, shm) = (sidecar(path, "-wal"), sidecar(path, "-shm"));
     let (had_wal, had_shm) = (wal.exists(), shm.exists());
     let checked = check_read_only(path, location);
     if checked.is_err() {
