@@ -109,6 +109,7 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
         _ => return,
     };
     let retry = world.resource::<MarketplaceSettings>().retry;
+    let user = world.get::<PlayerSession>(entity).map(|s| s.user);
     let mut granted_any = false;
     for receipt in receipts {
         let id = receipt.purchase_id.clone();
@@ -125,7 +126,6 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
         let handler = world
             .resource::<ReceiptHandlers>()
             .route(receipt.product_id);
-        let user = world.get::<PlayerSession>(entity).map(|s| s.user);
         let outcome = match handler {
             None => Err(DeliveryFailure::NoHandler),
             Some(handler) => run_handler(world, entity, &handler, &receipt),
@@ -160,8 +160,8 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
                     .find(|p| p.info.purchase_id == id)
                     .map_or(0, |p| p.attempts)
                     + 1;
-                let retry_at = now.saturating_add(retry.delay(attempts));
-                session.note_failure(&id, retry_at);
+                let wait = retry.delay(attempts);
+                session.note_failure(&id, now.saturating_add(wait));
                 match &reason {
                     DeliveryFailure::NoHandler if warn_no_handler => tracing::warn!(
                         "receipt {id} of user {user} is for product {} which has no handler and there is no catch-all; it stays pending (it is not auto-acknowledged)",
@@ -170,24 +170,22 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
                     DeliveryFailure::HandlerError(e) => tracing::error!(
                         "handler for product {} failed on receipt {id} of user {user}: {e}; retrying in {:?}",
                         receipt.product_id,
-                        retry_at.saturating_sub(now)
+                        wait
                     ),
                     DeliveryFailure::HandlerPanicked(e) => tracing::error!(
                         "handler for product {} panicked on receipt {id} of user {user}: {e}; retrying in {:?}",
                         receipt.product_id,
-                        retry_at.saturating_sub(now)
+                        wait
                     ),
                     DeliveryFailure::StateUnreadable(e) => tracing::error!(
                         "receipt {id} of user {user} waits: {e}; retrying in {:?}",
-                        retry_at.saturating_sub(now)
+                        wait
                     ),
                     _ => {}
                 }
-                world.resource_mut::<WakeSchedule>().after(
-                    now,
-                    retry.delay(attempts),
-                    Wake::Deliver(entity),
-                );
+                world
+                    .resource_mut::<WakeSchedule>()
+                    .after(now, wait, Wake::Deliver(entity));
                 let mut stats = world.resource_mut::<MarketplaceStats>();
                 stats.delivery_failures += 1;
                 if matches!(reason, DeliveryFailure::HandlerPanicked(_)) {
