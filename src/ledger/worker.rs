@@ -244,14 +244,20 @@ impl Drop for Ledger {
     }
 }
 
-/// Opens the store; a panic in the factory is an open error like any other.
-fn open_store(open: &StoreFactory) -> Result<Box<dyn LedgerStore>, LedgerError> {
-    catch_unwind(AssertUnwindSafe(|| open())).unwrap_or_else(|payload| {
+/// Opens the store and tells the game where it lives; a panic in the factory is an open error
+/// like any other.
+fn open_store(
+    open: &StoreFactory,
+    answers: &Sender<FromWorker>,
+) -> Result<Box<dyn LedgerStore>, LedgerError> {
+    let store = catch_unwind(AssertUnwindSafe(|| open())).unwrap_or_else(|payload| {
         Err(LedgerError::Unavailable(format!(
             "opening the ledger store panicked: {}",
             panic_message(&*payload)
         )))
-    })
+    })?;
+    let _ = answers.send(FromWorker::Opened(store.location()));
+    Ok(store)
 }
 
 fn run_worker(
@@ -261,11 +267,8 @@ fn run_worker(
     max_batch: usize,
     counters: &WorkerCounters,
 ) {
-    let mut store: Box<dyn LedgerStore> = match open_store(&open) {
-        Ok(store) => {
-            let _ = answers.send(FromWorker::Opened(store.location()));
-            store
-        }
+    let mut store = match open_store(&open, &answers) {
+        Ok(store) => store,
         Err(error) => return answer_failed(error, requests, answers),
     };
     let mut queued: std::collections::VecDeque<LedgerRequest> = Default::default();
@@ -319,11 +322,8 @@ fn run_worker(
             let _ = answers.send(FromWorker::Restarting(why));
             // Close the old store (its file lock, its connection) before opening a new one.
             drop(store);
-            store = match open_store(&open) {
-                Ok(store) => {
-                    let _ = answers.send(FromWorker::Opened(store.location()));
-                    store
-                }
+            store = match open_store(&open, &answers) {
+                Ok(store) => store,
                 Err(error) => {
                     // Requests already queued are answered with the error too.
                     let unavailable = LedgerError::Unavailable(error.to_string());
