@@ -5,7 +5,7 @@ use bevy::ecs::world::DeferredWorld;
 use bevy::prelude::*;
 
 use super::player::{Player, PlayerSession, SessionPhase};
-use super::save::{PlayerSaveFailed, SaveBuild, build_save};
+use super::save::{Farewell, PlayerSaveFailed, farewell};
 use super::sessions::{Departed, Sessions};
 use crate::ids::UserId;
 use crate::ledger::{Ledger, LedgerRequest};
@@ -71,15 +71,15 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
         .get::<PlayerSession>(entity)
         .map(|s| s.unsaved.clone())
         .unwrap_or_default();
-    let save = build_save(&world, entity, true);
+    let ending = farewell(&world, entity, user);
     let server = world.resource::<MarketplaceSettings>().server_id.clone();
     let mut sessions = world.resource_mut::<Sessions>();
     sessions.by_user.remove(&user);
     if open_in_flight {
         *sessions.stale_opens.entry(user).or_default() += 1;
     }
-    let request = match save {
-        SaveBuild::Ready(save) => {
+    let request = match ending {
+        Farewell::Save(save) => {
             sessions.departed.insert(
                 user,
                 Departed {
@@ -91,10 +91,9 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
             );
             Some(LedgerRequest::Save(save))
         }
-        SaveBuild::Unserializable {
+        Farewell::Unsaveable {
             reason,
             uncommitted_grants,
-            ..
         } => {
             // Their grants die with the unsaved state: back to pending in the ledger, so the
             // next session delivers them again (their effects were never committed).
@@ -112,17 +111,14 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
             });
             Some(LedgerRequest::ReleaseSession { user, server })
         }
-        // The previous visit's final save has not landed (they came back while it was being
-        // retried, and left again while loading): that save releases the lease when it lands;
-        // releasing now would make it fail and lose that visit's progress.
-        SaveBuild::Inactive if sessions.departed.contains_key(&user) => {
+        // They came back while that save was being retried, and left again while loading.
+        Farewell::AwaitPreviousSave => {
             if let Some(gone) = sessions.departed.get_mut(&user) {
                 gone.rejoined = None;
             }
             None
         }
-        // Still loading, or failed: give the lease back if we hold it.
-        SaveBuild::Inactive => Some(LedgerRequest::ReleaseSession { user, server }),
+        Farewell::Release => Some(LedgerRequest::ReleaseSession { user, server }),
     };
     if let Some(request) = request {
         world.resource_mut::<Ledger>().send(request);

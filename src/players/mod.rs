@@ -23,6 +23,6 @@ pub(crate) use inbox::{LedgerInbox, flush_ledger, receive_ledger};
 pub(crate) use join_leave::{on_player_added, on_player_removed};
 pub(crate) use persist::short_type_name;
 pub(crate) use replies::{handle_session_replies, watch_ledger_status};
-pub(crate) use save::{SaveBuild, build_save, queue_save, save_players};
+pub(crate) use save::{Farewell, farewell, queue_save, save_players};
 pub(crate) use wakes::run_wakes;
 pub(crate) use work_queue::DeliveryQueue;

@@ -79,6 +79,41 @@ pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBu
     })
 }
 
+/// How a player's session ends: when they leave, or when the game exits.
+pub(crate) enum Farewell {
+    /// Their final save, which also releases the lease.
+    Save(SaveRequest),
+    /// Nothing of theirs can be saved now: the lease is given back without a save.
+    Unsaveable {
+        reason: String,
+        uncommitted_grants: usize,
+    },
+    /// Still loading, or failed: the lease is given back if this server holds it.
+    Release,
+    /// Their previous visit's final save has not landed: it releases the lease when it does, and
+    /// releasing now would make it fail and lose that visit's progress.
+    AwaitPreviousSave,
+}
+
+/// How the session of `user`, playing as `entity`, ends.
+pub(crate) fn farewell(world: &World, entity: Entity, user: UserId) -> Farewell {
+    match build_save(world, entity, true) {
+        SaveBuild::Ready(save) => Farewell::Save(save),
+        SaveBuild::Unserializable {
+            reason,
+            uncommitted_grants,
+            ..
+        } => Farewell::Unsaveable {
+            reason,
+            uncommitted_grants,
+        },
+        SaveBuild::Inactive if world.resource::<Sessions>().departed.contains_key(&user) => {
+            Farewell::AwaitPreviousSave
+        }
+        SaveBuild::Inactive => Farewell::Release,
+    }
+}
+
 /// Queues a save of the player now (after a grant, on autosave, on a retry). A save that cannot
 /// be built is reported and retried with backoff; the grants it would carry stay uncommitted.
 pub(crate) fn queue_save(world: &mut World, entity: Entity) {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 
 use crate::ledger::{Ledger, LedgerError, LedgerReply, LedgerRequest, LedgerStatus};
-use crate::players::{SaveBuild, Sessions, build_save};
+use crate::players::{Farewell, Sessions, farewell};
 use crate::settings::MarketplaceSettings;
 
 /// The exit save's place: in bevy's [`Main`] schedule, after `Main::run_main` has run every
@@ -66,23 +66,18 @@ pub(crate) fn save_on_exit(world: &mut World) {
         .collect();
     let mut requests = Vec::new();
     for (user, entity) in players {
-        let sessions = world.resource::<Sessions>();
-        let previous_visit_saving = sessions.departed.contains_key(&user);
-        match build_save(world, entity, true) {
-            SaveBuild::Ready(save) => requests.push(LedgerRequest::Save(save)),
-            SaveBuild::Unserializable { reason, .. } => {
+        let release = LedgerRequest::ReleaseSession {
+            user,
+            server: settings.server_id.clone(),
+        };
+        match farewell(world, entity, user) {
+            Farewell::Save(save) => requests.push(LedgerRequest::Save(save)),
+            Farewell::Unsaveable { reason, .. } => {
                 tracing::error!("exit: user {user} cannot be saved: {reason}");
-                requests.push(LedgerRequest::ReleaseSession {
-                    user,
-                    server: settings.server_id.clone(),
-                });
+                requests.push(release);
             }
-            // The previous visit's final save releases the lease when it lands.
-            SaveBuild::Inactive if previous_visit_saving => {}
-            SaveBuild::Inactive => requests.push(LedgerRequest::ReleaseSession {
-                user,
-                server: settings.server_id.clone(),
-            }),
+            Farewell::Release => requests.push(release),
+            Farewell::AwaitPreviousSave => {}
         }
     }
     let mut sessions = world.resource_mut::<Sessions>();
