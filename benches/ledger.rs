@@ -7,8 +7,8 @@
 //! ```
 
 use bevy_marketplace::ledger::{
-    ChargeRequest, InMemoryLedger, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
-    SaveRequest, ServerId, SqliteLedger,
+    ChargeRequest, InMemoryLedger, LeaseFence, LedgerReply, LedgerRequest, LedgerStore,
+    PlayerSnapshot, SaveRequest, ServerId, SqliteLedger,
 };
 use bevy_marketplace::{PlaceId, ProductId, ProductPurchaseChannel, RequestId, UserId};
 use divan::counter::ItemsCount;
@@ -20,9 +20,10 @@ fn main() {
     divan::main();
 }
 
-/// `n` players with open sessions on `store`, owned by `server`.
-fn open_players(store: &mut dyn LedgerStore, server: &ServerId, n: usize) {
+/// `n` players with open sessions on `store`, owned by `server`: their leases.
+fn open_players(store: &mut dyn LedgerStore, server: &ServerId, n: usize) -> Vec<LeaseFence> {
     store.begin().unwrap();
+    let mut fences = Vec::with_capacity(n);
     for u in 0..n as i64 {
         let reply = store
             .apply(
@@ -35,13 +36,21 @@ fn open_players(store: &mut dyn LedgerStore, server: &ServerId, n: usize) {
                 0,
             )
             .unwrap();
-        assert!(matches!(reply, LedgerReply::SessionOpened { .. }));
+        let LedgerReply::SessionOpened { lease_token, .. } = reply else {
+            panic!("session refused: {reply:?}");
+        };
+        fences.push(LeaseFence {
+            server: server.clone(),
+            token: lease_token,
+        });
     }
     store.commit().unwrap();
+    fences
 }
 
 /// One purchase per player: a transaction of charges, then one of saves granting them.
-fn purchase_round(store: &mut dyn LedgerStore, server: &ServerId, n: usize, round: u64) {
+fn purchase_round(store: &mut dyn LedgerStore, fences: &[LeaseFence], round: u64) {
+    let n = fences.len();
     store.begin().unwrap();
     let mut granted = Vec::with_capacity(n);
     for u in 0..n as i64 {
@@ -56,6 +65,7 @@ fn purchase_round(store: &mut dyn LedgerStore, server: &ServerId, n: usize, roun
                     place_id: PlaceId(1),
                     channel: ProductPurchaseChannel::InExperience,
                     starting_balance: 1 << 40,
+                    fence: Some(fences[u as usize].clone()),
                 }),
                 0,
             )
@@ -73,7 +83,7 @@ fn purchase_round(store: &mut dyn LedgerStore, server: &ServerId, n: usize, roun
             .apply(
                 &LedgerRequest::Save(SaveRequest {
                     user: UserId(u as i64),
-                    server: server.clone(),
+                    fence: fences[u].clone(),
                     state,
                     granted: vec![purchase],
                     release: false,
@@ -89,11 +99,11 @@ fn purchase_round(store: &mut dyn LedgerStore, server: &ServerId, n: usize, roun
 
 fn bench_store(bencher: Bencher, mut store: Box<dyn LedgerStore>, n: usize) {
     let server = ServerId::random();
-    open_players(store.as_mut(), &server, n);
+    let fences = open_players(store.as_mut(), &server, n);
     let mut round = 0;
     bencher.counter(ItemsCount::new(n)).bench_local(|| {
         round += 1;
-        purchase_round(store.as_mut(), &server, n, round);
+        purchase_round(store.as_mut(), &fences, round);
     });
 }
 

@@ -371,6 +371,7 @@ fn burst(
                     place_id: PlaceId(0),
                     channel: ProductPurchaseChannel::ExperienceDetailsPage,
                     starting_balance: 0,
+                    fence: None,
                 }),
                 0,
             )

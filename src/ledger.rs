@@ -11,6 +11,7 @@ mod faults;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rules;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod schema;
 #[cfg(feature = "sqlite")]
@@ -27,7 +28,8 @@ use serde::{Deserialize, Serialize};
 pub use faults::{FaultPlan, FaultyStore};
 pub use memory::InMemoryLedger;
 #[cfg(feature = "postgres")]
-pub use postgres::{PG_SCHEMA_VERSION, PostgresLedger};
+pub use postgres::{LeaseClock, PG_SCHEMA_VERSION, PostgresLedger, PostgresOptions};
+pub use rules::MAX_BALANCE;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
 pub use worker::{DEFAULT_MAX_BATCH, Ledger, LedgerStatus, WorkerLoad};
@@ -39,6 +41,18 @@ use crate::receipt::{ProductPurchaseChannel, ReceiptInfo, ReceiptState};
 /// A player's persisted components: registered name → RON text.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlayerSnapshot(pub BTreeMap<String, String>);
+
+/// Proof that a server holds a player's session lease: the server's id and the lease's token.
+///
+/// Every time a session lease is taken its token grows, so a server that lost the lease — or a
+/// stale process that shares its id — cannot write with the token it was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseFence {
+    /// The lease holder.
+    pub server: ServerId,
+    /// The token [`LedgerReply::SessionOpened`] gave it.
+    pub token: i64,
+}
 
 /// Charge a user for a product and create its receipt, atomically.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +73,11 @@ pub struct ChargeRequest {
     pub channel: ProductPurchaseChannel,
     /// Balance given to a user the ledger has never seen (before the debit).
     pub starting_balance: u64,
+    /// The buyer's session lease, held by the charging game server: a server that lost the lease
+    /// is refused ([`LedgerReply::LeaseLost`]) and takes no money. `None` for a purchase made
+    /// outside any game server (a store page, a tool, a debug grant for a player who is away):
+    /// its receipt is delivered by the player's session.
+    pub fence: Option<LeaseFence>,
 }
 
 impl ChargeRequest {
@@ -82,8 +101,8 @@ impl ChargeRequest {
 pub struct SaveRequest {
     /// Whose state.
     pub user: UserId,
-    /// The lease owner doing the save.
-    pub server: ServerId,
+    /// The lease held by the server doing the save.
+    pub fence: LeaseFence,
     /// The persisted components now.
     pub state: PlayerSnapshot,
     /// Receipts granted in memory whose effects `state` includes.
@@ -114,6 +133,8 @@ pub enum LedgerRequest {
         user: UserId,
         /// This server.
         server: ServerId,
+        /// The lease's token, when known; `None` releases whichever lease this server holds.
+        token: Option<i64>,
     },
     /// Debit and create a receipt.
     Charge(ChargeRequest),
@@ -165,6 +186,8 @@ pub enum LedgerReply {
         state: PlayerSnapshot,
         /// Receipts not yet granted.
         pending: Vec<ReceiptInfo>,
+        /// The new lease's token: saves and charges must carry it.
+        lease_token: i64,
     },
     /// Another server holds the player's lease.
     SessionBusy {
@@ -211,6 +234,11 @@ pub enum LedgerReply {
         /// Balance now.
         balance: u64,
     },
+    /// The balance cannot go above [`MAX_BALANCE`]; nothing changed.
+    BalanceTooHigh {
+        /// Balance now.
+        balance: u64,
+    },
     /// Pending receipts of a user.
     PendingReceipts {
         /// The receipts.
@@ -231,6 +259,30 @@ pub struct StoredReceipt {
     pub request_id: RequestId,
 }
 
+/// A user's session lease as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The holder, if any.
+    pub owner: Option<String>,
+    /// When the lease ends (Unix ms), if held.
+    pub expires_at_ms: Option<i64>,
+    /// The token of the newest lease taken (0: never taken).
+    pub token: i64,
+}
+
+/// One change of a balance, as the journal keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct JournalEntry {
+    /// Whose balance.
+    pub user: UserId,
+    /// Signed change.
+    pub delta: i64,
+    /// `"purchase"`, or the reason given to an adjustment.
+    pub reason: String,
+    /// The receipt of a purchase.
+    pub purchase_id: Option<PurchaseId>,
+}
+
 /// A full read of the ledger.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LedgerAudit {
@@ -238,6 +290,10 @@ pub struct LedgerAudit {
     pub receipts: Vec<StoredReceipt>,
     /// Every account: balance and persisted state.
     pub accounts: BTreeMap<UserId, (u64, PlayerSnapshot)>,
+    /// Every account's session lease.
+    pub leases: BTreeMap<UserId, LeaseRecord>,
+    /// Every balance change, in the order made.
+    pub journal: Vec<JournalEntry>,
     /// Sum of all purchase debits.
     pub purchase_debits: u64,
 }
@@ -326,17 +382,9 @@ pub trait LedgerStore: Send + 'static {
     fn begin(&mut self) -> Result<(), LedgerError>;
     /// Applies one request inside the transaction. `now_ms` is wall-clock time (Unix ms).
     fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError>;
-    /// The order in which to apply a batch (a permutation of its indices), or `None` for the
-    /// order it was queued in. Replies still go back in queue order. A store shared by several
-    /// servers uses it to lock rows in one global order; it must keep each user's requests in
-    /// their queued order.
-    fn apply_order(&self, batch: &[LedgerRequest]) -> Option<Vec<usize>> {
-        let _ = batch;
-        None
-    }
     /// Applies a whole batch inside the transaction, for stores that do better than one request
-    /// at a time (one round trip for many rows). Replies in batch order, with the same effect as
-    /// applying the requests one by one in [`LedgerStore::apply_order`]. `None` (the default):
+    /// at a time (one round trip for many rows). Replies in batch order, with the same answers
+    /// and the same effect as applying the requests one by one in that order. `None` (the default):
     /// the worker applies them one by one.
     fn apply_batch(
         &mut self,
@@ -368,10 +416,10 @@ pub enum LedgerBackend {
     /// at once instead of waiting for their session leases to expire.
     #[cfg(feature = "sqlite")]
     Sqlite(PathBuf),
-    /// A PostgreSQL database shared by many game servers (connection URL or `key=value`
-    /// string), with per-player session leases.
+    /// A PostgreSQL database shared by many game servers, with per-player session leases: where
+    /// it is and how long to wait for it.
     #[cfg(feature = "postgres")]
-    Postgres(String),
+    Postgres(PostgresOptions),
     /// Any store: the factory runs on the worker thread.
     Custom(StoreFactory),
 }
@@ -392,7 +440,7 @@ impl LedgerBackend {
     /// or `"postgres://postgres@127.0.0.1/game"` (no TLS).
     #[cfg(feature = "postgres")]
     pub fn postgres(url: impl Into<String>) -> Self {
-        Self::Postgres(url.into())
+        Self::Postgres(PostgresOptions::new(url))
     }
 
     /// A custom store.
@@ -421,10 +469,11 @@ impl LedgerBackend {
                 })
             }
             #[cfg(feature = "postgres")]
-            Self::Postgres(url) => {
-                let url = url.clone();
+            Self::Postgres(options) => {
+                let options = options.clone();
                 Arc::new(move || {
-                    PostgresLedger::connect(&url).map(|s| Box::new(s) as Box<dyn LedgerStore>)
+                    PostgresLedger::connect(options.clone())
+                        .map(|s| Box::new(s) as Box<dyn LedgerStore>)
                 })
             }
             Self::Custom(f) => f.clone(),
@@ -452,10 +501,19 @@ impl fmt::Debug for LedgerBackend {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
             #[cfg(feature = "postgres")]
-            Self::Postgres(url) => write!(f, "Postgres({})", postgres::redact(url)),
+            Self::Postgres(options) => write!(f, "Postgres({})", postgres::redact(&options.url)),
             Self::Custom(_) => f.write_str("Custom"),
         }
     }
+}
+
+/// Σ of purchase debits in a journal.
+pub(crate) fn purchase_debits(journal: &[JournalEntry]) -> u64 {
+    journal
+        .iter()
+        .filter(|e| e.reason == "purchase")
+        .map(|e| e.delta.unsigned_abs())
+        .sum()
 }
 
 /// Current wall-clock time in Unix milliseconds.

@@ -141,7 +141,7 @@ fn another_programs_database_is_refused_and_untouched() {
 }
 
 /// Turns a current ledger file back into what version 1 wrote: the receipts table with its
-/// original `state IN (…)` check, and `user_version = 1`.
+/// original `state IN (…)` check, accounts without lease tokens, and `user_version = 1`.
 fn downgrade_to_version_1(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
@@ -165,6 +165,7 @@ fn downgrade_to_version_1(path: &Path) {
          INSERT INTO receipts VALUES
              ('0001', 'a1a1a1a1-0000-4000-8000-000000000001', 7, 456456, 0, 80, 1, 2, 0, 'pending', 1, NULL),
              ('0002', 'a1a1a1a1-0000-4000-8000-000000000002', 7, 456456, 0, 80, 1, 2, 0, 'granted', 1, 2);
+         ALTER TABLE accounts DROP COLUMN lease_token;
          PRAGMA user_version = 1;
          COMMIT;",
     )
@@ -541,7 +542,7 @@ fn refusing_a_file_with_a_hot_wal_leaves_every_byte_as_it_was() {
     let writer = rusqlite::Connection::open(&newer).unwrap();
     writer
         .execute_batch(&format!(
-            "PRAGMA user_version = {}; INSERT INTO accounts VALUES (1, 5, NULL, NULL, 0, 0);",
+            "PRAGMA user_version = {}; INSERT INTO accounts (user_id, balance, created_ms, updated_ms) VALUES (1, 5, 0, 0);",
             SCHEMA_VERSION + 1
         ))
         .unwrap();

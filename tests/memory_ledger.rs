@@ -6,8 +6,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bevy_marketplace::ledger::{
-    ChargeRequest, InMemoryLedger, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
-    SaveRequest, ServerId,
+    ChargeRequest, InMemoryLedger, LeaseFence, LedgerReply, LedgerRequest, LedgerStore,
+    PlayerSnapshot, SaveRequest, ServerId,
 };
 use bevy_marketplace::{
     PlaceId, ProductId, ProductPurchaseChannel, PurchaseId, ReceiptState, RequestId, UserId,
@@ -22,6 +22,14 @@ fn open(user: i64) -> LedgerRequest {
     }
 }
 
+/// Server "a"'s first lease on a user (tokens count leases taken, from 1).
+fn first_lease() -> LeaseFence {
+    LeaseFence {
+        server: ServerId("a".into()),
+        token: 1,
+    }
+}
+
 fn charge(user: i64, price: u64) -> LedgerRequest {
     LedgerRequest::Charge(ChargeRequest {
         request_id: RequestId::new(),
@@ -32,13 +40,14 @@ fn charge(user: i64, price: u64) -> LedgerRequest {
         place_id: PlaceId(0),
         channel: ProductPurchaseChannel::InExperience,
         starting_balance: 1000,
+        fence: Some(first_lease()),
     })
 }
 
 fn save(user: i64, gold: u64, granted: Vec<PurchaseId>, release: bool) -> LedgerRequest {
     LedgerRequest::Save(SaveRequest {
         user: UserId(user),
-        server: ServerId("a".into()),
+        fence: first_lease(),
         state: PlayerSnapshot(BTreeMap::from([("Gold".into(), format!("({gold})"))])),
         granted,
         release,

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{
-    ChargeRequest, Ledger, LedgerBackend, LedgerError, LedgerReply, LedgerRequest, LedgerStatus,
-    LedgerStore, PG_SCHEMA_VERSION, PlayerSnapshot, PostgresLedger, SaveRequest, ServerId,
+    ChargeRequest, LeaseClock, LeaseFence, Ledger, LedgerBackend, LedgerError, LedgerReply,
+    LedgerRequest, LedgerStatus, LedgerStore, PG_SCHEMA_VERSION, PlayerSnapshot, PostgresLedger,
+    PostgresOptions, SaveRequest, ServerId,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
@@ -51,11 +52,24 @@ fn pg_shop(url: &str, server: &str, lease: Duration) -> GameServer {
 }
 
 fn audit(url: &str) -> bevy_marketplace::ledger::LedgerAudit {
-    PostgresLedger::connect(url).unwrap().audit().unwrap()
+    connect(url).audit().unwrap()
 }
 
 fn sql(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).unwrap()
+}
+
+/// A store whose leases expire by the time the test gives it (not the database's clock).
+fn connect(url: &str) -> PostgresLedger {
+    PostgresLedger::connect(PostgresOptions::new(url).with_clock(LeaseClock::GameServer)).unwrap()
+}
+
+/// A server's first lease on a player (tokens count the leases taken, from 1).
+fn first_lease(server: &str) -> LeaseFence {
+    LeaseFence {
+        server: ServerId(server.into()),
+        token: 1,
+    }
 }
 
 /// Applies requests in one transaction at a chosen time, as the worker would.
@@ -89,6 +103,18 @@ fn charge(user: i64, request_id: RequestId, price: u64) -> LedgerRequest {
         place_id: PlaceId(0),
         channel: ProductPurchaseChannel::InExperience,
         starting_balance: 1000,
+        fence: None,
+    })
+}
+
+/// A charge by the game server holding the player's lease.
+fn fenced_charge(user: i64, request_id: RequestId, price: u64, fence: LeaseFence) -> LedgerRequest {
+    let LedgerRequest::Charge(charge) = charge(user, request_id, price) else {
+        unreachable!()
+    };
+    LedgerRequest::Charge(ChargeRequest {
+        fence: Some(fence),
+        ..charge
     })
 }
 
@@ -156,7 +182,7 @@ fn the_backend_opens_from_a_url_and_hides_passwords() {
 #[test]
 fn a_charge_retried_with_the_same_request_id_charges_once() {
     let url = PgCluster::shared().create_database("idempotent");
-    let mut store = PostgresLedger::connect(&url).unwrap();
+    let mut store = connect(&url);
     apply_at(&mut store, 1, open(2, "a", 1000));
     let id = RequestId::new();
     let LedgerReply::Charged {
@@ -213,7 +239,7 @@ fn save(
 ) -> LedgerRequest {
     LedgerRequest::Save(SaveRequest {
         user: UserId(user),
-        server: ServerId(server.into()),
+        fence: first_lease(server),
         state,
         granted,
         release,
@@ -240,7 +266,7 @@ fn comparable(reply: &LedgerReply) -> String {
 /// Runs the same story on a fresh database, its last batch either through the store's batch path
 /// or one request at a time (in the store's lock order, as the worker would).
 fn batch_story(url: &str, batched: bool) -> (Vec<String>, bevy_marketplace::ledger::LedgerAudit) {
-    let mut store = PostgresLedger::connect(url).unwrap();
+    let mut store = connect(url);
     for user in 1..=4 {
         apply_at(&mut store, 1, open(user, "a", 60_000));
     }
@@ -280,11 +306,10 @@ fn batch_story(url: &str, batched: bool) -> (Vec<String>, bevy_marketplace::ledg
             .expect("the batch path takes it")
             .unwrap()
     } else {
-        let mut replies = vec![None; batch.len()];
-        for i in store.apply_order(&batch).unwrap() {
-            replies[i] = Some(store.apply(&batch[i], 3).unwrap());
-        }
-        replies.into_iter().map(Option::unwrap).collect()
+        batch
+            .iter()
+            .map(|request| store.apply(request, 3).unwrap())
+            .collect()
     };
     store.commit().unwrap();
     (
@@ -350,8 +375,8 @@ fn two_servers_batching_each_others_players_do_not_deadlock() {
     // round. Grouping a batch's requests must not lock the two accounts in opposite orders,
     // or PostgreSQL kills one batch as a deadlock.
     let url = PgCluster::shared().create_database("lock_order");
-    let mut a = PostgresLedger::connect(&url).unwrap();
-    let mut b = PostgresLedger::connect(&url).unwrap();
+    let mut a = connect(&url);
+    let mut b = connect(&url);
     apply_at(&mut a, 1, open(1, "a", 3_600_000));
     apply_at(&mut b, 1, open(2, "b", 3_600_000));
     let batch = |own: i64, other: i64, server: &str| {
@@ -394,7 +419,7 @@ fn a_failing_grant_commit_leaves_the_receipt_pending_and_never_reruns_the_handle
 fn a_newer_schema_and_another_programs_database_are_refused_and_untouched() {
     let cluster = PgCluster::shared();
     let url = cluster.create_database("newer");
-    drop(PostgresLedger::connect(&url).unwrap());
+    drop(connect(&url));
     sql(&url)
         .execute(
             "UPDATE bevy_marketplace_meta SET schema_version = $1",
@@ -430,7 +455,7 @@ fn a_newer_schema_and_another_programs_database_are_refused_and_untouched() {
         .get(0);
     assert_eq!(tables, 1, "nothing was created");
 
-    let error = PostgresLedger::connect(&cluster.url("no_such_database")).unwrap_err();
+    let error = PostgresLedger::connect(cluster.url("no_such_database")).unwrap_err();
     assert!(matches!(error, LedgerError::Open { .. }), "{error}");
 }
 
@@ -456,8 +481,8 @@ fn servers_connecting_to_a_new_database_at_once_migrate_it_once() {
 #[test]
 fn the_lease_is_a_compare_and_set_between_servers() {
     let url = PgCluster::shared().create_database("lease");
-    let mut a = PostgresLedger::connect(&url).unwrap();
-    let mut b = PostgresLedger::connect(&url).unwrap();
+    let mut a = connect(&url);
+    let mut b = connect(&url);
     assert!(matches!(
         apply_at(&mut a, 1_000, open(5, "a", 1_000)),
         LedgerReply::SessionOpened { .. }
@@ -474,7 +499,11 @@ fn the_lease_is_a_compare_and_set_between_servers() {
     let save = |server: &str, gold: u64, granted: Vec<PurchaseId>, release: bool| {
         LedgerRequest::Save(SaveRequest {
             user: UserId(5),
-            server: ServerId(server.into()),
+            // A took the first lease, B the second.
+            fence: LeaseFence {
+                server: ServerId(server.into()),
+                token: if server == "a" { 1 } else { 2 },
+            },
             state: gold_state(gold),
             granted,
             release,
@@ -495,9 +524,11 @@ fn the_lease_is_a_compare_and_set_between_servers() {
         }
     ));
     // A stalls; its lease runs out and B takes over.
-    let LedgerReply::Charged { receipt, .. } =
-        apply_at(&mut a, 2_950, charge(5, RequestId::new(), 100))
-    else {
+    let LedgerReply::Charged { receipt, .. } = apply_at(
+        &mut a,
+        2_950,
+        fenced_charge(5, RequestId::new(), 100, first_lease("a")),
+    ) else {
         panic!("charged");
     };
     let LedgerReply::SessionOpened { state, pending, .. } =
@@ -524,7 +555,8 @@ fn the_lease_is_a_compare_and_set_between_servers() {
             3_100,
             LedgerRequest::ReleaseSession {
                 user: UserId(5),
-                server: ServerId("a".into())
+                server: ServerId("a".into()),
+                token: Some(1),
             }
         ),
         LedgerReply::Released
@@ -633,20 +665,32 @@ fn ledger_throughput_with_four_servers() {
     const SERVERS: i64 = 4;
     const BATCH: i64 = 100;
     let url = PgCluster::shared().create_database("throughput");
-    drop(PostgresLedger::connect(&url).unwrap());
+    drop(connect(&url));
     let run_for = Duration::from_secs(3);
     let threads: Vec<_> = (0..SERVERS)
         .map(|s| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let mut store = PostgresLedger::connect(&url).unwrap();
+                let mut store = connect(&url);
                 let server = format!("bench-{s}");
                 let users: Vec<i64> = (0..BATCH).map(|i| 10_000 + s * BATCH + i).collect();
                 let now = bevy_marketplace_now();
                 store.begin().unwrap();
-                for &u in &users {
-                    store.apply(&open(u, &server, 60_000), now).unwrap();
-                }
+                let opens: Vec<LedgerRequest> =
+                    users.iter().map(|&u| open(u, &server, 60_000)).collect();
+                let fences: Vec<LeaseFence> = store
+                    .apply_batch(&opens, now)
+                    .unwrap()
+                    .unwrap()
+                    .into_iter()
+                    .map(|reply| match reply {
+                        LedgerReply::SessionOpened { lease_token, .. } => LeaseFence {
+                            server: ServerId(server.as_str().into()),
+                            token: lease_token,
+                        },
+                        other => panic!("{other:?}"),
+                    })
+                    .collect();
                 store.commit().unwrap();
                 let started = Instant::now();
                 let mut granted = 0u64;
@@ -654,30 +698,39 @@ fn ledger_throughput_with_four_servers() {
                 while started.elapsed() < run_for {
                     let now = bevy_marketplace_now();
                     store.begin().unwrap();
-                    let mut receipts = Vec::new();
-                    for &u in &users {
-                        match store.apply(&charge(u, RequestId::new(), 1), now).unwrap() {
-                            LedgerReply::Charged { receipt, .. } => receipts.push(receipt),
+                    let charges: Vec<LedgerRequest> = users
+                        .iter()
+                        .zip(&fences)
+                        .map(|(&u, fence)| fenced_charge(u, RequestId::new(), 1, fence.clone()))
+                        .collect();
+                    let receipts: Vec<_> = store
+                        .apply_batch(&charges, now)
+                        .unwrap()
+                        .unwrap()
+                        .into_iter()
+                        .map(|reply| match reply {
+                            LedgerReply::Charged { receipt, .. } => receipt,
                             other => panic!("{other:?}"),
-                        }
-                    }
+                        })
+                        .collect();
                     store.commit().unwrap();
                     store.begin().unwrap();
-                    for (i, receipt) in receipts.into_iter().enumerate() {
-                        gold[i] += 100;
-                        let reply = store
-                            .apply(
-                                &LedgerRequest::Save(SaveRequest {
-                                    user: UserId(users[i]),
-                                    server: ServerId(server.as_str().into()),
-                                    state: gold_state(gold[i]),
-                                    granted: vec![receipt.purchase_id],
-                                    release: false,
-                                    lease_ms: 60_000,
-                                }),
-                                now,
-                            )
-                            .unwrap();
+                    let saves: Vec<LedgerRequest> = receipts
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, receipt)| {
+                            gold[i] += 100;
+                            LedgerRequest::Save(SaveRequest {
+                                user: UserId(users[i]),
+                                fence: fences[i].clone(),
+                                state: gold_state(gold[i]),
+                                granted: vec![receipt.purchase_id],
+                                release: false,
+                                lease_ms: 60_000,
+                            })
+                        })
+                        .collect();
+                    for reply in store.apply_batch(&saves, now).unwrap().unwrap() {
                         assert!(matches!(reply, LedgerReply::Saved { ref newly_granted } if newly_granted.len() == 1));
                     }
                     store.commit().unwrap();

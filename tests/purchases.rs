@@ -278,6 +278,7 @@ fn the_same_request_id_never_charges_twice_in_the_store() {
         place_id: PlaceId(1),
         channel: ProductPurchaseChannel::InExperience,
         starting_balance: 0,
+        fence: None,
     });
     store.begin().unwrap();
     store
@@ -496,6 +497,7 @@ fn purchases_made_outside_the_game_are_delivered_on_join() {
                 place_id: PlaceId(0),
                 channel: ProductPurchaseChannel::ExperienceDetailsPage,
                 starting_balance: 1000,
+                fence: None,
             }),
             0,
         )

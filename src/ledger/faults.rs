@@ -126,10 +126,6 @@ impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
         self.inner.apply(request, now_ms)
     }
 
-    fn apply_order(&self, batch: &[LedgerRequest]) -> Option<Vec<usize>> {
-        self.inner.apply_order(batch)
-    }
-
     fn apply_batch(
         &mut self,
         batch: &[LedgerRequest],

@@ -3,56 +3,48 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::rules::{self, AccountRow, Books, LeasePolicy};
 use super::{
-    LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
-    StoredReceipt,
+    JournalEntry, LeaseRecord, LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore,
+    PlayerSnapshot, StoredReceipt, purchase_debits,
 };
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
 
 #[derive(Clone, Debug, Default)]
 struct Account {
-    balance: u64,
+    row: AccountRow,
     state: PlayerSnapshot,
-    lease: Option<(String, i64)>,
-}
-
-impl Account {
-    /// The account of a user the ledger has never seen.
-    fn new(starting_balance: u64) -> Self {
-        Self {
-            balance: starting_balance,
-            ..Default::default()
-        }
-    }
 }
 
 #[derive(Debug, Default)]
 struct MemoryState {
     accounts: HashMap<UserId, Account>,
-    receipts: BTreeMap<PurchaseId, StoredReceipt>,
-    /// Pending receipts by buyer, so loading a player does not scan every receipt.
-    pending: HashMap<UserId, BTreeSet<PurchaseId>>,
+    /// Every receipt, with the order it was made in.
+    receipts: BTreeMap<PurchaseId, (u64, StoredReceipt)>,
+    /// Pending receipts by buyer, oldest first, so loading a player does not scan every receipt.
+    pending: HashMap<UserId, BTreeSet<(u64, PurchaseId)>>,
     by_request: HashMap<RequestId, PurchaseId>,
-    purchase_debits: u64,
+    journal: Vec<JournalEntry>,
+    receipts_made: u64,
 }
 
 impl MemoryState {
     /// Puts (or removes) a receipt, keeping the pending index right.
-    fn set_receipt(&mut self, id: PurchaseId, receipt: Option<StoredReceipt>) {
-        if let Some(old) = self.receipts.remove(&id)
+    fn set_receipt(&mut self, id: PurchaseId, receipt: Option<(u64, StoredReceipt)>) {
+        if let Some((seq, old)) = self.receipts.remove(&id)
             && let Some(pending) = self.pending.get_mut(&old.info.player_id)
         {
-            pending.remove(&id);
+            pending.remove(&(seq, id.clone()));
         }
-        if let Some(receipt) = receipt {
+        if let Some((seq, receipt)) = receipt {
             if receipt.state == ReceiptState::Pending {
                 self.pending
                     .entry(receipt.info.player_id)
                     .or_default()
-                    .insert(id.clone());
+                    .insert((seq, id.clone()));
             }
-            self.receipts.insert(id, receipt);
+            self.receipts.insert(id, (seq, receipt));
         }
     }
 }
@@ -61,9 +53,10 @@ impl MemoryState {
 #[derive(Debug)]
 enum Undo {
     Account(UserId, Option<Account>),
-    Receipt(PurchaseId, Option<StoredReceipt>),
+    Receipt(PurchaseId, Option<(u64, StoredReceipt)>),
     Request(RequestId, Option<PurchaseId>),
-    Debits(u64),
+    Journal(usize),
+    ReceiptsMade(u64),
 }
 
 #[derive(Debug, Default)]
@@ -127,28 +120,6 @@ impl InMemoryLedger {
         guarded
     }
 
-    /// Records what `request` may change before it runs.
-    fn remember(state: &MemoryState, request: &LedgerRequest, undo: &mut Vec<Undo>) {
-        if let Some(user) = request.user() {
-            undo.push(Undo::Account(user, state.accounts.get(&user).cloned()));
-        }
-        match request {
-            LedgerRequest::Charge(charge) => {
-                undo.push(Undo::Request(
-                    charge.request_id,
-                    state.by_request.get(&charge.request_id).cloned(),
-                ));
-                undo.push(Undo::Debits(state.purchase_debits));
-            }
-            LedgerRequest::Save(save) => {
-                for id in &save.granted {
-                    undo.push(Undo::Receipt(id.clone(), state.receipts.get(id).cloned()));
-                }
-            }
-            _ => {}
-        }
-    }
-
     fn end_transaction(&mut self, undo: Vec<Undo>) {
         let mut guarded = self.shared.lock();
         let state = &mut guarded.state;
@@ -167,7 +138,8 @@ impl InMemoryLedger {
                 Undo::Request(request, None) => {
                     state.by_request.remove(&request);
                 }
-                Undo::Debits(debits) => state.purchase_debits = debits,
+                Undo::Journal(len) => state.journal.truncate(len),
+                Undo::ReceiptsMade(made) => state.receipts_made = made,
             }
         }
         guarded.writing = false;
@@ -187,29 +159,151 @@ impl Drop for InMemoryLedger {
 
 fn audit(state: &MemoryState) -> LedgerAudit {
     LedgerAudit {
-        receipts: state.receipts.values().cloned().collect(),
+        receipts: state.receipts.values().map(|(_, r)| r.clone()).collect(),
         accounts: state
             .accounts
             .iter()
-            .map(|(u, a)| (*u, (a.balance, a.state.clone())))
+            .map(|(u, a)| (*u, (a.row.balance, a.state.clone())))
             .collect(),
-        purchase_debits: state.purchase_debits,
+        leases: state
+            .accounts
+            .iter()
+            .map(|(u, a)| {
+                let lease = LeaseRecord {
+                    owner: a.row.lease_owner.clone(),
+                    expires_at_ms: a.row.lease_expires_ms,
+                    token: a.row.lease_token,
+                };
+                (*u, lease)
+            })
+            .collect(),
+        journal: state.journal.clone(),
+        purchase_debits: purchase_debits(&state.journal),
     }
 }
 
-fn lease_blocks(lease: &Option<(String, i64)>, server: &str, now_ms: i64) -> Option<(String, i64)> {
-    match lease {
-        Some((owner, until)) if owner != server && *until > now_ms => Some((owner.clone(), *until)),
-        _ => None,
+/// The rows of one transaction: changes go straight into the state, and into the undo log.
+struct MemoryBooks<'a> {
+    state: &'a mut MemoryState,
+    undo: &'a mut Vec<Undo>,
+}
+
+impl MemoryBooks<'_> {
+    fn account_mut(&mut self, user: UserId) -> &mut Account {
+        self.undo
+            .push(Undo::Account(user, self.state.accounts.get(&user).cloned()));
+        self.state.accounts.entry(user).or_default()
     }
 }
 
-fn pending_of(state: &MemoryState, user: UserId) -> Vec<ReceiptInfo> {
-    state.pending.get(&user).map_or_else(Vec::new, |ids| {
-        ids.iter()
-            .map(|id| state.receipts[id].info.clone())
-            .collect()
-    })
+impl Books for MemoryBooks<'_> {
+    type Error = std::convert::Infallible;
+
+    fn account(&mut self, user: UserId) -> Result<Option<AccountRow>, Self::Error> {
+        Ok(self.state.accounts.get(&user).map(|a| a.row.clone()))
+    }
+
+    fn put_account(
+        &mut self,
+        user: UserId,
+        account: &AccountRow,
+        _created: bool,
+        _now_ms: i64,
+    ) -> Result<(), Self::Error> {
+        self.account_mut(user).row = account.clone();
+        Ok(())
+    }
+
+    fn receipt_by_request(
+        &mut self,
+        request: RequestId,
+    ) -> Result<Option<ReceiptInfo>, Self::Error> {
+        Ok(self
+            .state
+            .by_request
+            .get(&request)
+            .map(|id| self.state.receipts[id].1.info.clone()))
+    }
+
+    fn receipt_state(
+        &mut self,
+        id: &PurchaseId,
+    ) -> Result<Option<(UserId, ReceiptState)>, Self::Error> {
+        Ok(self
+            .state
+            .receipts
+            .get(id)
+            .map(|(_, r)| (r.info.player_id, r.state)))
+    }
+
+    fn insert_receipt(
+        &mut self,
+        receipt: &ReceiptInfo,
+        request: RequestId,
+        _now_ms: i64,
+    ) -> Result<(), Self::Error> {
+        let id = receipt.purchase_id.clone();
+        self.undo.push(Undo::Request(request, None));
+        self.undo.push(Undo::Receipt(id.clone(), None));
+        self.undo.push(Undo::ReceiptsMade(self.state.receipts_made));
+        self.state.receipts_made += 1;
+        self.state.by_request.insert(request, id.clone());
+        let stored = StoredReceipt {
+            info: receipt.clone(),
+            state: ReceiptState::Pending,
+            request_id: request,
+        };
+        self.state
+            .set_receipt(id, Some((self.state.receipts_made, stored)));
+        Ok(())
+    }
+
+    fn set_receipt_state(
+        &mut self,
+        id: &PurchaseId,
+        state: ReceiptState,
+        _now_ms: i64,
+    ) -> Result<(), Self::Error> {
+        if let Some((seq, old)) = self.state.receipts.get(id).cloned() {
+            self.undo
+                .push(Undo::Receipt(id.clone(), Some((seq, old.clone()))));
+            let new = StoredReceipt { state, ..old };
+            self.state.set_receipt(id.clone(), Some((seq, new)));
+        }
+        Ok(())
+    }
+
+    fn journal(&mut self, entry: JournalEntry, _now_ms: i64) -> Result<(), Self::Error> {
+        self.undo.push(Undo::Journal(self.state.journal.len()));
+        self.state.journal.push(entry);
+        Ok(())
+    }
+
+    fn state(&mut self, user: UserId) -> Result<PlayerSnapshot, Self::Error> {
+        Ok(self
+            .state
+            .accounts
+            .get(&user)
+            .map(|a| a.state.clone())
+            .unwrap_or_default())
+    }
+
+    fn put_state(&mut self, user: UserId, state: &PlayerSnapshot) -> Result<(), Self::Error> {
+        self.account_mut(user).state = state.clone();
+        Ok(())
+    }
+
+    fn pending(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, Self::Error> {
+        Ok(self.state.pending.get(&user).map_or_else(Vec::new, |ids| {
+            ids.iter()
+                .map(|(_, id)| self.state.receipts[id].1.info.clone())
+                .collect()
+        }))
+    }
+
+    fn audit(&mut self) -> Result<LedgerAudit, Self::Error> {
+        Ok(audit(self.state))
+    }
 }
 
 impl LedgerStore for InMemoryLedger {
@@ -232,145 +326,18 @@ impl LedgerStore for InMemoryLedger {
             .as_mut()
             .ok_or_else(|| LedgerError::Storage("apply outside a transaction".into()))?;
         let mut guarded = self.shared.lock();
-        let state = &mut guarded.state;
-        Self::remember(state, request, undo);
-        Ok(match request {
-            LedgerRequest::OpenSession {
-                user,
-                server,
-                lease_ms,
-                starting_balance,
-            } => {
-                let account = state
-                    .accounts
-                    .entry(*user)
-                    .or_insert_with(|| Account::new(*starting_balance));
-                if let Some((owner, expires_at_ms)) =
-                    lease_blocks(&account.lease, &server.0, now_ms)
-                {
-                    return Ok(LedgerReply::SessionBusy {
-                        owner,
-                        expires_at_ms,
-                    });
-                }
-                account.lease = Some((server.0.to_string(), now_ms + lease_ms));
-                let (balance, snapshot) = (account.balance, account.state.clone());
-                LedgerReply::SessionOpened {
-                    balance,
-                    state: snapshot,
-                    pending: pending_of(state, *user),
-                }
-            }
-            LedgerRequest::ReleaseSession { user, server } => {
-                if let Some(account) = state.accounts.get_mut(user)
-                    && account
-                        .lease
-                        .as_ref()
-                        .is_some_and(|(owner, _)| owner.as_str() == &*server.0)
-                {
-                    account.lease = None;
-                }
-                LedgerReply::Released
-            }
-            LedgerRequest::Charge(charge) => {
-                if let Some(existing) = state.by_request.get(&charge.request_id) {
-                    let receipt = state.receipts[existing].info.clone();
-                    let balance = state.accounts.get(&charge.user).map_or(0, |a| a.balance);
-                    return Ok(LedgerReply::Charged {
-                        receipt,
-                        balance,
-                        replayed: true,
-                    });
-                }
-                let account = state
-                    .accounts
-                    .entry(charge.user)
-                    .or_insert_with(|| Account::new(charge.starting_balance));
-                if account.balance < charge.price {
-                    return Ok(LedgerReply::InsufficientFunds {
-                        balance: account.balance,
-                        price: charge.price,
-                    });
-                }
-                account.balance -= charge.price;
-                let balance = account.balance;
-                let receipt = charge.new_receipt();
-                state.purchase_debits += charge.price;
-                state
-                    .by_request
-                    .insert(charge.request_id, receipt.purchase_id.clone());
-                undo.push(Undo::Receipt(receipt.purchase_id.clone(), None));
-                state.set_receipt(
-                    receipt.purchase_id.clone(),
-                    Some(StoredReceipt {
-                        info: receipt.clone(),
-                        state: ReceiptState::Pending,
-                        request_id: charge.request_id,
-                    }),
-                );
-                LedgerReply::Charged {
-                    receipt,
-                    balance,
-                    replayed: false,
-                }
-            }
-            LedgerRequest::Save(save) => {
-                // No account, no lease (and no account made at balance 0), as in the SQL stores.
-                let Some(account) = state.accounts.get_mut(&save.user) else {
-                    return Ok(LedgerReply::LeaseLost { owner: None });
-                };
-                match &account.lease {
-                    Some((owner, _)) if owner.as_str() == &*save.server.0 => {}
-                    other => {
-                        return Ok(LedgerReply::LeaseLost {
-                            owner: other.as_ref().map(|(o, _)| o.clone()),
-                        });
-                    }
-                }
-                account.state = save.state.clone();
-                account.lease =
-                    (!save.release).then(|| (save.server.0.to_string(), now_ms + save.lease_ms));
-                let mut newly_granted = Vec::new();
-                for id in &save.granted {
-                    if let Some(r) = state.receipts.get(id)
-                        && r.info.player_id == save.user
-                        && r.state == ReceiptState::Pending
-                    {
-                        let granted = StoredReceipt {
-                            state: ReceiptState::Granted,
-                            ..r.clone()
-                        };
-                        state.set_receipt(id.clone(), Some(granted));
-                        newly_granted.push(id.clone());
-                    }
-                }
-                LedgerReply::Saved { newly_granted }
-            }
-            LedgerRequest::AdjustBalance {
-                user,
-                delta,
-                starting_balance,
-                ..
-            } => {
-                let account = state
-                    .accounts
-                    .entry(*user)
-                    .or_insert_with(|| Account::new(*starting_balance));
-                match account.balance.checked_add_signed(*delta) {
-                    Some(balance) => {
-                        account.balance = balance;
-                        LedgerReply::BalanceAdjusted { balance }
-                    }
-                    None => LedgerReply::BalanceTooLow {
-                        balance: account.balance,
-                    },
-                }
-            }
-            LedgerRequest::PendingReceipts { user } => LedgerReply::PendingReceipts {
-                receipts: pending_of(state, *user),
-            },
-            LedgerRequest::Audit => LedgerReply::Audit(audit(state)),
-        })
+        let mut books = MemoryBooks {
+            state: &mut guarded.state,
+            undo,
+        };
+        let Ok(reply) = rules::apply(
+            &mut books,
+            request,
+            now_ms,
+            LeasePolicy::default(),
+            &mut Vec::new(),
+        );
+        Ok(reply)
     }
 
     fn commit(&mut self) -> Result<(), LedgerError> {

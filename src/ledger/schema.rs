@@ -1,7 +1,8 @@
 //! The ledger's tables as schema version 1 created them, written once for both SQL dialects.
 //!
 //! A migration is history: a database created at version 1 holds exactly these tables, so this
-//! text never changes. Later versions are migrations of their own, in each store.
+//! text never changes. Later versions are migrations of their own; those both dialects can spell
+//! alike are here too.
 
 /// The words in which the two dialects spell the same table.
 pub(crate) struct Dialect {
@@ -83,5 +84,14 @@ CREATE TABLE balance_journal (
 );
 CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
 "#
+    )
+}
+
+/// The session lease's token (SQLite version 3, PostgreSQL version 2): it grows each time a lease
+/// is taken, and saves and charges must name it, so a server that lost the lease cannot write.
+pub(crate) fn lease_token(d: &Dialect) -> String {
+    format!(
+        "ALTER TABLE accounts ADD COLUMN lease_token {} NOT NULL DEFAULT 0;",
+        d.int
     )
 }

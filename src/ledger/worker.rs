@@ -431,18 +431,10 @@ fn run_transaction(
         };
         return commit(store, counters).map(|()| replies);
     }
-    let order = store.apply_order(batch).filter(|order| {
-        // Only a permutation: every request applied exactly once.
-        let mut seen = vec![false; batch.len()];
-        order.len() == batch.len()
-            && order
-                .iter()
-                .all(|&i| i < seen.len() && !std::mem::replace(&mut seen[i], true))
-    });
-    let mut replies: Vec<Option<LedgerReply>> = vec![None; batch.len()];
-    for i in order.unwrap_or_else(|| (0..batch.len()).collect()) {
-        match store.apply(&batch[i], now) {
-            Ok(reply) => replies[i] = Some(reply),
+    let mut replies = Vec::with_capacity(batch.len());
+    for request in batch {
+        match store.apply(request, now) {
+            Ok(reply) => replies.push(reply),
             Err(error) => {
                 store.rollback();
                 return Err(error);
@@ -450,10 +442,7 @@ fn run_transaction(
         }
     }
     commit(store, counters)?;
-    Ok(replies
-        .into_iter()
-        .map(|reply| reply.expect("every request of the batch was applied"))
-        .collect())
+    Ok(replies)
 }
 
 fn commit(store: &mut dyn LedgerStore, counters: &WorkerCounters) -> Result<(), LedgerError> {

@@ -73,6 +73,9 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
         .unwrap_or_default();
     let ending = farewell(&world, entity, user);
     let server = world.resource::<MarketplaceSettings>().server_id.clone();
+    let release = world
+        .get::<PlayerSession>(entity)
+        .map(|s| s.release(&server));
     let mut sessions = world.resource_mut::<Sessions>();
     sessions.by_user.remove(&user);
     if open_in_flight {
@@ -109,7 +112,7 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
                 reason,
                 uncommitted_grants,
             });
-            Some(LedgerRequest::ReleaseSession { user, server })
+            release
         }
         // They came back while that save was being retried, and left again while loading.
         Farewell::AwaitPreviousSave => {
@@ -118,7 +121,7 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
             }
             None
         }
-        Farewell::Release => Some(LedgerRequest::ReleaseSession { user, server }),
+        Farewell::Release => release,
     };
     if let Some(request) = request {
         world.resource_mut::<Ledger>().send(request);

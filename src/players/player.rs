@@ -6,8 +6,8 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 use crate::currency::PremiumBalance;
-use crate::ids::{PurchaseId, UserId};
-use crate::ledger::PlayerSnapshot;
+use crate::ids::{PurchaseId, ServerId, UserId};
+use crate::ledger::{LeaseFence, LedgerRequest, PlayerSnapshot};
 use crate::receipt::ReceiptInfo;
 
 /// A connected buyer (Roblox `Player`). Spawn it when a player joins and despawn it (or remove
@@ -78,6 +78,8 @@ pub struct PlayerSession {
     pub(crate) open_failures: u32,
     /// An `OpenSession` for this session is with the ledger, unanswered.
     pub(crate) open_in_flight: bool,
+    /// The token of the session lease this server took for them, once their data loaded.
+    pub(crate) lease_token: Option<i64>,
 }
 
 impl PlayerSession {
@@ -92,6 +94,7 @@ impl PlayerSession {
             last_save_error: None,
             open_failures: 0,
             open_in_flight: false,
+            lease_token: None,
         }
     }
 
@@ -123,6 +126,24 @@ impl PlayerSession {
     /// Why the player's last save could not be made or committed (cleared when a save commits).
     pub fn last_save_error(&self) -> Option<&str> {
         self.last_save_error.as_deref()
+    }
+
+    /// The proof that `server` holds this player's lease, once their data loaded.
+    pub(crate) fn fence(&self, server: &ServerId) -> Option<LeaseFence> {
+        self.lease_token.map(|token| LeaseFence {
+            server: server.clone(),
+            token,
+        })
+    }
+
+    /// Gives the lease back: the one this session took, or — while still loading — whichever
+    /// this server holds.
+    pub(crate) fn release(&self, server: &ServerId) -> LedgerRequest {
+        LedgerRequest::ReleaseSession {
+            user: self.user,
+            server: server.clone(),
+            token: self.lease_token,
+        }
     }
 
     pub(crate) fn add_pending(&mut self, receipt: ReceiptInfo) {

@@ -56,11 +56,12 @@ pub(crate) fn handle_session_replies(
                     continue;
                 }
                 let Some(&entity) = sessions.by_user.get(&user) else {
-                    if let Ok(LedgerReply::SessionOpened { .. }) = result {
+                    if let Ok(LedgerReply::SessionOpened { lease_token, .. }) = result {
                         // They left while loading: hand the lease back.
                         ledger.send(LedgerRequest::ReleaseSession {
                             user,
                             server: settings.server_id.clone(),
+                            token: Some(lease_token),
                         });
                     }
                     continue;
@@ -74,8 +75,10 @@ pub(crate) fn handle_session_replies(
                         balance: stored_balance,
                         state,
                         pending,
+                        lease_token,
                     }) => {
                         balance.0 = stored_balance;
+                        session.lease_token = Some(lease_token);
                         match registry.restore(&mut commands.entity(entity), &state) {
                             Ok(carried) => {
                                 session.carried = carried;

@@ -47,10 +47,13 @@ pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBu
     let Some(session) = entity_ref.get::<PlayerSession>() else {
         return SaveBuild::Inactive;
     };
+    let settings = world.resource::<MarketplaceSettings>();
+    let Some(fence) = session.fence(&settings.server_id) else {
+        return SaveBuild::Inactive;
+    };
     if session.phase != SessionPhase::Active {
         return SaveBuild::Inactive;
     }
-    let settings = world.resource::<MarketplaceSettings>();
     let state = match &world.resource::<Sessions>().handler_running {
         // A handler is running on this player and has not decided: save what it started from.
         Some((running, before)) if *running == entity => Ok(before.clone()),
@@ -71,7 +74,7 @@ pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBu
     }
     SaveBuild::Ready(SaveRequest {
         user: session.user,
-        server: settings.server_id.clone(),
+        fence,
         state,
         granted: session.unsaved.clone(),
         release,

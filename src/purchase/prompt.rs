@@ -7,7 +7,7 @@ use bevy::prelude::*;
 use crate::catalog::ProductInfo;
 use crate::currency::PremiumBalance;
 use crate::ids::{ProductId, RequestId, UserId};
-use crate::ledger::{ChargeRequest, Ledger, LedgerRequest, LedgerStatus};
+use crate::ledger::{ChargeRequest, LeaseFence, Ledger, LedgerRequest, LedgerStatus};
 use crate::players::{DeliveryQueue, Player, PlayerSession, SessionPhase};
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo};
 use crate::service::MarketplaceService;
@@ -131,6 +131,8 @@ pub struct PurchasePrompt {
     pub state: PromptState,
     pub(crate) request_id: RequestId,
     pub(crate) charge_attempts: u32,
+    /// The buyer's session lease when the prompt opened: the charge must show it.
+    pub(crate) fence: Option<LeaseFence>,
 }
 
 impl PurchasePrompt {
@@ -171,6 +173,7 @@ pub(crate) fn charge_request(
         place_id: settings.place_id,
         channel: ProductPurchaseChannel::InExperience,
         starting_balance: settings.starting_balance,
+        fence: prompt.fence.clone(),
     })
 }
 
@@ -245,6 +248,7 @@ pub(crate) fn open_prompts(
             state: failure.map_or(PromptState::AwaitingConfirmation, PromptState::Failed),
             request_id: RequestId::new(),
             charge_attempts: 0,
+            fence: session.and_then(|s| s.fence(&settings.server_id)),
         });
     }
 }

@@ -6,7 +6,7 @@ use bevy::prelude::*;
 use super::MarketplaceService;
 use crate::ids::{ProductId, RequestId, UserId};
 use crate::ledger::{ChargeRequest, Ledger, LedgerRequest};
-use crate::players::DeliveryQueue;
+use crate::players::{DeliveryQueue, PlayerSession, Sessions};
 use crate::receipt::ProductPurchaseChannel;
 use crate::settings::MarketplaceSettings;
 
@@ -21,6 +21,8 @@ pub(crate) fn apply_service_requests(
     mut ledger: ResMut<Ledger>,
     mut deliveries: ResMut<DeliveryQueue>,
     settings: Res<MarketplaceSettings>,
+    sessions: Res<Sessions>,
+    players: Query<&PlayerSession>,
 ) {
     for request in std::mem::take(&mut service.requests) {
         match request {
@@ -42,6 +44,13 @@ pub(crate) fn apply_service_requests(
                     place_id: settings.place_id,
                     channel: ProductPurchaseChannel::InExperience,
                     starting_balance: settings.starting_balance,
+                    // A player here buys under their lease; one who is away gets the receipt
+                    // on their next visit, wherever it is.
+                    fence: sessions
+                        .by_user
+                        .get(&user)
+                        .and_then(|&e| players.get(e).ok())
+                        .and_then(|s| s.fence(&settings.server_id)),
                 }));
             }
             ServiceRequest::RetryNow(player) => deliveries.now.push(player),

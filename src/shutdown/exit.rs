@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 
 use crate::ledger::{Ledger, LedgerError, LedgerReply, LedgerRequest, LedgerStatus};
+use crate::players::PlayerSession;
 use crate::players::{Farewell, Sessions, farewell};
 use crate::settings::MarketplaceSettings;
 
@@ -69,6 +70,9 @@ pub(crate) fn save_on_exit(world: &mut World) {
         let release = LedgerRequest::ReleaseSession {
             user,
             server: settings.server_id.clone(),
+            token: world
+                .get::<PlayerSession>(entity)
+                .and_then(|s| s.lease_token),
         };
         match farewell(world, entity, user) {
             Farewell::Save(save) => requests.push(LedgerRequest::Save(save)),

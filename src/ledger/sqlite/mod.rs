@@ -15,14 +15,12 @@ use schema::{BUSY_TIMEOUT, check_file, migrate};
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 
-use super::{
-    LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot, ServerId,
-    StoredReceipt,
-};
-use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
-use crate::receipt::{CurrencyType, ProductPurchaseChannel, ReceiptInfo, ReceiptState};
+use super::rules::{self, LeasePolicy, Notice};
+use super::{LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, ServerId};
+use crate::ids::{PlaceId, ProductId, PurchaseId, UserId};
+use crate::receipt::{CurrencyType, ProductPurchaseChannel, ReceiptInfo};
 
 /// The columns [`receipt_from_row`] reads, in order (a macro so queries are `concat!`ed constants).
 macro_rules! receipt_columns {
@@ -30,6 +28,8 @@ macro_rules! receipt_columns {
         "purchase_id, user_id, product_id, place_id, currency_spent, currency_type, channel, is_test, created_ms"
     };
 }
+
+mod books;
 
 /// A file beside the ledger at `db`: its path with `suffix` appended (`-wal`, `-shm`, `.lock`).
 fn sidecar(db: &Path, suffix: &str) -> PathBuf {
@@ -150,119 +150,7 @@ impl SqliteLedger {
 
     /// Reads the whole ledger (also available as [`LedgerRequest::Audit`]).
     pub fn audit(&self) -> Result<LedgerAudit, LedgerError> {
-        let mut audit = LedgerAudit::default();
-        let mut stmt = self
-            .conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                receipt_columns!(),
-                ", state, request_id FROM receipts"
-            ))
-            .map_err(storage)?;
-        let rows = stmt
-            .query_map([], |row| {
-                let info = receipt_from_row(row)?;
-                let state: String = row.get(9)?;
-                let request: String = row.get(10)?;
-                Ok((info, state, request))
-            })
-            .map_err(storage)?;
-        for row in rows {
-            let (info, state, request) = row.map_err(storage)?;
-            audit.receipts.push(StoredReceipt {
-                info,
-                state: ReceiptState::parse(&state).ok_or_else(|| {
-                    LedgerError::Storage(format!("unknown receipt state {state:?}"))
-                })?,
-                request_id: RequestId(request.parse().map_err(|e| {
-                    LedgerError::Storage(format!("bad request id {request:?}: {e}"))
-                })?),
-            });
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT user_id, balance FROM accounts")
-            .map_err(storage)?;
-        let accounts: Vec<(i64, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(storage)?
-            .collect::<Result<_, _>>()
-            .map_err(storage)?;
-        for (user, balance) in accounts {
-            let state = self.load_state(UserId(user)).map_err(storage)?;
-            audit.accounts.insert(UserId(user), (balance as u64, state));
-        }
-        audit.purchase_debits = self
-            .conn
-            .query_row(
-                "SELECT coalesce(-sum(delta), 0) FROM balance_journal WHERE reason = 'purchase'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(storage)? as u64;
-        Ok(audit)
-    }
-
-    fn load_state(&self, user: UserId) -> rusqlite::Result<PlayerSnapshot> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name, value FROM player_components WHERE user_id = ?1")?;
-        let rows = stmt.query_map([user.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(PlayerSnapshot(rows.collect::<Result<_, _>>()?))
-    }
-
-    fn pending_of(&self, user: UserId) -> rusqlite::Result<Vec<ReceiptInfo>> {
-        let mut stmt = self.conn.prepare_cached(concat!(
-            "SELECT ",
-            receipt_columns!(),
-            " FROM receipts WHERE user_id = ?1 AND state = 'pending' ORDER BY created_ms"
-        ))?;
-        let rows = stmt.query_map([user.0], receipt_from_row)?;
-        rows.collect()
-    }
-
-    fn ensure_account(
-        &self,
-        user: UserId,
-        starting_balance: u64,
-        now_ms: i64,
-    ) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO accounts (user_id, balance, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT (user_id) DO NOTHING",
-            )?
-            .execute(params![user.0, starting_balance as i64, now_ms])?;
-        Ok(())
-    }
-
-    fn balance(&self, user: UserId) -> rusqlite::Result<u64> {
-        Ok(self.stored_balance(user)?.unwrap_or(0))
-    }
-
-    /// The balance, or `None` if the user has no account yet.
-    fn stored_balance(&self, user: UserId) -> rusqlite::Result<Option<u64>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT balance FROM accounts WHERE user_id = ?1")?
-            .query_row([user.0], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map(|b| b as u64))
-    }
-
-    /// Gives up `server`'s lease on `user`; the number of rows changed (0: not ours).
-    fn release_lease(
-        &self,
-        user: UserId,
-        server: &ServerId,
-        now_ms: i64,
-    ) -> rusqlite::Result<usize> {
-        self.conn
-            .prepare_cached(
-                "UPDATE accounts SET lease_owner = NULL, lease_expires_ms = NULL, updated_ms = ?3
-                 WHERE user_id = ?1 AND lease_owner = ?2",
-            )?
-            .execute(params![user.0, &*server.0, now_ms])
+        books::audit(&self.conn).map_err(storage)
     }
 
     /// Reports, once per previous server, that its live lease was taken over.
@@ -283,215 +171,23 @@ impl SqliteLedger {
         request: &LedgerRequest,
         now_ms: i64,
     ) -> rusqlite::Result<LedgerReply> {
-        Ok(match request {
-            LedgerRequest::OpenSession {
-                user,
-                server,
-                lease_ms,
-                starting_balance,
-            } => {
-                self.ensure_account(*user, *starting_balance, now_ms)?;
-                let (owner, expires): (Option<String>, Option<i64>) = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT lease_owner, lease_expires_ms FROM accounts WHERE user_id = ?1",
-                    )?
-                    .query_row([user.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                if let (Some(owner), Some(expires_at_ms)) = (owner, expires)
-                    && owner.as_str() != &*server.0
-                    && expires_at_ms > now_ms
-                {
-                    if self.lock.is_none() {
-                        return Ok(LedgerReply::SessionBusy {
-                            owner,
-                            expires_at_ms,
-                        });
-                    }
-                    // We hold the lock file: no other game uses the ledger, so the lease was left
-                    // by one that died.
-                    self.note_reclaimed(*user, owner, expires_at_ms, now_ms);
-                }
-                self.conn
-                    .prepare_cached(
-                        "UPDATE accounts SET lease_owner = ?2, lease_expires_ms = ?3, updated_ms = ?4 WHERE user_id = ?1",
-                    )?
-                    .execute(params![user.0, &*server.0, now_ms + lease_ms, now_ms])?;
-                LedgerReply::SessionOpened {
-                    balance: self.balance(*user)?,
-                    state: self.load_state(*user)?,
-                    pending: self.pending_of(*user)?,
-                }
-            }
-            LedgerRequest::ReleaseSession { user, server } => {
-                self.release_lease(*user, server, now_ms)?;
-                LedgerReply::Released
-            }
-            LedgerRequest::Charge(charge) => {
-                let mut request_buf = uuid::Uuid::encode_buffer();
-                let request_id = &*charge
-                    .request_id
-                    .0
-                    .hyphenated()
-                    .encode_lower(&mut request_buf);
-                let receipt = charge.new_receipt();
-                // Request ids are unique: a retried charge inserts nothing and gets the receipt of
-                // the first attempt (no lookup on the usual path).
-                let inserted = self
-                    .conn
-                    .prepare_cached(
-                        "INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
-                                               currency_type, channel, is_test, state, created_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)
-                         ON CONFLICT (request_id) DO NOTHING",
-                    )?
-                    .execute(params![
-                        receipt.purchase_id.0,
-                        request_id,
-                        charge.user.0,
-                        charge.product_id.0,
-                        charge.place_id.0,
-                        charge.price as i64,
-                        CurrencyType::Premium as i32,
-                        charge.channel.code(),
-                        charge.test_purchase,
-                        now_ms
-                    ])?;
-                if inserted == 0 {
-                    let receipt = self
-                        .conn
-                        .prepare_cached(concat!(
-                            "SELECT ",
-                            receipt_columns!(),
-                            " FROM receipts WHERE request_id = ?1"
-                        ))?
-                        .query_row([request_id], receipt_from_row)?;
-                    return Ok(LedgerReply::Charged {
-                        receipt,
-                        balance: self.balance(charge.user)?,
-                        replayed: true,
-                    });
-                }
-                // Read, then write: `BEGIN IMMEDIATE` holds the write lock. (`UPDATE … RETURNING`
-                // would be one statement, but SQLite builds a temporary table for it.)
-                let balance = match self.stored_balance(charge.user)? {
-                    Some(balance) => balance,
-                    None => {
-                        self.ensure_account(charge.user, charge.starting_balance, now_ms)?;
-                        charge.starting_balance
-                    }
-                };
-                if balance < charge.price {
-                    self.conn
-                        .prepare_cached("DELETE FROM receipts WHERE purchase_id = ?1")?
-                        .execute([&receipt.purchase_id.0])?;
-                    return Ok(LedgerReply::InsufficientFunds {
-                        balance,
-                        price: charge.price,
-                    });
-                }
-                let balance = balance - charge.price;
-                self.conn
-                    .prepare_cached(
-                        "UPDATE accounts SET balance = ?2, updated_ms = ?3 WHERE user_id = ?1",
-                    )?
-                    .execute(params![charge.user.0, balance as i64, now_ms])?;
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
-                         VALUES (?1, ?2, 'purchase', ?3, ?4)",
-                    )?
-                    .execute(params![
-                        charge.user.0,
-                        -(charge.price as i64),
-                        receipt.purchase_id.0,
-                        now_ms
-                    ])?;
-                LedgerReply::Charged {
-                    receipt,
-                    balance,
-                    replayed: false,
-                }
-            }
-            LedgerRequest::Save(save) => {
-                // Renewing (or releasing) the lease is also the check that we still hold it.
-                let renewed = if save.release {
-                    self.release_lease(save.user, &save.server, now_ms)?
-                } else {
-                    self.conn
-                        .prepare_cached(
-                            "UPDATE accounts SET lease_expires_ms = ?3, updated_ms = ?4
-                             WHERE user_id = ?1 AND lease_owner = ?2",
-                        )?
-                        .execute(params![
-                            save.user.0,
-                            &*save.server.0,
-                            now_ms + save.lease_ms,
-                            now_ms
-                        ])?
-                };
-                if renewed == 0 {
-                    let owner: Option<Option<String>> = self
-                        .conn
-                        .prepare_cached("SELECT lease_owner FROM accounts WHERE user_id = ?1")?
-                        .query_row([save.user.0], |r| r.get(0))
-                        .optional()?;
-                    return Ok(LedgerReply::LeaseLost {
-                        owner: owner.flatten(),
-                    });
-                }
-                self.conn
-                    .prepare_cached("DELETE FROM player_components WHERE user_id = ?1")?
-                    .execute([save.user.0])?;
-                {
-                    let mut insert = self.conn.prepare_cached(
-                        "INSERT INTO player_components (user_id, name, value) VALUES (?1, ?2, ?3)",
-                    )?;
-                    for (name, value) in &save.state.0 {
-                        insert.execute(params![save.user.0, name, value])?;
-                    }
-                }
-                let mut newly_granted = Vec::new();
-                let mut grant = self.conn.prepare_cached(
-                    "UPDATE receipts SET state = 'granted', resolved_ms = ?3
-                     WHERE purchase_id = ?1 AND user_id = ?2 AND state = 'pending'",
-                )?;
-                for id in &save.granted {
-                    if grant.execute(params![id.0, save.user.0, now_ms])? == 1 {
-                        newly_granted.push(id.clone());
-                    }
-                }
-                LedgerReply::Saved { newly_granted }
-            }
-            LedgerRequest::AdjustBalance {
-                user,
-                delta,
-                reason,
-                starting_balance,
-            } => {
-                self.ensure_account(*user, *starting_balance, now_ms)?;
-                let balance = self.balance(*user)?;
-                match balance.checked_add_signed(*delta) {
-                    Some(new_balance) => {
-                        self.conn
-                            .prepare_cached("UPDATE accounts SET balance = ?2, updated_ms = ?3 WHERE user_id = ?1")?
-                            .execute(params![user.0, new_balance as i64, now_ms])?;
-                        self.conn
-                            .prepare_cached(
-                                "INSERT INTO balance_journal (user_id, delta, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
-                            )?
-                            .execute(params![user.0, delta, reason, now_ms])?;
-                        LedgerReply::BalanceAdjusted {
-                            balance: new_balance,
-                        }
-                    }
-                    None => LedgerReply::BalanceTooLow { balance },
-                }
-            }
-            LedgerRequest::PendingReceipts { user } => LedgerReply::PendingReceipts {
-                receipts: self.pending_of(*user)?,
-            },
-            LedgerRequest::Audit => unreachable!("audits are answered by `apply`"),
-        })
+        let policy = LeasePolicy {
+            // We hold the lock file: no other game uses the ledger, so a live lease of another
+            // server was left by one that died.
+            take_over_foreign: self.lock.is_some(),
+        };
+        let mut notices = Vec::new();
+        let mut books = books::SqliteBooks { conn: &self.conn };
+        let reply = rules::apply(&mut books, request, now_ms, policy, &mut notices)?;
+        for Notice::TookOver {
+            user,
+            owner,
+            expires_at_ms,
+        } in notices
+        {
+            self.note_reclaimed(user, owner, expires_at_ms, now_ms);
+        }
+        Ok(reply)
     }
 }
 
@@ -520,9 +216,6 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError> {
-        if let LedgerRequest::Audit = request {
-            return self.audit().map(LedgerReply::Audit);
-        }
         self.apply_inner(request, now_ms).map_err(storage)
     }
 

@@ -1,0 +1,407 @@
+//! A batch's rows, read up front and written back at the end: the PostgreSQL ledger applies the
+//! ledger rules to this cache, so a batch of any size costs a few round trips and decides exactly
+//! as its requests would one at a time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use super::conn::{Conn, PgError};
+use super::sql::*;
+use crate::ids::{PurchaseId, RequestId, UserId};
+use crate::ledger::rules::{AccountRow, Books, MAX_BALANCE, may_create_account};
+use crate::ledger::{JournalEntry, LedgerAudit, LedgerRequest, PlayerSnapshot};
+use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
+
+/// A receipt the batch read or made.
+struct CachedReceipt {
+    row: ReceiptRow,
+    /// Made by this batch (inserted at the end, in its final state).
+    new: bool,
+    /// An older receipt whose state this batch changed.
+    changed: bool,
+}
+
+/// The rows of one batch (a stretch of requests without an audit).
+#[derive(Default)]
+pub(super) struct CachedBooks {
+    accounts: HashMap<UserId, AccountRow>,
+    /// Users read and found to have no account (none of their requests may create one).
+    no_account: HashSet<UserId>,
+    receipts: HashMap<PurchaseId, CachedReceipt>,
+    by_request: HashMap<RequestId, PurchaseId>,
+    /// Request ids and purchase ids looked up (found or not).
+    requests_read: HashSet<RequestId>,
+    ids_read: HashSet<PurchaseId>,
+    /// Users whose pending receipts were all read.
+    pending_read: HashSet<UserId>,
+    states: HashMap<UserId, PlayerSnapshot>,
+    accounts_changed: BTreeSet<UserId>,
+    states_changed: BTreeSet<UserId>,
+    journal: Vec<JournalEntry>,
+}
+
+/// A read the cache was not filled for: a bug in [`CachedBooks::read`], reported as a failed
+/// transaction rather than a wrong answer.
+fn unread(what: String) -> PgError {
+    PgError::Corrupt(format!("the batch did not read {what} before deciding"))
+}
+
+fn account_from_row(row: &tokio_postgres::Row) -> Result<(UserId, AccountRow), PgError> {
+    let balance: i64 = row.try_get(1)?;
+    let user = UserId(row.try_get(0)?);
+    Ok((
+        user,
+        AccountRow {
+            balance: u64::try_from(balance)
+                .map_err(|_| PgError::Corrupt(format!("account {user}: balance {balance}")))?,
+            lease_owner: row.try_get(2)?,
+            lease_expires_ms: row.try_get(3)?,
+            lease_token: row.try_get(4)?,
+        },
+    ))
+}
+
+impl CachedBooks {
+    /// Reads (and locks) every row `batch` needs. Existing accounts are locked in user order
+    /// first, then the accounts the batch may create are created (or locked) in user order.
+    pub(super) fn read(
+        conn: &mut Conn,
+        batch: &[LedgerRequest],
+        now_ms: i64,
+    ) -> Result<Self, PgError> {
+        let mut books = Self::default();
+        let mut users: Vec<i64> = batch.iter().filter_map(|r| r.user()).map(|u| u.0).collect();
+        users.sort_unstable();
+        users.dedup();
+        for row in conn.query(LOCK_ACCOUNTS, &[&users])? {
+            let (user, account) = account_from_row(&row)?;
+            books.accounts.insert(user, account);
+        }
+        // The first request that may create a user's account decides its starting balance.
+        let mut creating: BTreeMap<i64, i64> = BTreeMap::new();
+        for (user, starting) in batch.iter().filter_map(may_create_account) {
+            if !books.accounts.contains_key(&user) {
+                creating
+                    .entry(user.0)
+                    .or_insert(starting.min(MAX_BALANCE) as i64);
+            }
+        }
+        if !creating.is_empty() {
+            let (new_users, balances): (Vec<i64>, Vec<i64>) = creating.into_iter().unzip();
+            for row in conn.query(CREATE_ACCOUNTS, &[&new_users, &balances, &now_ms])? {
+                let (user, account) = account_from_row(&row)?;
+                books.accounts.insert(user, account);
+            }
+        }
+        for &user in &users {
+            if !books.accounts.contains_key(&UserId(user)) {
+                books.no_account.insert(UserId(user));
+            }
+        }
+        let (mut request_ids, mut grant_ids, mut loading) = (Vec::new(), Vec::new(), Vec::new());
+        for request in batch {
+            match request {
+                LedgerRequest::Charge(charge) => {
+                    books.requests_read.insert(charge.request_id);
+                    request_ids.push(charge.request_id.0.to_string());
+                }
+                LedgerRequest::Save(save) => {
+                    for id in &save.granted {
+                        books.ids_read.insert(id.clone());
+                        grant_ids.push(id.0.as_str());
+                    }
+                }
+                LedgerRequest::OpenSession { user, .. }
+                | LedgerRequest::PendingReceipts { user } => {
+                    books.pending_read.insert(*user);
+                    loading.push(user.0);
+                }
+                _ => {}
+            }
+        }
+        if !request_ids.is_empty() {
+            let rows = conn.query(RECEIPTS_BY_REQUEST, &[&request_ids])?;
+            books.cache_receipts(&rows)?;
+        }
+        if !grant_ids.is_empty() {
+            let rows = conn.query(RECEIPTS_BY_ID, &[&grant_ids])?;
+            books.cache_receipts(&rows)?;
+        }
+        if !loading.is_empty() {
+            let rows = conn.query(PENDING_OF, &[&loading])?;
+            books.cache_receipts(&rows)?;
+            for &user in &loading {
+                books.states.entry(UserId(user)).or_default();
+            }
+            for row in conn.query(STATES_OF, &[&loading])? {
+                let user = UserId(row.try_get(0)?);
+                books
+                    .states
+                    .entry(user)
+                    .or_default()
+                    .0
+                    .insert(row.try_get(1)?, row.try_get(2)?);
+            }
+        }
+        Ok(books)
+    }
+
+    fn cache_receipts(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), PgError> {
+        for row in rows {
+            let row = receipt_from_row(row)?;
+            self.by_request
+                .insert(row.request_id, row.info.purchase_id.clone());
+            self.receipts
+                .entry(row.info.purchase_id.clone())
+                .or_insert(CachedReceipt {
+                    row,
+                    new: false,
+                    changed: false,
+                });
+        }
+        Ok(())
+    }
+
+    /// Writes back everything the batch changed, in one statement.
+    pub(super) fn write(self, conn: &mut Conn, now_ms: i64) -> Result<(), PgError> {
+        let Self {
+            accounts,
+            receipts,
+            states,
+            accounts_changed,
+            states_changed,
+            journal,
+            ..
+        } = self;
+        if accounts_changed.is_empty()
+            && states_changed.is_empty()
+            && journal.is_empty()
+            && !receipts.values().any(|r| r.new || r.changed)
+        {
+            return Ok(());
+        }
+        let (mut a_users, mut a_balances, mut a_owners, mut a_expires, mut a_tokens) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for user in &accounts_changed {
+            let account = &accounts[user];
+            a_users.push(user.0);
+            a_balances.push(account.balance as i64);
+            a_owners.push(account.lease_owner.as_deref());
+            a_expires.push(account.lease_expires_ms);
+            a_tokens.push(account.lease_token);
+        }
+        let mut made: Vec<&CachedReceipt> = receipts.values().filter(|r| r.new).collect();
+        made.sort_by_key(|r| (r.row.created_ms, &r.row.info.purchase_id));
+        let request_texts: Vec<String> = made
+            .iter()
+            .map(|r| r.row.request_id.0.to_string())
+            .collect();
+        let n_ids: Vec<&str> = made
+            .iter()
+            .map(|r| r.row.info.purchase_id.as_str())
+            .collect();
+        let n_users: Vec<i64> = made.iter().map(|r| r.row.info.player_id.0).collect();
+        let n_products: Vec<i64> = made.iter().map(|r| r.row.info.product_id.0).collect();
+        let n_places: Vec<i64> = made
+            .iter()
+            .map(|r| r.row.info.place_id_where_purchased.0)
+            .collect();
+        let n_spent: Vec<i64> = made
+            .iter()
+            .map(|r| r.row.info.currency_spent as i64)
+            .collect();
+        let n_channels: Vec<i64> = made
+            .iter()
+            .map(|r| i64::from(r.row.info.product_purchase_channel.code()))
+            .collect();
+        let n_tests: Vec<bool> = made.iter().map(|r| r.row.info.is_test_purchase).collect();
+        let n_states: Vec<&str> = made.iter().map(|r| r.row.state.as_str()).collect();
+        let changed: Vec<&CachedReceipt> = receipts.values().filter(|r| r.changed).collect();
+        let c_ids: Vec<&str> = changed
+            .iter()
+            .map(|r| r.row.info.purchase_id.as_str())
+            .collect();
+        let c_states: Vec<&str> = changed.iter().map(|r| r.row.state.as_str()).collect();
+        let j_users: Vec<i64> = journal.iter().map(|e| e.user.0).collect();
+        let j_deltas: Vec<i64> = journal.iter().map(|e| e.delta).collect();
+        let j_reasons: Vec<&str> = journal.iter().map(|e| e.reason.as_str()).collect();
+        let j_purchases: Vec<Option<&str>> = journal
+            .iter()
+            .map(|e| e.purchase_id.as_ref().map(PurchaseId::as_str))
+            .collect();
+        let (mut s_users, mut s_names) = (Vec::new(), Vec::new());
+        let (mut k_users, mut k_names, mut k_values) = (Vec::new(), Vec::new(), Vec::new());
+        for user in &states_changed {
+            let state = &states[user];
+            s_users.push(user.0);
+            s_names.push(array_literal(state.0.keys()));
+            for (name, value) in &state.0 {
+                k_users.push(user.0);
+                k_names.push(name.as_str());
+                k_values.push(value.as_str());
+            }
+        }
+        let currency = CurrencyType::Premium as i64;
+        conn.query(
+            WRITE_BACK,
+            &[
+                &now_ms,
+                &a_users,
+                &a_balances,
+                &a_owners,
+                &a_expires,
+                &a_tokens,
+                &n_ids,
+                &request_texts,
+                &n_users,
+                &n_products,
+                &n_places,
+                &n_spent,
+                &n_channels,
+                &n_tests,
+                &n_states,
+                &currency,
+                &c_ids,
+                &c_states,
+                &j_users,
+                &j_deltas,
+                &j_reasons,
+                &j_purchases,
+                &s_users,
+                &s_names,
+                &k_users,
+                &k_names,
+                &k_values,
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+impl Books for CachedBooks {
+    type Error = PgError;
+
+    fn account(&mut self, user: UserId) -> Result<Option<AccountRow>, PgError> {
+        match self.accounts.get(&user) {
+            Some(account) => Ok(Some(account.clone())),
+            None if self.no_account.contains(&user) => Ok(None),
+            None => Err(unread(format!("the account of user {user}"))),
+        }
+    }
+
+    fn put_account(
+        &mut self,
+        user: UserId,
+        account: &AccountRow,
+        created: bool,
+        _now_ms: i64,
+    ) -> Result<(), PgError> {
+        if created {
+            // Accounts a batch may create were created when it was read.
+            return Err(unread(format!("the new account of user {user}")));
+        }
+        self.accounts.insert(user, account.clone());
+        self.accounts_changed.insert(user);
+        Ok(())
+    }
+
+    fn receipt_by_request(&mut self, request: RequestId) -> Result<Option<ReceiptInfo>, PgError> {
+        if let Some(id) = self.by_request.get(&request) {
+            return Ok(Some(self.receipts[id].row.info.clone()));
+        }
+        if self.requests_read.contains(&request) {
+            Ok(None)
+        } else {
+            Err(unread(format!("charge request {}", request.0)))
+        }
+    }
+
+    fn receipt_state(
+        &mut self,
+        id: &PurchaseId,
+    ) -> Result<Option<(UserId, ReceiptState)>, PgError> {
+        if let Some(receipt) = self.receipts.get(id) {
+            return Ok(Some((receipt.row.info.player_id, receipt.row.state)));
+        }
+        if self.ids_read.contains(id) {
+            Ok(None)
+        } else {
+            Err(unread(format!("receipt {id}")))
+        }
+    }
+
+    fn insert_receipt(
+        &mut self,
+        receipt: &ReceiptInfo,
+        request: RequestId,
+        now_ms: i64,
+    ) -> Result<(), PgError> {
+        self.by_request.insert(request, receipt.purchase_id.clone());
+        self.receipts.insert(
+            receipt.purchase_id.clone(),
+            CachedReceipt {
+                row: ReceiptRow {
+                    info: receipt.clone(),
+                    state: ReceiptState::Pending,
+                    request_id: request,
+                    created_ms: now_ms,
+                },
+                new: true,
+                changed: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn set_receipt_state(
+        &mut self,
+        id: &PurchaseId,
+        state: ReceiptState,
+        _now_ms: i64,
+    ) -> Result<(), PgError> {
+        let receipt = self
+            .receipts
+            .get_mut(id)
+            .ok_or_else(|| unread(format!("receipt {id}")))?;
+        receipt.row.state = state;
+        receipt.changed = !receipt.new;
+        Ok(())
+    }
+
+    fn journal(&mut self, entry: JournalEntry, _now_ms: i64) -> Result<(), PgError> {
+        self.journal.push(entry);
+        Ok(())
+    }
+
+    fn state(&mut self, user: UserId) -> Result<PlayerSnapshot, PgError> {
+        self.states
+            .get(&user)
+            .cloned()
+            .ok_or_else(|| unread(format!("the components of user {user}")))
+    }
+
+    fn put_state(&mut self, user: UserId, state: &PlayerSnapshot) -> Result<(), PgError> {
+        self.states.insert(user, state.clone());
+        self.states_changed.insert(user);
+        Ok(())
+    }
+
+    fn pending(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, PgError> {
+        if !self.pending_read.contains(&user) {
+            return Err(unread(format!("the pending receipts of user {user}")));
+        }
+        let mut pending: Vec<&ReceiptRow> = self
+            .receipts
+            .values()
+            .map(|r| &r.row)
+            .filter(|r| r.info.player_id == user && r.state == ReceiptState::Pending)
+            .collect();
+        pending.sort_by(|a, b| {
+            (a.created_ms, &a.info.purchase_id).cmp(&(b.created_ms, &b.info.purchase_id))
+        });
+        Ok(pending.into_iter().map(|r| r.info.clone()).collect())
+    }
+
+    fn audit(&mut self) -> Result<LedgerAudit, PgError> {
+        Err(unread("the whole ledger".into()))
+    }
+}

@@ -1,0 +1,265 @@
+//! The SQLite ledger's rows as the ledger rules read and write them, written through at once
+//! inside the store's `BEGIN IMMEDIATE` transaction.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::receipt_from_row;
+use crate::ids::{PurchaseId, RequestId, UserId};
+use crate::ledger::rules::{AccountRow, Books};
+use crate::ledger::{JournalEntry, LedgerAudit, PlayerSnapshot};
+use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
+
+pub(super) struct SqliteBooks<'a> {
+    pub(super) conn: &'a Connection,
+}
+
+/// A request id as the receipts table keeps it.
+fn request_text(request: RequestId) -> String {
+    request.0.hyphenated().to_string()
+}
+
+impl Books for SqliteBooks<'_> {
+    type Error = rusqlite::Error;
+
+    fn account(&mut self, user: UserId) -> rusqlite::Result<Option<AccountRow>> {
+        self.conn
+            .prepare_cached(
+                "SELECT balance, lease_owner, lease_expires_ms, lease_token FROM accounts WHERE user_id = ?1",
+            )?
+            .query_row([user.0], |r| {
+                Ok(AccountRow {
+                    balance: r.get::<_, i64>(0)? as u64,
+                    lease_owner: r.get(1)?,
+                    lease_expires_ms: r.get(2)?,
+                    lease_token: r.get(3)?,
+                })
+            })
+            .optional()
+    }
+
+    fn put_account(
+        &mut self,
+        user: UserId,
+        account: &AccountRow,
+        created: bool,
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        let values = params![
+            user.0,
+            account.balance as i64,
+            account.lease_owner,
+            account.lease_expires_ms,
+            account.lease_token,
+            now_ms
+        ];
+        if created {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO accounts (user_id, balance, lease_owner, lease_expires_ms, lease_token, created_ms, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                )?
+                .execute(values)?;
+        } else {
+            self.conn
+                .prepare_cached(
+                    "UPDATE accounts SET balance = ?2, lease_owner = ?3, lease_expires_ms = ?4, lease_token = ?5,
+                     updated_ms = ?6 WHERE user_id = ?1",
+                )?
+                .execute(values)?;
+        }
+        Ok(())
+    }
+
+    fn receipt_by_request(&mut self, request: RequestId) -> rusqlite::Result<Option<ReceiptInfo>> {
+        self.conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                receipt_columns!(),
+                " FROM receipts WHERE request_id = ?1"
+            ))?
+            .query_row([request_text(request)], receipt_from_row)
+            .optional()
+    }
+
+    fn receipt_state(
+        &mut self,
+        id: &PurchaseId,
+    ) -> rusqlite::Result<Option<(UserId, ReceiptState)>> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT user_id, state FROM receipts WHERE purchase_id = ?1")?
+            .query_row([&id.0], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(user, state)| Ok((UserId(user), parse_state(&state)?)))
+            .transpose()
+    }
+
+    fn insert_receipt(
+        &mut self,
+        receipt: &ReceiptInfo,
+        request: RequestId,
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
+                                       currency_type, channel, is_test, state, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)",
+            )?
+            .execute(params![
+                receipt.purchase_id.0,
+                request_text(request),
+                receipt.player_id.0,
+                receipt.product_id.0,
+                receipt.place_id_where_purchased.0,
+                receipt.currency_spent as i64,
+                CurrencyType::Premium as i32,
+                receipt.product_purchase_channel.code(),
+                receipt.is_test_purchase,
+                now_ms
+            ])?;
+        Ok(())
+    }
+
+    fn set_receipt_state(
+        &mut self,
+        id: &PurchaseId,
+        state: ReceiptState,
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE receipts SET state = ?2, resolved_ms = ?3 WHERE purchase_id = ?1",
+            )?
+            .execute(params![id.0, state.as_str(), now_ms])?;
+        Ok(())
+    }
+
+    fn journal(&mut self, entry: JournalEntry, now_ms: i64) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                entry.user.0,
+                entry.delta,
+                entry.reason,
+                entry.purchase_id.map(|p| p.0),
+                now_ms
+            ])?;
+        Ok(())
+    }
+
+    fn state(&mut self, user: UserId) -> rusqlite::Result<PlayerSnapshot> {
+        load_state(self.conn, user)
+    }
+
+    fn put_state(&mut self, user: UserId, state: &PlayerSnapshot) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM player_components WHERE user_id = ?1")?
+            .execute([user.0])?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO player_components (user_id, name, value) VALUES (?1, ?2, ?3)",
+        )?;
+        for (name, value) in &state.0 {
+            insert.execute(params![user.0, name, value])?;
+        }
+        Ok(())
+    }
+
+    fn pending(&mut self, user: UserId) -> rusqlite::Result<Vec<ReceiptInfo>> {
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT ",
+            receipt_columns!(),
+            " FROM receipts WHERE user_id = ?1 AND state = 'pending' ORDER BY created_ms, purchase_id"
+        ))?;
+        let rows = stmt.query_map([user.0], receipt_from_row)?;
+        rows.collect()
+    }
+
+    fn audit(&mut self) -> rusqlite::Result<LedgerAudit> {
+        audit(self.conn)
+    }
+}
+
+pub(super) fn load_state(conn: &Connection, user: UserId) -> rusqlite::Result<PlayerSnapshot> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name, value FROM player_components WHERE user_id = ?1")?;
+    let rows = stmt.query_map([user.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(PlayerSnapshot(rows.collect::<Result<_, _>>()?))
+}
+
+/// A stored receipt state; a word the schema's check would not let in is a corrupt row.
+fn parse_state(state: &str) -> rusqlite::Result<ReceiptState> {
+    ReceiptState::parse(state).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown receipt state {state:?}").into(),
+        )
+    })
+}
+
+/// Reads the whole ledger.
+pub(super) fn audit(conn: &Connection) -> rusqlite::Result<LedgerAudit> {
+    use crate::ledger::{LeaseRecord, StoredReceipt};
+    let mut audit = LedgerAudit::default();
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        receipt_columns!(),
+        ", state, request_id FROM receipts ORDER BY created_ms, purchase_id"
+    ))?;
+    let rows = stmt.query_map([], |row| {
+        let info = receipt_from_row(row)?;
+        let state: String = row.get(9)?;
+        let request: String = row.get(10)?;
+        let request_id = request.parse().map_err(|e: uuid::Error| {
+            rusqlite::Error::FromSqlConversionFailure(
+                10,
+                rusqlite::types::Type::Text,
+                format!("bad request id {request:?}: {e}").into(),
+            )
+        })?;
+        Ok(StoredReceipt {
+            info,
+            state: parse_state(&state)?,
+            request_id: RequestId(request_id),
+        })
+    })?;
+    audit.receipts = rows.collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, balance, lease_owner, lease_expires_ms, lease_token FROM accounts",
+    )?;
+    let accounts = stmt
+        .query_map([], |r| {
+            let lease = LeaseRecord {
+                owner: r.get(2)?,
+                expires_at_ms: r.get(3)?,
+                token: r.get(4)?,
+            };
+            Ok((UserId(r.get(0)?), r.get::<_, i64>(1)? as u64, lease))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (user, balance, lease) in accounts {
+        audit
+            .accounts
+            .insert(user, (balance, load_state(conn, user)?));
+        audit.leases.insert(user, lease);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, delta, reason, purchase_id FROM balance_journal ORDER BY id",
+    )?;
+    audit.journal = stmt
+        .query_map([], |r| {
+            Ok(JournalEntry {
+                user: UserId(r.get(0)?),
+                delta: r.get(1)?,
+                reason: r.get(2)?,
+                purchase_id: r.get::<_, Option<String>>(3)?.map(PurchaseId),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    audit.purchase_debits = crate::ledger::purchase_debits(&audit.journal);
+    Ok(audit)
+}
