@@ -54,6 +54,13 @@ impl PurchaseId {
         Self(uuid::Uuid::now_v7().simple().to_string())
     }
 
+    /// The purchase id of the receipt that the charge `request` makes: each charge request makes
+    /// at most one receipt, so its id is the request's (in simple form), and every store names
+    /// the receipt of a request alike.
+    pub fn of_request(request: RequestId) -> Self {
+        Self(request.0.simple().to_string())
+    }
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0

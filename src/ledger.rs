@@ -81,10 +81,10 @@ pub struct ChargeRequest {
 }
 
 impl ChargeRequest {
-    /// The receipt this charge creates, with a fresh purchase id.
+    /// The receipt this charge creates.
     pub(crate) fn new_receipt(&self) -> ReceiptInfo {
         ReceiptInfo {
-            purchase_id: PurchaseId::new(),
+            purchase_id: PurchaseId::of_request(self.request_id),
             player_id: self.user,
             product_id: self.product_id,
             place_id_where_purchased: self.place_id,

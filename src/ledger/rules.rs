@@ -315,23 +315,14 @@ fn account_or_new<B: Books>(
     })
 }
 
-/// Whether applying `request` may create the user's account (the PostgreSQL store creates such
-/// accounts before a batch, in one global order, so concurrent servers do not deadlock).
-pub(crate) fn may_create_account(request: &LedgerRequest) -> Option<(UserId, u64)> {
+/// The user whose account applying `request` may create (the PostgreSQL store reserves those
+/// rows before a batch, in one global order, so concurrent servers do not deadlock).
+pub(crate) fn may_create_account(request: &LedgerRequest) -> Option<UserId> {
     match request {
-        LedgerRequest::OpenSession {
-            user,
-            starting_balance,
-            ..
+        LedgerRequest::OpenSession { user, .. } | LedgerRequest::AdjustBalance { user, .. } => {
+            Some(*user)
         }
-        | LedgerRequest::AdjustBalance {
-            user,
-            starting_balance,
-            ..
-        } => Some((*user, *starting_balance)),
-        LedgerRequest::Charge(charge) if charge.fence.is_none() => {
-            Some((charge.user, charge.starting_balance))
-        }
+        LedgerRequest::Charge(charge) if charge.fence.is_none() => Some(charge.user),
         _ => None,
     }
 }

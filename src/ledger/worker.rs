@@ -28,6 +28,10 @@ enum FromWorker {
     OpenFailed(LedgerError),
     /// The store panicked: its transaction was answered with errors and it is being reopened.
     Restarting(String),
+    /// A transaction failed (its requests are answered with the error and retried by the plugin).
+    Failing(LedgerError),
+    /// A transaction succeeded after failures.
+    Recovered(String),
     /// One transaction's answers, split by kind on this thread so the game thread can queue each
     /// batch whole instead of sorting thousands of answers in one frame, and cut into chunks of
     /// [`ANSWER_CHUNK`] so that freeing one on the game thread is never a large free.
@@ -49,6 +53,10 @@ pub enum LedgerStatus {
     Restarting(String),
     /// It could not be opened. Purchases fail with this error; nothing is written.
     Failed(LedgerError),
+    /// Open, but its last transaction failed: the database did not answer in time, the
+    /// connection dropped, the disk is full. The requests are retried; the status is
+    /// [`LedgerStatus::Ready`] again after the first transaction that succeeds.
+    Unavailable(LedgerError),
 }
 
 /// What the storage worker has done so far, counted on the worker thread.
@@ -70,8 +78,18 @@ pub struct WorkerLoad {
     pub requests: u64,
 }
 
-/// The game's handle on the ledger: queue requests with [`Ledger::send`]; the plugin flushes them
-/// to the storage worker once a frame and polls the answers without blocking.
+/// The plugin's handle on its storage worker: it queues requests, flushes them to the worker once
+/// a frame and polls the answers without blocking. Games read its [`status`](Ledger::status) and
+/// load; only the plugin sends requests and takes answers, so no game code can grant a receipt or
+/// take the plugin's answers from it:
+///
+/// ```compile_fail
+/// # use bevy_marketplace::ledger::{Ledger, LedgerRequest};
+/// # use bevy_marketplace::UserId;
+/// fn forge(mut ledger: bevy::prelude::ResMut<Ledger>) {
+///     ledger.send(LedgerRequest::PendingReceipts { user: UserId(1) });
+/// }
+/// ```
 #[derive(Resource)]
 pub struct Ledger {
     outbox: Vec<LedgerRequest>,
@@ -87,14 +105,10 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts a storage worker thread that opens the store with `open`.
-    pub fn spawn(open: StoreFactory) -> Self {
-        Self::spawn_with_batch_limit(open, DEFAULT_MAX_BATCH)
-    }
-
-    /// Like [`Ledger::spawn`], with at most `max_batch` requests per transaction (1 turns group
-    /// commit off: one transaction, and one fsync, per request).
-    pub fn spawn_with_batch_limit(open: StoreFactory, max_batch: usize) -> Self {
+    /// Starts a storage worker thread that opens the store with `open` and applies at most
+    /// `max_batch` requests per transaction (1 turns group commit off: one transaction, and one
+    /// fsync, per request).
+    pub(crate) fn spawn_with_batch_limit(open: StoreFactory, max_batch: usize) -> Self {
         let max_batch = max_batch.max(1);
         let (to_worker, requests) = mpsc::channel::<Vec<LedgerRequest>>();
         let (answers, from_worker) = mpsc::channel();
@@ -118,7 +132,7 @@ impl Ledger {
     }
 
     /// Queues a request; it is sent at the end of the frame.
-    pub fn send(&mut self, request: LedgerRequest) {
+    pub(crate) fn send(&mut self, request: LedgerRequest) {
         self.outbox.push(request);
     }
 
@@ -133,7 +147,7 @@ impl Ledger {
     }
 
     /// Sends queued requests to the worker (the plugin calls this once a frame).
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if self.outbox.is_empty() {
             return;
         }
@@ -159,7 +173,7 @@ impl Ledger {
     }
 
     /// Takes every answer that has arrived, without waiting.
-    pub fn poll(&mut self, out: &mut Vec<LedgerCompletion>) {
+    pub(crate) fn poll(&mut self, out: &mut Vec<LedgerCompletion>) {
         self.poll_batches(|batch| out.extend(batch));
     }
 
@@ -183,6 +197,18 @@ impl Ledger {
                 Ok(FromWorker::Restarting(why)) => {
                     tracing::error!("marketplace ledger store failed and is reopening: {why}");
                     self.status = LedgerStatus::Restarting(why);
+                }
+                Ok(FromWorker::Failing(error)) => {
+                    if !matches!(self.status, LedgerStatus::Unavailable(_)) {
+                        tracing::error!(
+                            "marketplace ledger unavailable, requests are retried: {error}"
+                        );
+                    }
+                    self.status = LedgerStatus::Unavailable(error);
+                }
+                Ok(FromWorker::Recovered(location)) => {
+                    tracing::info!("marketplace ledger available again: {location}");
+                    self.status = LedgerStatus::Ready(location);
                 }
                 Ok(FromWorker::OpenFailed(error)) => {
                     tracing::error!("marketplace ledger unavailable, purchases will fail: {error}");
@@ -227,7 +253,7 @@ impl Ledger {
 
     /// Sends what is queued, then waits for the worker to finish everything and stop.
     /// Dropping the `Ledger` does the same; this only blocks at shutdown.
-    pub fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         self.flush();
         self.to_worker = None;
         if let Some(worker) = self.worker.take()
@@ -272,6 +298,7 @@ fn run_worker(
         Err(error) => return answer_failed(error, requests, answers),
     };
     let mut queued: std::collections::VecDeque<LedgerRequest> = Default::default();
+    let mut failing = false;
     loop {
         if queued.is_empty() {
             match requests.recv() {
@@ -295,7 +322,19 @@ fn run_worker(
             run_transaction(store.as_mut(), &batch, counters)
         }));
         let (done, panicked) = match outcome {
-            Ok(replies) => (answer(batch, replies), None),
+            Ok(replies) => {
+                // Say when transactions start failing, and when they work again.
+                let report = match &replies {
+                    Err(error) => Some(FromWorker::Failing(error.clone())),
+                    Ok(_) if failing => Some(FromWorker::Recovered(store.location())),
+                    Ok(_) => None,
+                };
+                failing = replies.is_err();
+                if let Some(report) = report {
+                    let _ = answers.send(report);
+                }
+                (answer(batch, replies), None)
+            }
             Err(payload) => {
                 let why = format!(
                     "the ledger store panicked: {}; its transaction was rolled back",

@@ -217,6 +217,10 @@ pub(crate) fn open_prompts(
             None => 0,
         };
         let not_ready = match session.map(|s| &s.phase) {
+            // The database is not answering: say so now rather than after the charge times out.
+            _ if let LedgerStatus::Unavailable(e) = ledger.status() => {
+                Some(PurchaseError::Unavailable(e.to_string()))
+            }
             Some(SessionPhase::Active) => None,
             Some(SessionPhase::Failed(why)) => Some(PurchaseError::Unavailable(why.clone())),
             Some(SessionPhase::Loading) | None => Some(match ledger.status() {

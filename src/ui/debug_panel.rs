@@ -135,6 +135,7 @@ fn draw_debug_panel(
                 ),
                 LedgerStatus::Restarting(why) => format!("ledger RESTARTING: {why}"),
                 LedgerStatus::Failed(e) => format!("ledger FAILED: {e}"),
+                LedgerStatus::Unavailable(e) => format!("ledger UNAVAILABLE: {e}"),
             });
             ui.separator();
 

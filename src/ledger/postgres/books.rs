@@ -2,12 +2,12 @@
 //! ledger rules to this cache, so a batch of any size costs a few round trips and decides exactly
 //! as its requests would one at a time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::conn::{Conn, PgError};
 use super::sql::*;
 use crate::ids::{PurchaseId, RequestId, UserId};
-use crate::ledger::rules::{AccountRow, Books, MAX_BALANCE, may_create_account};
+use crate::ledger::rules::{AccountRow, Books, may_create_account};
 use crate::ledger::{JournalEntry, LedgerAudit, LedgerRequest, PlayerSnapshot};
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
@@ -26,6 +26,9 @@ pub(super) struct CachedBooks {
     accounts: HashMap<UserId, AccountRow>,
     /// Users read and found to have no account (none of their requests may create one).
     no_account: HashSet<UserId>,
+    /// Rows inserted (and so locked) for accounts the batch may create, not made yet: the rules
+    /// see no account until they make one; rows still here at the end are deleted.
+    reserved: HashSet<UserId>,
     receipts: HashMap<PurchaseId, CachedReceipt>,
     by_request: HashMap<RequestId, PurchaseId>,
     /// Request ids and purchase ids looked up (found or not).
@@ -76,25 +79,29 @@ impl CachedBooks {
             let (user, account) = account_from_row(&row)?;
             books.accounts.insert(user, account);
         }
-        // The first request that may create a user's account decides its starting balance.
-        let mut creating: BTreeMap<i64, i64> = BTreeMap::new();
-        for (user, starting) in batch.iter().filter_map(may_create_account) {
-            if !books.accounts.contains_key(&user) {
-                creating
-                    .entry(user.0)
-                    .or_insert(starting.min(MAX_BALANCE) as i64);
-            }
-        }
+        let mut creating: Vec<i64> = batch
+            .iter()
+            .filter_map(may_create_account)
+            .filter(|user| !books.accounts.contains_key(user))
+            .map(|user| user.0)
+            .collect();
+        creating.sort_unstable();
+        creating.dedup();
         if !creating.is_empty() {
-            let (new_users, balances): (Vec<i64>, Vec<i64>) = creating.into_iter().unzip();
-            for row in conn.query(CREATE_ACCOUNTS, &[&new_users, &balances, &now_ms])? {
+            for row in conn.query(RESERVE_ACCOUNTS, &[&creating, &now_ms])? {
                 let (user, account) = account_from_row(&row)?;
-                books.accounts.insert(user, account);
+                if row.try_get::<_, bool>(5)? {
+                    books.reserved.insert(user);
+                } else {
+                    // Another server made it since we looked: it is an account like the others.
+                    books.accounts.insert(user, account);
+                }
             }
         }
         for &user in &users {
-            if !books.accounts.contains_key(&UserId(user)) {
-                books.no_account.insert(UserId(user));
+            let user = UserId(user);
+            if !books.accounts.contains_key(&user) && !books.reserved.contains(&user) {
+                books.no_account.insert(user);
             }
         }
         let (mut request_ids, mut grant_ids, mut loading) = (Vec::new(), Vec::new(), Vec::new());
@@ -170,11 +177,13 @@ impl CachedBooks {
             accounts_changed,
             states_changed,
             journal,
+            reserved,
             ..
         } = self;
         if accounts_changed.is_empty()
             && states_changed.is_empty()
             && journal.is_empty()
+            && reserved.is_empty()
             && !receipts.values().any(|r| r.new || r.changed)
         {
             return Ok(());
@@ -241,6 +250,7 @@ impl CachedBooks {
             }
         }
         let currency = CurrencyType::Premium as i64;
+        let unused: Vec<i64> = reserved.iter().map(|u| u.0).collect();
         conn.query(
             WRITE_BACK,
             &[
@@ -271,6 +281,7 @@ impl CachedBooks {
                 &k_users,
                 &k_names,
                 &k_values,
+                &unused,
             ],
         )?;
         Ok(())
@@ -283,7 +294,7 @@ impl Books for CachedBooks {
     fn account(&mut self, user: UserId) -> Result<Option<AccountRow>, PgError> {
         match self.accounts.get(&user) {
             Some(account) => Ok(Some(account.clone())),
-            None if self.no_account.contains(&user) => Ok(None),
+            None if self.no_account.contains(&user) || self.reserved.contains(&user) => Ok(None),
             None => Err(unread(format!("the account of user {user}"))),
         }
     }
@@ -295,8 +306,8 @@ impl Books for CachedBooks {
         created: bool,
         _now_ms: i64,
     ) -> Result<(), PgError> {
-        if created {
-            // Accounts a batch may create were created when it was read.
+        // The row of an account the batch makes was reserved when it was read.
+        if created && !self.reserved.remove(&user) {
             return Err(unread(format!("the new account of user {user}")));
         }
         self.accounts.insert(user, account.clone());

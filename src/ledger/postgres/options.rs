@@ -24,11 +24,11 @@ pub struct PostgresOptions {
     /// Waiting for a row another server has locked (`lock_timeout`). Default 2 s: a batch stuck
     /// behind a frozen server fails and is retried instead of stalling every player here.
     pub lock_timeout: Duration,
-    /// Any one statement on the server (`statement_timeout`). Default 10 s.
+    /// Any one statement on the server (`statement_timeout`). Default 5 s.
     pub statement_timeout: Duration,
     /// Any one round trip, measured here: a database that stops answering (frozen, or a network
     /// path that drops packets without closing the connection) fails the request after this, and
-    /// the connection is dropped and made anew. Default 15 s, longer than `statement_timeout`.
+    /// the connection is dropped and made anew. Default 8 s, longer than `statement_timeout`.
     pub response_timeout: Duration,
     /// How long unacknowledged data or unanswered keepalives may last before the operating system
     /// declares the connection dead (`tcp_user_timeout`, TCP keepalives). Default 10 s.
@@ -59,8 +59,8 @@ impl PostgresOptions {
             url: url.into(),
             connect_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(2),
-            statement_timeout: Duration::from_secs(10),
-            response_timeout: Duration::from_secs(15),
+            statement_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(8),
             dead_peer_timeout: Duration::from_secs(10),
             idle_in_transaction_timeout: Duration::from_secs(30),
             clock: LeaseClock::Database,

@@ -19,13 +19,14 @@ macro_rules! receipt_columns {
 pub(super) const LOCK_ACCOUNTS: &str =
     "SELECT user_id, balance, lease_owner, lease_expires_ms, lease_token
     FROM accounts WHERE user_id = ANY ($1::bigint[]) ORDER BY user_id FOR UPDATE";
-/// Creates the accounts a batch may create that did not exist, in user order, and locks them (an
-/// account another server created meanwhile is locked by the no-op update). Returns them.
-pub(super) const CREATE_ACCOUNTS: &str =
+/// Inserts a row for each account a batch may create that did not exist, in user order, locking
+/// it (a row another server created meanwhile is locked by the no-op update instead). Returns the
+/// rows, and whether each was inserted now.
+pub(super) const RESERVE_ACCOUNTS: &str =
     "INSERT INTO accounts AS a (user_id, balance, created_ms, updated_ms)
-    SELECT u, b, $3, $3 FROM unnest($1::bigint[], $2::bigint[]) AS t (u, b) ORDER BY u
+    SELECT u, 0, $2, $2 FROM unnest($1::bigint[]) AS t (u) ORDER BY u
     ON CONFLICT (user_id) DO UPDATE SET user_id = a.user_id
-    RETURNING user_id, balance, lease_owner, lease_expires_ms, lease_token";
+    RETURNING user_id, balance, lease_owner, lease_expires_ms, lease_token, xmax = 0";
 pub(super) const RECEIPTS_BY_REQUEST: &str = concat!(
     "SELECT ",
     receipt_columns!(),
@@ -56,8 +57,9 @@ pub(super) const ALL_JOURNAL: &str =
 
 /// Writes back everything a batch changed, in one statement: accounts (balance, lease), new
 /// receipts (in their final state), state changes of older receipts, journal entries (in order),
-/// and players' components (upserted, with the names no longer saved deleted — each part touches
-/// rows no other part does, as the statement's parts all see one snapshot).
+/// players' components (upserted, with the names no longer saved deleted), and the rows reserved
+/// for accounts that were not made after all. Each part touches rows no other part does, as the
+/// statement's parts all see one snapshot.
 pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
         UPDATE accounts a
         SET balance = u.balance, lease_owner = u.owner, lease_expires_ms = u.expires,
@@ -91,6 +93,8 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
     ), components_removed AS (
         DELETE FROM player_components p USING saved s
         WHERE p.user_id = s.user_id AND NOT (p.name = ANY (s.names::text[]))
+    ), unused_rows AS (
+        DELETE FROM accounts WHERE user_id = ANY ($28::bigint[])
     )
     SELECT 1";
 

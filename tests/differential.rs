@@ -1,0 +1,586 @@
+//! The three ledger stores decide alike. Random sequences of requests from several servers and
+//! players — opening sessions, charging (with the lease, with a lease lost, from outside any
+//! server, retried), saving with grants, releasing, lease expiry on a controlled clock, top-ups
+//! including absurd amounts — are applied to the in-memory store (the reference model) and to
+//! SQLite and PostgreSQL, each both one request per transaction and a batch per transaction (the
+//! way the storage worker groups them). Every answer and the final ledger — balances, receipts and
+//! their states, the journal, persisted components, lease owners and tokens — must be identical.
+//!
+//! `PROPTEST_CASES=1000 cargo test --all-features --test differential` runs longer searches.
+
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+use bevy_marketplace::ledger::{
+    ChargeRequest, InMemoryLedger, LeaseClock, LeaseFence, LedgerAudit, LedgerReply,
+    LedgerRequest, LedgerStore, PlayerSnapshot, PostgresLedger, PostgresOptions, SaveRequest,
+    ServerId, SqliteLedger,
+};
+use bevy_marketplace::{PlaceId, ProductId, ProductPurchaseChannel, PurchaseId, RequestId, UserId};
+use pg::PgCluster;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+const USERS: u8 = 3;
+const SERVERS: u8 = 3;
+
+/// One step of a story, before it names real tokens and receipts.
+#[derive(Clone, Debug)]
+enum Op {
+    Open {
+        user: u8,
+        server: u8,
+        long_lease: bool,
+    },
+    Charge {
+        user: u8,
+        /// `None`: bought outside any game server.
+        server: Option<u8>,
+        /// Show the lease before the newest this server got (a stale holder).
+        stale: bool,
+        price: u64,
+        /// Retry the charge made this many charges ago (same request id).
+        retry: Option<u8>,
+    },
+    Save {
+        user: u8,
+        server: u8,
+        stale: bool,
+        gold: u8,
+        /// Receipts (indices into those made so far, from the newest) to grant.
+        grant: Vec<u8>,
+        release: bool,
+    },
+    Release {
+        user: u8,
+        server: u8,
+        /// `Some(true)`: the current token, `Some(false)`: a stale one, `None`: any.
+        token: Option<bool>,
+    },
+    Adjust {
+        user: u8,
+        delta: i64,
+    },
+    Pending {
+        user: u8,
+    },
+    /// Ends the batch and moves the clock.
+    Advance {
+        ms: i64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let user = 0..USERS;
+    let server = 0..SERVERS;
+    let price = prop_oneof![Just(0u64), Just(10), Just(300), Just(5000), Just(u64::MAX)];
+    let delta = prop_oneof![
+        Just(100i64),
+        Just(-100),
+        Just(-5000),
+        Just(i64::MAX),
+        Just(i64::MIN),
+        Just(i64::MAX / 2 + 1),
+    ];
+    prop_oneof![
+        3 => (user.clone(), server.clone(), any::<bool>()).prop_map(|(user, server, long_lease)| {
+            Op::Open { user, server, long_lease }
+        }),
+        5 => (
+            user.clone(),
+            proptest::option::weighted(0.8, server.clone()),
+            proptest::bool::weighted(0.15),
+            price,
+            proptest::option::weighted(0.2, 0u8..4),
+        )
+            .prop_map(|(user, server, stale, price, retry)| Op::Charge {
+                user,
+                server,
+                stale,
+                price,
+                retry,
+            }),
+        4 => (
+            user.clone(),
+            server.clone(),
+            proptest::bool::weighted(0.15),
+            any::<u8>(),
+            proptest::collection::vec(0u8..5, 0..3),
+            proptest::bool::weighted(0.25),
+        )
+            .prop_map(|(user, server, stale, gold, grant, release)| Op::Save {
+                user,
+                server,
+                stale,
+                gold,
+                grant,
+                release,
+            }),
+        1 => (user.clone(), server.clone(), proptest::option::of(any::<bool>()))
+            .prop_map(|(user, server, token)| Op::Release { user, server, token }),
+        2 => (user.clone(), delta).prop_map(|(user, delta)| Op::Adjust { user, delta }),
+        1 => user.prop_map(|user| Op::Pending { user }),
+        2 => prop_oneof![Just(0i64), Just(700), Just(70_000)].prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+/// A story made concrete: batches of requests, each with the time it is applied at.
+#[derive(Debug, Default)]
+struct Story {
+    batches: Vec<(i64, Vec<LedgerRequest>)>,
+    /// The model's answers, in order.
+    replies: Vec<LedgerReply>,
+    /// The model's ledger at the end.
+    audit: LedgerAudit,
+}
+
+fn server_id(server: u8) -> ServerId {
+    ServerId(format!("s{server}").into())
+}
+
+/// Turns ops into requests, naming tokens and receipts as the reference model handed them out,
+/// and records the model's answers (one request per transaction).
+fn concretize(ops: &[Op]) -> Story {
+    let mut model = InMemoryLedger::default();
+    let mut story = Story::default();
+    let mut now = 1_000_000i64;
+    let mut batch: Vec<LedgerRequest> = Vec::new();
+    // Tokens each server was given, per user (newest last).
+    let mut tokens: HashMap<(u8, u8), Vec<i64>> = HashMap::new();
+    let mut receipts: Vec<PurchaseId> = Vec::new();
+    let mut charges: Vec<(RequestId, UserId)> = Vec::new();
+    let mut next_request = 0u128;
+    let fence = |tokens: &HashMap<(u8, u8), Vec<i64>>, user: u8, server: u8, stale: bool| {
+        let given = tokens.get(&(user, server)).map_or(&[][..], Vec::as_slice);
+        let token = if stale {
+            given.iter().rev().nth(1).copied().unwrap_or(0)
+        } else {
+            given.last().copied().unwrap_or(0)
+        };
+        LeaseFence {
+            server: server_id(server),
+            token,
+        }
+    };
+    for op in ops {
+        let request = match op {
+            Op::Advance { ms } => {
+                if !batch.is_empty() {
+                    story.batches.push((now, std::mem::take(&mut batch)));
+                }
+                now += ms;
+                continue;
+            }
+            Op::Open {
+                user,
+                server,
+                long_lease,
+            } => LedgerRequest::OpenSession {
+                user: UserId(i64::from(*user)),
+                server: server_id(*server),
+                lease_ms: if *long_lease { 60_000 } else { 1_000 },
+                starting_balance: 1000,
+            },
+            Op::Charge {
+                user,
+                server,
+                stale,
+                price,
+                retry,
+            } => {
+                let retried = retry.and_then(|back| charges.iter().rev().nth(back.into()));
+                // A retry may even name another buyer: the first receipt still stands.
+                let (request_id, buyer) = match retried {
+                    Some(&(id, _)) => (id, UserId(i64::from(*user))),
+                    None => {
+                        next_request += 1;
+                        (
+                            RequestId(uuid::Uuid::from_u128(next_request)),
+                            UserId(i64::from(*user)),
+                        )
+                    }
+                };
+                if retried.is_none() {
+                    charges.push((request_id, buyer));
+                }
+                LedgerRequest::Charge(ChargeRequest {
+                    request_id,
+                    user: buyer,
+                    product_id: ProductId(456456),
+                    price: *price,
+                    test_purchase: *price == 0,
+                    place_id: PlaceId(1),
+                    channel: if server.is_some() {
+                        ProductPurchaseChannel::InExperience
+                    } else {
+                        ProductPurchaseChannel::ExperienceDetailsPage
+                    },
+                    starting_balance: 1000,
+                    fence: server.map(|s| fence(&tokens, buyer.0 as u8, s, *stale)),
+                })
+            }
+            Op::Save {
+                user,
+                server,
+                stale,
+                gold,
+                grant,
+                release,
+            } => LedgerRequest::Save(SaveRequest {
+                user: UserId(i64::from(*user)),
+                fence: fence(&tokens, *user, *server, *stale),
+                state: PlayerSnapshot(BTreeMap::from([
+                    ("Gold".to_owned(), format!("({gold})")),
+                    (format!("Seen{}", gold % 3), "()".to_owned()),
+                ])),
+                granted: grant
+                    .iter()
+                    .filter_map(|back| receipts.iter().rev().nth((*back).into()).cloned())
+                    .collect(),
+                release: *release,
+                lease_ms: 60_000,
+            }),
+            Op::Release {
+                user,
+                server,
+                token,
+            } => LedgerRequest::ReleaseSession {
+                user: UserId(i64::from(*user)),
+                server: server_id(*server),
+                token: token.map(|current| fence(&tokens, *user, *server, !current).token),
+            },
+            Op::Adjust { user, delta } => LedgerRequest::AdjustBalance {
+                user: UserId(i64::from(*user)),
+                delta: *delta,
+                reason: "top-up".into(),
+                starting_balance: 1000,
+            },
+            Op::Pending { user } => LedgerRequest::PendingReceipts {
+                user: UserId(i64::from(*user)),
+            },
+        };
+        model.begin().unwrap();
+        let reply = model.apply(&request, now).unwrap();
+        model.commit().unwrap();
+        match (&request, &reply) {
+            (
+                LedgerRequest::OpenSession { user, server, .. },
+                LedgerReply::SessionOpened { lease_token, .. },
+            ) => {
+                let server: u8 = server.0[1..].parse().unwrap();
+                tokens
+                    .entry((user.0 as u8, server))
+                    .or_default()
+                    .push(*lease_token);
+            }
+            (
+                _,
+                LedgerReply::Charged {
+                    receipt,
+                    replayed: false,
+                    ..
+                },
+            ) => receipts.push(receipt.purchase_id.clone()),
+            _ => {}
+        }
+        story.replies.push(reply);
+        batch.push(request);
+    }
+    if !batch.is_empty() {
+        story.batches.push((now, batch));
+    }
+    story.audit = model.audit();
+    story
+}
+
+/// How a store gets the story: a transaction per request, or per batch through its batch path.
+#[derive(Clone, Copy, Debug)]
+enum Grouping {
+    OneByOne,
+    Batched,
+}
+
+fn run(store: &mut dyn LedgerStore, story: &Story, grouping: Grouping) -> Vec<LedgerReply> {
+    let mut replies = Vec::new();
+    for (now, batch) in &story.batches {
+        match grouping {
+            Grouping::OneByOne => {
+                for request in batch {
+                    store.begin().unwrap();
+                    replies.push(store.apply(request, *now).unwrap());
+                    store.commit().unwrap();
+                }
+            }
+            Grouping::Batched => {
+                store.begin().unwrap();
+                match store.apply_batch(batch, *now) {
+                    Some(result) => replies.extend(result.unwrap()),
+                    None => {
+                        for request in batch {
+                            replies.push(store.apply(request, *now).unwrap());
+                        }
+                    }
+                }
+                store.commit().unwrap();
+            }
+        }
+    }
+    replies
+}
+
+/// An audit in a store-independent order.
+fn normalized(mut audit: LedgerAudit) -> LedgerAudit {
+    audit
+        .receipts
+        .sort_by(|a, b| a.info.purchase_id.cmp(&b.info.purchase_id));
+    audit
+}
+
+/// Fresh stores for each case, reused across cases (emptied, not re-created).
+struct Stores {
+    dir: tempfile::TempDir,
+    pg_urls: [String; 2],
+    case: u32,
+}
+
+impl Stores {
+    fn new() -> Self {
+        let cluster = PgCluster::shared();
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            pg_urls: [
+                cluster.create_database("diff_one"),
+                cluster.create_database("diff_batch"),
+            ],
+            case: 0,
+        }
+    }
+
+    fn sqlite(&mut self) -> SqliteLedger {
+        self.case += 1;
+        SqliteLedger::open(&self.dir.path().join(format!("case{}.sqlite3", self.case))).unwrap()
+    }
+
+    fn postgres(&self, which: usize) -> PostgresLedger {
+        let url = &self.pg_urls[which];
+        let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        let mut store = PostgresLedger::connect(
+            PostgresOptions::new(url.clone()).with_clock(LeaseClock::GameServer),
+        )
+        .unwrap();
+        client
+            .batch_execute(
+                "TRUNCATE accounts, player_components, receipts, balance_journal RESTART IDENTITY",
+            )
+            .unwrap();
+        assert!(store.audit().unwrap().accounts.is_empty());
+        store
+    }
+}
+
+/// Applies the story to every store both ways; the first difference from the model, if any.
+fn differences(stores: &mut Stores, ops: &[Op]) -> Result<(), String> {
+    let story = concretize(ops);
+    let expected = normalized(story.audit.clone());
+    let mut subjects: Vec<(String, Box<dyn LedgerStore>, Grouping)> = vec![
+        (
+            "memory, batched".into(),
+            Box::new(InMemoryLedger::default()),
+            Grouping::Batched,
+        ),
+        (
+            "sqlite, one by one".into(),
+            Box::new(stores.sqlite()),
+            Grouping::OneByOne,
+        ),
+        (
+            "sqlite, batched".into(),
+            Box::new(stores.sqlite()),
+            Grouping::Batched,
+        ),
+        (
+            "postgres, one by one".into(),
+            Box::new(stores.postgres(0)),
+            Grouping::OneByOne,
+        ),
+        (
+            "postgres, batched".into(),
+            Box::new(stores.postgres(1)),
+            Grouping::Batched,
+        ),
+    ];
+    for (name, store, grouping) in &mut subjects {
+        let replies = run(store.as_mut(), &story, *grouping);
+        for (i, (got, want)) in replies.iter().zip(&story.replies).enumerate() {
+            if got != want {
+                return Err(format!(
+                    "{name}: answer {i} differs\n  request: {:?}\n  store:   {got:?}\n  model:   {want:?}",
+                    story.batches.iter().flat_map(|(_, b)| b).nth(i).unwrap()
+                ));
+            }
+        }
+        let audit_request = store.as_mut();
+        audit_request.begin().unwrap();
+        let LedgerReply::Audit(audit) = audit_request.apply(&LedgerRequest::Audit, 0).unwrap()
+        else {
+            unreachable!()
+        };
+        audit_request.commit().unwrap();
+        let audit = normalized(audit);
+        if audit != expected {
+            return Err(format!(
+                "{name}: the final ledger differs\n  store: {audit:#?}\n  model: {expected:#?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_store_answers_and_ends_like_the_model_batched_or_not() {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(48);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let stores = RefCell::new(Stores::new());
+    let result = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
+        differences(&mut stores.borrow_mut(), &ops).map_err(TestCaseError::fail)
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
+
+// ------------------------------------------------------------ named stories
+
+fn check(ops: &[Op]) {
+    let mut stores = Stores::new();
+    if let Err(difference) = differences(&mut stores, ops) {
+        panic!("{difference}");
+    }
+}
+
+/// A save that grants a receipt and a re-read of pending receipts in one batch: the re-read must
+/// not list the receipt again (the plugin would run its handler a second time).
+#[test]
+fn a_grant_and_a_reread_in_one_batch() {
+    check(&[
+        Op::Open {
+            user: 0,
+            server: 0,
+            long_lease: true,
+        },
+        Op::Charge {
+            user: 0,
+            server: Some(0),
+            stale: false,
+            price: 10,
+            retry: None,
+        },
+        Op::Advance { ms: 0 },
+        Op::Save {
+            user: 0,
+            server: 0,
+            stale: false,
+            gold: 100,
+            grant: vec![0],
+            release: false,
+        },
+        Op::Pending { user: 0 },
+    ]);
+}
+
+/// A final save and a release of the same player in one batch: the save lands first.
+#[test]
+fn a_final_save_and_a_release_in_one_batch() {
+    check(&[
+        Op::Open {
+            user: 1,
+            server: 0,
+            long_lease: true,
+        },
+        Op::Advance { ms: 0 },
+        Op::Save {
+            user: 1,
+            server: 0,
+            stale: false,
+            gold: 7,
+            grant: vec![],
+            release: true,
+        },
+        Op::Release {
+            user: 1,
+            server: 0,
+            token: None,
+        },
+    ]);
+}
+
+/// A top-up past the largest balance in a batch with other players' charges and saves: it is
+/// refused alone, and the others commit.
+#[test]
+fn an_absurd_top_up_fails_alone() {
+    check(&[
+        Op::Open {
+            user: 0,
+            server: 0,
+            long_lease: true,
+        },
+        Op::Open {
+            user: 1,
+            server: 0,
+            long_lease: true,
+        },
+        Op::Advance { ms: 0 },
+        Op::Charge {
+            user: 0,
+            server: Some(0),
+            stale: false,
+            price: 10,
+            retry: None,
+        },
+        Op::Adjust {
+            user: 1,
+            delta: i64::MAX,
+        },
+        Op::Save {
+            user: 0,
+            server: 0,
+            stale: false,
+            gold: 1,
+            grant: vec![],
+            release: false,
+        },
+    ]);
+}
+
+/// A retried charge from outside any server, first seen as a replay for a user who has no
+/// account: no account appears.
+#[test]
+fn a_retry_under_another_buyer_makes_no_account() {
+    check(&[
+        Op::Charge {
+            user: 0,
+            server: None,
+            stale: false,
+            price: 10,
+            retry: None,
+        },
+        Op::Advance { ms: 0 },
+        Op::Charge {
+            user: 2,
+            server: None,
+            stale: false,
+            price: 10,
+            retry: Some(0),
+        },
+    ]);
+}
