@@ -15,9 +15,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use bevy_marketplace::ledger::{
-    ChargeRequest, InMemoryLedger, LeaseClock, LeaseFence, LedgerAudit, LedgerReply,
-    LedgerRequest, LedgerStore, PlayerSnapshot, PostgresLedger, PostgresOptions, SaveRequest,
-    ServerId, SqliteLedger,
+    ChargeRequest, InMemoryLedger, LeaseClock, LeaseFence, LedgerAudit, LedgerReply, LedgerRequest,
+    LedgerStore, PlayerSnapshot, PostgresLedger, PostgresOptions, SaveRequest, ServerId,
+    SqliteLedger,
 };
 use bevy_marketplace::{PlaceId, ProductId, ProductPurchaseChannel, PurchaseId, RequestId, UserId};
 use pg::PgCluster;

@@ -8,15 +8,14 @@
 mod common;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/race.rs"]
+mod race;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{
     ChargeRequest, LeaseClock, LeaseFence, Ledger, LedgerBackend, LedgerError, LedgerReply,
@@ -31,6 +30,7 @@ use bevy_marketplace::{
 };
 use common::*;
 use pg::PgCluster;
+use race::{Observed, START_BALANCE, Server, pending_users, signal, spawn_server};
 
 // ---------------------------------------------------------------- helpers
 
@@ -765,183 +765,10 @@ fn bevy_marketplace_now() -> i64 {
         .as_millis() as i64
 }
 
-// ---------------------------------------------------------------- the race: the child
+// ---------------------------------------------------------------- the race
 
-const START_BALANCE: u64 = 10_000_000;
+/// The race's session lease: short, so a frozen server's players are taken over quickly.
 const LEASE_MS: u64 = 300;
-
-#[derive(Resource)]
-struct Race {
-    commands: Mutex<mpsc::Receiver<String>>,
-    buying: bool,
-    quitting: bool,
-    rng: u64,
-    active: HashSet<UserId>,
-}
-
-impl Race {
-    fn next(&mut self) -> u64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-fn gold_handler(player: &mut EntityWorldMut, amount: u64) -> bool {
-    let Some(mut gold) = player.get_mut::<Gold>() else {
-        return false;
-    };
-    gold.0 += amount;
-    true
-}
-
-fn race_child(url: &str, server: &str, seed: u64) {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-        // The test that runs us is gone: do not linger.
-        std::process::exit(3);
-    });
-    let mut app = App::new();
-    app.add_plugins((
-        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(1))),
-        MarketplacePlugin {
-            server_id: Some(ServerId(server.into())),
-            starting_balance: START_BALANCE,
-            autosave_interval: Duration::from_millis(100),
-            lease_duration: Duration::from_millis(LEASE_MS),
-            retry: RetryPolicy {
-                initial: Duration::from_millis(10),
-                multiplier: 2.0,
-                max: Duration::from_millis(40),
-            },
-            ..MarketplacePlugin::default()
-                .with_catalog(common::catalog())
-                .with_ledger(LedgerBackend::postgres(url))
-        },
-    ))
-    .persist_component::<Gold>()
-    .insert_resource(Race {
-        commands: Mutex::new(rx),
-        buying: true,
-        quitting: false,
-        rng: seed | 1,
-        active: HashSet::new(),
-    })
-    .add_product_handler(GOLD_100, |_, mut player| gold_handler(&mut player, 100))
-    .add_product_handler(GOLD_1000, |_, mut player| gold_handler(&mut player, 1000))
-    .add_systems(Update, (race_commands, race_buy, race_report).chain());
-    app.run();
-}
-
-#[allow(clippy::too_many_arguments)]
-fn race_commands(
-    mut race: ResMut<Race>,
-    players: Query<(Entity, &Player)>,
-    sessions: Res<Sessions>,
-    ledger: Res<Ledger>,
-    stats: Res<MarketplaceStats>,
-    mut commands: Commands,
-    mut exit: MessageWriter<AppExit>,
-    mut said_ready: Local<bool>,
-) {
-    if !*said_ready && matches!(ledger.status(), LedgerStatus::Ready(_)) {
-        *said_ready = true;
-        say("READY");
-    }
-    let lines: Vec<String> = race.commands.get_mut().unwrap().try_iter().collect();
-    for line in lines {
-        let mut words = line.split_whitespace();
-        let verb = words.next().unwrap_or("");
-        let user = words.next().and_then(|w| w.parse::<i64>().ok());
-        match (verb, user) {
-            ("JOIN", Some(user)) => {
-                if !players.iter().any(|(_, p)| p.user_id.0 == user) {
-                    commands.spawn((Player::new(UserId(user)), Gold(0)));
-                }
-            }
-            ("LEAVE", Some(user)) => {
-                for (e, p) in &players {
-                    if p.user_id.0 == user {
-                        commands.entity(e).despawn();
-                    }
-                }
-            }
-            ("CALM", _) => race.buying = false,
-            ("QUIT", _) => {
-                race.quitting = true;
-                race.buying = false;
-                for (e, _) in &players {
-                    commands.entity(e).despawn();
-                }
-            }
-            _ => panic!("unknown command {line:?}"),
-        }
-    }
-    if race.quitting && players.is_empty() && ledger.in_flight() == 0 && sessions.departing() == 0 {
-        say(&format!(
-            "STATS lease_losses={} granted={} charges={}",
-            stats.lease_losses, stats.granted, stats.charges
-        ));
-        exit.write(AppExit::Success);
-    }
-}
-
-fn race_buy(
-    mut race: ResMut<Race>,
-    players: Query<(Entity, &PlayerSession, Has<PurchasePrompt>)>,
-    mut prompts: MessageWriter<PromptProductPurchase>,
-) {
-    let mut now_active = HashSet::new();
-    for (entity, session, has_prompt) in &players {
-        if !session.is_active() {
-            continue;
-        }
-        now_active.insert(session.user());
-        if !race.active.contains(&session.user()) {
-            say(&format!(
-                "OPENED {} {}",
-                session.user().0,
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis()
-            ));
-        }
-        if race.buying && !has_prompt {
-            let product = if race.next().is_multiple_of(4) {
-                GOLD_1000
-            } else {
-                GOLD_100
-            };
-            prompts.write(PromptProductPurchase {
-                player: entity,
-                product_id: product,
-            });
-        }
-    }
-    race.active = now_active;
-}
-
-fn race_report(mut resolved: MessageReader<ReceiptResolved>) {
-    for r in resolved.read() {
-        say(&format!(
-            "GRANTED {} {} {}",
-            r.receipt.purchase_id, r.receipt.player_id, r.receipt.product_id
-        ));
-    }
-}
 
 #[test]
 #[ignore = "a server process of many_servers_race_players_hopping_and_a_frozen_server; run by it"]
@@ -952,142 +779,7 @@ fn child_process() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    race_child(&url, &server, seed);
-}
-
-// ---------------------------------------------------------------- the race: the parent
-
-enum Event {
-    Line(usize, Instant, String),
-    Closed(usize),
-}
-
-struct Server {
-    child: Child,
-    stdin: ChildStdin,
-    pid: u32,
-}
-
-/// Sends a signal with the shell's `kill` builtin (no libc, no procps needed).
-fn signal(pid: u32, name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("kill -{name} {pid}")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl Drop for Server {
-    /// A failed test must not leave servers behind (one may still be frozen).
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = signal(self.pid, "CONT");
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Server {
-    fn send(&mut self, line: &str) {
-        // A frozen server's pipe buffers the command until it resumes.
-        writeln!(self.stdin, "{line}").expect("write to a server");
-    }
-}
-
-fn spawn_server(
-    index: usize,
-    url: &str,
-    dir: &std::path::Path,
-    events: mpsc::Sender<Event>,
-) -> Server {
-    let mut child = common::child::test_child("child_process")
-        .env("RACE_URL", url)
-        .env("RACE_SERVER", format!("server-{index}"))
-        .env("RACE_SEED", (0x9E37_79B9 * (index as u64 + 1)).to_string())
-        .stdin(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join(format!("server-{index}.log"))).unwrap())
-        .spawn()
-        .expect("start a server process");
-    let lines = common::child::stdout_lines(&mut child);
-    std::thread::spawn(move || {
-        for (at, line) in lines {
-            if events.send(Event::Line(index, at, line)).is_err() {
-                return;
-            }
-        }
-        let _ = events.send(Event::Closed(index));
-    });
-    Server {
-        stdin: child.stdin.take().unwrap(),
-        pid: child.id(),
-        child,
-    }
-}
-
-#[derive(Default)]
-struct Observed {
-    /// purchase id → (user, product, times reported)
-    granted: HashMap<String, (i64, i64, usize)>,
-    grant_times: Vec<Instant>,
-    /// (server, user, wall-clock ms) of every session opened
-    opened: Vec<(usize, i64, i64)>,
-    ready: HashSet<usize>,
-    stats: Vec<String>,
-    closed: HashSet<usize>,
-}
-
-impl Observed {
-    /// Markers are searched, not prefixed: the harness prints `test child_process ... ` before
-    /// the child's first line.
-    fn take(&mut self, event: Event) {
-        match event {
-            Event::Closed(i) => {
-                self.closed.insert(i);
-            }
-            Event::Line(server, at, line) => {
-                if let Some(i) = line.find("GRANTED ") {
-                    let mut w = line[i + 8..].split_whitespace();
-                    let id = w.next().unwrap().to_owned();
-                    let user: i64 = w.next().unwrap().parse().unwrap();
-                    let product: i64 = w.next().unwrap().parse().unwrap();
-                    self.granted.entry(id).or_insert((user, product, 0)).2 += 1;
-                    self.grant_times.push(at);
-                } else if let Some(i) = line.find("OPENED ") {
-                    let mut w = line[i + 7..].split_whitespace();
-                    let user: i64 = w.next().unwrap().parse().unwrap();
-                    let ms: i64 = w.next().unwrap().parse().unwrap();
-                    self.opened.push((server, user, ms));
-                } else if line.contains("READY") {
-                    self.ready.insert(server);
-                } else if let Some(i) = line.find("STATS ") {
-                    self.stats
-                        .push(format!("server-{server}: {}", &line[i + 6..]));
-                }
-            }
-        }
-    }
-
-    fn pump(&mut self, events: &mpsc::Receiver<Event>, for_at_most: Duration) {
-        let deadline = Instant::now() + for_at_most;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match events.recv_timeout(left) {
-                Ok(e) => self.take(e),
-                Err(_) => break,
-            }
-        }
-    }
-}
-
-fn pending_users(url: &str) -> Vec<i64> {
-    sql(url)
-        .query(
-            "SELECT DISTINCT user_id FROM receipts WHERE state = 'pending' ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    race::race_child(&url, &server, seed, race::ChildSettings::from_env());
 }
 
 #[test]
@@ -1102,8 +794,15 @@ fn many_servers_race_players_hopping_and_a_frozen_server() {
     let url = format!("{url} options='-c idle_in_transaction_session_timeout=250'");
     let logs = tempfile::tempdir().unwrap();
     let (tx, events) = mpsc::channel();
+    // A short lease, so that the frozen server's players are taken over within the test; the
+    // nemesis test runs servers with the default settings.
+    let settings = [
+        ("RACE_LEASE_MS", LEASE_MS.to_string()),
+        ("RACE_AUTOSAVE_MS", "100".to_owned()),
+        ("RACE_RETRY_MAX_MS", "40".to_owned()),
+    ];
     let mut servers: Vec<Server> = (0..SERVERS)
-        .map(|i| spawn_server(i, &url, logs.path(), tx.clone()))
+        .map(|i| spawn_server(i, &url, logs.path(), tx.clone(), &settings))
         .collect();
     drop(tx);
     let mut seen = Observed::default();

@@ -226,6 +226,12 @@ impl PgCluster {
         assert!(self.try_run(tool, args), "{tool} failed");
     }
 
+    /// The server's loopback address.
+    #[allow(dead_code)] // not every test binary proxies it
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// A connection string for database `db`.
     pub fn url(&self, db: &str) -> String {
         format!(
