@@ -461,18 +461,22 @@ fn every_store_answers_and_ends_like_the_model_batched_or_not() {
 
 // ------------------------------------------------------------ named stories
 
-fn check(ops: &[Op]) {
+/// Checks that every store answers and ends like the model; returns the model's answers and
+/// final ledger for the test to judge.
+fn check(ops: &[Op]) -> (Vec<LedgerReply>, LedgerAudit) {
     let mut stores = Stores::new();
     if let Err(difference) = differences(&mut stores, ops) {
         panic!("{difference}");
     }
+    let story = concretize(ops);
+    (story.replies, story.audit)
 }
 
 /// A save that grants a receipt and a re-read of pending receipts in one batch: the re-read must
 /// not list the receipt again (the plugin would run its handler a second time).
 #[test]
 fn a_grant_and_a_reread_in_one_batch() {
-    check(&[
+    let (replies, _) = check(&[
         Op::Open {
             user: 0,
             server: 0,
@@ -496,12 +500,20 @@ fn a_grant_and_a_reread_in_one_batch() {
         },
         Op::Pending { user: 0 },
     ]);
+    assert!(
+        matches!(&replies[2], LedgerReply::Saved { newly_granted } if newly_granted.len() == 1)
+    );
+    assert_eq!(
+        replies[3],
+        LedgerReply::PendingReceipts { receipts: vec![] },
+        "the granted receipt is not pending"
+    );
 }
 
 /// A final save and a release of the same player in one batch: the save lands first.
 #[test]
 fn a_final_save_and_a_release_in_one_batch() {
-    check(&[
+    let (replies, audit) = check(&[
         Op::Open {
             user: 1,
             server: 0,
@@ -522,13 +534,21 @@ fn a_final_save_and_a_release_in_one_batch() {
             token: None,
         },
     ]);
+    assert_eq!(
+        replies[1],
+        LedgerReply::Saved {
+            newly_granted: vec![]
+        },
+        "the final save lands, not LeaseLost"
+    );
+    assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(7)");
 }
 
 /// A top-up past the largest balance in a batch with other players' charges and saves: it is
 /// refused alone, and the others commit.
 #[test]
 fn an_absurd_top_up_fails_alone() {
-    check(&[
+    let (replies, audit) = check(&[
         Op::Open {
             user: 0,
             server: 0,
@@ -560,13 +580,22 @@ fn an_absurd_top_up_fails_alone() {
             release: false,
         },
     ]);
+    assert!(matches!(replies[2], LedgerReply::Charged { .. }));
+    assert_eq!(replies[3], LedgerReply::BalanceTooHigh { balance: 1000 });
+    assert!(matches!(replies[4], LedgerReply::Saved { .. }));
+    assert_eq!(audit.accounts[&UserId(0)].0, 990, "the others committed");
+    assert_eq!(
+        audit.accounts[&UserId(1)].0,
+        1000,
+        "the top-up changed nothing"
+    );
 }
 
 /// A retried charge from outside any server, first seen as a replay for a user who has no
 /// account: no account appears.
 #[test]
 fn a_retry_under_another_buyer_makes_no_account() {
-    check(&[
+    let (_, audit) = check(&[
         Op::Charge {
             user: 0,
             server: None,
@@ -583,4 +612,106 @@ fn a_retry_under_another_buyer_makes_no_account() {
             retry: Some(0),
         },
     ]);
+    assert!(!audit.accounts.contains_key(&UserId(2)));
+}
+
+/// A server whose lease ran out and was taken by another cannot charge the player or save them.
+#[test]
+fn a_server_that_lost_the_lease_takes_no_money() {
+    let (replies, audit) = check(&[
+        Op::Open {
+            user: 0,
+            server: 0,
+            long_lease: false,
+        },
+        Op::Advance { ms: 2000 },
+        Op::Open {
+            user: 0,
+            server: 1,
+            long_lease: true,
+        },
+        Op::Advance { ms: 0 },
+        Op::Charge {
+            user: 0,
+            server: Some(0),
+            stale: false,
+            price: 300,
+            retry: None,
+        },
+        Op::Save {
+            user: 0,
+            server: 0,
+            stale: false,
+            gold: 9,
+            grant: vec![],
+            release: false,
+        },
+    ]);
+    let lost = LedgerReply::LeaseLost {
+        owner: Some("s1".into()),
+    };
+    assert_eq!(replies[2], lost, "no charge without the lease");
+    assert_eq!(replies[3], lost, "no save without the lease");
+    assert_eq!(audit.accounts[&UserId(0)].0, 1000, "no money taken");
+    assert!(audit.journal.is_empty() && audit.receipts.is_empty());
+}
+
+/// A process restarted under the same server id takes the lease anew; the old process, still
+/// running with the old token, can neither charge nor save.
+#[test]
+fn a_stale_process_with_the_same_server_id_cannot_write() {
+    let (replies, audit) = check(&[
+        Op::Open {
+            user: 0,
+            server: 0,
+            long_lease: true,
+        },
+        Op::Open {
+            user: 0,
+            server: 0,
+            long_lease: true,
+        },
+        Op::Advance { ms: 0 },
+        Op::Charge {
+            user: 0,
+            server: Some(0),
+            stale: true,
+            price: 300,
+            retry: None,
+        },
+        Op::Save {
+            user: 0,
+            server: 0,
+            stale: true,
+            gold: 9,
+            grant: vec![],
+            release: true,
+        },
+        Op::Charge {
+            user: 0,
+            server: Some(0),
+            stale: false,
+            price: 300,
+            retry: None,
+        },
+    ]);
+    assert!(matches!(
+        &replies[1],
+        LedgerReply::SessionOpened { lease_token: 2, .. }
+    ));
+    let lost = LedgerReply::LeaseLost {
+        owner: Some("s0".into()),
+    };
+    assert_eq!(replies[2], lost);
+    assert_eq!(replies[3], lost);
+    assert!(matches!(
+        replies[4],
+        LedgerReply::Charged { balance: 700, .. }
+    ));
+    assert_eq!(
+        audit.leases[&UserId(0)].owner.as_deref(),
+        Some("s0"),
+        "not released"
+    );
+    assert_eq!(audit.accounts[&UserId(0)].1, PlayerSnapshot::default());
 }

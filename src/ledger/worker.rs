@@ -307,11 +307,25 @@ fn run_worker(
             }
         }
         // Group commit: everything queued so far (up to the limit) goes into one transaction.
+        let mut game_gone = false;
         while queued.len() < max_batch {
             match requests.try_recv() {
                 Ok(more) => queued.extend(more),
-                Err(_) => break,
+                Err(TryRecvError::Disconnected) => {
+                    game_gone = true;
+                    break;
+                }
+                Err(TryRecvError::Empty) => break,
             }
+        }
+        if game_gone && failing {
+            // The game is exiting and the store is failing (a database that does not answer):
+            // waiting out another deadline would only hold the exit up. Nothing is written.
+            let why = LedgerError::Unavailable(
+                "the game exited while the ledger was failing; not written".into(),
+            );
+            let _ = answers.send(done_message(failed_all(queued.drain(..).collect(), why)));
+            return;
         }
         let take = queued.len().min(max_batch);
         let batch: Vec<LedgerRequest> = queued.drain(..take).collect();
