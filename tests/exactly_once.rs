@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{
-    InMemoryLedger, LedgerBackend, LedgerError, LedgerReply, LedgerRequest, LedgerStatus,
-    LedgerStore,
+    InMemoryLedger, LeaseFence, LedgerBackend, LedgerError, LedgerReply, LedgerRequest,
+    LedgerStatus, LedgerStore, PlayerSnapshot, SaveRequest, ServerId,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{
     MarketplaceError, MarketplaceStats, PlayerSaveFailed, PlayerSession, PromptAction,
-    PromptAnswer, PromptState, PurchaseError, ReceiptState, RetryPolicy, Sessions,
+    PromptAnswer, PromptState, PurchaseError, ReceiptState, RetryPolicy, SessionPhase, Sessions,
 };
 use common::*;
 use serde::{Deserialize, Serialize};
@@ -510,4 +510,65 @@ fn leaving_while_the_prompt_shows_purchased_reports_the_purchase() {
     let finished = &shop.collected().finished;
     assert_eq!(finished.len(), 1);
     assert!(finished[0].is_purchased, "{finished:?}");
+}
+
+/// A player whose saved data cannot be loaded (here: Gold that is not RON) gets a failed session:
+/// this server will never write for them, so it gives their lease back at once instead of keeping
+/// every other server from trying until they leave.
+#[test]
+fn a_session_that_fails_to_load_gives_its_lease_back() {
+    let mut shop = shop();
+    // A tool wrote a Gold this game cannot read.
+    let mut tool = shop.ledger.clone();
+    tool.begin().unwrap();
+    let LedgerReply::SessionOpened { lease_token, .. } = tool
+        .apply(
+            &LedgerRequest::OpenSession {
+                user: UserId(4),
+                server: ServerId("tool".into()),
+                lease_ms: 60_000,
+                starting_balance: 1000,
+            },
+            0,
+        )
+        .unwrap()
+    else {
+        panic!("the tool opens the player");
+    };
+    let save = LedgerRequest::Save(SaveRequest {
+        user: UserId(4),
+        fence: LeaseFence {
+            server: ServerId("tool".into()),
+            token: lease_token,
+        },
+        state: PlayerSnapshot([("Gold".to_owned(), "not RON at all (".to_owned())].into()),
+        granted: vec![],
+        release: true,
+        lease_ms: 60_000,
+    });
+    assert!(matches!(tool.apply(&save, 0).unwrap(), LedgerReply::Saved { .. }));
+    tool.commit().unwrap();
+
+    let player = spawn_buyer(&mut shop.app, 4, 100);
+    shop.app.update_until("the session to fail", |w| {
+        matches!(
+            w.get::<PlayerSession>(player).map(PlayerSession::phase),
+            Some(SessionPhase::Failed(_))
+        )
+    });
+    shop.app.settle();
+    assert!(
+        shop.app.world().get_entity(player).is_ok(),
+        "the player is still here"
+    );
+    assert_eq!(
+        shop.ledger.audit().leases[&UserId(4)].owner,
+        None,
+        "the lease is given back while they stay"
+    );
+    assert_eq!(
+        shop.ledger.audit().accounts[&UserId(4)].1.0["Gold"],
+        "not RON at all (",
+        "and their data is left as it was"
+    );
 }

@@ -97,9 +97,16 @@ pub(crate) fn handle_session_replies(
                             }
                             Err(e) => {
                                 tracing::error!(
-                                    "user {user}: {e}; purchases and saves are off for this session so nothing is overwritten"
+                                    "user {user}: {e}; purchases and saves are off for this session so nothing is overwritten, and its lease is given back"
                                 );
                                 session.phase = SessionPhase::Failed(e);
+                                // This server will never write for them: holding the lease
+                                // would only keep every other server from trying.
+                                ledger.send(LedgerRequest::ReleaseSession {
+                                    user,
+                                    server: settings.server_id.clone(),
+                                    token: Some(lease_token),
+                                });
                             }
                         }
                     }
