@@ -227,6 +227,105 @@ fn check_sqlite(path: &Path, expected: usize) {
     }
 }
 
+/// The same purchases as [`pipeline`] with no game, no worker and no rules: a bare rusqlite loop
+/// issuing the statements the SQLite ledger issues for them (per charge: the replay check, the
+/// account read, the debit, the receipt, the journal entry; per grant: the account read, the
+/// lease renewal, the components replaced, the receipt read and marked granted), each round's
+/// charges in one transaction and its grants in another (the best group commit can do), on a
+/// file with the same schema and settings. Returns receipts/s: the ceiling for ours.
+fn raw_sqlite(path: &Path, players: i64, rounds: usize) -> f64 {
+    use rusqlite::{OptionalExtension, params};
+    drop(bevy_marketplace::ledger::SqliteLedger::open(path).unwrap());
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;")
+        .unwrap();
+    let tx = conn.transaction().unwrap();
+    for user in 0..players {
+        tx.execute(
+            "INSERT INTO accounts (user_id, balance, lease_owner, lease_expires_ms, lease_token, created_ms, updated_ms)
+             VALUES (?1, 1000000000, 'raw', 0, 1, 0, 0)",
+            [user],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let started = Instant::now();
+    let mut request = 0u128;
+    for round in 0..rounds {
+        let tx = conn.transaction().unwrap();
+        let mut made = Vec::with_capacity(players as usize);
+        for user in 0..players {
+            request += 1;
+            let request_id = uuid::Uuid::from_u128(request).hyphenated().to_string();
+            let purchase_id = uuid::Uuid::from_u128(request).simple().to_string();
+            let replay: Option<String> = tx
+                .prepare_cached("SELECT purchase_id FROM receipts WHERE request_id = ?1")
+                .unwrap()
+                .query_row([&request_id], |r| r.get(0))
+                .optional()
+                .unwrap();
+            assert!(replay.is_none());
+            let balance: i64 = tx
+                .prepare_cached("SELECT balance, lease_owner, lease_expires_ms, lease_token FROM accounts WHERE user_id = ?1")
+                .unwrap()
+                .query_row([user], |r| r.get(0))
+                .unwrap();
+            tx.prepare_cached("UPDATE accounts SET balance = ?2, lease_owner = 'raw', lease_expires_ms = 0, lease_token = 1, updated_ms = ?3 WHERE user_id = ?1")
+                .unwrap()
+                .execute(params![user, balance - 80, round as i64])
+                .unwrap();
+            tx.prepare_cached(
+                "INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
+                                       currency_type, channel, is_test, state, created_ms)
+                 VALUES (?1, ?2, ?3, 456456, 0, 80, 1, 1, 0, 'pending', ?4)",
+            )
+            .unwrap()
+            .execute(params![purchase_id, request_id, user, round as i64])
+            .unwrap();
+            tx.prepare_cached(
+                "INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms) VALUES (?1, -80, 'purchase', ?2, ?3)",
+            )
+            .unwrap()
+            .execute(params![user, purchase_id, round as i64])
+            .unwrap();
+            made.push(purchase_id);
+        }
+        tx.commit().unwrap();
+        let tx = conn.transaction().unwrap();
+        for (user, purchase_id) in made.iter().enumerate() {
+            let user = user as i64;
+            let _: i64 = tx
+                .prepare_cached("SELECT balance, lease_owner, lease_expires_ms, lease_token FROM accounts WHERE user_id = ?1")
+                .unwrap()
+                .query_row([user], |r| r.get(0))
+                .unwrap();
+            tx.prepare_cached("UPDATE accounts SET lease_expires_ms = ?2, updated_ms = ?2 WHERE user_id = ?1")
+                .unwrap()
+                .execute(params![user, round as i64])
+                .unwrap();
+            tx.prepare_cached("DELETE FROM player_components WHERE user_id = ?1")
+                .unwrap()
+                .execute([user])
+                .unwrap();
+            tx.prepare_cached("INSERT INTO player_components (user_id, name, value) VALUES (?1, 'Gold', ?2)")
+                .unwrap()
+                .execute(params![user, format!("({})", 100 * (round + 1))])
+                .unwrap();
+            let _: String = tx
+                .prepare_cached("SELECT user_id, state FROM receipts WHERE purchase_id = ?1")
+                .unwrap()
+                .query_row([purchase_id], |r| r.get(1))
+                .unwrap();
+            tx.prepare_cached("UPDATE receipts SET state = 'granted', resolved_ms = ?2 WHERE purchase_id = ?1")
+                .unwrap()
+                .execute(params![purchase_id, round as i64])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    (players as usize * rounds) as f64 / started.elapsed().as_secs_f64()
+}
+
 /// Runs of a scenario that is repeated; its figure is the median (the machine is shared).
 const RUNS: usize = 3;
 
@@ -239,9 +338,14 @@ fn durable_receipts(quick: bool) {
     let dir = tempfile_dir();
     let (players, rounds) = if quick { (1000, 2) } else { (5000, 4) };
     let (players_1, rounds_1) = if quick { (100, 2) } else { (500, 2) };
-    let (mut grouped, mut single) = (Vec::new(), Vec::new());
-    // Interleaved, so both see the same machine.
+    let (mut grouped, mut single, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    // Interleaved, so all see the same machine.
     for run in 0..RUNS {
+        raw.push(raw_sqlite(
+            &dir.join(format!("raw{run}.sqlite3")),
+            players,
+            rounds,
+        ));
         let grouped_path = dir.join(format!("grouped{run}.sqlite3"));
         grouped.push(pipeline(
             LedgerBackend::sqlite(&grouped_path),
@@ -261,12 +365,16 @@ fn durable_receipts(quick: bool) {
         ));
         check_sqlite(&single_path, players_1 as usize * rounds_1);
     }
+    let grouped = median(grouped);
+    let raw = median(raw);
     emit(
         "durable_receipts_per_s",
-        median(grouped),
+        grouped,
         "receipts/s",
         Some(median(single)),
     );
+    emit("raw_sqlite_receipts_per_s", raw, "receipts/s", None);
+    emit("durable_vs_raw_sqlite", grouped / raw, "ratio", None);
     let _ = std::fs::remove_dir_all(dir);
 }
 

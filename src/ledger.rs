@@ -6,6 +6,15 @@
 //! frame. The main thread never waits on disk or network.
 //!
 //! A backend implements [`LedgerStore`]: a synchronous, transactional store driven by the worker.
+//! The three built in — [`InMemoryLedger`], [`SqliteLedger`] and [`PostgresLedger`] — share one
+//! set of rules for every decision (who may take, renew and release a session lease; when a charge
+//! debits, replays or is refused; which receipts a save grants; how far a balance may go): each
+//! is only storage around them, and a test holds all three to the same answers.
+//!
+//! Only the plugin talks to its worker ([`Ledger`] sends and polls inside the crate): games use
+//! [`MarketplaceService`](crate::MarketplaceService), and tools and tests may drive a store
+//! directly, where every charge and save must show the session lease it writes under
+//! ([`LeaseFence`]).
 
 mod faults;
 mod memory;
