@@ -299,27 +299,33 @@ fn raw_sqlite(path: &Path, players: i64, rounds: usize) -> f64 {
                 .unwrap()
                 .query_row([user], |r| r.get(0))
                 .unwrap();
-            tx.prepare_cached("UPDATE accounts SET lease_expires_ms = ?2, updated_ms = ?2 WHERE user_id = ?1")
-                .unwrap()
-                .execute(params![user, round as i64])
-                .unwrap();
+            tx.prepare_cached(
+                "UPDATE accounts SET lease_expires_ms = ?2, updated_ms = ?2 WHERE user_id = ?1",
+            )
+            .unwrap()
+            .execute(params![user, round as i64])
+            .unwrap();
             tx.prepare_cached("DELETE FROM player_components WHERE user_id = ?1")
                 .unwrap()
                 .execute([user])
                 .unwrap();
-            tx.prepare_cached("INSERT INTO player_components (user_id, name, value) VALUES (?1, 'Gold', ?2)")
-                .unwrap()
-                .execute(params![user, format!("({})", 100 * (round + 1))])
-                .unwrap();
+            tx.prepare_cached(
+                "INSERT INTO player_components (user_id, name, value) VALUES (?1, 'Gold', ?2)",
+            )
+            .unwrap()
+            .execute(params![user, format!("({})", 100 * (round + 1))])
+            .unwrap();
             let _: String = tx
                 .prepare_cached("SELECT user_id, state FROM receipts WHERE purchase_id = ?1")
                 .unwrap()
                 .query_row([purchase_id], |r| r.get(1))
                 .unwrap();
-            tx.prepare_cached("UPDATE receipts SET state = 'granted', resolved_ms = ?2 WHERE purchase_id = ?1")
-                .unwrap()
-                .execute(params![purchase_id, round as i64])
-                .unwrap();
+            tx.prepare_cached(
+                "UPDATE receipts SET state = 'granted', resolved_ms = ?2 WHERE purchase_id = ?1",
+            )
+            .unwrap()
+            .execute(params![purchase_id, round as i64])
+            .unwrap();
         }
         tx.commit().unwrap();
     }

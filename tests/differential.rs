@@ -63,6 +63,8 @@ enum Op {
     Adjust {
         user: u8,
         delta: i64,
+        /// A reason with a NUL character in it (PostgreSQL refuses those in text).
+        nul_in_reason: bool,
     },
     Pending {
         user: u8,
@@ -121,7 +123,13 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         1 => (user.clone(), server.clone(), proptest::option::of(any::<bool>()))
             .prop_map(|(user, server, token)| Op::Release { user, server, token }),
-        2 => (user.clone(), delta).prop_map(|(user, delta)| Op::Adjust { user, delta }),
+        2 => (user.clone(), delta, proptest::bool::weighted(0.1)).prop_map(
+            |(user, delta, nul_in_reason)| Op::Adjust {
+                user,
+                delta,
+                nul_in_reason
+            }
+        ),
         1 => user.prop_map(|user| Op::Pending { user }),
         2 => prop_oneof![Just(0i64), Just(700), Just(70_000)].prop_map(|ms| Op::Advance { ms }),
     ]
@@ -252,10 +260,18 @@ fn concretize(ops: &[Op]) -> Story {
                 server: server_id(*server),
                 token: token.map(|current| fence(&tokens, *user, *server, !current).token),
             },
-            Op::Adjust { user, delta } => LedgerRequest::AdjustBalance {
+            Op::Adjust {
+                user,
+                delta,
+                nul_in_reason,
+            } => LedgerRequest::AdjustBalance {
                 user: UserId(i64::from(*user)),
                 delta: *delta,
-                reason: "top-up".into(),
+                reason: if *nul_in_reason {
+                    "gift\0card".into()
+                } else {
+                    "top-up".into()
+                },
                 starting_balance: 1000,
             },
             Op::Pending { user } => LedgerRequest::PendingReceipts {
@@ -544,8 +560,9 @@ fn a_final_save_and_a_release_in_one_batch() {
     assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(7)");
 }
 
-/// A top-up past the largest balance in a batch with other players' charges and saves: it is
-/// refused alone, and the others commit.
+/// A top-up past the largest balance, and one whose reason holds a NUL character, in a batch with
+/// other players' charges and saves: the first is refused alone, the second kept, and the others
+/// commit.
 #[test]
 fn an_absurd_top_up_fails_alone() {
     let (replies, audit) = check(&[
@@ -570,6 +587,12 @@ fn an_absurd_top_up_fails_alone() {
         Op::Adjust {
             user: 1,
             delta: i64::MAX,
+            nul_in_reason: false,
+        },
+        Op::Adjust {
+            user: 1,
+            delta: 5,
+            nul_in_reason: true,
         },
         Op::Save {
             user: 0,
@@ -582,12 +605,18 @@ fn an_absurd_top_up_fails_alone() {
     ]);
     assert!(matches!(replies[2], LedgerReply::Charged { .. }));
     assert_eq!(replies[3], LedgerReply::BalanceTooHigh { balance: 1000 });
-    assert!(matches!(replies[4], LedgerReply::Saved { .. }));
+    assert_eq!(replies[4], LedgerReply::BalanceAdjusted { balance: 1005 });
+    assert!(matches!(replies[5], LedgerReply::Saved { .. }));
     assert_eq!(audit.accounts[&UserId(0)].0, 990, "the others committed");
     assert_eq!(
         audit.accounts[&UserId(1)].0,
-        1000,
-        "the top-up changed nothing"
+        1005,
+        "the absurd top-up changed nothing"
+    );
+    assert_eq!(
+        audit.journal.last().unwrap().reason,
+        "gift\u{FFFD}card",
+        "a reason PostgreSQL cannot hold as it is is kept, readably"
     );
 }
 

@@ -546,7 +546,10 @@ fn a_session_that_fails_to_load_gives_its_lease_back() {
         release: true,
         lease_ms: 60_000,
     });
-    assert!(matches!(tool.apply(&save, 0).unwrap(), LedgerReply::Saved { .. }));
+    assert!(matches!(
+        tool.apply(&save, 0).unwrap(),
+        LedgerReply::Saved { .. }
+    ));
     tool.commit().unwrap();
 
     let player = spawn_buyer(&mut shop.app, 4, 100);

@@ -38,11 +38,15 @@ impl AccountRow {
 
     /// Whether `fence` names the lease this account is under.
     fn held_by(&self, fence: &LeaseFence) -> bool {
-        self.lease_owner.as_deref() == Some(&*fence.server.0) && self.lease_token == fence.token
+        self.owned_by(&fence.server) && self.lease_token == fence.token
+    }
+
+    fn owned_by(&self, server: &ServerId) -> bool {
+        self.lease_owner.as_deref() == Some(&*storable(&server.0))
     }
 
     fn take_lease(&mut self, server: &ServerId, until_ms: i64) {
-        self.lease_owner = Some(server.0.to_string());
+        self.lease_owner = Some(storable(&server.0).into_owned());
         self.lease_expires_ms = Some(until_ms);
         self.lease_token += 1;
     }
@@ -140,7 +144,7 @@ pub(crate) fn apply<B: Books>(
             let (mut account, created) = account_or_new(books, *user, *starting_balance)?;
             if let (Some(owner), Some(expires_at_ms)) =
                 (&account.lease_owner, account.lease_expires_ms)
-                && owner.as_str() != &*server.0
+                && !account.owned_by(server)
                 && expires_at_ms > now_ms
             {
                 if !policy.take_over_foreign {
@@ -170,7 +174,7 @@ pub(crate) fn apply<B: Books>(
             token,
         } => {
             if let Some(mut account) = books.account(*user)?
-                && account.lease_owner.as_deref() == Some(&*server.0)
+                && account.owned_by(server)
                 && token.is_none_or(|token| token == account.lease_token)
             {
                 account.release_lease();
@@ -286,7 +290,7 @@ pub(crate) fn apply<B: Books>(
                     JournalEntry {
                         user: *user,
                         delta: *delta,
-                        reason: reason.clone(),
+                        reason: storable(reason).into_owned(),
                         purchase_id: None,
                     },
                     now_ms,
@@ -313,6 +317,17 @@ fn account_or_new<B: Books>(
         Some(account) => (account, false),
         None => (AccountRow::new(starting_balance), true),
     })
+}
+
+/// Text as every store can keep it: PostgreSQL refuses a NUL character in text, and one request
+/// carrying one (a top-up reason, a server id) would fail its whole batch, so it is kept as U+FFFD
+/// in every store alike.
+fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}").into()
+    } else {
+        text.into()
+    }
 }
 
 /// The user whose account applying `request` may create (the PostgreSQL store reserves those
