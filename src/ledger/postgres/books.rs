@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use tokio_postgres::types::ToSql;
+
 use super::conn::{Conn, PgError};
 use super::sql::*;
 use crate::ids::{PurchaseId, RequestId, UserId};
@@ -64,46 +66,28 @@ fn account_from_row(row: &tokio_postgres::Row) -> Result<(UserId, AccountRow), P
 }
 
 impl CachedBooks {
-    /// Reads (and locks) every row `batch` needs. Existing accounts are locked in user order
-    /// first, then the accounts the batch may create are created (or locked) in user order.
+    /// Reads (and locks) every row `batch` needs, in one round trip: existing accounts locked in
+    /// user order, then rows for the accounts the batch may make inserted (or locked) in user
+    /// order, the receipts its charges and grants name, the pending receipts and components of the
+    /// players it loads. With `begin`, the transaction starts in the same round trip. Returns the
+    /// rows and the database's time (Unix ms) at the start of the transaction.
     pub(super) fn read(
         conn: &mut Conn,
         batch: &[LedgerRequest],
         now_ms: i64,
-    ) -> Result<Self, PgError> {
+        begin: bool,
+    ) -> Result<(Self, i64), PgError> {
         let mut books = Self::default();
         let mut users: Vec<i64> = batch.iter().filter_map(|r| r.user()).map(|u| u.0).collect();
         users.sort_unstable();
         users.dedup();
-        for row in conn.query(LOCK_ACCOUNTS, &[&users])? {
-            let (user, account) = account_from_row(&row)?;
-            books.accounts.insert(user, account);
-        }
         let mut creating: Vec<i64> = batch
             .iter()
             .filter_map(may_create_account)
-            .filter(|user| !books.accounts.contains_key(user))
             .map(|user| user.0)
             .collect();
         creating.sort_unstable();
         creating.dedup();
-        if !creating.is_empty() {
-            for row in conn.query(RESERVE_ACCOUNTS, &[&creating, &now_ms])? {
-                let (user, account) = account_from_row(&row)?;
-                if row.try_get::<_, bool>(5)? {
-                    books.reserved.insert(user);
-                } else {
-                    // Another server made it since we looked: it is an account like the others.
-                    books.accounts.insert(user, account);
-                }
-            }
-        }
-        for &user in &users {
-            let user = UserId(user);
-            if !books.accounts.contains_key(&user) && !books.reserved.contains(&user) {
-                books.no_account.insert(user);
-            }
-        }
         let (mut request_ids, mut grant_ids, mut loading) = (Vec::new(), Vec::new(), Vec::new());
         for request in batch {
             match request {
@@ -125,31 +109,64 @@ impl CachedBooks {
                 _ => {}
             }
         }
-        if !request_ids.is_empty() {
-            let rows = conn.query(RECEIPTS_BY_REQUEST, &[&request_ids])?;
-            books.cache_receipts(&rows)?;
+        let mut queries: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(8);
+        if begin {
+            queries.push((BEGIN, &[]));
         }
-        if !grant_ids.is_empty() {
-            let rows = conn.query(RECEIPTS_BY_ID, &[&grant_ids])?;
-            books.cache_receipts(&rows)?;
+        let reads: [(&'static str, &[&(dyn ToSql + Sync)]); 7] = [
+            (DATABASE_NOW, &[]),
+            (LOCK_ACCOUNTS, &[&users]),
+            (RESERVE_ACCOUNTS, &[&creating, &now_ms]),
+            (RECEIPTS_BY_REQUEST, &[&request_ids]),
+            (RECEIPTS_BY_ID, &[&grant_ids]),
+            (PENDING_OF, &[&loading]),
+            (STATES_OF, &[&loading]),
+        ];
+        queries.extend(reads);
+        let mut results = conn
+            .pipeline(&queries)?
+            .into_iter()
+            .skip(usize::from(begin));
+        let mut next = || results.next().unwrap_or_default();
+        let database_now: i64 = next()
+            .first()
+            .ok_or_else(|| PgError::Corrupt("the database gave no time".into()))?
+            .try_get(0)?;
+        for row in next() {
+            let (user, account) = account_from_row(&row)?;
+            books.accounts.insert(user, account);
         }
-        if !loading.is_empty() {
-            let rows = conn.query(PENDING_OF, &[&loading])?;
-            books.cache_receipts(&rows)?;
-            for &user in &loading {
-                books.states.entry(UserId(user)).or_default();
+        for row in next() {
+            let (user, account) = account_from_row(&row)?;
+            if row.try_get::<_, bool>(5)? {
+                books.reserved.insert(user);
+            } else {
+                // It existed: locked above, or made by another server since.
+                books.accounts.insert(user, account);
             }
-            for row in conn.query(STATES_OF, &[&loading])? {
-                let user = UserId(row.try_get(0)?);
-                books
-                    .states
-                    .entry(user)
-                    .or_default()
-                    .0
-                    .insert(row.try_get(1)?, row.try_get(2)?);
+        }
+        for &user in &users {
+            let user = UserId(user);
+            if !books.accounts.contains_key(&user) && !books.reserved.contains(&user) {
+                books.no_account.insert(user);
             }
         }
-        Ok(books)
+        books.cache_receipts(&next())?;
+        books.cache_receipts(&next())?;
+        books.cache_receipts(&next())?;
+        for &user in &loading {
+            books.states.entry(UserId(user)).or_default();
+        }
+        for row in next() {
+            let user = UserId(row.try_get(0)?);
+            books
+                .states
+                .entry(user)
+                .or_default()
+                .0
+                .insert(row.try_get(1)?, row.try_get(2)?);
+        }
+        Ok((books, database_now))
     }
 
     fn cache_receipts(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), PgError> {
@@ -168,8 +185,9 @@ impl CachedBooks {
         Ok(())
     }
 
-    /// Writes back everything the batch changed, in one statement.
-    pub(super) fn write(self, conn: &mut Conn, now_ms: i64) -> Result<(), PgError> {
+    /// Writes back everything the batch changed, in one statement; with `commit`, commits in the
+    /// same round trip.
+    pub(super) fn write(self, conn: &mut Conn, now_ms: i64, commit: bool) -> Result<(), PgError> {
         let Self {
             accounts,
             receipts,
@@ -186,6 +204,9 @@ impl CachedBooks {
             && reserved.is_empty()
             && !receipts.values().any(|r| r.new || r.changed)
         {
+            if commit {
+                conn.pipeline(&[(COMMIT, &[])])?;
+            }
             return Ok(());
         }
         let (mut a_users, mut a_balances, mut a_owners, mut a_expires, mut a_tokens) =
@@ -251,39 +272,41 @@ impl CachedBooks {
         }
         let currency = CurrencyType::Premium as i64;
         let unused: Vec<i64> = reserved.iter().map(|u| u.0).collect();
-        conn.query(
-            WRITE_BACK,
-            &[
-                &now_ms,
-                &a_users,
-                &a_balances,
-                &a_owners,
-                &a_expires,
-                &a_tokens,
-                &n_ids,
-                &request_texts,
-                &n_users,
-                &n_products,
-                &n_places,
-                &n_spent,
-                &n_channels,
-                &n_tests,
-                &n_states,
-                &currency,
-                &c_ids,
-                &c_states,
-                &j_users,
-                &j_deltas,
-                &j_reasons,
-                &j_purchases,
-                &s_users,
-                &s_names,
-                &k_users,
-                &k_names,
-                &k_values,
-                &unused,
-            ],
-        )?;
+        let write_back: &[&(dyn ToSql + Sync)] = &[
+            &now_ms,
+            &a_users,
+            &a_balances,
+            &a_owners,
+            &a_expires,
+            &a_tokens,
+            &n_ids,
+            &request_texts,
+            &n_users,
+            &n_products,
+            &n_places,
+            &n_spent,
+            &n_channels,
+            &n_tests,
+            &n_states,
+            &currency,
+            &c_ids,
+            &c_states,
+            &j_users,
+            &j_deltas,
+            &j_reasons,
+            &j_purchases,
+            &s_users,
+            &s_names,
+            &k_users,
+            &k_names,
+            &k_values,
+            &unused,
+        ];
+        if commit {
+            conn.pipeline(&[(WRITE_BACK, write_back), (COMMIT, &[])])?;
+        } else {
+            conn.pipeline(&[(WRITE_BACK, write_back)])?;
+        }
         Ok(())
     }
 }

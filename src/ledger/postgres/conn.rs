@@ -123,7 +123,9 @@ impl Conn {
         let idle =
             conn.query_raw_text("SELECT current_setting('idle_in_transaction_session_timeout')")?;
         let mut settings = format!(
-            "SET lock_timeout = {}; SET statement_timeout = {};",
+            // Plans made for each call's own arguments: a plan cached while a table was small
+            // (a sequential scan) would otherwise outlive its growth.
+            "SET lock_timeout = {}; SET statement_timeout = {}; SET plan_cache_mode = force_custom_plan;",
             millis(options.lock_timeout),
             millis(options.statement_timeout)
         );
@@ -180,6 +182,28 @@ impl Conn {
             "a query",
             self.client.query(&statement, params),
         );
+        self.note(rows)
+    }
+
+    /// Runs prepared (and cached) statements in one round trip: all are sent before any answer is
+    /// read, and the server runs them in order. Returns each one's rows.
+    pub(super) fn pipeline(
+        &mut self,
+        queries: &[(&'static str, &[&(dyn ToSql + Sync)])],
+    ) -> Result<Vec<Vec<Row>>, PgError> {
+        let statements = queries
+            .iter()
+            .map(|(sql, _)| self.statement(sql))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = &self.client;
+        // Polled in order, so sent in order.
+        let work = futures_util::future::try_join_all(
+            statements
+                .iter()
+                .zip(queries)
+                .map(|(statement, (_, params))| client.query(statement, params)),
+        );
+        let rows = within(&self.runtime, self.response_timeout, "a pipeline", work);
         self.note(rows)
     }
 

@@ -33,10 +33,15 @@ pub struct PostgresLedger {
     conn: Option<Conn>,
     options: PostgresOptions,
     location: String,
+    /// Between `begin` and `commit` or `rollback`.
     in_transaction: bool,
+    /// `BEGIN` has been sent: it goes with the transaction's first reads, in one round trip.
+    begun: bool,
     /// The database's time at the start of the transaction (Unix ms), with
     /// [`LeaseClock::Database`].
     database_now_ms: Option<i64>,
+    /// The last batch's decisions, written back with the `COMMIT` in one round trip.
+    unwritten: Option<(CachedBooks, i64)>,
 }
 
 impl std::fmt::Debug for PostgresLedger {
@@ -143,7 +148,9 @@ impl PostgresLedger {
             options,
             location,
             in_transaction: false,
+            begun: false,
             database_now_ms: None,
+            unwritten: None,
         })
     }
 
@@ -172,6 +179,11 @@ impl PostgresLedger {
 
     /// Reads the whole ledger (also available as [`LedgerRequest::Audit`]).
     pub fn audit(&mut self) -> Result<LedgerAudit, LedgerError> {
+        if self.in_transaction {
+            return Err(LedgerError::Storage(
+                "audit() reads committed data: call it outside a transaction, or apply LedgerRequest::Audit".into(),
+            ));
+        }
         let conn = self.conn().map_err(storage)?;
         audit(conn).map_err(storage)
     }
@@ -181,36 +193,61 @@ impl PostgresLedger {
         batch: &[LedgerRequest],
         now_ms: i64,
     ) -> Result<Vec<LedgerReply>, PgError> {
-        let now_ms = self.database_now_ms.unwrap_or(now_ms);
-        let conn = if self.in_transaction {
-            self.transaction_conn()?
-        } else {
-            self.conn()?
-        };
+        if !self.in_transaction {
+            return Err(PgError::Corrupt("a request outside a transaction".into()));
+        }
+        let clock = self.options.clock;
+        let mut begun = self.begun;
+        // From here a ROLLBACK is due whatever happens (harmless if BEGIN never arrived).
+        self.begun = true;
+        let mut database_now = self.database_now_ms;
+        let mut unwritten = self.unwritten.take();
+        let conn = self.transaction_conn()?;
+        // Decisions of an earlier batch in this transaction are written before new reads.
+        if let Some((books, at)) = unwritten.take() {
+            books.write(conn, at, false)?;
+        }
         let mut replies = Vec::with_capacity(batch.len());
-        // An audit reads the database, so it sees what the requests before it wrote back.
-        for stretch in batch.split_inclusive(|r| matches!(r, LedgerRequest::Audit)) {
+        let stretches: Vec<&[LedgerRequest]> = batch
+            .split_inclusive(|r| matches!(r, LedgerRequest::Audit))
+            .collect();
+        let last = stretches.len().saturating_sub(1);
+        for (i, stretch) in stretches.into_iter().enumerate() {
             let (requests, audit_after) = match stretch.split_last() {
                 Some((LedgerRequest::Audit, requests)) => (requests, true),
                 _ => (stretch, false),
             };
-            if !requests.is_empty() {
-                let mut books = CachedBooks::read(conn, requests, now_ms)?;
+            if !requests.is_empty() || !begun {
+                let (mut books, at) = CachedBooks::read(conn, requests, now_ms, !begun)?;
+                begun = true;
+                let now = match clock {
+                    LeaseClock::Database => *database_now.get_or_insert(at),
+                    LeaseClock::GameServer => now_ms,
+                };
                 for request in requests {
                     replies.push(rules::apply(
                         &mut books,
                         request,
-                        now_ms,
+                        now,
                         LeasePolicy::default(),
                         &mut Vec::new(),
                     )?);
                 }
-                books.write(conn, now_ms)?;
+                if i == last && !audit_after {
+                    // Written back with the COMMIT.
+                    unwritten = Some((books, now));
+                } else {
+                    books.write(conn, now, false)?;
+                }
             }
             if audit_after {
+                // An audit reads the database, so it sees what the requests before it wrote.
                 replies.push(LedgerReply::Audit(audit(conn)?));
             }
         }
+        self.begun = begun;
+        self.database_now_ms = database_now;
+        self.unwritten = unwritten;
         Ok(replies)
     }
 }
@@ -268,22 +305,12 @@ impl LedgerStore for PostgresLedger {
     }
 
     fn begin(&mut self) -> Result<(), LedgerError> {
-        let clock = self.options.clock;
-        let conn = self.conn().map_err(storage)?;
-        // One round trip: the transaction, and the database's time for lease expiry.
-        let now = conn
-            .query_raw_text(
-                "BEGIN; SELECT (extract(epoch FROM transaction_timestamp()) * 1000)::bigint",
-            )
-            .map_err(storage)?;
+        // A new connection if the last one failed; `BEGIN` itself goes with the first reads.
+        self.conn().map_err(storage)?;
         self.in_transaction = true;
-        self.database_now_ms = match clock {
-            LeaseClock::Database => Some(
-                now.and_then(|t| t.parse().ok())
-                    .ok_or_else(|| LedgerError::Storage("the database gave no time".into()))?,
-            ),
-            LeaseClock::GameServer => None,
-        };
+        self.begun = false;
+        self.database_now_ms = None;
+        self.unwritten = None;
         Ok(())
     }
 
@@ -306,12 +333,22 @@ impl LedgerStore for PostgresLedger {
 
     fn commit(&mut self) -> Result<(), LedgerError> {
         self.in_transaction = false;
+        let unwritten = self.unwritten.take();
+        if !std::mem::take(&mut self.begun) {
+            return Ok(()); // nothing was sent
+        }
         let conn = self.transaction_conn().map_err(storage)?;
-        conn.batch_execute("COMMIT").map_err(storage)
+        match unwritten {
+            Some((books, now)) => books.write(conn, now, true),
+            None => conn.pipeline(&[(COMMIT, &[])]).map(drop),
+        }
+        .map_err(storage)
     }
 
     fn rollback(&mut self) {
-        if std::mem::take(&mut self.in_transaction)
+        self.in_transaction = false;
+        self.unwritten = None;
+        if std::mem::take(&mut self.begun)
             && let Some(conn) = self.conn.as_mut().filter(|c| c.is_usable())
         {
             let _ = conn.batch_execute("ROLLBACK");

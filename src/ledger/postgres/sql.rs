@@ -15,6 +15,13 @@ macro_rules! receipt_columns {
     };
 }
 
+/// Starts a batch's transaction (sent with its reads).
+pub(super) const BEGIN: &str = "BEGIN";
+/// Ends it (sent with its write-back).
+pub(super) const COMMIT: &str = "COMMIT";
+/// The database's time at the start of the transaction, Unix ms: the clock leases expire by.
+pub(super) const DATABASE_NOW: &str =
+    "SELECT (extract(epoch FROM transaction_timestamp()) * 1000)::bigint";
 /// Locks the existing accounts of a batch, in user order.
 pub(super) const LOCK_ACCOUNTS: &str =
     "SELECT user_id, balance, lease_owner, lease_expires_ms, lease_token
