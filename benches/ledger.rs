@@ -60,6 +60,7 @@ fn purchase_round(store: &mut dyn LedgerStore, fences: &[LeaseFence], round: u64
                     request_id: RequestId::new(),
                     user: UserId(u),
                     product_id: ProductId(456456),
+                    product_name: "test product".into(),
                     price: 80,
                     test_purchase: false,
                     place_id: PlaceId(1),

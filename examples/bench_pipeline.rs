@@ -332,6 +332,85 @@ fn raw_sqlite(path: &Path, players: i64, rounds: usize) -> f64 {
     (players as usize * rounds) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Purchase history and sales reports on an SQLite ledger of `total` receipts over 30 days, of
+/// which 10,000 are one player's: the first and the last page of that player's history, and
+/// sales per day over everything. Returns (first page ms, last page ms, sales ms).
+fn live_ops(total: i64) -> (f64, f64, f64) {
+    use bevy_marketplace::ledger::{
+        HistoryFilter, LedgerReply, LedgerRequest, LedgerStore, SalesBucket, SalesQuery,
+        SqliteLedger,
+    };
+    let dir = tempfile_dir();
+    let path = dir.join("live_ops.sqlite3");
+    drop(SqliteLedger::open(&path).unwrap());
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
+                                       currency_type, channel, is_test, state, created_ms, resolved_ms, product_name)
+                 VALUES (?1, ?2, ?3, ?4, 0, 80, 1, 1, ?5, 'granted', ?6, ?6, 'Gold')",
+            )
+            .unwrap();
+        let month_ms = 30 * 86_400_000i64;
+        for i in 0..total {
+            let id = uuid::Uuid::from_u128(i as u128 + 1);
+            // User 1 owns every hundredth receipt up to 10,000; the rest spread over 100,000 users.
+            let user = if i % 100 == 0 && i / 100 < 10_000 {
+                1
+            } else {
+                2 + i % 100_000
+            };
+            insert
+                .execute(rusqlite::params![
+                    id.simple().to_string(),
+                    id.hyphenated().to_string(),
+                    user,
+                    [456456, 123123, 789789][(i % 3) as usize],
+                    i % 50 == 0,
+                    1_780_000_000_000 + i * month_ms / total
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    drop(conn);
+    let mut store = SqliteLedger::open(&path).unwrap();
+    let mut timed = |request: LedgerRequest| {
+        let started = Instant::now();
+        let reply = store.apply(&request, 0).unwrap();
+        (started.elapsed().as_secs_f64() * 1000.0, reply)
+    };
+    let history = |page| LedgerRequest::History {
+        user: UserId(1),
+        filter: HistoryFilter::default(),
+        page,
+    };
+    let (first, reply) = timed(history(0));
+    if !matches!(reply, LedgerReply::History(ref p) if p.entries.len() == 50 && !p.is_finished) {
+        fail(format!("history page 0 of 10,000 receipts: {reply:?}"));
+    }
+    let (last, reply) = timed(history(199));
+    if !matches!(reply, LedgerReply::History(ref p) if p.entries.len() == 50 && p.is_finished) {
+        fail(format!("history page 199 of 10,000 receipts: {reply:?}"));
+    }
+    let (sales, reply) = timed(LedgerRequest::Sales(SalesQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        bucket: SalesBucket::Day,
+    }));
+    let LedgerReply::Sales(rows) = reply else {
+        fail("no sales".into());
+    };
+    let units: u64 = rows.iter().map(|r| r.units + r.test_units).sum();
+    if units != total as u64 {
+        fail(format!("sales count {units} of {total} receipts"));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    (first, last, sales)
+}
+
 /// Runs of a scenario that is repeated; its figure is the median (the machine is shared).
 const RUNS: usize = 3;
 
@@ -480,6 +559,7 @@ fn burst(
                     request_id: RequestId::new(),
                     user: UserId(u),
                     product_id: GOLD,
+                    product_name: "test product".into(),
                     price: 80,
                     test_purchase: false,
                     place_id: PlaceId(0),
@@ -727,7 +807,8 @@ fn postgres(quick: bool) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only NAME` runs one scenario (for profiling): catalog, idle, burst, durable, postgres.
+    // `--only NAME` runs one scenario (for profiling): catalog, idle, burst, durable, live_ops,
+    // postgres.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -745,6 +826,22 @@ fn main() {
     }
     if run("durable") {
         durable_receipts(quick);
+    }
+    if run("live_ops") {
+        let total = if quick { 200_000 } else { 1_000_000 };
+        let (first, last, sales) = live_ops(total);
+        emit("history_first_page_ms_10k_receipts", first, "ms", None);
+        emit("history_last_page_ms_10k_receipts", last, "ms", None);
+        emit(
+            if quick {
+                "sales_report_ms_200k_receipts"
+            } else {
+                "sales_report_ms_1m_receipts"
+            },
+            sales,
+            "ms",
+            None,
+        );
     }
     #[cfg(feature = "postgres")]
     if run("postgres") {

@@ -17,9 +17,11 @@
 //! ([`LeaseFence`]).
 
 mod faults;
+mod integrity;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod reports;
 mod rules;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod schema;
@@ -29,15 +31,21 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::fmt;
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use faults::{FaultPlan, FaultyStore};
+pub use integrity::IntegrityReport;
 pub use memory::InMemoryLedger;
 #[cfg(feature = "postgres")]
 pub use postgres::{LeaseClock, PG_SCHEMA_VERSION, PostgresLedger, PostgresOptions};
+pub use reports::{
+    HISTORY_PAGE_SIZE, HistoryEntry, HistoryFilter, HistoryPage, PurchaseHistoryReady,
+    SALES_CSV_HEADER, SalesBucket, SalesQuery, SalesReportReady, SalesRow, sales_csv,
+};
 pub use rules::MAX_BALANCE;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
@@ -72,6 +80,8 @@ pub struct ChargeRequest {
     pub user: UserId,
     /// The product.
     pub product_id: ProductId,
+    /// Its name now, kept with the receipt for purchase history.
+    pub product_name: String,
     /// Amount to debit (0 for test purchases).
     pub price: u64,
     /// Test purchase: free, flagged on the receipt.
@@ -167,6 +177,17 @@ pub enum LedgerRequest {
     },
     /// Read everything, for audits, tests and the debug panel.
     Audit,
+    /// A page of a player's purchase history, newest first.
+    History {
+        /// Whose.
+        user: UserId,
+        /// Which purchases.
+        filter: HistoryFilter,
+        /// Which page, from 0 ([`HISTORY_PAGE_SIZE`] entries each).
+        page: u32,
+    },
+    /// Sales per product per day or hour.
+    Sales(SalesQuery),
 }
 
 impl LedgerRequest {
@@ -176,11 +197,19 @@ impl LedgerRequest {
             Self::OpenSession { user, .. }
             | Self::ReleaseSession { user, .. }
             | Self::AdjustBalance { user, .. }
-            | Self::PendingReceipts { user } => Some(*user),
+            | Self::PendingReceipts { user }
+            | Self::History { user, .. } => Some(*user),
             Self::Charge(c) => Some(c.user),
             Self::Save(s) => Some(s.user),
-            Self::Audit => None,
+            Self::Audit | Self::Sales(_) => None,
         }
+    }
+
+    /// Whether the request reads the stored ledger as a whole rather than rows a batch can gather
+    /// up front (audits, history, sales).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn reads_ledger(&self) -> bool {
+        matches!(self, Self::Audit | Self::History { .. } | Self::Sales(_))
     }
 }
 
@@ -255,6 +284,10 @@ pub enum LedgerReply {
     },
     /// Everything in the ledger.
     Audit(LedgerAudit),
+    /// A page of purchase history.
+    History(HistoryPage),
+    /// Sales rows, by bucket then product.
+    Sales(Vec<SalesRow>),
 }
 
 /// A receipt with its ledger state.
@@ -266,6 +299,25 @@ pub struct StoredReceipt {
     pub state: ReceiptState,
     /// The charge request that created it.
     pub request_id: RequestId,
+    /// The product's name when it was bought.
+    pub product_name: String,
+    /// When it was bought (Unix ms).
+    pub purchased_at_ms: i64,
+    /// When it was granted (Unix ms), if it was.
+    pub granted_at_ms: Option<i64>,
+}
+
+impl StoredReceipt {
+    /// The receipt as a purchase-history entry.
+    pub fn history_entry(&self) -> HistoryEntry {
+        HistoryEntry {
+            receipt: self.info.clone(),
+            state: self.state,
+            product_name: self.product_name.clone(),
+            purchased_at_ms: self.purchased_at_ms,
+            granted_at_ms: self.granted_at_ms,
+        }
+    }
 }
 
 /// A user's session lease as stored.
@@ -464,6 +516,8 @@ impl LedgerBackend {
     /// Opens the store on the worker thread; `server` is the game's id, which an SQLite ledger
     /// writes into its lock file.
     pub(crate) fn factory(&self, server: &ServerId) -> StoreFactory {
+        #[cfg(not(feature = "sqlite"))]
+        let _ = server;
         match self {
             Self::InMemory(store) => {
                 let store = store.clone();

@@ -206,6 +206,8 @@ impl Plugin for MarketplacePlugin {
             .init_resource::<WakeSchedule>()
             .init_resource::<MarketplaceStats>()
             .add_message::<PromptProductPurchase>()
+            .add_message::<crate::ledger::PurchaseHistoryReady>()
+            .add_message::<crate::ledger::SalesReportReady>()
             .add_message::<PromptProductPurchaseFinished>()
             .add_message::<PromptAnswer>()
             .add_message::<PurchaseFailed>()

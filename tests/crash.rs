@@ -373,8 +373,10 @@ fn check_consistent(db: &Path, run: usize) {
     );
     let bad_balances: i64 = conn
         .query_row(
-            "SELECT count(*) FROM accounts a WHERE a.balance != ?1 +
-             (SELECT coalesce(sum(delta), 0) FROM balance_journal j WHERE j.user_id = a.user_id)",
+            "SELECT count(*) FROM accounts a WHERE a.balance !=
+             (SELECT coalesce(sum(delta), 0) FROM balance_journal j WHERE j.user_id = a.user_id)
+             OR (SELECT count(*) FROM balance_journal j WHERE j.user_id = a.user_id
+                 AND j.reason = 'starting balance' AND j.delta = ?1) != 1",
             [START_BALANCE as i64],
             |r| r.get(0),
         )

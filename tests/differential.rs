@@ -15,11 +15,13 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use bevy_marketplace::ledger::{
-    ChargeRequest, InMemoryLedger, LeaseClock, LeaseFence, LedgerAudit, LedgerReply, LedgerRequest,
-    LedgerStore, PlayerSnapshot, PostgresLedger, PostgresOptions, SaveRequest, ServerId,
-    SqliteLedger,
+    ChargeRequest, HistoryFilter, InMemoryLedger, LeaseClock, LeaseFence, LedgerAudit, LedgerReply,
+    LedgerRequest, LedgerStore, PlayerSnapshot, PostgresLedger, PostgresOptions, SalesBucket,
+    SalesQuery, SaveRequest, ServerId, SqliteLedger,
 };
-use bevy_marketplace::{PlaceId, ProductId, ProductPurchaseChannel, PurchaseId, RequestId, UserId};
+use bevy_marketplace::{
+    PlaceId, ProductId, ProductPurchaseChannel, PurchaseId, ReceiptState, RequestId, UserId,
+};
 use pg::PgCluster;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -68,6 +70,18 @@ enum Op {
     },
     Pending {
         user: u8,
+    },
+    /// A page of a player's purchase history, maybe filtered.
+    History {
+        user: u8,
+        product: Option<bool>,
+        state: Option<u8>,
+        since_now: bool,
+        page: u8,
+    },
+    /// Sales per day or hour.
+    Sales {
+        hourly: bool,
     },
     /// Ends the batch and moves the clock.
     Advance {
@@ -130,7 +144,22 @@ fn op() -> impl Strategy<Value = Op> {
                 nul_in_reason
             }
         ),
-        1 => user.prop_map(|user| Op::Pending { user }),
+        1 => user.clone().prop_map(|user| Op::Pending { user }),
+        1 => (
+            user,
+            proptest::option::of(any::<bool>()),
+            proptest::option::of(0u8..3),
+            proptest::bool::weighted(0.2),
+            0u8..2,
+        )
+            .prop_map(|(user, product, state, since_now, page)| Op::History {
+                user,
+                product,
+                state,
+                since_now,
+                page,
+            }),
+        1 => any::<bool>().prop_map(|hourly| Op::Sales { hourly }),
         2 => prop_oneof![Just(0i64), Just(700), Just(70_000)].prop_map(|ms| Op::Advance { ms }),
     ]
 }
@@ -217,7 +246,9 @@ fn concretize(ops: &[Op]) -> Story {
                 LedgerRequest::Charge(ChargeRequest {
                     request_id,
                     user: buyer,
-                    product_id: ProductId(456456),
+                    // Two products, so history filters and sales rows have something to tell apart.
+                    product_id: ProductId(if *price == 10 { 111 } else { 456456 }),
+                    product_name: if *price == 10 { "Gold pack" } else { "Potion" }.into(),
                     price: *price,
                     test_purchase: *price == 0,
                     place_id: PlaceId(1),
@@ -277,6 +308,37 @@ fn concretize(ops: &[Op]) -> Story {
             Op::Pending { user } => LedgerRequest::PendingReceipts {
                 user: UserId(i64::from(*user)),
             },
+            Op::History {
+                user,
+                product,
+                state,
+                since_now,
+                page,
+            } => LedgerRequest::History {
+                user: UserId(i64::from(*user)),
+                filter: HistoryFilter {
+                    product: product.map(|p| ProductId(if p { 111 } else { 456456 })),
+                    state: state.map(|s| {
+                        [
+                            ReceiptState::Pending,
+                            ReceiptState::Granted,
+                            ReceiptState::Refunded,
+                        ][usize::from(s)]
+                    }),
+                    from_ms: since_now.then_some(now),
+                    to_ms: None,
+                },
+                page: u32::from(*page),
+            },
+            Op::Sales { hourly } => LedgerRequest::Sales(SalesQuery {
+                from_ms: 0,
+                to_ms: i64::MAX,
+                bucket: if *hourly {
+                    SalesBucket::Hour
+                } else {
+                    SalesBucket::Day
+                },
+            }),
         };
         model.begin().unwrap();
         let reply = model.apply(&request, now).unwrap();
@@ -446,6 +508,13 @@ fn differences(stores: &mut Stores, ops: &[Op]) -> Result<(), String> {
         };
         audit_request.commit().unwrap();
         let audit = normalized(audit);
+        let report = audit.check();
+        if !report.is_sound() {
+            return Err(format!(
+                "{name}: the ledger does not add up: {:?}",
+                report.problems
+            ));
+        }
         if audit != expected {
             return Err(format!(
                 "{name}: the final ledger differs\n  store: {audit:#?}\n  model: {expected:#?}"
@@ -682,7 +751,12 @@ fn a_server_that_lost_the_lease_takes_no_money() {
     assert_eq!(replies[2], lost, "no charge without the lease");
     assert_eq!(replies[3], lost, "no save without the lease");
     assert_eq!(audit.accounts[&UserId(0)].0, 1000, "no money taken");
-    assert!(audit.journal.is_empty() && audit.receipts.is_empty());
+    assert!(audit.receipts.is_empty());
+    assert!(
+        audit.journal.iter().all(|e| e.reason == "starting balance"),
+        "no debit: {:?}",
+        audit.journal
+    );
 }
 
 /// A process restarted under the same server id takes the lease anew; the old process, still

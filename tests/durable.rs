@@ -67,7 +67,11 @@ fn the_ledger_is_a_plain_sqlite_file_in_wal_mode_with_full_sync() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(journal, -50, "the debit is journaled");
+    assert_eq!(
+        journal,
+        1000 - 50,
+        "the starting balance and the debit are journaled"
+    );
 }
 
 #[test]
@@ -84,7 +88,11 @@ fn a_top_up_before_the_first_join_adds_to_the_starting_balance() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(journal, 250 - 80);
+    assert_eq!(
+        journal,
+        1000 + 250 - 80,
+        "the balance is the sum of its journal"
+    );
     assert_eq!(
         audit(&path).accounts[&UserId(8)].0,
         1000 + 250 - 80,
@@ -141,7 +149,9 @@ fn another_programs_database_is_refused_and_untouched() {
 }
 
 /// Turns a current ledger file back into what version 1 wrote: the receipts table with its
-/// original `state IN (…)` check, accounts without lease tokens, and `user_version = 1`.
+/// original `state IN (…)` check, accounts without lease tokens, and `user_version = 1`, holding
+/// user 7 who bought twice (one receipt pending) from a starting balance of 1000 that version 1
+/// did not journal.
 fn downgrade_to_version_1(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
@@ -165,7 +175,11 @@ fn downgrade_to_version_1(path: &Path) {
          INSERT INTO receipts VALUES
              ('0001', 'a1a1a1a1-0000-4000-8000-000000000001', 7, 456456, 0, 80, 1, 2, 0, 'pending', 1, NULL),
              ('0002', 'a1a1a1a1-0000-4000-8000-000000000002', 7, 456456, 0, 80, 1, 2, 0, 'granted', 1, 2);
+         INSERT INTO accounts (user_id, balance, created_ms, updated_ms) VALUES (7, 840, 1, 1);
+         INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
+             VALUES (7, -80, 'purchase', '0001', 1), (7, -80, 'purchase', '0002', 1);
          ALTER TABLE accounts DROP COLUMN lease_token;
+         DROP INDEX balance_journal_by_user;
          PRAGMA user_version = 1;
          COMMIT;",
     )
@@ -212,6 +226,9 @@ fn a_version_1_ledger_is_migrated_and_its_pending_receipts_are_delivered() {
         [],
     );
     assert!(bad_state.is_err(), "the migrated table still checks states");
+    // Its starting balances went into the journal: the migrated ledger adds up.
+    let report = audit(&path).check();
+    assert!(report.is_sound(), "{:?}", report.problems);
 }
 
 #[test]

@@ -35,6 +35,7 @@ fn charge(user: i64, price: u64) -> LedgerRequest {
         request_id: RequestId::new(),
         user: UserId(user),
         product_id: ProductId(456456),
+        product_name: "test product".into(),
         price,
         test_purchase: false,
         place_id: PlaceId(0),

@@ -32,13 +32,7 @@ use race::{Observed, START_BALANCE, Server, pending_users, signal, spawn_server}
 #[test]
 #[ignore = "a server process of the nemesis test; run by it"]
 fn child_process() {
-    let url = std::env::var("RACE_URL").expect("run by the nemesis test");
-    let server = std::env::var("RACE_SERVER").expect("run by the nemesis test");
-    let seed = std::env::var("RACE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    race::race_child(&url, &server, seed, race::ChildSettings::from_env());
+    race::run_child_from_env();
 }
 
 const SERVERS: usize = 3;
@@ -293,13 +287,25 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
     assert_eq!(
         count(
             &mut db,
-            "SELECT count(*) FROM accounts a WHERE a.balance <> $START + coalesce(
-             (SELECT sum(delta) FROM balance_journal j WHERE j.user_id = a.user_id), 0)"
+            "SELECT count(*) FROM accounts a WHERE a.balance <> coalesce(
+             (SELECT sum(delta) FROM balance_journal j WHERE j.user_id = a.user_id), 0)
+             OR (SELECT count(*) FROM balance_journal j WHERE j.user_id = a.user_id
+                 AND j.reason = 'starting balance' AND j.delta = $START) <> 1"
                 .replace("$START", &START_BALANCE.to_string())
                 .as_str()
         ),
         0,
         "every balance is the starting balance plus its journal"
+    );
+    let report = bevy_marketplace::ledger::PostgresLedger::connect(url.as_str())
+        .unwrap()
+        .audit()
+        .unwrap()
+        .check();
+    assert!(
+        report.is_sound(),
+        "the ledger's own check: {:?}",
+        report.problems
     );
     assert_eq!(
         count(

@@ -98,6 +98,7 @@ fn charge(user: i64, request_id: RequestId, price: u64) -> LedgerRequest {
         request_id,
         user: UserId(user),
         product_id: GOLD_100,
+        product_name: "test product".into(),
         price,
         test_purchase: false,
         place_id: PlaceId(0),
@@ -148,7 +149,11 @@ fn a_top_up_before_the_first_join_adds_to_the_starting_balance() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(journal, 250 - 80);
+    assert_eq!(
+        journal,
+        1000 + 250 - 80,
+        "the balance is the sum of its journal"
+    );
     assert_eq!(
         audit(&url).accounts[&UserId(3)].0,
         1000 + 250 - 80,
@@ -773,13 +778,7 @@ const LEASE_MS: u64 = 300;
 #[test]
 #[ignore = "a server process of many_servers_race_players_hopping_and_a_frozen_server; run by it"]
 fn child_process() {
-    let url = std::env::var("RACE_URL").expect("run by the race test");
-    let server = std::env::var("RACE_SERVER").expect("run by the race test");
-    let seed = std::env::var("RACE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    race::race_child(&url, &server, seed, race::ChildSettings::from_env());
+    race::run_child_from_env();
 }
 
 #[test]

@@ -45,6 +45,7 @@ fn charge(user: i64, fence: Option<LeaseFence>) -> LedgerRequest {
         request_id: RequestId::new(),
         user: UserId(user),
         product_id: GOLD_100,
+        product_name: "test product".into(),
         price: 80,
         test_purchase: false,
         place_id: PlaceId(0),

@@ -3,10 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use super::reports::sales_of;
 use super::rules::{self, AccountRow, Books, LeasePolicy};
 use super::{
-    JournalEntry, LeaseRecord, LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore,
-    PlayerSnapshot, StoredReceipt, purchase_debits,
+    HistoryFilter, HistoryPage, JournalEntry, LeaseRecord, LedgerAudit, LedgerError, LedgerReply,
+    LedgerRequest, LedgerStore, PlayerSnapshot, SalesQuery, SalesRow, StoredReceipt,
+    purchase_debits,
 };
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
@@ -240,7 +242,8 @@ impl Books for MemoryBooks<'_> {
         &mut self,
         receipt: &ReceiptInfo,
         request: RequestId,
-        _now_ms: i64,
+        product_name: &str,
+        now_ms: i64,
     ) -> Result<(), Self::Error> {
         let id = receipt.purchase_id.clone();
         self.undo.push(Undo::Request(request, None));
@@ -252,6 +255,9 @@ impl Books for MemoryBooks<'_> {
             info: receipt.clone(),
             state: ReceiptState::Pending,
             request_id: request,
+            product_name: product_name.to_owned(),
+            purchased_at_ms: now_ms,
+            granted_at_ms: None,
         };
         self.state
             .set_receipt(id, Some((self.state.receipts_made, stored)));
@@ -262,12 +268,21 @@ impl Books for MemoryBooks<'_> {
         &mut self,
         id: &PurchaseId,
         state: ReceiptState,
-        _now_ms: i64,
+        now_ms: i64,
     ) -> Result<(), Self::Error> {
         if let Some((seq, old)) = self.state.receipts.get(id).cloned() {
             self.undo
                 .push(Undo::Receipt(id.clone(), Some((seq, old.clone()))));
-            let new = StoredReceipt { state, ..old };
+            let granted_at_ms = if state == ReceiptState::Granted {
+                Some(now_ms)
+            } else {
+                old.granted_at_ms
+            };
+            let new = StoredReceipt {
+                state,
+                granted_at_ms,
+                ..old
+            };
             self.state.set_receipt(id.clone(), Some((seq, new)));
         }
         Ok(())
@@ -303,6 +318,40 @@ impl Books for MemoryBooks<'_> {
 
     fn audit(&mut self) -> Result<LedgerAudit, Self::Error> {
         Ok(audit(self.state))
+    }
+
+    fn history(
+        &mut self,
+        user: UserId,
+        filter: &HistoryFilter,
+        page: u32,
+    ) -> Result<HistoryPage, Self::Error> {
+        let mut mine: Vec<&StoredReceipt> = self
+            .state
+            .receipts
+            .values()
+            .map(|(_, r)| r)
+            .filter(|r| r.info.player_id == user)
+            .collect();
+        // Newest first, as the SQL stores order them.
+        mine.sort_by(|a, b| {
+            (b.purchased_at_ms, &b.info.purchase_id).cmp(&(a.purchased_at_ms, &a.info.purchase_id))
+        });
+        let entries = mine
+            .into_iter()
+            .map(StoredReceipt::history_entry)
+            .filter(|e| filter.admits(e));
+        Ok(HistoryPage::of(entries, page))
+    }
+
+    fn sales(&mut self, query: &SalesQuery) -> Result<Vec<SalesRow>, Self::Error> {
+        Ok(sales_of(
+            self.state
+                .receipts
+                .values()
+                .map(|(_, r)| (&r.info, r.state, r.purchased_at_ms)),
+            query,
+        ))
     }
 }
 

@@ -6,7 +6,10 @@
 //! reads a whole batch's rows up front (locked) and writes back what changed, so a batch gives the
 //! same answers and the same final state as its requests applied one at a time.
 
-use super::{JournalEntry, LeaseFence, LedgerAudit, LedgerReply, LedgerRequest, PlayerSnapshot};
+use super::{
+    HistoryFilter, HistoryPage, JournalEntry, LeaseFence, LedgerAudit, LedgerReply, LedgerRequest,
+    PlayerSnapshot, SalesQuery, SalesRow,
+};
 use crate::ids::{PurchaseId, RequestId, ServerId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
 
@@ -81,11 +84,12 @@ pub(crate) trait Books {
         &mut self,
         id: &PurchaseId,
     ) -> Result<Option<(UserId, ReceiptState)>, Self::Error>;
-    /// Stores a new pending receipt.
+    /// Stores a new pending receipt, with the product's name now.
     fn insert_receipt(
         &mut self,
         receipt: &ReceiptInfo,
         request: RequestId,
+        product_name: &str,
         now_ms: i64,
     ) -> Result<(), Self::Error>;
     /// Moves a receipt to `state`.
@@ -105,6 +109,15 @@ pub(crate) trait Books {
     fn pending(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, Self::Error>;
     /// Everything committed and written so far in this transaction.
     fn audit(&mut self) -> Result<LedgerAudit, Self::Error>;
+    /// Page `page` of the user's purchases that pass `filter`, newest first.
+    fn history(
+        &mut self,
+        user: UserId,
+        filter: &HistoryFilter,
+        page: u32,
+    ) -> Result<HistoryPage, Self::Error>;
+    /// Sales per product per bucket.
+    fn sales(&mut self, query: &SalesQuery) -> Result<Vec<SalesRow>, Self::Error>;
 }
 
 /// How a store lets sessions be taken.
@@ -141,7 +154,7 @@ pub(crate) fn apply<B: Books>(
             lease_ms,
             starting_balance,
         } => {
-            let (mut account, created) = account_or_new(books, *user, *starting_balance)?;
+            let (mut account, created) = account_or_new(books, *user, *starting_balance, now_ms)?;
             if let (Some(owner), Some(expires_at_ms)) =
                 (&account.lease_owner, account.lease_expires_ms)
                 && !account.owned_by(server)
@@ -204,7 +217,7 @@ pub(crate) fn apply<B: Books>(
                 },
                 // Bought outside any game server (a store page, a tool): the receipt waits for
                 // the player's session, wherever it is.
-                None => account_or_new(books, charge.user, charge.starting_balance)?,
+                None => account_or_new(books, charge.user, charge.starting_balance, now_ms)?,
             };
             if account.balance < charge.price {
                 if created {
@@ -218,7 +231,12 @@ pub(crate) fn apply<B: Books>(
             account.balance -= charge.price;
             books.put_account(charge.user, &account, created, now_ms)?;
             let receipt = charge.new_receipt();
-            books.insert_receipt(&receipt, charge.request_id, now_ms)?;
+            books.insert_receipt(
+                &receipt,
+                charge.request_id,
+                &storable(&charge.product_name),
+                now_ms,
+            )?;
             if charge.price > 0 {
                 books.journal(
                     JournalEntry {
@@ -268,7 +286,7 @@ pub(crate) fn apply<B: Books>(
             reason,
             starting_balance,
         } => {
-            let (mut account, created) = account_or_new(books, *user, *starting_balance)?;
+            let (mut account, created) = account_or_new(books, *user, *starting_balance, now_ms)?;
             let refusal = match account.balance.checked_add_signed(*delta) {
                 Some(balance) if balance <= MAX_BALANCE => {
                     account.balance = balance;
@@ -304,20 +322,43 @@ pub(crate) fn apply<B: Books>(
             receipts: books.pending(*user)?,
         },
         LedgerRequest::Audit => LedgerReply::Audit(books.audit()?),
+        LedgerRequest::History { user, filter, page } => {
+            LedgerReply::History(books.history(*user, filter, *page)?)
+        }
+        LedgerRequest::Sales(query) => LedgerReply::Sales(books.sales(query)?),
     })
 }
 
-/// The user's account, or a new one (not yet written) with the starting balance.
+/// The user's account, or a new one with the starting balance. A new account is not written yet,
+/// but its starting balance is journaled, so every balance is the sum of its journal.
 fn account_or_new<B: Books>(
     books: &mut B,
     user: UserId,
     starting_balance: u64,
+    now_ms: i64,
 ) -> Result<(AccountRow, bool), B::Error> {
     Ok(match books.account(user)? {
         Some(account) => (account, false),
-        None => (AccountRow::new(starting_balance), true),
+        None => {
+            let account = AccountRow::new(starting_balance);
+            if account.balance > 0 {
+                books.journal(
+                    JournalEntry {
+                        user,
+                        delta: account.balance as i64,
+                        reason: STARTING_BALANCE.into(),
+                        purchase_id: None,
+                    },
+                    now_ms,
+                )?;
+            }
+            (account, true)
+        }
     })
 }
+
+/// The journal's reason for a new account's starting balance.
+pub(crate) const STARTING_BALANCE: &str = "starting balance";
 
 /// Text as every store can keep it: PostgreSQL refuses a NUL character in text, and one request
 /// carrying one (a top-up reason, a server id) would fail its whole batch, so it is kept as U+FFFD
@@ -332,6 +373,7 @@ fn storable(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The user whose account applying `request` may create (the PostgreSQL store reserves those
 /// rows before a batch, in one global order, so concurrent servers do not deadlock).
+#[cfg(feature = "postgres")]
 pub(crate) fn may_create_account(request: &LedgerRequest) -> Option<UserId> {
     match request {
         LedgerRequest::OpenSession { user, .. } | LedgerRequest::AdjustBalance { user, .. } => {

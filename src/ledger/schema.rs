@@ -95,3 +95,18 @@ pub(crate) fn lease_token(d: &Dialect) -> String {
         d.int
     )
 }
+
+/// What purchase history, sales reports and integrity checks read (SQLite version 4, PostgreSQL
+/// version 3): the product's name at purchase time; receipts indexed by buyer and time, and by
+/// time; and each account's starting balance in the journal (written since for new accounts), so
+/// that every balance is the sum of its journal. Both dialects spell it alike.
+pub(crate) const HISTORY: &str = "ALTER TABLE receipts ADD COLUMN product_name TEXT NOT NULL DEFAULT '';
+CREATE INDEX receipts_by_user_and_time ON receipts (user_id, created_ms);
+CREATE INDEX receipts_by_time ON receipts (created_ms);
+CREATE INDEX balance_journal_by_user ON balance_journal (user_id);
+INSERT INTO balance_journal (user_id, delta, reason, at_ms)
+SELECT a.user_id,
+       a.balance - coalesce((SELECT sum(j.delta) FROM balance_journal j WHERE j.user_id = a.user_id), 0),
+       'starting balance', a.created_ms
+FROM accounts a
+WHERE a.balance <> coalesce((SELECT sum(j.delta) FROM balance_journal j WHERE j.user_id = a.user_id), 0);";

@@ -13,6 +13,7 @@ use super::work_queue::DeliveryQueue;
 use crate::currency::PremiumBalance;
 use crate::ledger::{
     Ledger, LedgerCompletion, LedgerError, LedgerReply, LedgerRequest, LedgerStatus,
+    PurchaseHistoryReady, SalesReportReady,
 };
 use crate::receipt::ReceiptResolved;
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
@@ -31,6 +32,8 @@ pub(crate) fn handle_session_replies(
     mut deliveries: ResMut<DeliveryQueue>,
     mut resolved: MessageWriter<ReceiptResolved>,
     mut save_failed: MessageWriter<PlayerSaveFailed>,
+    mut history_ready: MessageWriter<PurchaseHistoryReady>,
+    mut sales_ready: MessageWriter<SalesReportReady>,
     mut stats: ResMut<MarketplaceStats>,
     mut commands: Commands,
     deadline: Res<FrameDeadline>,
@@ -248,6 +251,28 @@ pub(crate) fn handle_session_replies(
                     }
                     deliveries.now.push(e);
                 }
+            }
+            LedgerRequest::History { user, filter, page } => {
+                history_ready.write(PurchaseHistoryReady {
+                    user_id: user,
+                    filter,
+                    page,
+                    result: match result {
+                        Ok(LedgerReply::History(page)) => Ok(page),
+                        Ok(other) => Err(format!("unexpected ledger reply: {other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    },
+                });
+            }
+            LedgerRequest::Sales(query) => {
+                sales_ready.write(SalesReportReady {
+                    query,
+                    result: match result {
+                        Ok(LedgerReply::Sales(rows)) => Ok(rows),
+                        Ok(other) => Err(format!("unexpected ledger reply: {other:?}")),
+                        Err(e) => Err(e.to_string()),
+                    },
+                });
             }
             LedgerRequest::ReleaseSession { .. } | LedgerRequest::Audit => {}
             LedgerRequest::Charge(_) => unreachable!("charges are handled by the prompt systems"),

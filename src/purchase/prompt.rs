@@ -168,6 +168,11 @@ pub(crate) fn charge_request(
         request_id: prompt.request_id,
         user,
         product_id: prompt.product_id,
+        product_name: prompt
+            .product
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
         price: prompt.price,
         test_purchase: prompt.test_purchase,
         place_id: settings.place_id,

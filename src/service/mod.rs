@@ -35,6 +35,9 @@ pub enum MarketplaceError {
         "simulated purchases are off: turn on MarketplacePlugin::test_purchases or MarketplacePlugin::allow_debug_grants"
     )]
     DebugGrantsDisabled,
+    /// The pages ended: the last answer said `is_finished`.
+    #[error("no more pages: the last page was finished")]
+    PagesFinished,
 }
 
 /// The marketplace: product metadata, the paged catalog, purchase prompts and premium currency.
@@ -93,6 +96,49 @@ impl MarketplaceService {
             amount.min(i64::MAX as u64) as i64,
             reason.into(),
         ));
+    }
+
+    /// Asks the ledger for page `page` (from 0) of `user`'s purchase history, newest first,
+    /// [`HISTORY_PAGE_SIZE`](crate::ledger::HISTORY_PAGE_SIZE) entries a page; the answer comes
+    /// as a [`PurchaseHistoryReady`](crate::ledger::PurchaseHistoryReady) message (the frame
+    /// never waits). Works for players who are away too: the ledger keeps every receipt.
+    pub fn request_purchase_history(
+        &mut self,
+        user: UserId,
+        filter: crate::ledger::HistoryFilter,
+        page: u32,
+    ) {
+        self.requests.push(ServiceRequest::Ledger(
+            crate::ledger::LedgerRequest::History { user, filter, page },
+        ));
+    }
+
+    /// The page after `answer`, or [`MarketplaceError::PagesFinished`] when `answer` was the last.
+    pub fn request_next_history_page(
+        &mut self,
+        answer: &crate::ledger::PurchaseHistoryReady,
+    ) -> Result<(), MarketplaceError> {
+        match &answer.result {
+            Ok(page) if !page.is_finished => {
+                self.request_purchase_history(
+                    answer.user_id,
+                    answer.filter.clone(),
+                    answer.page + 1,
+                );
+                Ok(())
+            }
+            _ => Err(MarketplaceError::PagesFinished),
+        }
+    }
+
+    /// Asks the ledger for sales per product per day or hour; the answer comes as a
+    /// [`SalesReportReady`](crate::ledger::SalesReportReady) message.
+    /// [`sales_csv`](crate::ledger::sales_csv) writes it as CSV.
+    pub fn request_sales_report(&mut self, query: crate::ledger::SalesQuery) {
+        self.requests
+            .push(ServiceRequest::Ledger(crate::ledger::LedgerRequest::Sales(
+                query,
+            )));
     }
 
     /// Creates a free test receipt for `product_id` without a prompt, as if the user bought it

@@ -11,6 +11,8 @@ use crate::receipt::ProductPurchaseChannel;
 use crate::settings::MarketplaceSettings;
 
 pub(crate) enum ServiceRequest {
+    /// A question for the ledger (history, sales), answered by a message.
+    Ledger(LedgerRequest),
     AdjustBalance(UserId, i64, String),
     SimulatePurchase(UserId, ProductId),
     RetryNow(Entity),
@@ -39,6 +41,10 @@ pub(crate) fn apply_service_requests(
                     request_id: RequestId::new(),
                     user,
                     product_id,
+                    product_name: service
+                        .get_product_info(product_id)
+                        .map(|p| p.name)
+                        .unwrap_or_default(),
                     price: 0,
                     test_purchase: true,
                     place_id: settings.place_id,
@@ -54,6 +60,7 @@ pub(crate) fn apply_service_requests(
                 }));
             }
             ServiceRequest::RetryNow(player) => deliveries.now.push(player),
+            ServiceRequest::Ledger(request) => ledger.send(request),
         }
     }
 }

@@ -61,7 +61,7 @@ pub struct ChildSettings {
 }
 
 impl ChildSettings {
-    pub fn from_env() -> Self {
+    fn from_env() -> Self {
         let ms = |name: &str| {
             std::env::var(name)
                 .ok()
@@ -76,7 +76,19 @@ impl ChildSettings {
     }
 }
 
-pub fn race_child(url: &str, server: &str, seed: u64, settings: ChildSettings) {
+/// Runs a race server as the parent's environment says (`RACE_URL`, `RACE_SERVER`, `RACE_SEED`
+/// and the [`ChildSettings`]); the test binary's ignored `child_process` test calls it.
+pub fn run_child_from_env() {
+    let url = std::env::var("RACE_URL").expect("run by a race test");
+    let server = std::env::var("RACE_SERVER").expect("run by a race test");
+    let seed = std::env::var("RACE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    race_child(&url, &server, seed, ChildSettings::from_env());
+}
+
+fn race_child(url: &str, server: &str, seed: u64, settings: ChildSettings) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines().map_while(Result::ok) {

@@ -10,7 +10,10 @@ use super::conn::{Conn, PgError};
 use super::sql::*;
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::ledger::rules::{AccountRow, Books, may_create_account};
-use crate::ledger::{JournalEntry, LedgerAudit, LedgerRequest, PlayerSnapshot};
+use crate::ledger::{
+    HistoryFilter, HistoryPage, JournalEntry, LedgerAudit, LedgerRequest, PlayerSnapshot,
+    SalesQuery, SalesRow,
+};
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
 /// A receipt the batch read or made.
@@ -245,6 +248,7 @@ impl CachedBooks {
             .collect();
         let n_tests: Vec<bool> = made.iter().map(|r| r.row.info.is_test_purchase).collect();
         let n_states: Vec<&str> = made.iter().map(|r| r.row.state.as_str()).collect();
+        let n_names: Vec<&str> = made.iter().map(|r| r.row.product_name.as_str()).collect();
         let changed: Vec<&CachedReceipt> = receipts.values().filter(|r| r.changed).collect();
         let c_ids: Vec<&str> = changed
             .iter()
@@ -301,6 +305,7 @@ impl CachedBooks {
             &k_names,
             &k_values,
             &unused,
+            &n_names,
         ];
         if commit {
             conn.pipeline(&[(WRITE_BACK, write_back), (COMMIT, &[])])?;
@@ -367,6 +372,7 @@ impl Books for CachedBooks {
         &mut self,
         receipt: &ReceiptInfo,
         request: RequestId,
+        product_name: &str,
         now_ms: i64,
     ) -> Result<(), PgError> {
         self.by_request.insert(request, receipt.purchase_id.clone());
@@ -378,6 +384,8 @@ impl Books for CachedBooks {
                     state: ReceiptState::Pending,
                     request_id: request,
                     created_ms: now_ms,
+                    product_name: product_name.to_owned(),
+                    granted_at_ms: None,
                 },
                 new: true,
                 changed: false,
@@ -437,5 +445,18 @@ impl Books for CachedBooks {
 
     fn audit(&mut self) -> Result<LedgerAudit, PgError> {
         Err(unread("the whole ledger".into()))
+    }
+
+    fn history(
+        &mut self,
+        user: UserId,
+        _filter: &HistoryFilter,
+        _page: u32,
+    ) -> Result<HistoryPage, PgError> {
+        Err(unread(format!("the history of user {user}")))
+    }
+
+    fn sales(&mut self, _query: &SalesQuery) -> Result<Vec<SalesRow>, PgError> {
+        Err(unread("the sales".into()))
     }
 }

@@ -208,14 +208,13 @@ impl PostgresLedger {
             books.write(conn, at, false)?;
         }
         let mut replies = Vec::with_capacity(batch.len());
-        let stretches: Vec<&[LedgerRequest]> = batch
-            .split_inclusive(|r| matches!(r, LedgerRequest::Audit))
-            .collect();
+        let stretches: Vec<&[LedgerRequest]> =
+            batch.split_inclusive(LedgerRequest::reads_ledger).collect();
         let last = stretches.len().saturating_sub(1);
         for (i, stretch) in stretches.into_iter().enumerate() {
-            let (requests, audit_after) = match stretch.split_last() {
-                Some((LedgerRequest::Audit, requests)) => (requests, true),
-                _ => (stretch, false),
+            let (requests, read_after) = match stretch.split_last() {
+                Some((last, requests)) if last.reads_ledger() => (requests, Some(last)),
+                _ => (stretch, None),
             };
             if !requests.is_empty() || !begun {
                 let (mut books, at) = CachedBooks::read(conn, requests, now_ms, !begun)?;
@@ -233,16 +232,16 @@ impl PostgresLedger {
                         &mut Vec::new(),
                     )?);
                 }
-                if i == last && !audit_after {
+                if i == last && read_after.is_none() {
                     // Written back with the COMMIT.
                     unwritten = Some((books, now));
                 } else {
                     books.write(conn, now, false)?;
                 }
             }
-            if audit_after {
-                // An audit reads the database, so it sees what the requests before it wrote.
-                replies.push(LedgerReply::Audit(audit(conn)?));
+            if let Some(request) = read_after {
+                // It reads the database, so it sees what the requests before it wrote.
+                replies.push(read_ledger(conn, request)?);
             }
         }
         self.begun = begun;
@@ -252,16 +251,61 @@ impl PostgresLedger {
     }
 }
 
+/// Answers a request that reads the stored ledger as a whole.
+fn read_ledger(conn: &mut Conn, request: &LedgerRequest) -> Result<LedgerReply, PgError> {
+    Ok(match request {
+        LedgerRequest::History { user, filter, page } => {
+            let rows = conn.query(
+                HISTORY,
+                &[
+                    &user.0,
+                    &filter.product.map(|p| p.0),
+                    &filter.state.map(crate::receipt::ReceiptState::as_str),
+                    &filter.from_ms,
+                    &filter.to_ms,
+                    &((super::HISTORY_PAGE_SIZE + 1) as i64),
+                    &(i64::from(*page) * super::HISTORY_PAGE_SIZE as i64),
+                ],
+            )?;
+            let entries = rows
+                .iter()
+                .map(|row| Ok(receipt_from_row(row)?.stored().history_entry()))
+                .collect::<Result<Vec<_>, PgError>>()?;
+            LedgerReply::History(super::HistoryPage::of(entries.into_iter(), 0))
+        }
+        LedgerRequest::Sales(query) => {
+            let rows = conn.query(
+                SALES,
+                &[&query.from_ms, &query.to_ms, &query.bucket.millis()],
+            )?;
+            let count = |row: &tokio_postgres::Row, i: usize| -> Result<u64, PgError> {
+                Ok(row.try_get::<_, i64>(i)?.max(0) as u64)
+            };
+            LedgerReply::Sales(
+                rows.iter()
+                    .map(|row| {
+                        Ok(super::SalesRow {
+                            bucket_start_ms: row.try_get(0)?,
+                            product_id: crate::ids::ProductId(row.try_get(1)?),
+                            units: count(row, 2)?,
+                            currency: count(row, 3)?,
+                            refunded_units: count(row, 4)?,
+                            refunded_currency: count(row, 5)?,
+                            test_units: count(row, 6)?,
+                        })
+                    })
+                    .collect::<Result<_, PgError>>()?,
+            )
+        }
+        _ => LedgerReply::Audit(audit(conn)?),
+    })
+}
+
 /// Reads the whole ledger; a row it cannot read is an error naming it.
 fn audit(conn: &mut Conn) -> Result<LedgerAudit, PgError> {
     let mut audit = LedgerAudit::default();
     for row in conn.query(ALL_RECEIPTS, &[])? {
-        let row = receipt_from_row(&row)?;
-        audit.receipts.push(super::StoredReceipt {
-            info: row.info,
-            state: row.state,
-            request_id: row.request_id,
-        });
+        audit.receipts.push(receipt_from_row(&row)?.stored());
     }
     for row in conn.query(ALL_ACCOUNTS, &[])? {
         let user = UserId(row.try_get(0)?);

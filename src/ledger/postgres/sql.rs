@@ -11,7 +11,7 @@ use crate::receipt::{CurrencyType, ProductPurchaseChannel, ReceiptInfo, ReceiptS
 
 macro_rules! receipt_columns {
     () => {
-        "purchase_id, user_id, product_id, place_id, currency_spent, currency_type, channel, is_test, created_ms, state, request_id"
+        "purchase_id, user_id, product_id, place_id, currency_spent, currency_type, channel, is_test, created_ms, state, request_id, product_name, resolved_ms"
     };
 }
 
@@ -54,6 +54,24 @@ pub(super) const ALL_RECEIPTS: &str = concat!(
     receipt_columns!(),
     " FROM receipts ORDER BY created_ms, purchase_id"
 );
+/// A page of a player's purchase history (one more row than a page, to know if it is the last).
+pub(super) const HISTORY: &str = concat!(
+    "SELECT ",
+    receipt_columns!(),
+    " FROM receipts WHERE user_id = $1 AND ($2::bigint IS NULL OR product_id = $2)
+       AND ($3::text IS NULL OR state = $3) AND ($4::bigint IS NULL OR created_ms >= $4)
+       AND ($5::bigint IS NULL OR created_ms < $5)
+     ORDER BY created_ms DESC, purchase_id DESC LIMIT $6 OFFSET $7"
+);
+/// Sales per bucket per product.
+pub(super) const SALES: &str = "SELECT (created_ms / $3) * $3 AS bucket, product_id,
+        count(*) FILTER (WHERE NOT is_test),
+        coalesce(sum(currency_spent) FILTER (WHERE NOT is_test), 0)::bigint,
+        count(*) FILTER (WHERE NOT is_test AND state = 'refunded'),
+        coalesce(sum(currency_spent) FILTER (WHERE NOT is_test AND state = 'refunded'), 0)::bigint,
+        count(*) FILTER (WHERE is_test)
+    FROM receipts WHERE created_ms >= $1 AND created_ms < $2
+    GROUP BY bucket, product_id ORDER BY bucket, product_id";
 pub(super) const STATES_OF: &str =
     "SELECT user_id, name, value FROM player_components WHERE user_id = ANY ($1::bigint[])";
 pub(super) const ALL_ACCOUNTS: &str =
@@ -76,11 +94,13 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
         WHERE a.user_id = u.user_id
     ), receipts_made AS (
         INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
-                              currency_type, channel, is_test, state, created_ms, resolved_ms)
-        SELECT p, r, u, pr, pl, c, $16, ch, t, s, $1, CASE WHEN s = 'pending' THEN NULL ELSE $1 END
+                              currency_type, channel, is_test, state, created_ms, resolved_ms,
+                              product_name)
+        SELECT p, r, u, pr, pl, c, $16, ch, t, s, $1, CASE WHEN s = 'pending' THEN NULL ELSE $1 END,
+               nm
         FROM unnest($7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
-                    $13::bigint[], $14::boolean[], $15::text[])
-            AS n (p, r, u, pr, pl, c, ch, t, s)
+                    $13::bigint[], $14::boolean[], $15::text[], $29::text[])
+            AS n (p, r, u, pr, pl, c, ch, t, s, nm)
     ), receipts_resolved AS (
         UPDATE receipts r SET state = c.state, resolved_ms = $1
         FROM unnest($17::text[], $18::text[]) AS c (purchase_id, state)
@@ -119,6 +139,21 @@ pub(super) struct ReceiptRow {
     pub(super) state: ReceiptState,
     pub(super) request_id: RequestId,
     pub(super) created_ms: i64,
+    pub(super) product_name: String,
+    pub(super) granted_at_ms: Option<i64>,
+}
+
+impl ReceiptRow {
+    pub(super) fn stored(self) -> crate::ledger::StoredReceipt {
+        crate::ledger::StoredReceipt {
+            info: self.info,
+            state: self.state,
+            request_id: self.request_id,
+            product_name: self.product_name,
+            purchased_at_ms: self.created_ms,
+            granted_at_ms: self.granted_at_ms,
+        }
+    }
 }
 
 /// Reads a row of [`receipt_columns`]; a value the schema would not let in is reported, not
@@ -144,6 +179,8 @@ pub(super) fn receipt_from_row(row: &Row) -> Result<ReceiptRow, PgError> {
             is_test_purchase: row.try_get(7)?,
         },
         created_ms: row.try_get(8)?,
+        product_name: row.try_get(11)?,
+        granted_at_ms: row.try_get(12)?,
         state: ReceiptState::parse(&state).ok_or_else(|| corrupt(format!("state {state:?}")))?,
         request_id: RequestId(
             request

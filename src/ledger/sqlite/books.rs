@@ -4,9 +4,13 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::receipt_from_row;
+use crate::ids::ProductId;
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::ledger::rules::{AccountRow, Books};
-use crate::ledger::{JournalEntry, LedgerAudit, PlayerSnapshot};
+use crate::ledger::{
+    HISTORY_PAGE_SIZE, HistoryFilter, HistoryPage, JournalEntry, LedgerAudit, PlayerSnapshot,
+    SalesQuery, SalesRow, StoredReceipt,
+};
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
 pub(super) struct SqliteBooks<'a> {
@@ -98,13 +102,14 @@ impl Books for SqliteBooks<'_> {
         &mut self,
         receipt: &ReceiptInfo,
         request: RequestId,
+        product_name: &str,
         now_ms: i64,
     ) -> rusqlite::Result<()> {
         self.conn
             .prepare_cached(
                 "INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
-                                       currency_type, channel, is_test, state, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)",
+                                       currency_type, channel, is_test, state, created_ms, product_name)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
             )?
             .execute(params![
                 receipt.purchase_id.0,
@@ -116,7 +121,8 @@ impl Books for SqliteBooks<'_> {
                 CurrencyType::Premium as i32,
                 receipt.product_purchase_channel.code(),
                 receipt.is_test_purchase,
-                now_ms
+                now_ms,
+                product_name
             ])?;
         Ok(())
     }
@@ -181,6 +187,88 @@ impl Books for SqliteBooks<'_> {
     fn audit(&mut self) -> rusqlite::Result<LedgerAudit> {
         audit(self.conn)
     }
+
+    fn history(
+        &mut self,
+        user: UserId,
+        filter: &HistoryFilter,
+        page: u32,
+    ) -> rusqlite::Result<HistoryPage> {
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT ",
+            stored_columns!(),
+            " FROM receipts WHERE user_id = ?1 AND (?2 IS NULL OR product_id = ?2)
+               AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR created_ms >= ?4)
+               AND (?5 IS NULL OR created_ms < ?5)
+             ORDER BY created_ms DESC, purchase_id DESC LIMIT ?6 OFFSET ?7"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                user.0,
+                filter.product.map(|p| p.0),
+                filter.state.map(ReceiptState::as_str),
+                filter.from_ms,
+                filter.to_ms,
+                (HISTORY_PAGE_SIZE + 1) as i64,
+                i64::from(page) * HISTORY_PAGE_SIZE as i64
+            ],
+            stored_from_row,
+        )?;
+        let entries = rows
+            .map(|r| r.map(|r| r.history_entry()))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(HistoryPage::of(entries.into_iter(), 0))
+    }
+
+    fn sales(&mut self, query: &SalesQuery) -> rusqlite::Result<Vec<SalesRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT (created_ms / ?3) * ?3 AS bucket, product_id,
+                    sum(CASE WHEN is_test THEN 0 ELSE 1 END),
+                    sum(CASE WHEN is_test THEN 0 ELSE currency_spent END),
+                    sum(CASE WHEN NOT is_test AND state = 'refunded' THEN 1 ELSE 0 END),
+                    sum(CASE WHEN NOT is_test AND state = 'refunded' THEN currency_spent ELSE 0 END),
+                    sum(CASE WHEN is_test THEN 1 ELSE 0 END)
+             FROM receipts WHERE created_ms >= ?1 AND created_ms < ?2
+             GROUP BY bucket, product_id ORDER BY bucket, product_id",
+        )?;
+        let rows = stmt.query_map(
+            params![query.from_ms, query.to_ms, query.bucket.millis()],
+            |r| {
+                Ok(SalesRow {
+                    bucket_start_ms: r.get(0)?,
+                    product_id: ProductId(r.get(1)?),
+                    units: r.get::<_, i64>(2)? as u64,
+                    currency: r.get::<_, i64>(3)? as u64,
+                    refunded_units: r.get::<_, i64>(4)? as u64,
+                    refunded_currency: r.get::<_, i64>(5)? as u64,
+                    test_units: r.get::<_, i64>(6)? as u64,
+                })
+            },
+        )?;
+        rows.collect()
+    }
+}
+
+/// A receipt with its state and history (the columns of [`stored_columns`]).
+fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
+    let info = receipt_from_row(row)?;
+    let state: String = row.get(9)?;
+    let request: String = row.get(10)?;
+    let request_id = request.parse().map_err(|e: uuid::Error| {
+        rusqlite::Error::FromSqlConversionFailure(
+            10,
+            rusqlite::types::Type::Text,
+            format!("bad request id {request:?}: {e}").into(),
+        )
+    })?;
+    Ok(StoredReceipt {
+        info,
+        state: parse_state(&state)?,
+        request_id: RequestId(request_id),
+        product_name: row.get(11)?,
+        purchased_at_ms: row.get(8)?,
+        granted_at_ms: row.get(12)?,
+    })
 }
 
 pub(super) fn load_state(conn: &Connection, user: UserId) -> rusqlite::Result<PlayerSnapshot> {
@@ -203,30 +291,14 @@ fn parse_state(state: &str) -> rusqlite::Result<ReceiptState> {
 
 /// Reads the whole ledger.
 pub(super) fn audit(conn: &Connection) -> rusqlite::Result<LedgerAudit> {
-    use crate::ledger::{LeaseRecord, StoredReceipt};
+    use crate::ledger::LeaseRecord;
     let mut audit = LedgerAudit::default();
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
-        receipt_columns!(),
-        ", state, request_id FROM receipts ORDER BY created_ms, purchase_id"
+        stored_columns!(),
+        " FROM receipts ORDER BY created_ms, purchase_id"
     ))?;
-    let rows = stmt.query_map([], |row| {
-        let info = receipt_from_row(row)?;
-        let state: String = row.get(9)?;
-        let request: String = row.get(10)?;
-        let request_id = request.parse().map_err(|e: uuid::Error| {
-            rusqlite::Error::FromSqlConversionFailure(
-                10,
-                rusqlite::types::Type::Text,
-                format!("bad request id {request:?}: {e}").into(),
-            )
-        })?;
-        Ok(StoredReceipt {
-            info,
-            state: parse_state(&state)?,
-            request_id: RequestId(request_id),
-        })
-    })?;
+    let rows = stmt.query_map([], stored_from_row)?;
     audit.receipts = rows.collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(
         "SELECT user_id, balance, lease_owner, lease_expires_ms, lease_token FROM accounts",

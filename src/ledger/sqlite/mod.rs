@@ -29,6 +29,16 @@ macro_rules! receipt_columns {
     };
 }
 
+/// [`receipt_columns`], then the receipt's state, request id, product name and grant time.
+macro_rules! stored_columns {
+    () => {
+        concat!(
+            receipt_columns!(),
+            ", state, request_id, product_name, resolved_ms"
+        )
+    };
+}
+
 mod books;
 
 /// A file beside the ledger at `db`: its path with `suffix` appended (`-wal`, `-shm`, `.lock`).

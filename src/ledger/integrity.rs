@@ -1,0 +1,114 @@
+//! Whether a ledger adds up: the checks `marketplace check` runs and the tests rely on.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{LedgerAudit, MAX_BALANCE};
+use crate::ids::{PurchaseId, UserId};
+
+/// What [`LedgerAudit::check`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// Accounts checked.
+    pub accounts: usize,
+    /// Receipts checked.
+    pub receipts: usize,
+    /// Journal entries checked.
+    pub journal_entries: usize,
+    /// Every violation, each naming what and where.
+    pub problems: Vec<String>,
+}
+
+impl IntegrityReport {
+    /// No violation.
+    pub fn is_sound(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl LedgerAudit {
+    /// Checks that the ledger adds up:
+    /// - every balance is the sum of its journal (the starting balance is its first entry) and
+    ///   within `0..=MAX_BALANCE`;
+    /// - every purchase debit names a receipt of the same user for the same amount, and every
+    ///   receipt that cost something has exactly one debit;
+    /// - every receipt's buyer has an account.
+    pub fn check(&self) -> IntegrityReport {
+        let mut problems = Vec::new();
+        let mut journaled: BTreeMap<UserId, i128> = BTreeMap::new();
+        let mut debits: HashMap<&PurchaseId, Vec<(UserId, i64)>> = HashMap::new();
+        for entry in &self.journal {
+            *journaled.entry(entry.user).or_default() += i128::from(entry.delta);
+            match (&entry.purchase_id, entry.reason.as_str()) {
+                (Some(id), "purchase") => debits
+                    .entry(id)
+                    .or_default()
+                    .push((entry.user, entry.delta)),
+                (None, "purchase") => problems.push(format!(
+                    "journal: a purchase debit of user {} ({}) names no receipt",
+                    entry.user, entry.delta
+                )),
+                _ => {}
+            }
+        }
+        for (user, (balance, _)) in &self.accounts {
+            let sum = journaled.get(user).copied().unwrap_or(0);
+            if i128::from(*balance) != sum {
+                problems.push(format!(
+                    "account {user}: balance {balance} but its journal sums to {sum}"
+                ));
+            }
+            if *balance > MAX_BALANCE {
+                problems.push(format!(
+                    "account {user}: balance {balance} is above the largest, {MAX_BALANCE}"
+                ));
+            }
+        }
+        for user in journaled.keys() {
+            if !self.accounts.contains_key(user) {
+                problems.push(format!(
+                    "journal: entries for user {user}, who has no account"
+                ));
+            }
+        }
+        for receipt in &self.receipts {
+            let info = &receipt.info;
+            if !self.accounts.contains_key(&info.player_id) {
+                problems.push(format!(
+                    "receipt {}: its buyer, user {}, has no account",
+                    info.purchase_id, info.player_id
+                ));
+            }
+            let found = debits.remove(&info.purchase_id).unwrap_or_default();
+            let expected = (info.currency_spent > 0).then(|| {
+                (
+                    info.player_id,
+                    -(info.currency_spent.min(MAX_BALANCE) as i64),
+                )
+            });
+            match (expected, found.as_slice()) {
+                (None, []) => {}
+                (Some(want), [got]) if *got == want => {}
+                (None, found) => problems.push(format!(
+                    "receipt {}: free, but debited {} time(s)",
+                    info.purchase_id,
+                    found.len()
+                )),
+                (Some((user, delta)), found) => problems.push(format!(
+                    "receipt {}: should be debited once by {delta} from user {user}, found {found:?}",
+                    info.purchase_id
+                )),
+            }
+        }
+        for (id, found) in debits {
+            problems.push(format!(
+                "journal: purchase debit(s) {found:?} for receipt {id}, which does not exist"
+            ));
+        }
+        IntegrityReport {
+            accounts: self.accounts.len(),
+            receipts: self.receipts.len(),
+            journal_entries: self.journal.len(),
+            problems,
+        }
+    }
+}

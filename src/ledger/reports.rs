@@ -1,0 +1,223 @@
+//! What the ledger tells the people who run the game: a player's purchase history, sales per
+//! product and per day or hour. Every store answers the same questions; the in-memory store
+//! computes the answers here, the SQL stores in SQL, and a test holds them equal.
+
+use bevy::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ProductId, UserId};
+use crate::receipt::{ReceiptInfo, ReceiptState};
+
+/// Entries in one page of purchase history (as `GetDeveloperProductsAsync` pages the catalog).
+pub const HISTORY_PAGE_SIZE: usize = 50;
+
+/// Which purchases of a player a history lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryFilter {
+    /// Only this product.
+    pub product: Option<ProductId>,
+    /// Only receipts in this state.
+    pub state: Option<ReceiptState>,
+    /// Bought at or after this time (Unix ms).
+    pub from_ms: Option<i64>,
+    /// Bought before this time (Unix ms).
+    pub to_ms: Option<i64>,
+}
+
+impl HistoryFilter {
+    /// Whether a purchase passes the filter.
+    pub(crate) fn admits(&self, entry: &HistoryEntry) -> bool {
+        self.product.is_none_or(|p| entry.receipt.product_id == p)
+            && self.state.is_none_or(|s| entry.state == s)
+            && self.from_ms.is_none_or(|t| entry.purchased_at_ms >= t)
+            && self.to_ms.is_none_or(|t| entry.purchased_at_ms < t)
+    }
+}
+
+/// One purchase in a player's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The receipt, as delivered to handlers.
+    pub receipt: ReceiptInfo,
+    /// Pending, granted or refunded.
+    pub state: ReceiptState,
+    /// The product's name when it was bought.
+    pub product_name: String,
+    /// When it was bought (Unix ms).
+    pub purchased_at_ms: i64,
+    /// When it was granted (Unix ms), if it was.
+    pub granted_at_ms: Option<i64>,
+}
+
+/// A page of a player's purchase history, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// Up to [`HISTORY_PAGE_SIZE`] purchases.
+    pub entries: Vec<HistoryEntry>,
+    /// No purchases after this page.
+    pub is_finished: bool,
+}
+
+impl HistoryPage {
+    /// Page `page` (from 0) of `entries`, which are already filtered and newest first.
+    pub(crate) fn of(entries: impl Iterator<Item = HistoryEntry>, page: u32) -> Self {
+        let mut entries: Vec<HistoryEntry> = entries
+            .skip(page as usize * HISTORY_PAGE_SIZE)
+            .take(HISTORY_PAGE_SIZE + 1)
+            .collect();
+        let is_finished = entries.len() <= HISTORY_PAGE_SIZE;
+        entries.truncate(HISTORY_PAGE_SIZE);
+        Self {
+            entries,
+            is_finished,
+        }
+    }
+}
+
+/// How finely sales are counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SalesBucket {
+    /// Per UTC day.
+    #[default]
+    Day,
+    /// Per UTC hour.
+    Hour,
+}
+
+impl SalesBucket {
+    /// The bucket's length in milliseconds.
+    pub fn millis(self) -> i64 {
+        match self {
+            Self::Day => 86_400_000,
+            Self::Hour => 3_600_000,
+        }
+    }
+
+    /// The start of the bucket holding `at_ms`.
+    pub fn start_of(self, at_ms: i64) -> i64 {
+        at_ms.div_euclid(self.millis()) * self.millis()
+    }
+}
+
+/// Which sales to count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesQuery {
+    /// Purchases at or after this time (Unix ms).
+    pub from_ms: i64,
+    /// Purchases before this time (Unix ms).
+    pub to_ms: i64,
+    /// Per day or per hour.
+    pub bucket: SalesBucket,
+}
+
+/// Sales of one product in one day or hour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesRow {
+    /// Start of the day or hour (Unix ms, UTC).
+    pub bucket_start_ms: i64,
+    /// The product.
+    pub product_id: ProductId,
+    /// Purchases (test purchases not counted).
+    pub units: u64,
+    /// Premium currency taken by them.
+    pub currency: u64,
+    /// Of those, refunded since.
+    pub refunded_units: u64,
+    /// Premium currency given back by those refunds.
+    pub refunded_currency: u64,
+    /// Test purchases, counted apart (they cost nothing).
+    pub test_units: u64,
+}
+
+impl SalesRow {
+    /// Currency taken minus currency refunded.
+    pub fn net(&self) -> i64 {
+        self.currency as i64 - self.refunded_currency as i64
+    }
+}
+
+/// The header of [`sales_csv`], documented in the README.
+pub const SALES_CSV_HEADER: &str =
+    "bucket_start_utc,product_id,units,currency,refunded_units,refunded_currency,net,test_units";
+
+/// Sales as CSV: [`SALES_CSV_HEADER`], then a row per product per bucket, the bucket's start
+/// written as an RFC 3339 UTC time.
+pub fn sales_csv(rows: &[SalesRow]) -> String {
+    let mut csv = String::from(SALES_CSV_HEADER);
+    csv.push('\n');
+    for row in rows {
+        let start = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(row.bucket_start_ms.max(0) as u64);
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            humantime::format_rfc3339_seconds(start),
+            row.product_id.0,
+            row.units,
+            row.currency,
+            row.refunded_units,
+            row.refunded_currency,
+            row.net(),
+            row.test_units
+        ));
+    }
+    csv
+}
+
+/// Sales from a list of purchases (the in-memory store's way; the SQL stores group in SQL):
+/// `(receipt, state, purchased_at_ms)`, in any order. Rows by bucket, then product.
+pub(crate) fn sales_of<'a>(
+    purchases: impl Iterator<Item = (&'a ReceiptInfo, ReceiptState, i64)>,
+    query: &SalesQuery,
+) -> Vec<SalesRow> {
+    let mut rows: std::collections::BTreeMap<(i64, ProductId), SalesRow> = Default::default();
+    for (receipt, state, at) in purchases {
+        if at < query.from_ms || at >= query.to_ms {
+            continue;
+        }
+        let bucket = query.bucket.start_of(at);
+        let row = rows
+            .entry((bucket, receipt.product_id))
+            .or_insert_with(|| SalesRow {
+                bucket_start_ms: bucket,
+                product_id: receipt.product_id,
+                units: 0,
+                currency: 0,
+                refunded_units: 0,
+                refunded_currency: 0,
+                test_units: 0,
+            });
+        if receipt.is_test_purchase {
+            row.test_units += 1;
+            continue;
+        }
+        row.units += 1;
+        row.currency += receipt.currency_spent;
+        if state == ReceiptState::Refunded {
+            row.refunded_units += 1;
+            row.refunded_currency += receipt.currency_spent;
+        }
+    }
+    rows.into_values().collect()
+}
+
+/// The answer to [`MarketplaceService::request_purchase_history`](crate::MarketplaceService::request_purchase_history).
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct PurchaseHistoryReady {
+    /// Whose history.
+    pub user_id: UserId,
+    /// The filter asked with.
+    pub filter: HistoryFilter,
+    /// The page asked for, from 0.
+    pub page: u32,
+    /// The page, or why the ledger could not read it.
+    pub result: Result<HistoryPage, String>,
+}
+
+/// The answer to [`MarketplaceService::request_sales_report`](crate::MarketplaceService::request_sales_report).
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct SalesReportReady {
+    /// The question.
+    pub query: SalesQuery,
+    /// Rows by bucket then product, or why the ledger could not read them.
+    pub result: Result<Vec<SalesRow>, String>,
+}

@@ -1,0 +1,286 @@
+//! Live operations: purchase history and sales data through `MarketplaceService`, and the
+//! `marketplace` admin tool on a ledger a game is using.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use bevy::prelude::*;
+use bevy_marketplace::ledger::{
+    HISTORY_PAGE_SIZE, HistoryFilter, InMemoryLedger, PurchaseHistoryReady, SALES_CSV_HEADER,
+    SalesBucket, SalesQuery, SalesReportReady, SqliteLedger, sales_csv,
+};
+use bevy_marketplace::testing::MarketplaceTestExt;
+use bevy_marketplace::{MarketplaceError, MarketplaceService, ReceiptState, UserId};
+use common::*;
+
+fn service(game: &mut GameServer) -> Mut<'_, MarketplaceService> {
+    game.app.world_mut().resource_mut::<MarketplaceService>()
+}
+
+/// Runs frames until a message `M` is written; returns it (messages live two frames).
+fn answer<M: Message + Clone>(game: &mut GameServer) -> M {
+    let mut found = None;
+    game.app.update_until("the ledger's answer", |w| {
+        found = w.resource_mut::<Messages<M>>().drain().next();
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+fn history(
+    game: &mut GameServer,
+    user: i64,
+    filter: HistoryFilter,
+    page: u32,
+) -> PurchaseHistoryReady {
+    service(game).request_purchase_history(UserId(user), filter, page);
+    answer(game)
+}
+
+/// A game on `ledger` where user 7 bought GOLD_100 55 times and FULL_HEAL 5 times, then a debug
+/// grant (a test purchase) of GOLD_100.
+fn shopped(
+    open: impl Fn() -> Result<InMemoryLedger, bevy_marketplace::ledger::LedgerError>
+    + Send
+    + Sync
+    + 'static,
+) -> (GameServer, Entity) {
+    let mut game = GameServer::new(open, "a", |p| bevy_marketplace::MarketplacePlugin {
+        allow_debug_grants: true,
+        ..p
+    });
+    service(&mut game).grant_premium_currency(UserId(7), 100_000, "gift card");
+    game.app.settle();
+    let p = game.join(7);
+    for _ in 0..55 {
+        game.buy(p, GOLD_100);
+    }
+    for _ in 0..5 {
+        game.buy(p, FULL_HEAL);
+    }
+    service(&mut game)
+        .simulate_purchase(UserId(7), GOLD_100)
+        .unwrap();
+    game.app.settle();
+    (game, p)
+}
+
+#[test]
+fn purchase_history_pages_newest_first_with_filters() {
+    let ledger = InMemoryLedger::default();
+    let store = ledger.clone();
+    let (mut game, _) = shopped(move || Ok(store.clone()));
+
+    let first = history(&mut game, 7, HistoryFilter::default(), 0);
+    let page = first.result.clone().unwrap();
+    assert_eq!(page.entries.len(), HISTORY_PAGE_SIZE);
+    assert!(!page.is_finished);
+    assert!(
+        page.entries
+            .windows(2)
+            .all(|w| w[0].purchased_at_ms >= w[1].purchased_at_ms),
+        "newest first"
+    );
+    assert!(
+        page.entries[0].receipt.is_test_purchase,
+        "the debug grant was the last"
+    );
+    service(&mut game)
+        .request_next_history_page(&first)
+        .unwrap();
+    let second: PurchaseHistoryReady = answer(&mut game);
+    let last = second.result.clone().unwrap();
+    assert_eq!(
+        (second.page, last.entries.len()),
+        (1, 61 - HISTORY_PAGE_SIZE)
+    );
+    assert!(last.is_finished);
+    assert_eq!(
+        service(&mut game).request_next_history_page(&second),
+        Err(MarketplaceError::PagesFinished),
+        "advancing past the end is an error"
+    );
+
+    let heals = history(
+        &mut game,
+        7,
+        HistoryFilter {
+            product: Some(FULL_HEAL),
+            ..HistoryFilter::default()
+        },
+        0,
+    )
+    .result
+    .unwrap();
+    assert_eq!(heals.entries.len(), 5);
+    let name = game
+        .app
+        .world()
+        .resource::<MarketplaceService>()
+        .get_product_info(FULL_HEAL)
+        .unwrap()
+        .name;
+    assert!(heals.entries.iter().all(|e| e.product_name == name
+        && e.state == ReceiptState::Granted
+        && e.granted_at_ms.is_some()));
+    let pending = history(
+        &mut game,
+        7,
+        HistoryFilter {
+            state: Some(ReceiptState::Pending),
+            ..HistoryFilter::default()
+        },
+        0,
+    );
+    assert!(pending.result.unwrap().entries.is_empty());
+    let nobody = history(&mut game, 8, HistoryFilter::default(), 0)
+        .result
+        .unwrap();
+    assert!(nobody.entries.is_empty() && nobody.is_finished);
+    // The ledger agrees with itself: what history lists is what it holds.
+    assert_eq!(ledger.audit().receipts.len(), 61);
+}
+
+#[test]
+fn sales_totals_equal_the_receipts_and_test_purchases_count_apart() {
+    let ledger = InMemoryLedger::default();
+    let store = ledger.clone();
+    let (mut game, _) = shopped(move || Ok(store.clone()));
+    let query = SalesQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        bucket: SalesBucket::Hour,
+    };
+    service(&mut game).request_sales_report(query);
+    let report: SalesReportReady = answer(&mut game);
+    let rows = report.result.unwrap();
+    let audit = ledger.audit();
+    let sold = audit.receipts.iter().filter(|r| !r.info.is_test_purchase);
+    assert_eq!(
+        rows.iter().map(|r| r.units).sum::<u64>(),
+        sold.clone().count() as u64
+    );
+    assert_eq!(
+        rows.iter().map(|r| r.currency).sum::<u64>(),
+        audit.purchase_debits
+    );
+    assert_eq!(rows.iter().map(|r| r.test_units).sum::<u64>(), 1);
+    let gold = rows.iter().find(|r| r.product_id == GOLD_100).unwrap();
+    assert_eq!(gold.units, 55);
+    let csv = sales_csv(&rows);
+    assert!(csv.starts_with(SALES_CSV_HEADER));
+    assert_eq!(csv.lines().count(), rows.len() + 1);
+    assert!(audit.check().is_sound(), "{:?}", audit.check().problems);
+}
+
+// ------------------------------------------------------------------ the admin tool
+
+fn marketplace(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_marketplace"))
+        .args(args)
+        .output()
+        .expect("run marketplace");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn on(path: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--ledger", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    marketplace(&all)
+}
+
+#[test]
+fn the_admin_tool_reads_a_ledger_a_game_is_using_and_finds_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let file = path.clone();
+    let mut game = GameServer::new(move || SqliteLedger::open(&file), "a", |p| p);
+    let a = game.join(1);
+    let b = game.join(2);
+    for _ in 0..3 {
+        game.buy(a, GOLD_100);
+    }
+    game.buy(b, FULL_HEAL);
+    let audit = SqliteLedger::open(&path).unwrap().audit().unwrap();
+
+    // Sales while the game runs: the CSV's totals are the receipts'.
+    let (code, csv, err) = on(&path, &["sales", "--csv"]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(SALES_CSV_HEADER));
+    let (mut units, mut currency) = (0u64, 0u64);
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        units += fields[2].parse::<u64>().unwrap();
+        currency += fields[3].parse::<u64>().unwrap();
+    }
+    assert_eq!(units, audit.receipts.len() as u64);
+    assert_eq!(currency, audit.purchase_debits);
+
+    let (code, json, err) = on(&path, &["history", "1", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json.lines().count(), 3);
+    assert!(
+        json.lines().all(|l| l.contains("\"state\":\"Granted\"")),
+        "{json}"
+    );
+
+    let (code, out, err) = on(&path, &["pending"]);
+    assert_eq!(
+        (code, out.trim_end().lines().last()),
+        (0, Some("0 pending receipt(s)")),
+        "{err}"
+    );
+
+    let (code, out, err) = on(&path, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("the ledger adds up"), "{out}");
+
+    // The tool took no lease: the game still saves its players.
+    game.buy(a, GOLD_100);
+    assert_eq!(game.gold(a), 400);
+    drop(game);
+
+    // A balance changed behind the ledger's back is found, by account.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE accounts SET balance = balance + 5 WHERE user_id = 2",
+            [],
+        )
+        .unwrap();
+    let (code, out, _) = on(&path, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("account 2: balance"), "{out}");
+}
+
+#[test]
+fn the_admin_tool_checks_catalogs_and_says_what_is_wrong() {
+    let (code, out, err) = marketplace(&["catalog-check", "assets/products.ron"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.ron");
+    std::fs::write(
+        &broken,
+        "(products: [\n  (id: 1, name: \"x\" price: 5),\n])\n",
+    )
+    .unwrap();
+    let (code, _, err) = marketplace(&["catalog-check", broken.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("broken.ron") && err.contains('2'),
+        "names the file and line: {err}"
+    );
+
+    let (code, _, err) = marketplace(&["--ledger", "/no/such/file.sqlite3", "check"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no such ledger file"), "{err}");
+}
