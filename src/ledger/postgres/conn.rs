@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row, SimpleQueryMessage, Statement};
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::PostgresOptions;
 
@@ -120,8 +120,14 @@ impl Conn {
             broken: false,
             statements: HashMap::new(),
         };
-        let idle =
-            conn.query_raw_text("SELECT current_setting('idle_in_transaction_session_timeout')")?;
+        let idle: Option<String> = conn
+            .query(
+                "SELECT current_setting('idle_in_transaction_session_timeout')",
+                &[],
+            )?
+            .first()
+            .map(|row| row.try_get(0))
+            .transpose()?;
         let mut settings = format!(
             // Plans made for each call's own arguments: a plan cached while a table was small
             // (a sequential scan) would otherwise outlive its growth.
@@ -216,21 +222,6 @@ impl Conn {
             self.client.batch_execute(sql),
         );
         self.note(done)
-    }
-
-    /// Runs statements without parameters and returns the first column of the first row any of
-    /// them returned, as text.
-    pub(super) fn query_raw_text(&mut self, sql: &str) -> Result<Option<String>, PgError> {
-        let messages = within(
-            &self.runtime,
-            self.response_timeout,
-            "a statement",
-            self.client.simple_query(sql),
-        );
-        Ok(self.note(messages)?.into_iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        }))
     }
 }
 
