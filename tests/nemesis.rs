@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use common::{GOLD_100, GOLD_1000};
 use pg::PgCluster;
 use proxy::Proxy;
-use race::{Observed, START_BALANCE, Server, pending_users, signal, spawn_server};
+use race::{
+    Observed, START_BALANCE, Server, await_all_granted, pending_users, quit_all, signal,
+    spawn_server,
+};
 
 #[test]
 #[ignore = "a server process of the nemesis test; run by it"]
@@ -213,51 +216,42 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
         s.send("CALM");
     }
     seen.pump(&events, Duration::from_secs(2));
-    let deadline = Instant::now() + Duration::from_secs(150);
-    let mut last_nudge: Option<Instant> = None;
-    loop {
-        seen.pump(&events, Duration::from_millis(250));
-        let pending = pending_users(&url);
-        if pending.is_empty() {
-            break;
+    let mut send_home = |pending: Vec<i64>| {
+        let owners: HashMap<i64, Option<String>> = sql(&url)
+            .query("SELECT user_id, lease_owner FROM accounts", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for user in pending {
+            let at = on[&user];
+            let holder = owners
+                .get(&user)
+                .cloned()
+                .flatten()
+                .and_then(|o| o.strip_prefix("server-").and_then(|i| i.parse().ok()))
+                .unwrap_or(at);
+            servers[at].send(&format!("LEAVE {user}"));
+            servers[holder].send(&format!("JOIN {user}"));
+            on.insert(user, holder);
         }
-        assert!(
-            Instant::now() < deadline,
-            "receipts still pending for users {pending:?}"
-        );
-        if last_nudge.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-            let owners: HashMap<i64, Option<String>> = sql(&url)
-                .query("SELECT user_id, lease_owner FROM accounts", &[])
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            for user in pending {
-                let at = on[&user];
-                let holder = owners
-                    .get(&user)
-                    .cloned()
-                    .flatten()
-                    .and_then(|o| o.strip_prefix("server-").and_then(|i| i.parse().ok()))
-                    .unwrap_or(at);
-                servers[at].send(&format!("LEAVE {user}"));
-                servers[holder].send(&format!("JOIN {user}"));
-                on.insert(user, holder);
-            }
-            last_nudge = Some(Instant::now());
-        }
-    }
-    for s in servers.iter_mut() {
-        s.send("QUIT");
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.closed.len() < SERVERS {
-        assert!(Instant::now() < deadline, "servers did not quit");
-        seen.pump(&events, Duration::from_millis(100));
-    }
-    for s in servers.iter_mut() {
-        let _ = s.child.wait();
-    }
+    };
+    send_home(pending_users(&url));
+    await_all_granted(
+        &url,
+        &mut seen,
+        &events,
+        Duration::from_secs(150),
+        Duration::from_secs(10),
+        &mut send_home,
+    );
+    quit_all(
+        &mut servers,
+        &mut seen,
+        &events,
+        Duration::from_secs(60),
+        logs.path(),
+    );
 
     // The checker.
     let twice: Vec<_> = seen.granted.iter().filter(|(_, g)| g.2 > 1).collect();

@@ -30,7 +30,7 @@ use bevy_marketplace::{
 };
 use common::*;
 use pg::PgCluster;
-use race::{Observed, START_BALANCE, Server, pending_users, signal, spawn_server};
+use race::{Observed, START_BALANCE, Server, await_all_granted, quit_all, signal, spawn_server};
 
 // ---------------------------------------------------------------- helpers
 
@@ -915,50 +915,28 @@ fn many_servers_race_players_hopping_and_a_frozen_server() {
         servers[s].send(&format!("LEAVE {user}"));
         servers[s].send(&format!("JOIN {user}"));
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last_nudge = Instant::now();
-    loop {
-        seen.pump(&events, Duration::from_millis(200));
-        let pending = pending_users(&url);
-        if pending.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "receipts still pending for users {pending:?}"
-        );
-        // A charge that landed after its buyer's session opened is picked up on the next join.
-        if last_nudge.elapsed() > Duration::from_secs(2) {
+    // A charge that landed after its buyer's session opened is picked up on the next join.
+    await_all_granted(
+        &url,
+        &mut seen,
+        &events,
+        Duration::from_secs(20),
+        Duration::from_secs(2),
+        |pending| {
             for user in pending {
                 let s = on[&user];
                 servers[s].send(&format!("LEAVE {user}"));
                 servers[s].send(&format!("JOIN {user}"));
             }
-            last_nudge = Instant::now();
-        }
-    }
-    for s in servers.iter_mut() {
-        s.send("QUIT");
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.closed.len() < SERVERS {
-        assert!(Instant::now() < deadline, "servers did not quit");
-        seen.pump(&events, Duration::from_millis(100));
-    }
-    for (i, s) in servers.iter_mut().enumerate() {
-        let status = s.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "server {i} failed: {status:?}; see its log:\n{}",
-            std::fs::read_to_string(logs.path().join(format!("server-{i}.log")))
-                .unwrap_or_default()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+        },
+    );
+    quit_all(
+        &mut servers,
+        &mut seen,
+        &events,
+        Duration::from_secs(20),
+        logs.path(),
+    );
 
     // The verdict.
     let twice: Vec<_> = seen.granted.iter().filter(|(_, g)| g.2 > 1).collect();

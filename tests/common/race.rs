@@ -373,3 +373,66 @@ pub fn pending_users(url: &str) -> Vec<i64> {
         .map(|r| r.get(0))
         .collect()
 }
+
+/// Pumps `events` until no receipt in the database at `url` is pending, at most `limit`. Every
+/// `nudge_every` it hands the users whose receipts are still pending to `nudge` (which makes them
+/// rejoin somewhere: a charge that landed after a session opened is picked up on the next join).
+pub fn await_all_granted(
+    url: &str,
+    seen: &mut Observed,
+    events: &mpsc::Receiver<Event>,
+    limit: Duration,
+    nudge_every: Duration,
+    mut nudge: impl FnMut(Vec<i64>),
+) {
+    let deadline = Instant::now() + limit;
+    let mut last_nudge = Instant::now();
+    loop {
+        seen.pump(events, Duration::from_millis(200));
+        let pending = pending_users(url);
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "receipts still pending for users {pending:?}"
+        );
+        if last_nudge.elapsed() > nudge_every {
+            nudge(pending);
+            last_nudge = Instant::now();
+        }
+    }
+}
+
+/// Tells every server to quit, waits at most `limit` for all of them to close, and checks that
+/// each exited cleanly (showing the end of its log in `logs` when one did not).
+pub fn quit_all(
+    servers: &mut [Server],
+    seen: &mut Observed,
+    events: &mpsc::Receiver<Event>,
+    limit: Duration,
+    logs: &std::path::Path,
+) {
+    for s in servers.iter_mut() {
+        s.send("QUIT");
+    }
+    let deadline = Instant::now() + limit;
+    while seen.closed.len() < servers.len() {
+        assert!(Instant::now() < deadline, "servers did not quit");
+        seen.pump(events, Duration::from_millis(100));
+    }
+    for (i, s) in servers.iter_mut().enumerate() {
+        let status = s.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "server {i} failed: {status:?}; see its log:\n{}",
+            std::fs::read_to_string(logs.join(format!("server-{i}.log")))
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
