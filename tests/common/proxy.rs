@@ -40,6 +40,9 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
+                // As PostgreSQL and its clients do: no Nagle delay on forwarded pieces.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 {
                     let mut open = accepting.open.lock().unwrap();
                     open.push(client.try_clone().unwrap());
