@@ -87,6 +87,7 @@ fn purchase_round(store: &mut dyn LedgerStore, fences: &[LeaseFence], round: u64
                     fence: fences[u].clone(),
                     state,
                     granted: vec![purchase],
+                    settled: vec![],
                     release: false,
                     lease_ms: 3_600_000,
                 }),

@@ -16,11 +16,13 @@
 //! directly, where every charge and save must show the session lease it writes under
 //! ([`LeaseFence`]).
 
+mod credit;
 mod faults;
 mod integrity;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod refund;
 mod reports;
 mod rules;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -37,11 +39,19 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use credit::{
+    CreditError, CreditFailure, CreditFinished, CreditOutcome, CreditRecord, CreditRequest,
+    CreditReversal, CreditReversalFinished, ReversalOutcome,
+};
 pub use faults::{FaultPlan, FaultyStore};
 pub use integrity::IntegrityReport;
 pub use memory::InMemoryLedger;
 #[cfg(feature = "postgres")]
 pub use postgres::{LeaseClock, PG_SCHEMA_VERSION, PostgresLedger, PostgresOptions};
+pub use refund::{
+    Clawback, ReceiptRefunded, RefundError, RefundFailure, RefundFinished, RefundOutcome,
+    RefundRecord, RefundRequest,
+};
 pub use reports::{
     HISTORY_PAGE_SIZE, HistoryEntry, HistoryFilter, HistoryPage, PurchaseHistoryReady,
     SALES_CSV_HEADER, SalesBucket, SalesQuery, SalesReportReady, SalesRow, sales_csv,
@@ -126,6 +136,9 @@ pub struct SaveRequest {
     pub state: PlayerSnapshot,
     /// Receipts granted in memory whose effects `state` includes.
     pub granted: Vec<PurchaseId>,
+    /// Refunded receipts whose clawback this save settles: [`Clawback::Done`] when the refund
+    /// handler's changes are in `state`, [`Clawback::Kept`] when the product has no refund handler.
+    pub settled: Vec<(PurchaseId, Clawback)>,
     /// Release the session lease (the player left).
     pub release: bool,
     /// New lease length in milliseconds, counted from the save.
@@ -170,7 +183,21 @@ pub enum LedgerRequest {
         /// Balance given to a user the ledger has never seen (before the adjustment).
         starting_balance: u64,
     },
-    /// Re-read a user's pending receipts.
+    /// Refund a purchase: the currency goes back to the buyer; a granted purchase's effect is
+    /// taken back by its refund handler on the buyer's server.
+    Refund(RefundRequest),
+    /// Credit premium currency bought through a store, once per `(source, order_id)`.
+    Credit(CreditRequest),
+    /// The store refunded a top-up: take its currency back (never below zero; the rest becomes
+    /// the account's shortfall). Reversing an order twice changes nothing the second time.
+    ReverseCredit {
+        /// The store.
+        source: String,
+        /// The store's order id.
+        order_id: String,
+    },
+    /// Re-read a user's pending receipts, pending clawbacks and balance (after an uncertain
+    /// charge, and periodically, so changes made outside this game reach it).
     PendingReceipts {
         /// Whose.
         user: UserId,
@@ -200,7 +227,10 @@ impl LedgerRequest {
             | Self::PendingReceipts { user }
             | Self::History { user, .. } => Some(*user),
             Self::Charge(c) => Some(c.user),
+            Self::Credit(c) => Some(c.user),
             Self::Save(s) => Some(s.user),
+            // Known once the receipt or the order is read.
+            Self::Refund(_) | Self::ReverseCredit { .. } => None,
             Self::Audit | Self::Sales(_) => None,
         }
     }
@@ -224,6 +254,10 @@ pub enum LedgerReply {
         state: PlayerSnapshot,
         /// Receipts not yet granted.
         pending: Vec<ReceiptInfo>,
+        /// Refunded receipts whose effect is still to be taken back.
+        clawbacks: Vec<ReceiptInfo>,
+        /// Currency owed from reversed top-ups the balance could not cover.
+        shortfall: u64,
         /// The new lease's token: saves and charges must carry it.
         lease_token: i64,
     },
@@ -256,6 +290,11 @@ pub enum LedgerReply {
     Saved {
         /// Receipts this save moved from pending to granted.
         newly_granted: Vec<PurchaseId>,
+        /// Refunds whose clawback this save settled.
+        newly_settled: Vec<PurchaseId>,
+        /// Receipts the save granted that had been refunded meanwhile: their effect is now
+        /// committed, so it must be taken back.
+        clawbacks_due: Vec<ReceiptInfo>,
     },
     /// This server no longer holds the player's lease; nothing was written.
     LeaseLost {
@@ -281,7 +320,48 @@ pub enum LedgerReply {
     PendingReceipts {
         /// The receipts.
         receipts: Vec<ReceiptInfo>,
+        /// Refunded receipts whose effect is still to be taken back.
+        clawbacks: Vec<ReceiptInfo>,
+        /// Balance now (0 for a user the ledger has never seen).
+        balance: u64,
+        /// Shortfall now.
+        shortfall: u64,
     },
+    /// Refunded: the currency is back.
+    Refunded {
+        /// The receipt.
+        receipt: ReceiptInfo,
+        /// The buyer's balance now.
+        balance: u64,
+        /// What becomes of its effect.
+        clawback: Clawback,
+    },
+    /// The refund was refused; nothing changed.
+    RefundRefused(RefundError),
+    /// The top-up is credited (now, or by an earlier attempt).
+    Credited {
+        /// Whose wallet.
+        user: UserId,
+        /// Balance now.
+        balance: u64,
+        /// Shortfall now (a credit pays a shortfall first).
+        shortfall: u64,
+        /// An earlier attempt credited it; nothing changed now.
+        already_credited: bool,
+    },
+    /// The top-up is reversed (now, or by an earlier attempt).
+    CreditReversed {
+        /// The order, with its reversal.
+        record: CreditRecord,
+        /// The user's balance now.
+        balance: u64,
+        /// The user's shortfall now.
+        shortfall: u64,
+        /// An earlier attempt reversed it; nothing changed now.
+        already_reversed: bool,
+    },
+    /// The top-up or reversal was refused; nothing changed.
+    CreditRefused(CreditError),
     /// Everything in the ledger.
     Audit(LedgerAudit),
     /// A page of purchase history.
@@ -305,6 +385,8 @@ pub struct StoredReceipt {
     pub purchased_at_ms: i64,
     /// When it was granted (Unix ms), if it was.
     pub granted_at_ms: Option<i64>,
+    /// How it was refunded, if it was.
+    pub refund: Option<RefundRecord>,
 }
 
 impl StoredReceipt {
@@ -316,6 +398,7 @@ impl StoredReceipt {
             product_name: self.product_name.clone(),
             purchased_at_ms: self.purchased_at_ms,
             granted_at_ms: self.granted_at_ms,
+            refund: self.refund.clone(),
         }
     }
 }
@@ -355,6 +438,10 @@ pub struct LedgerAudit {
     pub leases: BTreeMap<UserId, LeaseRecord>,
     /// Every balance change, in the order made.
     pub journal: Vec<JournalEntry>,
+    /// Accounts owing currency from reversed top-ups (only those owing).
+    pub shortfalls: BTreeMap<UserId, u64>,
+    /// Every store top-up, by source and order id.
+    pub credits: Vec<CreditRecord>,
     /// Sum of all purchase debits.
     pub purchase_debits: u64,
 }

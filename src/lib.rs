@@ -36,6 +36,7 @@ pub use catalog::{
 };
 pub use currency::{PremiumBalance, PremiumCurrency};
 pub use ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
+pub use ledger::{Clawback, ReceiptRefunded};
 pub use players::{
     PendingReceipt, PersistRegistry, Player, PlayerSaveFailed, PlayerSession, SessionPhase,
     Sessions,
@@ -50,8 +51,8 @@ pub use receipt::{
     ReceiptState,
 };
 pub use receipts::{
-    DeliveryFailure, HandlerError, IntoPurchaseDecision, ReceiptDeliveryFailed, ReceiptHandler,
-    ReceiptHandlers, receipt_handler,
+    ClawbackFailed, DeliveryFailure, HandlerError, IntoPurchaseDecision, ReceiptDeliveryFailed,
+    ReceiptHandler, ReceiptHandlers, RefundHandlers, receipt_handler,
 };
 pub use retry::RetryPolicy;
 pub use service::{MarketplaceError, MarketplaceService, PromptProductPurchase};
@@ -69,7 +70,7 @@ pub mod prelude {
         Catalog, ConfirmPolicy, ExitOnSignal, MarketplaceAppExt, MarketplacePlugin,
         MarketplaceService, MarketplaceSystems, Player, PremiumBalance, PremiumCurrency, ProductId,
         ProductPurchaseDecision, PromptProductPurchase, PromptProductPurchaseFinished,
-        PurchaseFailed, PurchasePrompt, ReceiptInfo, ReceiptResolved, UserId,
+        PurchaseFailed, PurchasePrompt, ReceiptInfo, ReceiptRefunded, ReceiptResolved, UserId,
     };
 }
 
@@ -92,6 +93,26 @@ pub trait MarketplaceAppExt {
     /// # Panics
     /// If a catch-all is already bound.
     fn set_catch_all_handler<F, O>(&mut self, handler: F) -> &mut Self
+    where
+        F: for<'w> Fn(&ReceiptInfo, EntityWorldMut<'w>) -> O + Send + Sync + 'static,
+        O: IntoPurchaseDecision;
+
+    /// Binds a refund handler to a product: when a granted purchase of it is refunded, it gets
+    /// the receipt and the buyer's entity and takes the effect back. Transactional and retried
+    /// like a product handler (see [`RefundHandlers`]).
+    ///
+    /// # Panics
+    /// If the product already has a refund handler.
+    fn add_refund_handler<F, O>(&mut self, product: ProductId, handler: F) -> &mut Self
+    where
+        F: for<'w> Fn(&ReceiptInfo, EntityWorldMut<'w>) -> O + Send + Sync + 'static,
+        O: IntoPurchaseDecision;
+
+    /// Binds the catch-all refund handler, for refunds of products without one of their own.
+    ///
+    /// # Panics
+    /// If a catch-all refund handler is already bound.
+    fn set_catch_all_refund_handler<F, O>(&mut self, handler: F) -> &mut Self
     where
         F: for<'w> Fn(&ReceiptInfo, EntityWorldMut<'w>) -> O + Send + Sync + 'static,
         O: IntoPurchaseDecision;
@@ -129,6 +150,30 @@ impl MarketplaceAppExt for App {
         let mut handlers = self.world_mut().get_resource_or_init::<ReceiptHandlers>();
         if let Err(e) = handlers.bind_catch_all(receipt_handler(handler)) {
             panic!("set_catch_all_handler: {e}");
+        }
+        self
+    }
+
+    fn add_refund_handler<F, O>(&mut self, product: ProductId, handler: F) -> &mut Self
+    where
+        F: for<'w> Fn(&ReceiptInfo, EntityWorldMut<'w>) -> O + Send + Sync + 'static,
+        O: IntoPurchaseDecision,
+    {
+        let mut handlers = self.world_mut().get_resource_or_init::<RefundHandlers>();
+        if let Err(e) = handlers.bind(product, receipt_handler(handler)) {
+            panic!("add_refund_handler: {e}");
+        }
+        self
+    }
+
+    fn set_catch_all_refund_handler<F, O>(&mut self, handler: F) -> &mut Self
+    where
+        F: for<'w> Fn(&ReceiptInfo, EntityWorldMut<'w>) -> O + Send + Sync + 'static,
+        O: IntoPurchaseDecision,
+    {
+        let mut handlers = self.world_mut().get_resource_or_init::<RefundHandlers>();
+        if let Err(e) = handlers.bind_catch_all(receipt_handler(handler)) {
+            panic!("set_catch_all_refund_handler: {e}");
         }
         self
     }

@@ -87,6 +87,10 @@ pub struct MarketplacePlugin {
     /// On `AppExit`, the longest the game waits for the ledger to commit every player's final
     /// save and lease release before the process ends. Default: 5 s.
     pub exit_timeout: Duration,
+    /// How often the ledger is asked again about each player online here, so that what changed
+    /// elsewhere reaches them without a rejoin: refunds and top-ups made by the `marketplace`
+    /// tool or another server, purchases made outside the game. Default: 2 s.
+    pub refresh_interval: Duration,
 }
 
 impl Default for MarketplacePlugin {
@@ -107,6 +111,7 @@ impl Default for MarketplacePlugin {
             max_batch: crate::ledger::DEFAULT_MAX_BATCH,
             frame_budget: Duration::from_micros(500),
             exit_timeout: Duration::from_secs(5),
+            refresh_interval: Duration::from_secs(2),
         }
     }
 }
@@ -184,6 +189,7 @@ impl Plugin for MarketplacePlugin {
             lease_duration: self.lease_duration,
             frame_budget: self.frame_budget,
             exit_timeout: self.exit_timeout,
+            refresh_interval: self.refresh_interval,
         };
         let ledger = Ledger::spawn_with_batch_limit(
             self.ledger.factory(&settings.server_id),
@@ -198,6 +204,7 @@ impl Plugin for MarketplacePlugin {
             .insert_resource(self.confirm.clone())
             .insert_resource(ledger)
             .init_resource::<ReceiptHandlers>()
+            .init_resource::<crate::receipts::RefundHandlers>()
             .init_resource::<PersistRegistry>()
             .init_resource::<Sessions>()
             .init_resource::<LedgerInbox>()
@@ -212,6 +219,11 @@ impl Plugin for MarketplacePlugin {
             .add_message::<PromptAnswer>()
             .add_message::<PurchaseFailed>()
             .add_message::<ReceiptResolved>()
+            .add_message::<crate::ledger::ReceiptRefunded>()
+            .add_message::<crate::ledger::RefundFinished>()
+            .add_message::<crate::ledger::CreditFinished>()
+            .add_message::<crate::ledger::CreditReversalFinished>()
+            .add_message::<crate::receipts::ClawbackFailed>()
             .add_message::<ReceiptDeliveryFailed>()
             .add_message::<PlayerSaveFailed>()
             .add_observer(on_player_added)

@@ -29,6 +29,8 @@ pub struct MarketplaceSettings {
     pub frame_budget: Duration,
     /// See [`MarketplacePlugin::exit_timeout`](crate::MarketplacePlugin::exit_timeout).
     pub exit_timeout: Duration,
+    /// See [`MarketplacePlugin::refresh_interval`](crate::MarketplacePlugin::refresh_interval).
+    pub refresh_interval: Duration,
 }
 
 impl MarketplaceSettings {
@@ -56,6 +58,10 @@ pub struct MarketplaceStats {
     pub save_failures: u64,
     /// Saves refused because another server took the player's lease.
     pub lease_losses: u64,
+    /// Refunds this server made.
+    pub refunds: u64,
+    /// Refund clawbacks settled and committed here (taken back, or kept without a handler).
+    pub refunds_settled: u64,
 }
 
 /// When this frame's backlog work stops: set by the plugin's first system each frame, from

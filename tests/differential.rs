@@ -15,9 +15,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use bevy_marketplace::ledger::{
-    ChargeRequest, HistoryFilter, InMemoryLedger, LeaseClock, LeaseFence, LedgerAudit, LedgerReply,
-    LedgerRequest, LedgerStore, PlayerSnapshot, PostgresLedger, PostgresOptions, SalesBucket,
-    SalesQuery, SaveRequest, ServerId, SqliteLedger,
+    ChargeRequest, Clawback, CreditRequest, HistoryFilter, InMemoryLedger, LeaseClock, LeaseFence,
+    LedgerAudit, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot, PostgresLedger,
+    PostgresOptions, RefundRequest, SalesBucket, SalesQuery, SaveRequest, ServerId, SqliteLedger,
 };
 use bevy_marketplace::{
     PlaceId, ProductId, ProductPurchaseChannel, PurchaseId, ReceiptState, RequestId, UserId,
@@ -54,7 +54,27 @@ enum Op {
         gold: u8,
         /// Receipts (indices into those made so far, from the newest) to grant.
         grant: Vec<u8>,
+        /// Refunds (indices as `grant`) whose clawback to settle: done when even, kept when odd.
+        settle: Vec<u8>,
         release: bool,
+    },
+    /// Refund a receipt (index from the newest), maybe asking from another place, or an unknown id.
+    Refund {
+        back: u8,
+        other_place: bool,
+        unknown: bool,
+    },
+    /// A store top-up; a few sources and order ids, so retries and mismatches happen.
+    Credit {
+        user: u8,
+        amount: u64,
+        source: u8,
+        order: u8,
+    },
+    /// The store reversed a top-up.
+    Reverse {
+        source: u8,
+        order: u8,
     },
     Release {
         user: u8,
@@ -125,16 +145,29 @@ fn op() -> impl Strategy<Value = Op> {
             proptest::bool::weighted(0.15),
             any::<u8>(),
             proptest::collection::vec(0u8..5, 0..3),
+            proptest::collection::vec(0u8..5, 0..2),
             proptest::bool::weighted(0.25),
         )
-            .prop_map(|(user, server, stale, gold, grant, release)| Op::Save {
+            .prop_map(|(user, server, stale, gold, grant, settle, release)| Op::Save {
                 user,
                 server,
                 stale,
                 gold,
                 grant,
+                settle,
                 release,
             }),
+        2 => (0u8..6, proptest::bool::weighted(0.1), proptest::bool::weighted(0.1)).prop_map(
+            |(back, other_place, unknown)| Op::Refund { back, other_place, unknown }
+        ),
+        2 => (
+            user.clone(),
+            prop_oneof![Just(0u64), Just(100), Just(2500), Just(u64::MAX)],
+            0u8..2,
+            0u8..3,
+        )
+            .prop_map(|(user, amount, source, order)| Op::Credit { user, amount, source, order }),
+        1 => (0u8..2, 0u8..3).prop_map(|(source, order)| Op::Reverse { source, order }),
         1 => (user.clone(), server.clone(), proptest::option::of(any::<bool>()))
             .prop_map(|(user, server, token)| Op::Release { user, server, token }),
         2 => (user.clone(), delta, proptest::bool::weighted(0.1)).prop_map(
@@ -267,6 +300,7 @@ fn concretize(ops: &[Op]) -> Story {
                 stale,
                 gold,
                 grant,
+                settle,
                 release,
             } => LedgerRequest::Save(SaveRequest {
                 user: UserId(i64::from(*user)),
@@ -278,6 +312,18 @@ fn concretize(ops: &[Op]) -> Story {
                 granted: grant
                     .iter()
                     .filter_map(|back| receipts.iter().rev().nth((*back).into()).cloned())
+                    .collect(),
+                settled: settle
+                    .iter()
+                    .filter_map(|back| {
+                        let id = receipts.iter().rev().nth((*back).into())?.clone();
+                        let outcome = if back % 2 == 0 {
+                            Clawback::Done
+                        } else {
+                            Clawback::Kept
+                        };
+                        Some((id, outcome))
+                    })
                     .collect(),
                 release: *release,
                 lease_ms: 60_000,
@@ -304,6 +350,34 @@ fn concretize(ops: &[Op]) -> Story {
                     "top-up".into()
                 },
                 starting_balance: 1000,
+            },
+            Op::Refund {
+                back,
+                other_place,
+                unknown,
+            } => LedgerRequest::Refund(RefundRequest {
+                purchase_id: match receipts.iter().rev().nth((*back).into()) {
+                    Some(id) if !unknown => id.clone(),
+                    _ => PurchaseId("no-such-receipt".into()),
+                },
+                reason: "chargeback".into(),
+                place: Some(PlaceId(if *other_place { 2 } else { 1 })),
+            }),
+            Op::Credit {
+                user,
+                amount,
+                source,
+                order,
+            } => LedgerRequest::Credit(CreditRequest {
+                user: UserId(i64::from(*user)),
+                amount: *amount,
+                source: ["steam", "web\0shop"][usize::from(*source)].to_owned(),
+                order_id: format!("order-{order}"),
+                starting_balance: 1000,
+            }),
+            Op::Reverse { source, order } => LedgerRequest::ReverseCredit {
+                source: ["steam", "web\0shop"][usize::from(*source)].to_owned(),
+                order_id: format!("order-{order}"),
             },
             Op::Pending { user } => LedgerRequest::PendingReceipts {
                 user: UserId(i64::from(*user)),
@@ -451,7 +525,7 @@ impl Stores {
         .unwrap();
         client
             .batch_execute(
-                "TRUNCATE accounts, player_components, receipts, balance_journal RESTART IDENTITY",
+                "TRUNCATE accounts, player_components, receipts, balance_journal, credits RESTART IDENTITY",
             )
             .unwrap();
         assert!(store.audit().unwrap().accounts.is_empty());
@@ -581,16 +655,16 @@ fn a_grant_and_a_reread_in_one_batch() {
             stale: false,
             gold: 100,
             grant: vec![0],
+            settle: vec![],
             release: false,
         },
         Op::Pending { user: 0 },
     ]);
     assert!(
-        matches!(&replies[2], LedgerReply::Saved { newly_granted } if newly_granted.len() == 1)
+        matches!(&replies[2], LedgerReply::Saved { newly_granted, .. } if newly_granted.len() == 1)
     );
-    assert_eq!(
-        replies[3],
-        LedgerReply::PendingReceipts { receipts: vec![] },
+    assert!(
+        matches!(&replies[3], LedgerReply::PendingReceipts { receipts, .. } if receipts.is_empty()),
         "the granted receipt is not pending"
     );
 }
@@ -611,6 +685,7 @@ fn a_final_save_and_a_release_in_one_batch() {
             stale: false,
             gold: 7,
             grant: vec![],
+            settle: vec![],
             release: true,
         },
         Op::Release {
@@ -622,7 +697,9 @@ fn a_final_save_and_a_release_in_one_batch() {
     assert_eq!(
         replies[1],
         LedgerReply::Saved {
-            newly_granted: vec![]
+            newly_granted: vec![],
+            newly_settled: vec![],
+            clawbacks_due: vec![],
         },
         "the final save lands, not LeaseLost"
     );
@@ -669,6 +746,7 @@ fn an_absurd_top_up_fails_alone() {
             stale: false,
             gold: 1,
             grant: vec![],
+            settle: vec![],
             release: false,
         },
     ]);
@@ -742,6 +820,7 @@ fn a_server_that_lost_the_lease_takes_no_money() {
             stale: false,
             gold: 9,
             grant: vec![],
+            settle: vec![],
             release: false,
         },
     ]);
@@ -788,6 +867,7 @@ fn a_stale_process_with_the_same_server_id_cannot_write() {
             stale: true,
             gold: 9,
             grant: vec![],
+            settle: vec![],
             release: true,
         },
         Op::Charge {

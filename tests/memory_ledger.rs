@@ -51,6 +51,7 @@ fn save(user: i64, gold: u64, granted: Vec<PurchaseId>, release: bool) -> Ledger
         fence: first_lease(),
         state: PlayerSnapshot(BTreeMap::from([("Gold".into(), format!("({gold})"))])),
         granted,
+        settled: vec![],
         release,
         lease_ms: 60_000,
     })

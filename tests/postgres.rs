@@ -247,6 +247,7 @@ fn save(
         fence: first_lease(server),
         state,
         granted,
+        settled: vec![],
         release,
         lease_ms: 60_000,
     })
@@ -263,7 +264,9 @@ fn comparable(reply: &LedgerReply) -> String {
             "charged user {} product {} price {} balance {balance} replayed {replayed}",
             receipt.player_id, receipt.product_id, receipt.currency_spent
         ),
-        LedgerReply::Saved { newly_granted } => format!("saved, {} granted", newly_granted.len()),
+        LedgerReply::Saved { newly_granted, .. } => {
+            format!("saved, {} granted", newly_granted.len())
+        }
         other => format!("{other:?}"),
     }
 }
@@ -511,6 +514,7 @@ fn the_lease_is_a_compare_and_set_between_servers() {
             },
             state: gold_state(gold),
             granted,
+            settled: vec![],
             release,
             lease_ms: 1_000,
         })
@@ -518,7 +522,9 @@ fn the_lease_is_a_compare_and_set_between_servers() {
     assert_eq!(
         apply_at(&mut a, 1_900, save("a", 10, vec![], false)),
         LedgerReply::Saved {
-            newly_granted: vec![]
+            newly_granted: vec![],
+            newly_settled: vec![],
+            clawbacks_due: vec![],
         }
     );
     assert!(matches!(
@@ -573,7 +579,9 @@ fn the_lease_is_a_compare_and_set_between_servers() {
             save("b", 110, vec![receipt.purchase_id.clone()], true)
         ),
         LedgerReply::Saved {
-            newly_granted: vec![receipt.purchase_id.clone()]
+            newly_granted: vec![receipt.purchase_id.clone()],
+            newly_settled: vec![],
+            clawbacks_due: vec![],
         }
     );
     let audit = b.audit().unwrap();
@@ -730,13 +738,14 @@ fn ledger_throughput_with_four_servers() {
                                 fence: fences[i].clone(),
                                 state: gold_state(gold[i]),
                                 granted: vec![receipt.purchase_id],
+                                settled: vec![],
                                 release: false,
                                 lease_ms: 60_000,
                             })
                         })
                         .collect();
                     for reply in store.apply_batch(&saves, now).unwrap().unwrap() {
-                        assert!(matches!(reply, LedgerReply::Saved { ref newly_granted } if newly_granted.len() == 1));
+                        assert!(matches!(reply, LedgerReply::Saved { ref newly_granted, .. } if newly_granted.len() == 1));
                     }
                     store.commit().unwrap();
                     granted += users.len() as u64;

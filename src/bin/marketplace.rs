@@ -1,6 +1,7 @@
-//! `marketplace`: the admin tool for a bevy_marketplace ledger — purchase history, sales, pending
-//! receipts, integrity checks, catalog checks. It reads a ledger while games run on it (SQLite in
-//! WAL mode, PostgreSQL) and never takes a player's session lease.
+//! `marketplace`: the admin tool for a bevy_marketplace ledger — purchase history, sales, refunds,
+//! store top-ups, pending receipts, integrity checks, catalog checks. It works on a ledger while
+//! games run on it (SQLite in WAL mode, PostgreSQL) and never takes a player's session lease:
+//! games online notice its refunds and top-ups within their refresh interval.
 //!
 //! ```sh
 //! cargo run --features cli --bin marketplace -- --ledger marketplace.sqlite3 sales --csv
@@ -10,17 +11,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bevy_marketplace::ledger::{
-    HistoryFilter, LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, SalesBucket,
-    SalesQuery, SqliteLedger, sales_csv,
+    CreditRequest, HistoryFilter, LedgerAudit, LedgerError, LedgerReply, LedgerRequest,
+    LedgerStore, RefundRequest, SalesBucket, SalesQuery, SqliteLedger, sales_csv,
 };
-use bevy_marketplace::{Catalog, ProductId, ReceiptState, UserId};
+use bevy_marketplace::{Catalog, ProductId, PurchaseId, ReceiptState, UserId};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
     name = "marketplace",
     version,
-    about = "Reads and checks a bevy_marketplace ledger"
+    about = "Reads, checks and corrects a bevy_marketplace ledger"
 )]
 struct Cli {
     /// An SQLite ledger file.
@@ -66,6 +67,43 @@ enum Command {
         /// CSV with a header row instead of a table.
         #[arg(long)]
         csv: bool,
+    },
+    /// Refunds a purchase: the buyer gets the premium currency back, and a granted purchase's
+    /// effect is taken back by its refund handler on the buyer's server (now if they are online,
+    /// when they join if not).
+    Refund {
+        /// The receipt's purchase id.
+        purchase_id: String,
+        /// Why (kept with the receipt and in the balance journal).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Credits premium currency bought through a store, once per store order.
+    Credit {
+        /// The player's user id.
+        user: i64,
+        /// How much premium currency.
+        amount: u64,
+        /// The store (`steam`, `app_store`, `web`).
+        #[arg(long)]
+        source: String,
+        /// The store's order id: crediting the same order again changes nothing.
+        #[arg(long)]
+        order_id: String,
+        /// The balance a player the ledger has never seen starts with (set it to the game's
+        /// `MarketplacePlugin::starting_balance`).
+        #[arg(long, default_value_t = 0)]
+        starting_balance: u64,
+    },
+    /// The store refunded a top-up: takes its currency back (never below zero; the rest is
+    /// recorded as the player's shortfall).
+    ReverseCredit {
+        /// The store.
+        #[arg(long)]
+        source: String,
+        /// The store's order id.
+        #[arg(long)]
+        order_id: String,
     },
     /// Receipts not granted yet (of one player, or of everyone).
     Pending {
@@ -135,6 +173,26 @@ impl Store {
                 let reply = store.apply(&request, now_ms());
                 store.rollback();
                 reply
+            }
+        }
+    }
+
+    /// Applies one change in its own transaction (waiting for a game's transaction on SQLite).
+    fn change(&mut self, request: LedgerRequest) -> Result<LedgerReply, LedgerError> {
+        let store: &mut dyn LedgerStore = match self {
+            Store::Sqlite(store) => store,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.as_mut(),
+        };
+        store.begin()?;
+        match store.apply(&request, now_ms()) {
+            Ok(reply) => {
+                store.commit()?;
+                Ok(reply)
+            }
+            Err(e) => {
+                store.rollback();
+                Err(e)
             }
         }
     }
@@ -290,6 +348,96 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         r.test_units
                     );
                 }
+            }
+        }
+        Command::Refund {
+            purchase_id,
+            reason,
+        } => {
+            let request = LedgerRequest::Refund(RefundRequest {
+                purchase_id: PurchaseId(purchase_id),
+                reason,
+                place: None,
+            });
+            match store.change(request).map_err(fail)? {
+                LedgerReply::Refunded {
+                    receipt,
+                    balance,
+                    clawback,
+                } => println!(
+                    "refunded {} to user {} (balance now {balance}); its effect: {}",
+                    receipt.currency_spent,
+                    receipt.player_id,
+                    match clawback {
+                        bevy_marketplace::Clawback::Pending =>
+                            "to be taken back by the product's refund handler on the player's server",
+                        _ => "none (it was never granted)",
+                    }
+                ),
+                LedgerReply::RefundRefused(e) => return Err(e.to_string()),
+                other => return Err(format!("unexpected reply {other:?}")),
+            }
+        }
+        Command::Credit {
+            user,
+            amount,
+            source,
+            order_id,
+            starting_balance,
+        } => {
+            let request = LedgerRequest::Credit(CreditRequest {
+                user: UserId(user),
+                amount,
+                source,
+                order_id,
+                starting_balance,
+            });
+            match store.change(request).map_err(fail)? {
+                LedgerReply::Credited {
+                    user,
+                    balance,
+                    shortfall,
+                    already_credited,
+                } => println!(
+                    "{} user {user}: balance {balance}, shortfall {shortfall}",
+                    if already_credited {
+                        "already credited before, nothing changed;"
+                    } else {
+                        "credited;"
+                    }
+                ),
+                LedgerReply::CreditRefused(e) => return Err(e.to_string()),
+                other => return Err(format!("unexpected reply {other:?}")),
+            }
+        }
+        Command::ReverseCredit { source, order_id } => {
+            match store
+                .change(LedgerRequest::ReverseCredit { source, order_id })
+                .map_err(fail)?
+            {
+                LedgerReply::CreditReversed {
+                    record,
+                    balance,
+                    shortfall,
+                    already_reversed,
+                } => {
+                    let Some(reversal) = record.reversal else {
+                        return Err(format!("order {} has no reversal", record.order_id));
+                    };
+                    println!(
+                        "{} user {}: took {} back, {} owed; balance {balance}, shortfall {shortfall}",
+                        if already_reversed {
+                            "already reversed before, nothing changed;"
+                        } else {
+                            "reversed;"
+                        },
+                        record.user,
+                        reversal.taken,
+                        reversal.shortfall
+                    )
+                }
+                LedgerReply::CreditRefused(e) => return Err(e.to_string()),
+                other => return Err(format!("unexpected reply {other:?}")),
             }
         }
         Command::Pending { user } => {

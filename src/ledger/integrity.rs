@@ -2,8 +2,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::rules::REFUND;
 use super::{LedgerAudit, MAX_BALANCE};
 use crate::ids::{PurchaseId, UserId};
+use crate::receipt::ReceiptState;
 
 /// What [`LedgerAudit::check`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,15 +33,22 @@ impl LedgerAudit {
     ///   within `0..=MAX_BALANCE`;
     /// - every purchase debit names a receipt of the same user for the same amount, and every
     ///   receipt that cost something has exactly one debit;
+    /// - every refunded receipt has its refund record, and exactly one refund credit when it cost
+    ///   something; no other receipt has either;
     /// - every receipt's buyer has an account.
     pub fn check(&self) -> IntegrityReport {
         let mut problems = Vec::new();
         let mut journaled: BTreeMap<UserId, i128> = BTreeMap::new();
         let mut debits: HashMap<&PurchaseId, Vec<(UserId, i64)>> = HashMap::new();
+        let mut refunds: HashMap<&PurchaseId, Vec<(UserId, i64)>> = HashMap::new();
         for entry in &self.journal {
             *journaled.entry(entry.user).or_default() += i128::from(entry.delta);
             match (&entry.purchase_id, entry.reason.as_str()) {
                 (Some(id), "purchase") => debits
+                    .entry(id)
+                    .or_default()
+                    .push((entry.user, entry.delta)),
+                (Some(id), REFUND) => refunds
                     .entry(id)
                     .or_default()
                     .push((entry.user, entry.delta)),
@@ -98,6 +107,31 @@ impl LedgerAudit {
                     info.purchase_id
                 )),
             }
+            let refunded = receipt.state == ReceiptState::Refunded;
+            if refunded != receipt.refund.is_some() {
+                problems.push(format!(
+                    "receipt {}: state {} but {} refund record",
+                    info.purchase_id,
+                    receipt.state.as_str(),
+                    if refunded { "no" } else { "a" }
+                ));
+            }
+            let found = refunds.remove(&info.purchase_id).unwrap_or_default();
+            let expected = (refunded && info.currency_spent > 0)
+                .then(|| (info.player_id, info.currency_spent.min(MAX_BALANCE) as i64));
+            match (expected, found.as_slice()) {
+                (None, []) => {}
+                (Some(want), [got]) if *got == want => {}
+                (expected, found) => problems.push(format!(
+                    "receipt {}: should be refunded {expected:?}, found refund credit(s) {found:?}",
+                    info.purchase_id
+                )),
+            }
+        }
+        for (id, found) in refunds {
+            problems.push(format!(
+                "journal: refund credit(s) {found:?} for receipt {id}, which does not exist"
+            ));
         }
         for (id, found) in debits {
             problems.push(format!(

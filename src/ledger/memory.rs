@@ -4,11 +4,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::reports::sales_of;
-use super::rules::{self, AccountRow, Books, LeasePolicy};
+use super::rules::{self, AccountRow, Books, LeasePolicy, ReceiptStatus};
 use super::{
-    HistoryFilter, HistoryPage, JournalEntry, LeaseRecord, LedgerAudit, LedgerError, LedgerReply,
-    LedgerRequest, LedgerStore, PlayerSnapshot, SalesQuery, SalesRow, StoredReceipt,
-    purchase_debits,
+    Clawback, CreditRecord, HistoryFilter, HistoryPage, JournalEntry, LeaseRecord, LedgerAudit,
+    LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot, RefundRecord, SalesQuery,
+    SalesRow, StoredReceipt, purchase_debits,
 };
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
@@ -26,28 +26,58 @@ struct MemoryState {
     receipts: BTreeMap<PurchaseId, (u64, StoredReceipt)>,
     /// Pending receipts by buyer, oldest first, so loading a player does not scan every receipt.
     pending: HashMap<UserId, BTreeSet<(u64, PurchaseId)>>,
+    /// Refunded receipts waiting for their clawback, by buyer, oldest first.
+    clawbacks: HashMap<UserId, BTreeSet<(u64, PurchaseId)>>,
     by_request: HashMap<RequestId, PurchaseId>,
+    /// Store top-ups by (source, order id).
+    credits: BTreeMap<(String, String), CreditRecord>,
     journal: Vec<JournalEntry>,
     receipts_made: u64,
 }
 
 impl MemoryState {
-    /// Puts (or removes) a receipt, keeping the pending index right.
+    /// Puts (or removes) a receipt, keeping the pending and clawback indexes right.
     fn set_receipt(&mut self, id: PurchaseId, receipt: Option<(u64, StoredReceipt)>) {
-        if let Some((seq, old)) = self.receipts.remove(&id)
-            && let Some(pending) = self.pending.get_mut(&old.info.player_id)
-        {
-            pending.remove(&(seq, id.clone()));
+        if let Some((seq, old)) = self.receipts.remove(&id) {
+            for index in [&mut self.pending, &mut self.clawbacks] {
+                if let Some(ids) = index.get_mut(&old.info.player_id) {
+                    ids.remove(&(seq, id.clone()));
+                }
+            }
         }
         if let Some((seq, receipt)) = receipt {
+            let user = receipt.info.player_id;
             if receipt.state == ReceiptState::Pending {
                 self.pending
-                    .entry(receipt.info.player_id)
+                    .entry(user)
+                    .or_default()
+                    .insert((seq, id.clone()));
+            }
+            if receipt
+                .refund
+                .as_ref()
+                .is_some_and(|r| r.clawback == Clawback::Pending)
+            {
+                self.clawbacks
+                    .entry(user)
                     .or_default()
                     .insert((seq, id.clone()));
             }
             self.receipts.insert(id, (seq, receipt));
         }
+    }
+
+    /// The receipts of `index` for `user`, oldest first.
+    fn listed(
+        &self,
+        index: &HashMap<UserId, BTreeSet<(u64, PurchaseId)>>,
+        user: UserId,
+    ) -> Vec<ReceiptInfo> {
+        index.get(&user).map_or_else(Vec::new, |ids| {
+            ids.iter()
+                .map(|(_, id)| self.receipts[id].1.info.clone())
+                .collect()
+        })
     }
 }
 
@@ -57,6 +87,7 @@ enum Undo {
     Account(UserId, Option<Account>),
     Receipt(PurchaseId, Option<(u64, StoredReceipt)>),
     Request(RequestId, Option<PurchaseId>),
+    Credit((String, String), Option<CreditRecord>),
     Journal(usize),
     ReceiptsMade(u64),
 }
@@ -140,6 +171,12 @@ impl InMemoryLedger {
                 Undo::Request(request, None) => {
                     state.by_request.remove(&request);
                 }
+                Undo::Credit(key, Some(record)) => {
+                    state.credits.insert(key, record);
+                }
+                Undo::Credit(key, None) => {
+                    state.credits.remove(&key);
+                }
                 Undo::Journal(len) => state.journal.truncate(len),
                 Undo::ReceiptsMade(made) => state.receipts_made = made,
             }
@@ -180,6 +217,13 @@ fn audit(state: &MemoryState) -> LedgerAudit {
             })
             .collect(),
         journal: state.journal.clone(),
+        shortfalls: state
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.row.shortfall > 0)
+            .map(|(u, a)| (*u, a.row.shortfall))
+            .collect(),
+        credits: state.credits.values().cloned().collect(),
         purchase_debits: purchase_debits(&state.journal),
     }
 }
@@ -195,6 +239,16 @@ impl MemoryBooks<'_> {
         self.undo
             .push(Undo::Account(user, self.state.accounts.get(&user).cloned()));
         self.state.accounts.entry(user).or_default()
+    }
+
+    fn change_receipt(&mut self, id: &PurchaseId, change: impl FnOnce(&mut StoredReceipt)) {
+        if let Some((seq, old)) = self.state.receipts.get(id).cloned() {
+            self.undo
+                .push(Undo::Receipt(id.clone(), Some((seq, old.clone()))));
+            let mut new = old;
+            change(&mut new);
+            self.state.set_receipt(id.clone(), Some((seq, new)));
+        }
     }
 }
 
@@ -227,15 +281,12 @@ impl Books for MemoryBooks<'_> {
             .map(|id| self.state.receipts[id].1.info.clone()))
     }
 
-    fn receipt_state(
-        &mut self,
-        id: &PurchaseId,
-    ) -> Result<Option<(UserId, ReceiptState)>, Self::Error> {
-        Ok(self
-            .state
-            .receipts
-            .get(id)
-            .map(|(_, r)| (r.info.player_id, r.state)))
+    fn receipt(&mut self, id: &PurchaseId) -> Result<Option<ReceiptStatus>, Self::Error> {
+        Ok(self.state.receipts.get(id).map(|(_, r)| ReceiptStatus {
+            info: r.info.clone(),
+            state: r.state,
+            refund: r.refund.clone(),
+        }))
     }
 
     fn insert_receipt(
@@ -258,33 +309,52 @@ impl Books for MemoryBooks<'_> {
             product_name: product_name.to_owned(),
             purchased_at_ms: now_ms,
             granted_at_ms: None,
+            refund: None,
         };
         self.state
             .set_receipt(id, Some((self.state.receipts_made, stored)));
         Ok(())
     }
 
-    fn set_receipt_state(
+    fn grant_receipt(&mut self, id: &PurchaseId, now_ms: i64) -> Result<(), Self::Error> {
+        self.change_receipt(id, |r| {
+            r.state = ReceiptState::Granted;
+            r.granted_at_ms = Some(now_ms);
+        });
+        Ok(())
+    }
+
+    fn put_refund(&mut self, id: &PurchaseId, refund: &RefundRecord) -> Result<(), Self::Error> {
+        self.change_receipt(id, |r| {
+            r.state = ReceiptState::Refunded;
+            r.refund = Some(refund.clone());
+        });
+        Ok(())
+    }
+
+    fn clawbacks(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, Self::Error> {
+        Ok(self.state.listed(&self.state.clawbacks, user))
+    }
+
+    fn credit(
         &mut self,
-        id: &PurchaseId,
-        state: ReceiptState,
-        now_ms: i64,
-    ) -> Result<(), Self::Error> {
-        if let Some((seq, old)) = self.state.receipts.get(id).cloned() {
-            self.undo
-                .push(Undo::Receipt(id.clone(), Some((seq, old.clone()))));
-            let granted_at_ms = if state == ReceiptState::Granted {
-                Some(now_ms)
-            } else {
-                old.granted_at_ms
-            };
-            let new = StoredReceipt {
-                state,
-                granted_at_ms,
-                ..old
-            };
-            self.state.set_receipt(id.clone(), Some((seq, new)));
-        }
+        source: &str,
+        order_id: &str,
+    ) -> Result<Option<CreditRecord>, Self::Error> {
+        Ok(self
+            .state
+            .credits
+            .get(&(source.to_owned(), order_id.to_owned()))
+            .cloned())
+    }
+
+    fn put_credit(&mut self, credit: &CreditRecord, _created: bool) -> Result<(), Self::Error> {
+        let key = (credit.source.clone(), credit.order_id.clone());
+        self.undo.push(Undo::Credit(
+            key.clone(),
+            self.state.credits.get(&key).cloned(),
+        ));
+        self.state.credits.insert(key, credit.clone());
         Ok(())
     }
 
@@ -309,11 +379,7 @@ impl Books for MemoryBooks<'_> {
     }
 
     fn pending(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, Self::Error> {
-        Ok(self.state.pending.get(&user).map_or_else(Vec::new, |ids| {
-            ids.iter()
-                .map(|(_, id)| self.state.receipts[id].1.info.clone())
-                .collect()
-        }))
+        Ok(self.state.listed(&self.state.pending, user))
     }
 
     fn audit(&mut self) -> Result<LedgerAudit, Self::Error> {

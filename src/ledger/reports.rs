@@ -47,6 +47,8 @@ pub struct HistoryEntry {
     pub purchased_at_ms: i64,
     /// When it was granted (Unix ms), if it was.
     pub granted_at_ms: Option<i64>,
+    /// When and why it was refunded, and what became of its effect, if it was.
+    pub refund: Option<super::RefundRecord>,
 }
 
 /// A page of a player's purchase history, newest first.

@@ -7,8 +7,9 @@
 //! same answers and the same final state as its requests applied one at a time.
 
 use super::{
-    HistoryFilter, HistoryPage, JournalEntry, LeaseFence, LedgerAudit, LedgerReply, LedgerRequest,
-    PlayerSnapshot, SalesQuery, SalesRow,
+    Clawback, CreditError, CreditRecord, CreditRequest, CreditReversal, HistoryFilter, HistoryPage,
+    JournalEntry, LeaseFence, LedgerAudit, LedgerReply, LedgerRequest, PlayerSnapshot, RefundError,
+    RefundRecord, RefundRequest, SalesQuery, SalesRow,
 };
 use crate::ids::{PurchaseId, RequestId, ServerId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
@@ -28,6 +29,16 @@ pub(crate) struct AccountRow {
     pub(crate) lease_expires_ms: Option<i64>,
     /// The token of the newest lease taken; it only grows, and outlives releases.
     pub(crate) lease_token: i64,
+    /// Currency owed from reversed top-ups the balance could not cover.
+    pub(crate) shortfall: u64,
+}
+
+/// A receipt as the rules see it: what it is, where it is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReceiptStatus {
+    pub(crate) info: ReceiptInfo,
+    pub(crate) state: ReceiptState,
+    pub(crate) refund: Option<RefundRecord>,
 }
 
 impl AccountRow {
@@ -79,11 +90,8 @@ pub(crate) trait Books {
         &mut self,
         request: RequestId,
     ) -> Result<Option<ReceiptInfo>, Self::Error>;
-    /// A receipt's buyer and state.
-    fn receipt_state(
-        &mut self,
-        id: &PurchaseId,
-    ) -> Result<Option<(UserId, ReceiptState)>, Self::Error>;
+    /// A receipt and its state.
+    fn receipt(&mut self, id: &PurchaseId) -> Result<Option<ReceiptStatus>, Self::Error>;
     /// Stores a new pending receipt, with the product's name now.
     fn insert_receipt(
         &mut self,
@@ -92,13 +100,17 @@ pub(crate) trait Books {
         product_name: &str,
         now_ms: i64,
     ) -> Result<(), Self::Error>;
-    /// Moves a receipt to `state`.
-    fn set_receipt_state(
-        &mut self,
-        id: &PurchaseId,
-        state: ReceiptState,
-        now_ms: i64,
-    ) -> Result<(), Self::Error>;
+    /// Marks a pending receipt granted.
+    fn grant_receipt(&mut self, id: &PurchaseId, now_ms: i64) -> Result<(), Self::Error>;
+    /// Marks a receipt refunded, or changes its refund's clawback.
+    fn put_refund(&mut self, id: &PurchaseId, refund: &RefundRecord) -> Result<(), Self::Error>;
+    /// The user's refunded receipts whose clawback is pending, oldest purchase first.
+    fn clawbacks(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, Self::Error>;
+    /// A store order credited before.
+    fn credit(&mut self, source: &str, order_id: &str)
+    -> Result<Option<CreditRecord>, Self::Error>;
+    /// Writes a store order; `created` when [`Books::credit`] found none.
+    fn put_credit(&mut self, credit: &CreditRecord, created: bool) -> Result<(), Self::Error>;
     /// Appends to the balance journal.
     fn journal(&mut self, entry: JournalEntry, now_ms: i64) -> Result<(), Self::Error>;
     /// The user's persisted components.
@@ -178,6 +190,8 @@ pub(crate) fn apply<B: Books>(
                 balance: account.balance,
                 state: books.state(*user)?,
                 pending: books.pending(*user)?,
+                clawbacks: books.clawbacks(*user)?,
+                shortfall: account.shortfall,
                 lease_token: account.lease_token,
             }
         }
@@ -271,14 +285,52 @@ pub(crate) fn apply<B: Books>(
             }
             books.put_account(save.user, &account, false, now_ms)?;
             books.put_state(save.user, &save.state)?;
-            let mut newly_granted = Vec::new();
+            let (mut newly_granted, mut newly_settled, mut clawbacks_due) =
+                (Vec::new(), Vec::new(), Vec::new());
             for id in &save.granted {
-                if books.receipt_state(id)? == Some((save.user, ReceiptState::Pending)) {
-                    books.set_receipt_state(id, ReceiptState::Granted, now_ms)?;
-                    newly_granted.push(id.clone());
+                let Some(receipt) = books.receipt(id)? else {
+                    continue;
+                };
+                if receipt.info.player_id != save.user {
+                    continue;
+                }
+                match (receipt.state, receipt.refund) {
+                    (ReceiptState::Pending, _) => {
+                        books.grant_receipt(id, now_ms)?;
+                        newly_granted.push(id.clone());
+                    }
+                    // Refunded while its grant waited to be saved: the effect is committed with
+                    // this save's state now, so it has to be taken back after all.
+                    (ReceiptState::Refunded, Some(mut refund))
+                        if refund.clawback == Clawback::NotNeeded =>
+                    {
+                        refund.clawback = Clawback::Pending;
+                        books.put_refund(id, &refund)?;
+                        clawbacks_due.push(receipt.info);
+                    }
+                    _ => {}
                 }
             }
-            LedgerReply::Saved { newly_granted }
+            for (id, outcome) in &save.settled {
+                if let Some(ReceiptStatus {
+                    info,
+                    refund: Some(mut refund),
+                    ..
+                }) = books.receipt(id)?
+                    && info.player_id == save.user
+                    && refund.clawback == Clawback::Pending
+                    && matches!(outcome, Clawback::Done | Clawback::Kept)
+                {
+                    refund.clawback = *outcome;
+                    books.put_refund(id, &refund)?;
+                    newly_settled.push(id.clone());
+                }
+            }
+            LedgerReply::Saved {
+                newly_granted,
+                newly_settled,
+                clawbacks_due,
+            }
         }
         LedgerRequest::AdjustBalance {
             user,
@@ -318,9 +370,20 @@ pub(crate) fn apply<B: Books>(
                 balance: account.balance,
             }
         }
-        LedgerRequest::PendingReceipts { user } => LedgerReply::PendingReceipts {
-            receipts: books.pending(*user)?,
-        },
+        LedgerRequest::PendingReceipts { user } => {
+            let account = books.account(*user)?.unwrap_or_default();
+            LedgerReply::PendingReceipts {
+                receipts: books.pending(*user)?,
+                clawbacks: books.clawbacks(*user)?,
+                balance: account.balance,
+                shortfall: account.shortfall,
+            }
+        }
+        LedgerRequest::Refund(refund) => self::refund(books, refund, now_ms)?,
+        LedgerRequest::Credit(credit) => self::credit(books, credit, now_ms)?,
+        LedgerRequest::ReverseCredit { source, order_id } => {
+            reverse_credit(books, source, order_id, now_ms)?
+        }
         LedgerRequest::Audit => LedgerReply::Audit(books.audit()?),
         LedgerRequest::History { user, filter, page } => {
             LedgerReply::History(books.history(*user, filter, *page)?)
@@ -328,6 +391,230 @@ pub(crate) fn apply<B: Books>(
         LedgerRequest::Sales(query) => LedgerReply::Sales(books.sales(query)?),
     })
 }
+
+/// Refunds a receipt: the currency goes back; a granted receipt's effect waits for its clawback.
+fn refund<B: Books>(
+    books: &mut B,
+    request: &RefundRequest,
+    now_ms: i64,
+) -> Result<LedgerReply, B::Error> {
+    let id = &request.purchase_id;
+    let refused = |e| Ok(LedgerReply::RefundRefused(e));
+    let Some(receipt) = books.receipt(id)? else {
+        return refused(RefundError::UnknownPurchase(id.clone()));
+    };
+    if let Some(place) = request.place
+        && receipt.info.place_id_where_purchased != place
+    {
+        return refused(RefundError::OtherGame {
+            purchase_id: id.clone(),
+            place: receipt.info.place_id_where_purchased,
+        });
+    }
+    if let Some(done) = &receipt.refund {
+        return refused(RefundError::AlreadyRefunded {
+            purchase_id: id.clone(),
+            at_ms: done.at_ms,
+        });
+    }
+    let user = receipt.info.player_id;
+    let spent = receipt.info.currency_spent;
+    let (mut account, created) = account_or_new(books, user, 0, now_ms)?;
+    let Some(balance) = account
+        .balance
+        .checked_add(spent)
+        .filter(|b| *b <= MAX_BALANCE)
+    else {
+        return refused(RefundError::BalanceTooHigh {
+            purchase_id: id.clone(),
+            balance: account.balance,
+        });
+    };
+    account.balance = balance;
+    books.put_account(user, &account, created, now_ms)?;
+    if spent > 0 {
+        books.journal(
+            JournalEntry {
+                user,
+                delta: spent as i64,
+                reason: REFUND.into(),
+                purchase_id: Some(id.clone()),
+            },
+            now_ms,
+        )?;
+    }
+    let clawback = match receipt.state {
+        ReceiptState::Granted => Clawback::Pending,
+        _ => Clawback::NotNeeded,
+    };
+    books.put_refund(
+        id,
+        &RefundRecord {
+            at_ms: now_ms,
+            reason: storable(&request.reason).into_owned(),
+            clawback,
+        },
+    )?;
+    Ok(LedgerReply::Refunded {
+        receipt: receipt.info,
+        balance: account.balance,
+        clawback,
+    })
+}
+
+/// Credits a store top-up once per order; a shortfall is paid first.
+fn credit<B: Books>(
+    books: &mut B,
+    request: &CreditRequest,
+    now_ms: i64,
+) -> Result<LedgerReply, B::Error> {
+    let refused = |e| Ok(LedgerReply::CreditRefused(e));
+    let (source, order_id) = (storable(&request.source), storable(&request.order_id));
+    if source.is_empty() || order_id.is_empty() {
+        return refused(CreditError::MissingOrder {
+            store: request.source.clone(),
+            order_id: request.order_id.clone(),
+        });
+    }
+    if let Some(done) = books.credit(&source, &order_id)? {
+        if done.user != request.user || done.amount != request.amount {
+            return refused(CreditError::OrderMismatch {
+                store: done.source,
+                order_id: done.order_id,
+                user: done.user,
+                amount: done.amount,
+            });
+        }
+        let account = books.account(done.user)?.unwrap_or_default();
+        return Ok(LedgerReply::Credited {
+            user: done.user,
+            balance: account.balance,
+            shortfall: account.shortfall,
+            already_credited: true,
+        });
+    }
+    if request.amount == 0 || request.amount > MAX_BALANCE {
+        return refused(CreditError::InvalidAmount {
+            amount: request.amount,
+        });
+    }
+    let user = request.user;
+    let (mut account, created) = account_or_new(books, user, request.starting_balance, now_ms)?;
+    let repaid = account.shortfall.min(request.amount);
+    let Some(balance) = account
+        .balance
+        .checked_add(request.amount - repaid)
+        .filter(|b| *b <= MAX_BALANCE)
+    else {
+        if created {
+            books.put_account(user, &account, true, now_ms)?;
+        }
+        return refused(CreditError::BalanceTooHigh {
+            user,
+            balance: account.balance,
+            amount: request.amount,
+        });
+    };
+    account.balance = balance;
+    account.shortfall -= repaid;
+    books.put_account(user, &account, created, now_ms)?;
+    let order = format!("{source}:{order_id}");
+    books.journal(
+        JournalEntry {
+            user,
+            delta: request.amount as i64,
+            reason: format!("{TOP_UP} {order}"),
+            purchase_id: None,
+        },
+        now_ms,
+    )?;
+    if repaid > 0 {
+        books.journal(
+            JournalEntry {
+                user,
+                delta: -(repaid as i64),
+                reason: format!("shortfall repaid by {order}"),
+                purchase_id: None,
+            },
+            now_ms,
+        )?;
+    }
+    books.put_credit(
+        &CreditRecord {
+            source: source.into_owned(),
+            order_id: order_id.into_owned(),
+            user,
+            amount: request.amount,
+            credited_at_ms: now_ms,
+            reversal: None,
+        },
+        true,
+    )?;
+    Ok(LedgerReply::Credited {
+        user,
+        balance: account.balance,
+        shortfall: account.shortfall,
+        already_credited: false,
+    })
+}
+
+/// Takes a reversed top-up back, never below zero; what the balance cannot cover is owed.
+fn reverse_credit<B: Books>(
+    books: &mut B,
+    source: &str,
+    order_id: &str,
+    now_ms: i64,
+) -> Result<LedgerReply, B::Error> {
+    let (source, order_id) = (storable(source), storable(order_id));
+    let Some(mut record) = books.credit(&source, &order_id)? else {
+        return Ok(LedgerReply::CreditRefused(CreditError::UnknownOrder {
+            store: source.into_owned(),
+            order_id: order_id.into_owned(),
+        }));
+    };
+    let mut account = books.account(record.user)?.unwrap_or_default();
+    if record.reversal.is_some() {
+        return Ok(LedgerReply::CreditReversed {
+            record,
+            balance: account.balance,
+            shortfall: account.shortfall,
+            already_reversed: true,
+        });
+    }
+    let taken = account.balance.min(record.amount);
+    let owed = record.amount - taken;
+    account.balance -= taken;
+    account.shortfall = account.shortfall.saturating_add(owed);
+    books.put_account(record.user, &account, false, now_ms)?;
+    if taken > 0 {
+        books.journal(
+            JournalEntry {
+                user: record.user,
+                delta: -(taken as i64),
+                reason: format!("{TOP_UP} reversed {source}:{order_id}"),
+                purchase_id: None,
+            },
+            now_ms,
+        )?;
+    }
+    record.reversal = Some(CreditReversal {
+        at_ms: now_ms,
+        taken,
+        shortfall: owed,
+    });
+    books.put_credit(&record, false)?;
+    Ok(LedgerReply::CreditReversed {
+        record,
+        balance: account.balance,
+        shortfall: account.shortfall,
+        already_reversed: false,
+    })
+}
+
+/// The journal's reason for currency given back by a refund (with the receipt's id).
+pub(crate) const REFUND: &str = "refund";
+/// The start of the journal's reason for a store top-up (`top-up SOURCE:ORDER`).
+pub(crate) const TOP_UP: &str = "top-up";
 
 /// The user's account, or a new one with the starting balance. A new account is not written yet,
 /// but its starting balance is journaled, so every balance is the sum of its journal.
@@ -363,7 +650,7 @@ pub(crate) const STARTING_BALANCE: &str = "starting balance";
 /// Text as every store can keep it: PostgreSQL refuses a NUL character in text, and one request
 /// carrying one (a top-up reason, a server id) would fail its whole batch, so it is kept as U+FFFD
 /// in every store alike.
-fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn storable(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') {
         text.replace('\0', "\u{FFFD}").into()
     } else {
@@ -379,6 +666,7 @@ pub(crate) fn may_create_account(request: &LedgerRequest) -> Option<UserId> {
         LedgerRequest::OpenSession { user, .. } | LedgerRequest::AdjustBalance { user, .. } => {
             Some(*user)
         }
+        LedgerRequest::Credit(credit) => Some(credit.user),
         LedgerRequest::Charge(charge) if charge.fence.is_none() => Some(charge.user),
         _ => None,
     }

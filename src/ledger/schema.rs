@@ -110,3 +110,32 @@ SELECT a.user_id,
        'starting balance', a.created_ms
 FROM accounts a
 WHERE a.balance <> coalesce((SELECT sum(j.delta) FROM balance_journal j WHERE j.user_id = a.user_id), 0);";
+
+/// Refunds and store top-ups (SQLite version 5, PostgreSQL version 4): when and why a receipt was
+/// refunded and what became of its effect (the clawback), each account's shortfall from reversed
+/// top-ups, and the store orders credited, keyed by store and order id so each credits once.
+/// (The clawback check spells out its words: SQLite builds a temporary table for `IN (…)` on
+/// every write of the row.)
+pub(crate) fn refunds(d: &Dialect) -> String {
+    let Dialect { int, clustered, .. } = d;
+    format!(
+        r#"
+ALTER TABLE receipts ADD COLUMN refunded_ms {int};
+ALTER TABLE receipts ADD COLUMN refund_reason TEXT;
+ALTER TABLE receipts ADD COLUMN clawback TEXT CHECK (clawback = 'not_needed' OR clawback = 'pending' OR clawback = 'done' OR clawback = 'kept');
+CREATE INDEX receipts_clawback_by_user ON receipts (user_id) WHERE clawback = 'pending';
+ALTER TABLE accounts ADD COLUMN shortfall {int} NOT NULL DEFAULT 0 CHECK (shortfall >= 0);
+CREATE TABLE credits (
+    source             TEXT  NOT NULL,
+    order_id           TEXT  NOT NULL,
+    user_id            {int} NOT NULL,
+    amount             {int} NOT NULL CHECK (amount > 0),
+    credited_ms        {int} NOT NULL,
+    reversed_ms        {int},
+    reversed_taken     {int},
+    reversed_shortfall {int},
+    PRIMARY KEY (source, order_id)
+){clustered};
+"#
+    )
+}

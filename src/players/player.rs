@@ -7,7 +7,7 @@ use bevy::prelude::*;
 
 use crate::currency::PremiumBalance;
 use crate::ids::{PurchaseId, ServerId, UserId};
-use crate::ledger::{LeaseFence, LedgerRequest, PlayerSnapshot};
+use crate::ledger::{Clawback, LeaseFence, LedgerRequest, PlayerSnapshot};
 use crate::receipt::ReceiptInfo;
 
 /// A connected buyer (Roblox `Player`). Spawn it when a player joins and despawn it (or remove
@@ -70,6 +70,13 @@ pub struct PlayerSession {
     pub(crate) pending: Vec<PendingReceipt>,
     /// Granted in memory; their effects are in the components but not yet committed.
     pub(crate) unsaved: Vec<PurchaseId>,
+    /// Refunded receipts whose effect this server is to take back.
+    pub(crate) clawbacks: Vec<PendingReceipt>,
+    /// Clawbacks settled in memory (taken back, or kept for want of a refund handler), not yet
+    /// committed.
+    pub(crate) unsaved_settled: Vec<(PurchaseId, Clawback)>,
+    /// Currency owed from reversed store top-ups.
+    pub(crate) shortfall: u64,
     /// Stored components that no registered type claims; saved back untouched.
     pub(crate) carried: PlayerSnapshot,
     pub(crate) save_failures: u32,
@@ -89,6 +96,9 @@ impl PlayerSession {
             phase: SessionPhase::Loading,
             pending: Vec::new(),
             unsaved: Vec::new(),
+            clawbacks: Vec::new(),
+            unsaved_settled: Vec::new(),
+            shortfall: 0,
             carried: PlayerSnapshot::default(),
             save_failures: 0,
             last_save_error: None,
@@ -123,6 +133,19 @@ impl PlayerSession {
         &self.unsaved
     }
 
+    /// Refunded receipts whose effect waits to be taken back by their refund handler here.
+    pub fn pending_clawbacks(&self) -> &[PendingReceipt] {
+        &self.clawbacks
+    }
+
+    /// Premium currency the player owes because a store reversed a top-up they had already
+    /// spent (see [`MarketplaceService::reverse_credit`](crate::MarketplaceService::reverse_credit)).
+    /// The next top-ups pay it first. What to do meanwhile (block purchases, show a notice) is
+    /// the game's choice.
+    pub fn shortfall(&self) -> u64 {
+        self.shortfall
+    }
+
     /// Why the player's last save could not be made or committed (cleared when a save commits).
     pub fn last_save_error(&self) -> Option<&str> {
         self.last_save_error.as_deref()
@@ -155,6 +178,41 @@ impl PlayerSession {
         {
             self.pending.push(PendingReceipt::new(receipt));
         }
+    }
+
+    /// Adds a refund whose effect is to be taken back here, unless it is known already.
+    pub(crate) fn add_clawback(&mut self, receipt: ReceiptInfo) {
+        let id = &receipt.purchase_id;
+        if !self.clawbacks.iter().any(|p| &p.info.purchase_id == id)
+            && !self.unsaved_settled.iter().any(|(s, _)| s == id)
+        {
+            self.clawbacks.push(PendingReceipt::new(receipt));
+        }
+    }
+
+    /// The receipts of `list` to try now: all of them when `forced`, else those due.
+    pub(crate) fn due(list: &[PendingReceipt], forced: bool, now: Duration) -> Vec<ReceiptInfo> {
+        list.iter()
+            .filter(|p| forced || p.next_attempt <= now)
+            .map(|p| p.info.clone())
+            .collect()
+    }
+
+    /// Records a failed attempt on `id` in `list` and when to try again; returns its failures
+    /// so far and the wait.
+    pub(crate) fn note_failure_in(
+        list: &mut [PendingReceipt],
+        id: &PurchaseId,
+        now: Duration,
+        retry: crate::retry::RetryPolicy,
+    ) -> (u32, Duration) {
+        let Some(p) = list.iter_mut().find(|p| &p.info.purchase_id == id) else {
+            return (1, retry.delay(1));
+        };
+        p.attempts += 1;
+        let wait = retry.delay(p.attempts);
+        p.next_attempt = now.saturating_add(wait);
+        (p.attempts, wait)
     }
 
     pub(crate) fn note_failure(

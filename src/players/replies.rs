@@ -12,8 +12,9 @@ use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
 use crate::currency::PremiumBalance;
 use crate::ledger::{
-    Ledger, LedgerCompletion, LedgerError, LedgerReply, LedgerRequest, LedgerStatus,
-    PurchaseHistoryReady, SalesReportReady,
+    Clawback, CreditFinished, CreditReversalFinished, Ledger, LedgerCompletion, LedgerError,
+    LedgerReply, LedgerRequest, LedgerStatus, PurchaseHistoryReady, ReceiptRefunded,
+    RefundFinished, SalesReportReady,
 };
 use crate::receipt::ReceiptResolved;
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
@@ -32,8 +33,7 @@ pub(crate) fn handle_session_replies(
     mut deliveries: ResMut<DeliveryQueue>,
     mut resolved: MessageWriter<ReceiptResolved>,
     mut save_failed: MessageWriter<PlayerSaveFailed>,
-    mut history_ready: MessageWriter<PurchaseHistoryReady>,
-    mut sales_ready: MessageWriter<SalesReportReady>,
+    mut money: Answers,
     mut stats: ResMut<MarketplaceStats>,
     mut commands: Commands,
     deadline: Res<FrameDeadline>,
@@ -78,9 +78,12 @@ pub(crate) fn handle_session_replies(
                         balance: stored_balance,
                         state,
                         pending,
+                        clawbacks,
+                        shortfall,
                         lease_token,
                     }) => {
                         balance.0 = stored_balance;
+                        session.shortfall = shortfall;
                         session.lease_token = Some(lease_token);
                         match registry.restore(&mut commands.entity(entity), &state) {
                             Ok(carried) => {
@@ -91,12 +94,16 @@ pub(crate) fn handle_session_replies(
                                         session.add_pending(receipt);
                                     }
                                 }
+                                for receipt in clawbacks {
+                                    session.add_clawback(receipt);
+                                }
                                 deliveries.now.push(entity);
                                 wakes.after(
                                     now,
                                     settings.autosave_interval,
                                     Wake::Autosave(entity),
                                 );
+                                wakes.after(now, settings.refresh_interval, Wake::Refresh(entity));
                             }
                             Err(e) => {
                                 tracing::error!(
@@ -148,7 +155,7 @@ pub(crate) fn handle_session_replies(
                     Ok(LedgerReply::Saved { .. } | LedgerReply::LeaseLost { .. })
                 );
                 match result {
-                    Ok(LedgerReply::Saved { .. }) => {
+                    Ok(LedgerReply::Saved { clawbacks_due, .. }) => {
                         stats.saves += 1;
                         for id in &save.granted {
                             if let Some(receipt) = sessions.awaiting_commit.remove(id) {
@@ -156,10 +163,27 @@ pub(crate) fn handle_session_replies(
                                 resolved.write(ReceiptResolved { receipt });
                             }
                         }
-                        if let Some((mut session, _)) = live.and_then(|e| players.get_mut(e).ok()) {
+                        for (id, _) in &save.settled {
+                            if let Some((receipt, clawback)) = sessions.settling.remove(id) {
+                                stats.refunds_settled += 1;
+                                money.refunded.write(ReceiptRefunded { receipt, clawback });
+                            }
+                        }
+                        if let Some(entity) = live
+                            && let Ok((mut session, _)) = players.get_mut(entity)
+                        {
                             session.unsaved.retain(|id| !save.granted.contains(id));
+                            session
+                                .unsaved_settled
+                                .retain(|settled| !save.settled.contains(settled));
                             session.save_failures = 0;
                             session.last_save_error = None;
+                            if !clawbacks_due.is_empty() {
+                                for receipt in clawbacks_due {
+                                    session.add_clawback(receipt);
+                                }
+                                deliveries.now.push(entity);
+                            }
                         }
                     }
                     Ok(LedgerReply::LeaseLost { owner }) => {
@@ -174,9 +198,14 @@ pub(crate) fn handle_session_replies(
                         for id in &save.granted {
                             sessions.awaiting_commit.remove(id);
                         }
+                        for (id, _) in &save.settled {
+                            sessions.settling.remove(id);
+                        }
                         if let Some((mut session, _)) = live.and_then(|e| players.get_mut(e).ok()) {
                             session.unsaved.clear();
                             session.pending.clear();
+                            session.unsaved_settled.clear();
+                            session.clawbacks.clear();
                             session.phase = SessionPhase::Failed("session lease lost".into());
                         }
                     }
@@ -239,21 +268,140 @@ pub(crate) fn handle_session_replies(
                 Err(e) => tracing::error!("changing the balance of user {user} failed: {e}"),
             },
             LedgerRequest::PendingReceipts { user } => {
-                if let Ok(LedgerReply::PendingReceipts { receipts }) = result
+                if let Ok(LedgerReply::PendingReceipts {
+                    receipts,
+                    clawbacks,
+                    balance: stored_balance,
+                    shortfall,
+                }) = result
                     && let Some(&e) = sessions.by_user.get(&user)
-                    && let Ok((mut session, _)) = players.get_mut(e)
+                    && let Ok((mut session, mut balance)) = players.get_mut(e)
                     && session.is_active()
                 {
+                    balance.set_if_neq(PremiumBalance(stored_balance));
+                    session.shortfall = shortfall;
+                    let known = (session.pending.len(), session.clawbacks.len());
                     for receipt in receipts {
                         if !sessions.awaiting_commit.contains(&receipt.purchase_id) {
                             session.add_pending(receipt);
                         }
                     }
-                    deliveries.now.push(e);
+                    for receipt in clawbacks {
+                        session.add_clawback(receipt);
+                    }
+                    if (session.pending.len(), session.clawbacks.len()) != known {
+                        deliveries.now.push(e);
+                    }
                 }
             }
+            LedgerRequest::Refund(request) => {
+                let result = match result {
+                    Ok(LedgerReply::Refunded {
+                        receipt,
+                        balance: new_balance,
+                        clawback,
+                    }) => {
+                        if let Some(&e) = sessions.by_user.get(&receipt.player_id)
+                            && let Ok((mut session, mut balance)) = players.get_mut(e)
+                        {
+                            balance.0 = new_balance;
+                            // Not granted yet: it must not be now. (One granted in memory and
+                            // not yet saved is taken back once its save commits.)
+                            session
+                                .pending
+                                .retain(|p| p.info.purchase_id != receipt.purchase_id);
+                            if clawback == Clawback::Pending && session.is_active() {
+                                session.add_clawback(receipt.clone());
+                                deliveries.now.push(e);
+                            }
+                        }
+                        stats.refunds += 1;
+                        Ok(crate::ledger::RefundOutcome {
+                            receipt,
+                            balance: new_balance,
+                            clawback,
+                        })
+                    }
+                    Ok(LedgerReply::RefundRefused(e)) => {
+                        Err(crate::ledger::RefundFailure::Refused(e))
+                    }
+                    Ok(other) => Err(crate::ledger::RefundFailure::Ledger(format!(
+                        "unexpected ledger reply: {other:?}"
+                    ))),
+                    Err(e) => Err(crate::ledger::RefundFailure::Ledger(e.to_string())),
+                };
+                money.refunds.write(RefundFinished {
+                    purchase_id: request.purchase_id,
+                    result,
+                });
+            }
+            LedgerRequest::Credit(request) => {
+                let result = match result {
+                    Ok(LedgerReply::Credited {
+                        user,
+                        balance: new_balance,
+                        shortfall,
+                        already_credited,
+                    }) => {
+                        if let Some(&e) = sessions.by_user.get(&user)
+                            && let Ok((mut session, mut balance)) = players.get_mut(e)
+                        {
+                            balance.0 = new_balance;
+                            session.shortfall = shortfall;
+                        }
+                        Ok(crate::ledger::CreditOutcome {
+                            balance: new_balance,
+                            shortfall,
+                            already_credited,
+                        })
+                    }
+                    Ok(LedgerReply::CreditRefused(e)) => {
+                        Err(crate::ledger::CreditFailure::Refused(e))
+                    }
+                    Ok(other) => Err(crate::ledger::CreditFailure::Ledger(format!(
+                        "unexpected ledger reply: {other:?}"
+                    ))),
+                    Err(e) => Err(crate::ledger::CreditFailure::Ledger(e.to_string())),
+                };
+                money.credits.write(CreditFinished { request, result });
+            }
+            LedgerRequest::ReverseCredit { source, order_id } => {
+                let result = match result {
+                    Ok(LedgerReply::CreditReversed {
+                        record,
+                        balance: new_balance,
+                        shortfall,
+                        already_reversed,
+                    }) => {
+                        if let Some(&e) = sessions.by_user.get(&record.user)
+                            && let Ok((mut session, mut balance)) = players.get_mut(e)
+                        {
+                            balance.0 = new_balance;
+                            session.shortfall = shortfall;
+                        }
+                        Ok(crate::ledger::ReversalOutcome {
+                            record,
+                            balance: new_balance,
+                            shortfall,
+                            already_reversed,
+                        })
+                    }
+                    Ok(LedgerReply::CreditRefused(e)) => {
+                        Err(crate::ledger::CreditFailure::Refused(e))
+                    }
+                    Ok(other) => Err(crate::ledger::CreditFailure::Ledger(format!(
+                        "unexpected ledger reply: {other:?}"
+                    ))),
+                    Err(e) => Err(crate::ledger::CreditFailure::Ledger(e.to_string())),
+                };
+                money.reversals.write(CreditReversalFinished {
+                    source,
+                    order_id,
+                    result,
+                });
+            }
             LedgerRequest::History { user, filter, page } => {
-                history_ready.write(PurchaseHistoryReady {
+                money.history.write(PurchaseHistoryReady {
                     user_id: user,
                     filter,
                     page,
@@ -265,7 +413,7 @@ pub(crate) fn handle_session_replies(
                 });
             }
             LedgerRequest::Sales(query) => {
-                sales_ready.write(SalesReportReady {
+                money.sales.write(SalesReportReady {
                     query,
                     result: match result {
                         Ok(LedgerReply::Sales(rows)) => Ok(rows),
@@ -278,6 +426,18 @@ pub(crate) fn handle_session_replies(
             LedgerRequest::Charge(_) => unreachable!("charges are handled by the prompt systems"),
         }
     }
+}
+
+/// Where answers to the service's ledger questions go: history, sales, refunds, top-ups and their
+/// reversals.
+#[derive(bevy::ecs::system::SystemParam)]
+pub(crate) struct Answers<'w> {
+    history: MessageWriter<'w, PurchaseHistoryReady>,
+    sales: MessageWriter<'w, SalesReportReady>,
+    refunds: MessageWriter<'w, RefundFinished>,
+    refunded: MessageWriter<'w, ReceiptRefunded>,
+    credits: MessageWriter<'w, CreditFinished>,
+    reversals: MessageWriter<'w, CreditReversalFinished>,
 }
 
 /// Marks sessions failed when the ledger cannot be opened, so prompts say so at once.

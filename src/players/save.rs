@@ -77,6 +77,7 @@ pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBu
         fence,
         state,
         granted: session.unsaved.clone(),
+        settled: session.unsaved_settled.clone(),
         release,
         lease_ms: settings.lease_ms(),
     })

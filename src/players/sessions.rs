@@ -28,6 +28,8 @@ pub struct Sessions {
     /// Receipts granted in memory on this server and not yet confirmed committed. A receipt in
     /// this set is never handed to a handler again.
     pub(crate) awaiting_commit: AwaitingCommit,
+    /// Refunds whose clawback was settled in memory here and not yet confirmed committed.
+    pub(crate) settling: HashMap<crate::ids::PurchaseId, (ReceiptInfo, crate::ledger::Clawback)>,
     pub(crate) departed: HashMap<UserId, Departed>,
     /// Per user, answers still to come to `OpenSession`s of visits that ended while loading.
     /// They must not be applied to the user's next visit: its own answer is the one to use.

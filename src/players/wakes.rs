@@ -31,6 +31,14 @@ pub(crate) fn run_wakes(
                     wakes.after(now, settings.autosave_interval, Wake::Autosave(e));
                 }
             }
+            Wake::Refresh(e) => {
+                if let Ok(session) = sessions_q.get(e)
+                    && session.is_active()
+                {
+                    ledger.send(LedgerRequest::PendingReceipts { user: session.user });
+                    wakes.after(now, settings.refresh_interval, Wake::Refresh(e));
+                }
+            }
             Wake::Open(e) => {
                 if let Ok(mut session) = sessions_q.get_mut(e)
                     && session.phase == SessionPhase::Loading

@@ -60,7 +60,7 @@ pub(crate) fn deliver_receipts(world: &mut World) {
 /// Runs one handler as a transaction on the buyer's persisted components: if it does not grant
 /// (`false`, `Err`, a panic), they are put back as they were, so an undecided handler's changes
 /// are never saved by a later autosave or another receipt's grant and then applied again.
-fn run_handler(
+pub(super) fn run_handler(
     world: &mut World,
     entity: Entity,
     handler: &ReceiptHandler,
@@ -98,15 +98,21 @@ fn run_handler(
     outcome
 }
 
+/// Grants the player's due receipts and takes back their due refunds, then saves what changed.
 fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::Duration) {
+    let granted_any = grant_due(world, entity, forced, now);
+    let settled_any = super::clawbacks::take_back(world, entity, forced, now);
+    if granted_any || settled_any {
+        // The grants, the clawbacks and the state they changed go to the ledger in one save.
+        queue_save(world, entity);
+    }
+}
+
+/// Runs the handlers of the player's due receipts; `true` if any granted.
+fn grant_due(world: &mut World, entity: Entity, forced: bool, now: std::time::Duration) -> bool {
     let receipts: Vec<ReceiptInfo> = match world.get::<PlayerSession>(entity) {
-        Some(session) if session.is_active() => session
-            .pending
-            .iter()
-            .filter(|p| forced || p.next_attempt <= now)
-            .map(|p| p.info.clone())
-            .collect(),
-        _ => return,
+        Some(session) if session.is_active() => PlayerSession::due(&session.pending, forced, now),
+        _ => return false,
     };
     let retry = world.resource::<MarketplaceSettings>().retry;
     let user = world.get::<PlayerSession>(entity).map(|s| s.user);
@@ -135,10 +141,10 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
         let still_here = user
             .is_some_and(|user| world.resource::<Sessions>().by_user.get(&user) == Some(&entity));
         if !still_here {
-            return;
+            return false;
         }
         let Some(mut session) = world.get_mut::<PlayerSession>(entity) else {
-            return;
+            return false;
         };
         match outcome {
             Ok(()) => {
@@ -199,8 +205,5 @@ fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::D
             }
         }
     }
-    if granted_any {
-        // The grants and the state they changed go to the ledger in one save.
-        queue_save(world, entity);
-    }
+    granted_any
 }

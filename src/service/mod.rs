@@ -98,6 +98,55 @@ impl MarketplaceService {
         ));
     }
 
+    /// Credits premium currency a player bought with real money through a store, once per
+    /// `(source, order_id)`: call it again with the same order (after a timeout, a crash, a
+    /// webhook retry) and nothing more is credited. The answer comes as a
+    /// [`CreditFinished`](crate::ledger::CreditFinished) message: credited, already credited,
+    /// or refused with a reason (a zero or too large amount, the order already credited to
+    /// someone else). A player online here sees the balance change at once; one online on
+    /// another server within [`MarketplacePlugin::refresh_interval`](crate::MarketplacePlugin::refresh_interval).
+    pub fn credit_premium_currency(
+        &mut self,
+        user: UserId,
+        amount: u64,
+        source: impl Into<String>,
+        order_id: impl Into<String>,
+    ) {
+        self.requests.push(ServiceRequest::Credit {
+            user,
+            amount,
+            source: source.into(),
+            order_id: order_id.into(),
+        });
+    }
+
+    /// The store refunded (or charged back) a top-up: takes its currency back, never below zero.
+    /// What the balance cannot cover is recorded as the player's
+    /// [`shortfall`](crate::PlayerSession::shortfall), paid first by their next top-ups.
+    /// Reversing an order twice changes nothing the second time. The answer comes as a
+    /// [`CreditReversalFinished`](crate::ledger::CreditReversalFinished) message.
+    pub fn reverse_credit(&mut self, source: impl Into<String>, order_id: impl Into<String>) {
+        self.requests.push(ServiceRequest::Ledger(
+            crate::ledger::LedgerRequest::ReverseCredit {
+                source: source.into(),
+                order_id: order_id.into(),
+            },
+        ));
+    }
+
+    /// Refunds a purchase of this game, exactly once: the buyer gets the premium currency back.
+    /// A receipt not granted yet is never granted; a granted one's effect is taken back by the
+    /// product's refund handler ([`MarketplaceAppExt::add_refund_handler`](crate::MarketplaceAppExt::add_refund_handler))
+    /// on the buyer's server — now if they are online, when they join if not — and
+    /// [`ReceiptRefunded`](crate::ReceiptRefunded) says when that committed. A product with no
+    /// refund handler keeps its effect. The answer comes as a
+    /// [`RefundFinished`](crate::ledger::RefundFinished) message; refunding twice, an unknown
+    /// id, or a receipt of another place is refused there.
+    pub fn refund(&mut self, purchase_id: crate::PurchaseId, reason: impl Into<String>) {
+        self.requests
+            .push(ServiceRequest::Refund(purchase_id, reason.into()));
+    }
+
     /// Asks the ledger for page `page` (from 0) of `user`'s purchase history, newest first,
     /// [`HISTORY_PAGE_SIZE`](crate::ledger::HISTORY_PAGE_SIZE) entries a page; the answer comes
     /// as a [`PurchaseHistoryReady`](crate::ledger::PurchaseHistoryReady) message (the frame

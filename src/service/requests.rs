@@ -14,6 +14,13 @@ pub(crate) enum ServiceRequest {
     /// A question for the ledger (history, sales), answered by a message.
     Ledger(LedgerRequest),
     AdjustBalance(UserId, i64, String),
+    Credit {
+        user: UserId,
+        amount: u64,
+        source: String,
+        order_id: String,
+    },
+    Refund(crate::ids::PurchaseId, String),
     SimulatePurchase(UserId, ProductId),
     RetryNow(Entity),
 }
@@ -58,6 +65,25 @@ pub(crate) fn apply_service_requests(
                         .and_then(|&e| players.get(e).ok())
                         .and_then(|s| s.fence(&settings.server_id)),
                 }));
+            }
+            ServiceRequest::Credit {
+                user,
+                amount,
+                source,
+                order_id,
+            } => ledger.send(LedgerRequest::Credit(crate::ledger::CreditRequest {
+                user,
+                amount,
+                source,
+                order_id,
+                starting_balance: settings.starting_balance,
+            })),
+            ServiceRequest::Refund(purchase_id, reason) => {
+                ledger.send(LedgerRequest::Refund(crate::ledger::RefundRequest {
+                    purchase_id,
+                    reason,
+                    place: Some(settings.place_id),
+                }))
             }
             ServiceRequest::RetryNow(player) => deliveries.now.push(player),
             ServiceRequest::Ledger(request) => ledger.send(request),

@@ -9,10 +9,10 @@ use tokio_postgres::types::ToSql;
 use super::conn::{Conn, PgError};
 use super::sql::*;
 use crate::ids::{PurchaseId, RequestId, UserId};
-use crate::ledger::rules::{AccountRow, Books, may_create_account};
+use crate::ledger::rules::{AccountRow, Books, ReceiptStatus, may_create_account, storable};
 use crate::ledger::{
-    HistoryFilter, HistoryPage, JournalEntry, LedgerAudit, LedgerRequest, PlayerSnapshot,
-    SalesQuery, SalesRow,
+    Clawback, CreditRecord, HistoryFilter, HistoryPage, JournalEntry, LedgerAudit, LedgerRequest,
+    PlayerSnapshot, RefundRecord, SalesQuery, SalesRow,
 };
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
@@ -45,6 +45,10 @@ pub(super) struct CachedBooks {
     accounts_changed: BTreeSet<UserId>,
     states_changed: BTreeSet<UserId>,
     journal: Vec<JournalEntry>,
+    /// Store orders read or made, and whether to write them back.
+    credits: HashMap<(String, String), (CreditRecord, bool)>,
+    /// Store orders looked up (found or not).
+    credits_read: HashSet<(String, String)>,
 }
 
 /// A read the cache was not filled for: a bug in [`CachedBooks::read`], reported as a failed
@@ -64,8 +68,15 @@ fn account_from_row(row: &tokio_postgres::Row) -> Result<(UserId, AccountRow), P
             lease_owner: row.try_get(2)?,
             lease_expires_ms: row.try_get(3)?,
             lease_token: row.try_get(4)?,
+            shortfall: u64::try_from(row.try_get::<_, i64>(5)?)
+                .map_err(|_| PgError::Corrupt(format!("account {user}: negative shortfall")))?,
         },
     ))
+}
+
+/// A store order's key as the rules look it up.
+fn credit_key(source: &str, order_id: &str) -> (String, String) {
+    (source.to_owned(), order_id.to_owned())
 }
 
 impl CachedBooks {
@@ -81,7 +92,56 @@ impl CachedBooks {
         begin: bool,
     ) -> Result<(Self, i64), PgError> {
         let mut books = Self::default();
-        let mut users: Vec<i64> = batch.iter().filter_map(|r| r.user()).map(|u| u.0).collect();
+        // Refunds and reversals name a receipt or an order: read whose they are first, so their
+        // accounts are locked in order with the others.
+        let (mut refunded, mut orders) = (Vec::new(), (Vec::<String>::new(), Vec::<String>::new()));
+        for request in batch {
+            match request {
+                LedgerRequest::Refund(refund) => refunded.push(refund.purchase_id.as_str()),
+                // Looked up as the rules will: as the store keeps text.
+                LedgerRequest::ReverseCredit { source, order_id } => {
+                    orders.0.push(storable(source).into_owned());
+                    orders.1.push(storable(order_id).into_owned());
+                }
+                LedgerRequest::Credit(credit) => {
+                    orders.0.push(storable(&credit.source).into_owned());
+                    orders.1.push(storable(&credit.order_id).into_owned());
+                }
+                _ => {}
+            }
+        }
+        let mut owners = Vec::new();
+        let mut begin = begin;
+        if !refunded.is_empty()
+            || batch
+                .iter()
+                .any(|r| matches!(r, LedgerRequest::ReverseCredit { .. }))
+        {
+            let mut queries: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(3);
+            if begin {
+                queries.push((BEGIN, &[]));
+            }
+            let (by_receipt, by_order): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
+                (&[&refunded], &[&orders.0, &orders.1]);
+            queries.push((USERS_OF_RECEIPTS, by_receipt));
+            queries.push((USERS_OF_CREDITS, by_order));
+            for rows in conn
+                .pipeline(&queries)?
+                .into_iter()
+                .skip(usize::from(begin))
+            {
+                for row in rows {
+                    owners.push(row.try_get::<_, i64>(0)?);
+                }
+            }
+            begin = false;
+        }
+        let mut users: Vec<i64> = batch
+            .iter()
+            .filter_map(|r| r.user())
+            .map(|u| u.0)
+            .chain(owners)
+            .collect();
         users.sort_unstable();
         users.dedup();
         let mut creating: Vec<i64> = batch
@@ -99,10 +159,18 @@ impl CachedBooks {
                     request_ids.push(charge.request_id.0.to_string());
                 }
                 LedgerRequest::Save(save) => {
-                    for id in &save.granted {
+                    for id in save
+                        .granted
+                        .iter()
+                        .chain(save.settled.iter().map(|(id, _)| id))
+                    {
                         books.ids_read.insert(id.clone());
                         grant_ids.push(id.0.as_str());
                     }
+                }
+                LedgerRequest::Refund(refund) => {
+                    books.ids_read.insert(refund.purchase_id.clone());
+                    grant_ids.push(refund.purchase_id.as_str());
                 }
                 LedgerRequest::OpenSession { user, .. }
                 | LedgerRequest::PendingReceipts { user } => {
@@ -112,11 +180,14 @@ impl CachedBooks {
                 _ => {}
             }
         }
-        let mut queries: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(8);
+        for (source, order_id) in orders.0.iter().zip(&orders.1) {
+            books.credits_read.insert(credit_key(source, order_id));
+        }
+        let mut queries: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(9);
         if begin {
             queries.push((BEGIN, &[]));
         }
-        let reads: [(&'static str, &[&(dyn ToSql + Sync)]); 7] = [
+        let reads: [(&'static str, &[&(dyn ToSql + Sync)]); 8] = [
             (DATABASE_NOW, &[]),
             (LOCK_ACCOUNTS, &[&users]),
             (RESERVE_ACCOUNTS, &[&creating, &now_ms]),
@@ -124,6 +195,7 @@ impl CachedBooks {
             (RECEIPTS_BY_ID, &[&grant_ids]),
             (PENDING_OF, &[&loading]),
             (STATES_OF, &[&loading]),
+            (CREDITS_BY_KEY, &[&orders.0, &orders.1]),
         ];
         queries.extend(reads);
         let mut results = conn
@@ -141,7 +213,7 @@ impl CachedBooks {
         }
         for row in next() {
             let (user, account) = account_from_row(&row)?;
-            if row.try_get::<_, bool>(5)? {
+            if row.try_get::<_, bool>(6)? {
                 books.reserved.insert(user);
             } else {
                 // It existed: locked above, or made by another server since.
@@ -169,7 +241,40 @@ impl CachedBooks {
                 .0
                 .insert(row.try_get(1)?, row.try_get(2)?);
         }
+        for row in next() {
+            let credit = credit_from_row(&row)?;
+            let key = credit_key(&credit.source, &credit.order_id);
+            books.credits.insert(key, (credit, false));
+        }
         Ok((books, database_now))
+    }
+
+    /// The user's cached receipts that pass `admit`, oldest first.
+    fn listed(&self, user: UserId, admit: impl Fn(&ReceiptRow) -> bool) -> Vec<ReceiptInfo> {
+        let mut listed: Vec<&ReceiptRow> = self
+            .receipts
+            .values()
+            .map(|r| &r.row)
+            .filter(|r| r.info.player_id == user && admit(r))
+            .collect();
+        listed.sort_by(|a, b| {
+            (a.created_ms, &a.info.purchase_id).cmp(&(b.created_ms, &b.info.purchase_id))
+        });
+        listed.into_iter().map(|r| r.info.clone()).collect()
+    }
+
+    fn change_receipt(
+        &mut self,
+        id: &PurchaseId,
+        change: impl FnOnce(&mut ReceiptRow),
+    ) -> Result<(), PgError> {
+        let receipt = self
+            .receipts
+            .get_mut(id)
+            .ok_or_else(|| unread(format!("receipt {id}")))?;
+        change(&mut receipt.row);
+        receipt.changed = !receipt.new;
+        Ok(())
     }
 
     fn cache_receipts(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), PgError> {
@@ -199,12 +304,19 @@ impl CachedBooks {
             states_changed,
             journal,
             reserved,
+            credits,
             ..
         } = self;
+        let credits: Vec<&CreditRecord> = credits
+            .values()
+            .filter(|(_, changed)| *changed)
+            .map(|(credit, _)| credit)
+            .collect();
         if accounts_changed.is_empty()
             && states_changed.is_empty()
             && journal.is_empty()
             && reserved.is_empty()
+            && credits.is_empty()
             && !receipts.values().any(|r| r.new || r.changed)
         {
             if commit {
@@ -214,6 +326,7 @@ impl CachedBooks {
         }
         let (mut a_users, mut a_balances, mut a_owners, mut a_expires, mut a_tokens) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut a_shortfalls = Vec::new();
         for user in &accounts_changed {
             let account = &accounts[user];
             a_users.push(user.0);
@@ -221,6 +334,7 @@ impl CachedBooks {
             a_owners.push(account.lease_owner.as_deref());
             a_expires.push(account.lease_expires_ms);
             a_tokens.push(account.lease_token);
+            a_shortfalls.push(account.shortfall as i64);
         }
         let mut made: Vec<&CachedReceipt> = receipts.values().filter(|r| r.new).collect();
         made.sort_by_key(|r| (r.row.created_ms, &r.row.info.purchase_id));
@@ -255,6 +369,25 @@ impl CachedBooks {
             .map(|r| r.row.info.purchase_id.as_str())
             .collect();
         let c_states: Vec<&str> = changed.iter().map(|r| r.row.state.as_str()).collect();
+        let (n_granted, n_refunded, n_reasons, n_clawbacks) = refund_columns(&made);
+        let (c_granted, c_refunded, c_reasons, c_clawbacks) = refund_columns(&changed);
+        let o_sources: Vec<&str> = credits.iter().map(|c| c.source.as_str()).collect();
+        let o_orders: Vec<&str> = credits.iter().map(|c| c.order_id.as_str()).collect();
+        let o_users: Vec<i64> = credits.iter().map(|c| c.user.0).collect();
+        let o_amounts: Vec<i64> = credits.iter().map(|c| c.amount as i64).collect();
+        let o_credited: Vec<i64> = credits.iter().map(|c| c.credited_at_ms).collect();
+        let o_reversed: Vec<Option<i64>> = credits
+            .iter()
+            .map(|c| c.reversal.as_ref().map(|r| r.at_ms))
+            .collect();
+        let o_taken: Vec<Option<i64>> = credits
+            .iter()
+            .map(|c| c.reversal.as_ref().map(|r| r.taken as i64))
+            .collect();
+        let o_short: Vec<Option<i64>> = credits
+            .iter()
+            .map(|c| c.reversal.as_ref().map(|r| r.shortfall as i64))
+            .collect();
         let j_users: Vec<i64> = journal.iter().map(|e| e.user.0).collect();
         let j_deltas: Vec<i64> = journal.iter().map(|e| e.delta).collect();
         let j_reasons: Vec<&str> = journal.iter().map(|e| e.reason.as_str()).collect();
@@ -306,6 +439,23 @@ impl CachedBooks {
             &k_values,
             &unused,
             &n_names,
+            &a_shortfalls,
+            &n_granted,
+            &n_refunded,
+            &n_reasons,
+            &n_clawbacks,
+            &c_granted,
+            &c_refunded,
+            &c_reasons,
+            &c_clawbacks,
+            &o_sources,
+            &o_orders,
+            &o_users,
+            &o_amounts,
+            &o_credited,
+            &o_reversed,
+            &o_taken,
+            &o_short,
         ];
         if commit {
             conn.pipeline(&[(WRITE_BACK, write_back), (COMMIT, &[])])?;
@@ -314,6 +464,34 @@ impl CachedBooks {
         }
         Ok(())
     }
+}
+
+/// The grant time and refund columns of receipts, as write-back arrays.
+#[allow(clippy::type_complexity)]
+fn refund_columns(
+    receipts: &[&CachedReceipt],
+) -> (
+    Vec<Option<i64>>,
+    Vec<Option<i64>>,
+    Vec<Option<String>>,
+    Vec<Option<&'static str>>,
+) {
+    let refund = |r: &&CachedReceipt| r.row.refund.clone();
+    (
+        receipts.iter().map(|r| r.row.granted_at_ms).collect(),
+        receipts
+            .iter()
+            .map(|r| refund(r).map(|f| f.at_ms))
+            .collect(),
+        receipts
+            .iter()
+            .map(|r| refund(r).map(|f| f.reason))
+            .collect(),
+        receipts
+            .iter()
+            .map(|r| refund(r).map(|f| f.clawback.as_str()))
+            .collect(),
+    )
 }
 
 impl Books for CachedBooks {
@@ -354,12 +532,13 @@ impl Books for CachedBooks {
         }
     }
 
-    fn receipt_state(
-        &mut self,
-        id: &PurchaseId,
-    ) -> Result<Option<(UserId, ReceiptState)>, PgError> {
+    fn receipt(&mut self, id: &PurchaseId) -> Result<Option<ReceiptStatus>, PgError> {
         if let Some(receipt) = self.receipts.get(id) {
-            return Ok(Some((receipt.row.info.player_id, receipt.row.state)));
+            return Ok(Some(ReceiptStatus {
+                info: receipt.row.info.clone(),
+                state: receipt.row.state,
+                refund: receipt.row.refund.clone(),
+            }));
         }
         if self.ids_read.contains(id) {
             Ok(None)
@@ -386,6 +565,7 @@ impl Books for CachedBooks {
                     created_ms: now_ms,
                     product_name: product_name.to_owned(),
                     granted_at_ms: None,
+                    refund: None,
                 },
                 new: true,
                 changed: false,
@@ -394,18 +574,48 @@ impl Books for CachedBooks {
         Ok(())
     }
 
-    fn set_receipt_state(
-        &mut self,
-        id: &PurchaseId,
-        state: ReceiptState,
-        _now_ms: i64,
-    ) -> Result<(), PgError> {
-        let receipt = self
-            .receipts
-            .get_mut(id)
-            .ok_or_else(|| unread(format!("receipt {id}")))?;
-        receipt.row.state = state;
-        receipt.changed = !receipt.new;
+    fn grant_receipt(&mut self, id: &PurchaseId, now_ms: i64) -> Result<(), PgError> {
+        self.change_receipt(id, |row| {
+            row.state = ReceiptState::Granted;
+            row.granted_at_ms = Some(now_ms);
+        })
+    }
+
+    fn put_refund(&mut self, id: &PurchaseId, refund: &RefundRecord) -> Result<(), PgError> {
+        self.change_receipt(id, |row| {
+            row.state = ReceiptState::Refunded;
+            row.refund = Some(refund.clone());
+        })
+    }
+
+    fn clawbacks(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, PgError> {
+        if !self.pending_read.contains(&user) {
+            return Err(unread(format!("the refunds of user {user}")));
+        }
+        Ok(self.listed(user, |row| {
+            row.refund
+                .as_ref()
+                .is_some_and(|r| r.clawback == Clawback::Pending)
+        }))
+    }
+
+    fn credit(&mut self, source: &str, order_id: &str) -> Result<Option<CreditRecord>, PgError> {
+        let key = credit_key(source, order_id);
+        if let Some((credit, _)) = self.credits.get(&key) {
+            return Ok(Some(credit.clone()));
+        }
+        if self.credits_read.contains(&key) {
+            Ok(None)
+        } else {
+            Err(unread(format!("top-up {source}:{order_id}")))
+        }
+    }
+
+    fn put_credit(&mut self, credit: &CreditRecord, _created: bool) -> Result<(), PgError> {
+        self.credits.insert(
+            credit_key(&credit.source, &credit.order_id),
+            (credit.clone(), true),
+        );
         Ok(())
     }
 
@@ -431,16 +641,7 @@ impl Books for CachedBooks {
         if !self.pending_read.contains(&user) {
             return Err(unread(format!("the pending receipts of user {user}")));
         }
-        let mut pending: Vec<&ReceiptRow> = self
-            .receipts
-            .values()
-            .map(|r| &r.row)
-            .filter(|r| r.info.player_id == user && r.state == ReceiptState::Pending)
-            .collect();
-        pending.sort_by(|a, b| {
-            (a.created_ms, &a.info.purchase_id).cmp(&(b.created_ms, &b.info.purchase_id))
-        });
-        Ok(pending.into_iter().map(|r| r.info.clone()).collect())
+        Ok(self.listed(user, |row| row.state == ReceiptState::Pending))
     }
 
     fn audit(&mut self) -> Result<LedgerAudit, PgError> {

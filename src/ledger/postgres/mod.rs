@@ -339,6 +339,14 @@ fn audit(conn: &mut Conn) -> Result<LedgerAudit, PgError> {
             purchase_id: row.try_get::<_, Option<String>>(3)?.map(PurchaseId),
         });
     }
+    for row in conn.query(ALL_CREDITS, &[])? {
+        audit.credits.push(credit_from_row(&row)?);
+    }
+    for row in conn.query(ALL_SHORTFALLS, &[])? {
+        let user = UserId(row.try_get(0)?);
+        let shortfall: i64 = row.try_get(1)?;
+        audit.shortfalls.insert(user, shortfall.max(0) as u64);
+    }
     audit.purchase_debits = purchase_debits(&audit.journal);
     Ok(audit)
 }

@@ -1,10 +1,10 @@
 //! The PostgreSQL schema: migrations, the version check that refuses a foreign or newer database.
 
 use super::conn::{Conn, PgError};
-use crate::ledger::schema::{HISTORY, POSTGRES, lease_token, tables_v1};
+use crate::ledger::schema::{HISTORY, POSTGRES, lease_token, refunds, tables_v1};
 
 /// The schema version this build writes (in `bevy_marketplace_meta`).
-pub const PG_SCHEMA_VERSION: i64 = 3;
+pub const PG_SCHEMA_VERSION: i64 = 4;
 
 /// Marks the database as ours in `bevy_marketplace_meta.application`.
 pub(super) const APPLICATION: &str = "bevy_marketplace";
@@ -19,6 +19,7 @@ pub(super) fn migrations() -> [String; PG_SCHEMA_VERSION as usize] {
         format!("{META}{}", tables_v1(&POSTGRES)),
         lease_token(&POSTGRES),
         HISTORY.to_owned(),
+        refunds(&POSTGRES),
     ]
 }
 

@@ -9,9 +9,15 @@ use super::conn::PgError;
 use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
 use crate::receipt::{CurrencyType, ProductPurchaseChannel, ReceiptInfo, ReceiptState};
 
+macro_rules! credit_columns {
+    () => {
+        "c.source, c.order_id, c.user_id, c.amount, c.credited_ms, c.reversed_ms, c.reversed_taken, c.reversed_shortfall"
+    };
+}
+
 macro_rules! receipt_columns {
     () => {
-        "purchase_id, user_id, product_id, place_id, currency_spent, currency_type, channel, is_test, created_ms, state, request_id, product_name, resolved_ms"
+        "purchase_id, user_id, product_id, place_id, currency_spent, currency_type, channel, is_test, created_ms, state, request_id, product_name, resolved_ms, refunded_ms, refund_reason, clawback"
     };
 }
 
@@ -24,7 +30,7 @@ pub(super) const DATABASE_NOW: &str =
     "SELECT (extract(epoch FROM transaction_timestamp()) * 1000)::bigint";
 /// Locks the existing accounts of a batch, in user order.
 pub(super) const LOCK_ACCOUNTS: &str =
-    "SELECT user_id, balance, lease_owner, lease_expires_ms, lease_token
+    "SELECT user_id, balance, lease_owner, lease_expires_ms, lease_token, shortfall
     FROM accounts WHERE user_id = ANY ($1::bigint[]) ORDER BY user_id FOR UPDATE";
 /// Inserts a row for each account a batch may create that did not exist, in user order, locking
 /// it (a row another server created meanwhile is locked by the no-op update instead). Returns the
@@ -33,7 +39,28 @@ pub(super) const RESERVE_ACCOUNTS: &str =
     "INSERT INTO accounts AS a (user_id, balance, created_ms, updated_ms)
     SELECT u, 0, $2, $2 FROM unnest($1::bigint[]) AS t (u) ORDER BY u
     ON CONFLICT (user_id) DO UPDATE SET user_id = a.user_id
-    RETURNING user_id, balance, lease_owner, lease_expires_ms, lease_token, xmax = 0";
+    RETURNING user_id, balance, lease_owner, lease_expires_ms, lease_token, shortfall, xmax = 0";
+/// The buyers of receipts and the users of store orders a batch refunds or reverses, so their
+/// accounts are locked with the others (read before the batch's other reads).
+pub(super) const USERS_OF_RECEIPTS: &str =
+    "SELECT DISTINCT user_id FROM receipts WHERE purchase_id = ANY ($1::text[])";
+pub(super) const USERS_OF_CREDITS: &str = "SELECT DISTINCT c.user_id FROM credits c
+    JOIN unnest($1::text[], $2::text[]) AS k (source, order_id)
+      ON c.source = k.source AND c.order_id = k.order_id";
+/// Store orders by (source, order id).
+pub(super) const CREDITS_BY_KEY: &str = concat!(
+    "SELECT ",
+    credit_columns!(),
+    " FROM credits c JOIN unnest($1::text[], $2::text[]) AS k (source, order_id)
+      ON c.source = k.source AND c.order_id = k.order_id"
+);
+pub(super) const ALL_CREDITS: &str = concat!(
+    "SELECT ",
+    credit_columns!(),
+    r#" FROM credits c ORDER BY c.source COLLATE "C", c.order_id COLLATE "C""#
+);
+pub(super) const ALL_SHORTFALLS: &str =
+    "SELECT user_id, shortfall FROM accounts WHERE shortfall > 0";
 pub(super) const RECEIPTS_BY_REQUEST: &str = concat!(
     "SELECT ",
     receipt_columns!(),
@@ -44,10 +71,11 @@ pub(super) const RECEIPTS_BY_ID: &str = concat!(
     receipt_columns!(),
     " FROM receipts WHERE purchase_id = ANY ($1::text[])"
 );
+/// The players' pending receipts and refunds waiting for a clawback.
 pub(super) const PENDING_OF: &str = concat!(
     "SELECT ",
     receipt_columns!(),
-    " FROM receipts WHERE user_id = ANY ($1::bigint[]) AND state = 'pending'"
+    " FROM receipts WHERE user_id = ANY ($1::bigint[]) AND (state = 'pending' OR clawback = 'pending')"
 );
 pub(super) const ALL_RECEIPTS: &str = concat!(
     "SELECT ",
@@ -80,30 +108,33 @@ pub(super) const ALL_STATES: &str = "SELECT user_id, name, value FROM player_com
 pub(super) const ALL_JOURNAL: &str =
     "SELECT user_id, delta, reason, purchase_id FROM balance_journal ORDER BY id";
 
-/// Writes back everything a batch changed, in one statement: accounts (balance, lease), new
-/// receipts (in their final state), state changes of older receipts, journal entries (in order),
-/// players' components (upserted, with the names no longer saved deleted), and the rows reserved
-/// for accounts that were not made after all. Each part touches rows no other part does, as the
+/// Writes back everything a batch changed, in one statement: accounts (balance, lease,
+/// shortfall), new receipts (in their final state), state changes of older receipts (grant,
+/// refund), journal entries (in order), players' components (upserted, with the names no longer
+/// saved deleted), store orders (upserted), and the rows reserved for accounts that were not made
+/// after all. Each part touches rows no other part does, as the
 /// statement's parts all see one snapshot.
 pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
         UPDATE accounts a
         SET balance = u.balance, lease_owner = u.owner, lease_expires_ms = u.expires,
-            lease_token = u.token, updated_ms = $1
-        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[])
-            AS u (user_id, balance, owner, expires, token)
+            lease_token = u.token, updated_ms = $1, shortfall = u.shortfall
+        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $30::bigint[])
+            AS u (user_id, balance, owner, expires, token, shortfall)
         WHERE a.user_id = u.user_id
     ), receipts_made AS (
         INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
                               currency_type, channel, is_test, state, created_ms, resolved_ms,
-                              product_name)
-        SELECT p, r, u, pr, pl, c, $16, ch, t, s, $1, CASE WHEN s = 'pending' THEN NULL ELSE $1 END,
-               nm
+                              product_name, refunded_ms, refund_reason, clawback)
+        SELECT p, r, u, pr, pl, c, $16, ch, t, s, $1, g, nm, rf, rr, cb
         FROM unnest($7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
-                    $13::bigint[], $14::boolean[], $15::text[], $29::text[])
-            AS n (p, r, u, pr, pl, c, ch, t, s, nm)
+                    $13::bigint[], $14::boolean[], $15::text[], $29::text[], $31::bigint[],
+                    $32::bigint[], $33::text[], $34::text[])
+            AS n (p, r, u, pr, pl, c, ch, t, s, nm, g, rf, rr, cb)
     ), receipts_resolved AS (
-        UPDATE receipts r SET state = c.state, resolved_ms = $1
-        FROM unnest($17::text[], $18::text[]) AS c (purchase_id, state)
+        UPDATE receipts r SET state = c.state, resolved_ms = c.granted, refunded_ms = c.refunded,
+            refund_reason = c.reason, clawback = c.clawback
+        FROM unnest($17::text[], $18::text[], $35::bigint[], $36::bigint[], $37::text[], $38::text[])
+            AS c (purchase_id, state, granted, refunded, reason, clawback)
         WHERE r.purchase_id = c.purchase_id
     ), journal AS (
         INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
@@ -122,6 +153,13 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
         WHERE p.user_id = s.user_id AND NOT (p.name = ANY (s.names::text[]))
     ), unused_rows AS (
         DELETE FROM accounts WHERE user_id = ANY ($28::bigint[])
+    ), credits_kept AS (
+        INSERT INTO credits (source, order_id, user_id, amount, credited_ms, reversed_ms,
+                             reversed_taken, reversed_shortfall)
+        SELECT * FROM unnest($39::text[], $40::text[], $41::bigint[], $42::bigint[], $43::bigint[],
+                             $44::bigint[], $45::bigint[], $46::bigint[])
+        ON CONFLICT (source, order_id) DO UPDATE SET reversed_ms = EXCLUDED.reversed_ms,
+            reversed_taken = EXCLUDED.reversed_taken, reversed_shortfall = EXCLUDED.reversed_shortfall
     )
     SELECT 1";
 
@@ -141,6 +179,7 @@ pub(super) struct ReceiptRow {
     pub(super) created_ms: i64,
     pub(super) product_name: String,
     pub(super) granted_at_ms: Option<i64>,
+    pub(super) refund: Option<crate::ledger::RefundRecord>,
 }
 
 impl ReceiptRow {
@@ -152,6 +191,7 @@ impl ReceiptRow {
             product_name: self.product_name,
             purchased_at_ms: self.created_ms,
             granted_at_ms: self.granted_at_ms,
+            refund: self.refund,
         }
     }
 }
@@ -181,11 +221,50 @@ pub(super) fn receipt_from_row(row: &Row) -> Result<ReceiptRow, PgError> {
         created_ms: row.try_get(8)?,
         product_name: row.try_get(11)?,
         granted_at_ms: row.try_get(12)?,
+        refund: match row.try_get::<_, Option<i64>>(13)? {
+            None => None,
+            Some(at_ms) => {
+                let clawback: Option<String> = row.try_get(15)?;
+                let clawback = clawback.as_deref().unwrap_or_default();
+                Some(crate::ledger::RefundRecord {
+                    at_ms,
+                    reason: row.try_get::<_, Option<String>>(14)?.unwrap_or_default(),
+                    clawback: crate::ledger::Clawback::parse(clawback)
+                        .ok_or_else(|| corrupt(format!("clawback {clawback:?}")))?,
+                })
+            }
+        },
         state: ReceiptState::parse(&state).ok_or_else(|| corrupt(format!("state {state:?}")))?,
         request_id: RequestId(
             request
                 .parse()
                 .map_err(|e| corrupt(format!("request id {request:?}: {e}")))?,
         ),
+    })
+}
+
+/// Reads a row of [`credit_columns`].
+pub(super) fn credit_from_row(row: &Row) -> Result<crate::ledger::CreditRecord, PgError> {
+    let source: String = row.try_get(0)?;
+    let order_id: String = row.try_get(1)?;
+    let amount = |i: usize| -> Result<u64, PgError> {
+        let value: i64 = row.try_get(i)?;
+        u64::try_from(value)
+            .map_err(|_| PgError::Corrupt(format!("top-up {source}:{order_id}: amount {value}")))
+    };
+    Ok(crate::ledger::CreditRecord {
+        user: UserId(row.try_get(2)?),
+        amount: amount(3)?,
+        credited_at_ms: row.try_get(4)?,
+        reversal: match row.try_get::<_, Option<i64>>(5)? {
+            None => None,
+            Some(at_ms) => Some(crate::ledger::CreditReversal {
+                at_ms,
+                taken: amount(6)?,
+                shortfall: amount(7)?,
+            }),
+        },
+        source: source.clone(),
+        order_id: order_id.clone(),
     })
 }

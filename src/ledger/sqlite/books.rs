@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::receipt_from_row;
 use crate::ids::ProductId;
 use crate::ids::{PurchaseId, RequestId, UserId};
-use crate::ledger::rules::{AccountRow, Books};
+use crate::ledger::rules::{AccountRow, Books, ReceiptStatus};
 use crate::ledger::{
-    HISTORY_PAGE_SIZE, HistoryFilter, HistoryPage, JournalEntry, LedgerAudit, PlayerSnapshot,
-    SalesQuery, SalesRow, StoredReceipt,
+    Clawback, CreditRecord, CreditReversal, HISTORY_PAGE_SIZE, HistoryFilter, HistoryPage,
+    JournalEntry, LedgerAudit, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow, StoredReceipt,
 };
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
@@ -28,7 +28,7 @@ impl Books for SqliteBooks<'_> {
     fn account(&mut self, user: UserId) -> rusqlite::Result<Option<AccountRow>> {
         self.conn
             .prepare_cached(
-                "SELECT balance, lease_owner, lease_expires_ms, lease_token FROM accounts WHERE user_id = ?1",
+                "SELECT balance, lease_owner, lease_expires_ms, lease_token, shortfall FROM accounts WHERE user_id = ?1",
             )?
             .query_row([user.0], |r| {
                 Ok(AccountRow {
@@ -36,6 +36,7 @@ impl Books for SqliteBooks<'_> {
                     lease_owner: r.get(1)?,
                     lease_expires_ms: r.get(2)?,
                     lease_token: r.get(3)?,
+                    shortfall: r.get::<_, i64>(4)? as u64,
                 })
             })
             .optional()
@@ -54,20 +55,21 @@ impl Books for SqliteBooks<'_> {
             account.lease_owner,
             account.lease_expires_ms,
             account.lease_token,
-            now_ms
+            now_ms,
+            account.shortfall as i64
         ];
         if created {
             self.conn
                 .prepare_cached(
-                    "INSERT INTO accounts (user_id, balance, lease_owner, lease_expires_ms, lease_token, created_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    "INSERT INTO accounts (user_id, balance, lease_owner, lease_expires_ms, lease_token, created_ms, updated_ms, shortfall)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
                 )?
                 .execute(values)?;
         } else {
             self.conn
                 .prepare_cached(
                     "UPDATE accounts SET balance = ?2, lease_owner = ?3, lease_expires_ms = ?4, lease_token = ?5,
-                     updated_ms = ?6 WHERE user_id = ?1",
+                     updated_ms = ?6, shortfall = ?7 WHERE user_id = ?1",
                 )?
                 .execute(values)?;
         }
@@ -85,17 +87,22 @@ impl Books for SqliteBooks<'_> {
             .optional()
     }
 
-    fn receipt_state(
-        &mut self,
-        id: &PurchaseId,
-    ) -> rusqlite::Result<Option<(UserId, ReceiptState)>> {
-        let row: Option<(i64, String)> = self
-            .conn
-            .prepare_cached("SELECT user_id, state FROM receipts WHERE purchase_id = ?1")?
-            .query_row([&id.0], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        row.map(|(user, state)| Ok((UserId(user), parse_state(&state)?)))
-            .transpose()
+    fn receipt(&mut self, id: &PurchaseId) -> rusqlite::Result<Option<ReceiptStatus>> {
+        self.conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                stored_columns!(),
+                " FROM receipts WHERE purchase_id = ?1"
+            ))?
+            .query_row([&id.0], stored_from_row)
+            .optional()
+            .map(|stored| {
+                stored.map(|r| ReceiptStatus {
+                    info: r.info,
+                    state: r.state,
+                    refund: r.refund,
+                })
+            })
     }
 
     fn insert_receipt(
@@ -127,17 +134,69 @@ impl Books for SqliteBooks<'_> {
         Ok(())
     }
 
-    fn set_receipt_state(
-        &mut self,
-        id: &PurchaseId,
-        state: ReceiptState,
-        now_ms: i64,
-    ) -> rusqlite::Result<()> {
+    fn grant_receipt(&mut self, id: &PurchaseId, now_ms: i64) -> rusqlite::Result<()> {
         self.conn
             .prepare_cached(
-                "UPDATE receipts SET state = ?2, resolved_ms = ?3 WHERE purchase_id = ?1",
+                "UPDATE receipts SET state = 'granted', resolved_ms = ?2 WHERE purchase_id = ?1",
             )?
-            .execute(params![id.0, state.as_str(), now_ms])?;
+            .execute(params![id.0, now_ms])?;
+        Ok(())
+    }
+
+    fn put_refund(&mut self, id: &PurchaseId, refund: &RefundRecord) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE receipts SET state = 'refunded', refunded_ms = ?2, refund_reason = ?3, clawback = ?4
+                 WHERE purchase_id = ?1",
+            )?
+            .execute(params![
+                id.0,
+                refund.at_ms,
+                refund.reason,
+                refund.clawback.as_str()
+            ])?;
+        Ok(())
+    }
+
+    fn clawbacks(&mut self, user: UserId) -> rusqlite::Result<Vec<ReceiptInfo>> {
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT ",
+            receipt_columns!(),
+            " FROM receipts WHERE user_id = ?1 AND clawback = 'pending' ORDER BY created_ms, purchase_id"
+        ))?;
+        let rows = stmt.query_map([user.0], receipt_from_row)?;
+        rows.collect()
+    }
+
+    fn credit(&mut self, source: &str, order_id: &str) -> rusqlite::Result<Option<CreditRecord>> {
+        self.conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                credit_columns!(),
+                " FROM credits WHERE source = ?1 AND order_id = ?2"
+            ))?
+            .query_row([source, order_id], credit_from_row)
+            .optional()
+    }
+
+    fn put_credit(&mut self, credit: &CreditRecord, _created: bool) -> rusqlite::Result<()> {
+        let reversal = credit.reversal.as_ref();
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO credits (source, order_id, user_id, amount, credited_ms,
+                                                 reversed_ms, reversed_taken, reversed_shortfall)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                credit.source,
+                credit.order_id,
+                credit.user.0,
+                credit.amount as i64,
+                credit.credited_at_ms,
+                reversal.map(|r| r.at_ms),
+                reversal.map(|r| r.taken as i64),
+                reversal.map(|r| r.shortfall as i64)
+            ])?;
         Ok(())
     }
 
@@ -249,6 +308,33 @@ impl Books for SqliteBooks<'_> {
     }
 }
 
+/// The columns [`credit_from_row`] reads.
+macro_rules! credit_columns {
+    () => {
+        "source, order_id, user_id, amount, credited_ms, reversed_ms, reversed_taken, reversed_shortfall"
+    };
+}
+use credit_columns;
+
+fn credit_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CreditRecord> {
+    let reversed_ms: Option<i64> = row.get(5)?;
+    Ok(CreditRecord {
+        source: row.get(0)?,
+        order_id: row.get(1)?,
+        user: UserId(row.get(2)?),
+        amount: row.get::<_, i64>(3)? as u64,
+        credited_at_ms: row.get(4)?,
+        reversal: match reversed_ms {
+            Some(at_ms) => Some(CreditReversal {
+                at_ms,
+                taken: row.get::<_, i64>(6)? as u64,
+                shortfall: row.get::<_, i64>(7)? as u64,
+            }),
+            None => None,
+        },
+    })
+}
+
 /// A receipt with its state and history (the columns of [`stored_columns`]).
 fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
     let info = receipt_from_row(row)?;
@@ -268,7 +354,27 @@ fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
         product_name: row.get(11)?,
         purchased_at_ms: row.get(8)?,
         granted_at_ms: row.get(12)?,
+        refund: refund_from_row(row, 13)?,
     })
+}
+
+/// The refund in the columns from `at` (time, reason, clawback), if the receipt has one.
+fn refund_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<RefundRecord>> {
+    let Some(at_ms) = row.get::<_, Option<i64>>(at)? else {
+        return Ok(None);
+    };
+    let clawback: String = row.get(at + 2)?;
+    Ok(Some(RefundRecord {
+        at_ms,
+        reason: row.get::<_, Option<String>>(at + 1)?.unwrap_or_default(),
+        clawback: Clawback::parse(&clawback).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                at + 2,
+                rusqlite::types::Type::Text,
+                format!("unknown clawback {clawback:?}").into(),
+            )
+        })?,
+    }))
 }
 
 pub(super) fn load_state(conn: &Connection, user: UserId) -> rusqlite::Result<PlayerSnapshot> {
@@ -331,6 +437,19 @@ pub(super) fn audit(conn: &Connection) -> rusqlite::Result<LedgerAudit> {
                 purchase_id: r.get::<_, Option<String>>(3)?.map(PurchaseId),
             })
         })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        credit_columns!(),
+        " FROM credits ORDER BY source, order_id"
+    ))?;
+    audit.credits = stmt
+        .query_map([], credit_from_row)?
+        .collect::<Result<_, _>>()?;
+    let mut stmt =
+        conn.prepare_cached("SELECT user_id, shortfall FROM accounts WHERE shortfall > 0")?;
+    audit.shortfalls = stmt
+        .query_map([], |r| Ok((UserId(r.get(0)?), r.get::<_, i64>(1)? as u64)))?
         .collect::<Result<_, _>>()?;
     audit.purchase_debits = crate::ledger::purchase_debits(&audit.journal);
     Ok(audit)

@@ -29,12 +29,13 @@ macro_rules! receipt_columns {
     };
 }
 
-/// [`receipt_columns`], then the receipt's state, request id, product name and grant time.
+/// [`receipt_columns`], then the receipt's state, request id, product name, grant time and
+/// refund (time, reason, clawback).
 macro_rules! stored_columns {
     () => {
         concat!(
             receipt_columns!(),
-            ", state, request_id, product_name, resolved_ms"
+            ", state, request_id, product_name, resolved_ms, refunded_ms, refund_reason, clawback"
         )
     };
 }
