@@ -179,6 +179,8 @@ fn downgrade_to_version_1(path: &Path) {
          INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
              VALUES (7, -80, 'purchase', '0001', 1), (7, -80, 'purchase', '0002', 1);
          ALTER TABLE accounts DROP COLUMN lease_token;
+         ALTER TABLE accounts DROP COLUMN shortfall;
+         DROP TABLE credits;
          DROP INDEX balance_journal_by_user;
          PRAGMA user_version = 1;
          COMMIT;",

@@ -12,7 +12,9 @@ use bevy_marketplace::ledger::{
     SalesBucket, SalesQuery, SalesReportReady, SqliteLedger, sales_csv,
 };
 use bevy_marketplace::testing::MarketplaceTestExt;
-use bevy_marketplace::{MarketplaceError, MarketplaceService, ReceiptState, UserId};
+use bevy_marketplace::{
+    MarketplaceAppExt, MarketplaceError, MarketplaceService, PremiumBalance, ReceiptState, UserId,
+};
 use common::*;
 
 fn service(game: &mut GameServer) -> Mut<'_, MarketplaceService> {
@@ -201,6 +203,13 @@ fn the_admin_tool_reads_a_ledger_a_game_is_using_and_finds_corruption() {
     let path = dir.path().join("ledger.sqlite3");
     let file = path.clone();
     let mut game = GameServer::new(move || SqliteLedger::open(&file), "a", |p| p);
+    game.app
+        .add_refund_handler(GOLD_100, |_receipt, mut player| {
+            player
+                .get_mut::<Gold>()
+                .map(|mut gold| gold.0 -= 100)
+                .is_some()
+        });
     let a = game.join(1);
     let b = game.join(2);
     for _ in 0..3 {
@@ -245,6 +254,47 @@ fn the_admin_tool_reads_a_ledger_a_game_is_using_and_finds_corruption() {
     // The tool took no lease: the game still saves its players.
     game.buy(a, GOLD_100);
     assert_eq!(game.gold(a), 400);
+
+    // A refund by the tool reaches the running game within seconds (the default refresh
+    // interval): the Gems come back, the Gold goes.
+    let balance = |game: &GameServer| game.app.world().get::<PremiumBalance>(a).unwrap().0;
+    let before = balance(&game);
+    let newest = SqliteLedger::open(&path)
+        .unwrap()
+        .audit()
+        .unwrap()
+        .receipts
+        .into_iter()
+        .filter(|r| r.info.player_id == UserId(1))
+        .max_by_key(|r| r.purchased_at_ms)
+        .unwrap();
+    let id = newest.info.purchase_id.to_string();
+    let (code, out, err) = on(&path, &["refund", &id, "--reason", "support ticket 17"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("refunded 80 to user 1"), "{out}");
+    game.app.update_until("the refund to reach the game", |w| {
+        w.get::<Gold>(a).unwrap().0 == 300
+    });
+    assert_eq!(balance(&game), before + 80);
+    let (code, _, err) = on(&path, &["refund", &id, "--reason", "twice"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already refunded"), "{err}");
+
+    // A store top-up by the tool credits once per order, and reaches the game too.
+    for expected in ["credited;", "already credited before"] {
+        let (code, out, err) = on(
+            &path,
+            &["credit", "1", "250", "--source", "web", "--order-id", "w-1"],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(expected), "{out}");
+    }
+    game.app.update_until("the top-up to reach the game", |w| {
+        w.get::<PremiumBalance>(a).unwrap().0 == before + 80 + 250
+    });
+    game.app.settle();
+    let (code, out, err) = on(&path, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
     drop(game);
 
     // A balance changed behind the ledger's back is found, by account.

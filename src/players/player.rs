@@ -70,6 +70,9 @@ pub struct PlayerSession {
     pub(crate) pending: Vec<PendingReceipt>,
     /// Granted in memory; their effects are in the components but not yet committed.
     pub(crate) unsaved: Vec<PurchaseId>,
+    /// Granted and committed during this session. A receipt learnt of twice — from a refresh
+    /// and then from its own charge's answer, handled frames later — is granted once.
+    pub(crate) committed: std::collections::HashSet<PurchaseId>,
     /// Refunded receipts whose effect this server is to take back.
     pub(crate) clawbacks: Vec<PendingReceipt>,
     /// Clawbacks settled in memory (taken back, or kept for want of a refund handler), not yet
@@ -96,6 +99,7 @@ impl PlayerSession {
             phase: SessionPhase::Loading,
             pending: Vec::new(),
             unsaved: Vec::new(),
+            committed: Default::default(),
             clawbacks: Vec::new(),
             unsaved_settled: Vec::new(),
             shortfall: 0,
@@ -175,6 +179,7 @@ impl PlayerSession {
             .iter()
             .any(|p| p.info.purchase_id == receipt.purchase_id)
             && !self.unsaved.contains(&receipt.purchase_id)
+            && !self.committed.contains(&receipt.purchase_id)
         {
             self.pending.push(PendingReceipt::new(receipt));
         }

@@ -173,6 +173,7 @@ pub(crate) fn handle_session_replies(
                             && let Ok((mut session, _)) = players.get_mut(entity)
                         {
                             session.unsaved.retain(|id| !save.granted.contains(id));
+                            session.committed.extend(save.granted.iter().cloned());
                             session
                                 .unsaved_settled
                                 .retain(|settled| !save.settled.contains(settled));
