@@ -75,10 +75,13 @@ struct Args {
     exit_when_active: bool,
     screenshots: PathBuf,
     ledger: PathBuf,
+    /// Cheats in the debug panel: grant currency, simulate purchases, refund.
+    debug_grants: bool,
 }
 
 fn args() -> Args {
     let mut args = Args {
+        debug_grants: false,
         scripted: false,
         print_state: false,
         exit_when_active: false,
@@ -92,9 +95,10 @@ fn args() -> Args {
             "--print-state" => args.print_state = true,
             "--exit-when-active" => args.exit_when_active = true,
             "--screenshots" => args.screenshots = it.next().expect("--screenshots DIR").into(),
+            "--debug-grants" => args.debug_grants = true,
             "--ledger" => args.ledger = it.next().expect("--ledger FILE").into(),
             other => panic!(
-                "unknown argument {other:?} (use --scripted, --screenshots DIR, --ledger FILE, --print-state, --exit-when-active)"
+                "unknown argument {other:?} (use --scripted, --screenshots DIR, --ledger FILE, --print-state, --exit-when-active, --debug-grants)"
             ),
         }
     }
@@ -124,6 +128,8 @@ fn main() -> AppExit {
         MarketplacePlugin {
             starting_balance: 500,
             currency: PremiumCurrency::new("Robux", "R$"),
+            // The scripted run refunds a purchase from the debug panel's history.
+            allow_debug_grants: args.debug_grants || args.scripted,
             ..MarketplacePlugin::default().with_ledger(LedgerBackend::sqlite(&args.ledger))
         },
         MarketplaceUiPlugin,
@@ -158,6 +164,25 @@ fn main() -> AppExit {
     .add_product_handler(ARROWS, |_receipt, mut player| {
         player.get_mut::<Arrows>().map(|mut a| a.0 += 20).is_some()
     })
+    // A refund takes the goods back (a potion already drunk is not: no refund handler).
+    .add_refund_handler(GOLD_POUCH, |_receipt, mut player| {
+        player
+            .get_mut::<Gold>()
+            .map(|mut gold| gold.0 = gold.0.saturating_sub(100))
+            .is_some()
+    })
+    .add_refund_handler(GOLD_CHEST, |_receipt, mut player| {
+        player
+            .get_mut::<Gold>()
+            .map(|mut gold| gold.0 = gold.0.saturating_sub(1000))
+            .is_some()
+    })
+    .add_refund_handler(ARROWS, |_receipt, mut player| {
+        player
+            .get_mut::<Arrows>()
+            .map(|mut a| a.0 = a.0.saturating_sub(20))
+            .is_some()
+    })
     .add_systems(Startup, setup)
     .add_systems(
         Update,
@@ -188,6 +213,8 @@ fn main() -> AppExit {
             total_frames: 0,
             dir: args.screenshots,
             balance_before: 0,
+            gold_before_refund: 0,
+            history: None,
         })
         .add_systems(Update, run_script.before(keyboard_walk));
     }
@@ -631,8 +658,16 @@ enum Step {
     ShootPurchased,
     CloseAndCheck,
     ShootDebugPanel,
+    /// Buys the products of `MORE` in turn (through the prompt), for the sales chart.
+    BuyMore(usize),
+    /// Refunds the newest Gold Pouch from the panel's history and checks the Gold went back.
+    Refund,
+    ShootReports,
     Done,
 }
+
+/// What the scripted run buys after the potion, for the sales chart.
+const MORE: [ProductId; 3] = [GOLD_POUCH, ARROWS, GOLD_POUCH];
 
 #[derive(Resource)]
 struct Script {
@@ -641,6 +676,9 @@ struct Script {
     total_frames: u32,
     dir: PathBuf,
     balance_before: u64,
+    gold_before_refund: u64,
+    /// The newest page of purchase history the debug panel asked for.
+    history: Option<bevy_marketplace::ledger::HistoryPage>,
 }
 
 impl Script {
@@ -672,6 +710,7 @@ fn run_script(
             Entity,
             &Transform,
             &Health,
+            &Gold,
             &PremiumBalance,
             Option<&PurchasePrompt>,
             &bevy_marketplace::PlayerSession,
@@ -681,8 +720,13 @@ fn run_script(
     mut prompts: MessageWriter<PromptProductPurchase>,
     mut answers: MessageWriter<PromptAnswer>,
     mut exit: MessageWriter<AppExit>,
+    mut service: ResMut<MarketplaceService>,
+    mut history: MessageReader<bevy_marketplace::ledger::PurchaseHistoryReady>,
 ) {
-    let (entity, transform, health, balance, prompt, session) = *player;
+    let (entity, transform, health, gold, balance, prompt, session) = *player;
+    if let Some(page) = history.read().filter_map(|a| a.result.clone().ok()).last() {
+        script.history = Some(page);
+    }
     script.frames += 1;
     script.total_frames += 1;
     if script.total_frames > 3000 {
@@ -791,6 +835,74 @@ fn run_script(
                 script.shoot(&mut commands, "debug_panel.png");
             }
             if script.frames == 40 {
+                script.next(Step::BuyMore(0));
+            }
+        }
+        Step::BuyMore(i) => match prompt.map(|p| &p.state) {
+            None if script.frames == 1 => {
+                prompts.write(PromptProductPurchase {
+                    player: entity,
+                    product_id: MORE[i],
+                });
+            }
+            None if script.frames > 5 && session.uncommitted_grants().is_empty() => {
+                if i + 1 < MORE.len() {
+                    script.next(Step::BuyMore(i + 1));
+                } else {
+                    script.gold_before_refund = gold.0;
+                    script.next(Step::Refund);
+                }
+            }
+            Some(PromptState::AwaitingConfirmation) => {
+                answers.write(PromptAnswer {
+                    player: entity,
+                    action: PromptAction::Confirm,
+                });
+            }
+            Some(PromptState::Purchased(_)) => {
+                answers.write(PromptAnswer {
+                    player: entity,
+                    action: PromptAction::Close,
+                });
+            }
+            Some(PromptState::Failed(e)) => {
+                eprintln!("script: buying {} failed: {e}", MORE[i]);
+                exit.write(AppExit::error());
+            }
+            _ => {}
+        },
+        Step::Refund => {
+            panel.show_history = true;
+            panel.show_sales = true;
+            if script.frames == 30 {
+                // What the history window's Refund button on the newest Gold Pouch sends.
+                let newest = script
+                    .history
+                    .iter()
+                    .flat_map(|page| page.entries.iter())
+                    .find(|entry| entry.receipt.product_id == GOLD_POUCH && entry.refund.is_none())
+                    .map(|entry| entry.receipt.purchase_id.clone());
+                match newest {
+                    Some(id) => service.refund(id, "scripted run"),
+                    None => {
+                        eprintln!("script: the history shows no Gold Pouch");
+                        exit.write(AppExit::error());
+                    }
+                }
+            }
+            if script.frames > 30 && gold.0 + 100 == script.gold_before_refund {
+                println!(
+                    "script: Gold Pouch refunded; Gold {} -> {}",
+                    script.gold_before_refund, gold.0
+                );
+                script.next(Step::ShootReports);
+            }
+        }
+        Step::ShootReports => {
+            if script.frames == 40 {
+                script.shoot(&mut commands, "debug_reports.png");
+            }
+            if script.frames == 60 {
                 script.next(Step::Done);
             }
         }
@@ -800,6 +912,7 @@ fn run_script(
                 "purchase_prompt.png",
                 "purchase_done.png",
                 "debug_panel.png",
+                "debug_reports.png",
             ];
             if names.iter().all(|n| script.dir.join(n).exists()) {
                 println!("SCRIPTED RUN OK: screenshots in {}", script.dir.display());

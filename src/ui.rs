@@ -5,6 +5,7 @@
 //! [`MarketplaceDebugPanelPlugin`] for the F1 panel.
 
 mod debug_panel;
+mod debug_reports;
 mod prompt_modal;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 
 pub use debug_panel::{DebugPanel, MarketplaceDebugPanelPlugin, RecentReceipts};
+pub use debug_reports::{history_table, sales_chart};
 pub use prompt_modal::{PromptView, prompt_modal};
 
 use crate::icon::{ProductIcon, ProductIconLoader};

@@ -243,3 +243,186 @@ fn a_catalog_with_a_bad_icon_is_a_clear_catalog_error() {
             .is_empty()
     );
 }
+
+// ------------------------------------------------------------------ debug panel reports
+
+use bevy_marketplace::ledger::{
+    Clawback, HistoryEntry, RefundRecord, SalesBucket, SalesQuery, SalesRow,
+};
+use bevy_marketplace::ui::{history_table, sales_chart};
+use bevy_marketplace::{PurchaseId, ReceiptState, UserId};
+
+/// Where each text was drawn (its top-left corner).
+fn texts_at(shape: &egui::epaint::Shape, out: &mut Vec<(String, egui::Pos2)>) {
+    match shape {
+        egui::epaint::Shape::Text(text) => out.push((text.galley.text().to_owned(), text.pos)),
+        egui::epaint::Shape::Vec(shapes) => shapes.iter().for_each(|s| texts_at(s, out)),
+        _ => {}
+    }
+}
+
+fn entry(id: &str, product: i64, name: &str, paid: u64, refund: Option<Clawback>) -> HistoryEntry {
+    HistoryEntry {
+        receipt: ReceiptInfo {
+            purchase_id: PurchaseId(id.into()),
+            player_id: UserId(1),
+            product_id: ProductId(product),
+            place_id_where_purchased: bevy_marketplace::PlaceId(0),
+            currency_spent: paid,
+            currency_type: Default::default(),
+            product_purchase_channel: Default::default(),
+            is_test_purchase: false,
+        },
+        state: if refund.is_some() {
+            ReceiptState::Refunded
+        } else {
+            ReceiptState::Granted
+        },
+        product_name: name.into(),
+        purchased_at_ms: 1_795_000_000_000,
+        granted_at_ms: Some(1_795_000_000_100),
+        refund: refund.map(|clawback| RefundRecord {
+            at_ms: 1_795_000_001_000,
+            reason: "test".into(),
+            clawback,
+        }),
+    }
+}
+
+/// Draws the history table for four frames, clicking at `click` (pressed on the second frame,
+/// released on the third); returns what it reported clicked and the texts drawn.
+fn history_frames(
+    entries: &[HistoryEntry],
+    allowed: bool,
+    click: Option<egui::Pos2>,
+) -> (Option<PurchaseId>, Vec<(String, egui::Pos2)>) {
+    let ctx = egui::Context::default();
+    let currency = PremiumCurrency::new("Robux", "R$");
+    let (mut clicked, mut texts) = (None, Vec::new());
+    for frame in 0..4 {
+        let mut input = egui::RawInput {
+            screen_rect: Some(egui::Rect::from_min_size(
+                egui::Pos2::ZERO,
+                egui::vec2(1280.0, 720.0),
+            )),
+            ..Default::default()
+        };
+        if let Some(at) = click {
+            input.events.push(egui::Event::PointerMoved(at));
+            if frame == 1 || frame == 2 {
+                input.events.push(egui::Event::PointerButton {
+                    pos: at,
+                    button: egui::PointerButton::Primary,
+                    pressed: frame == 1,
+                    modifiers: Default::default(),
+                });
+            }
+        }
+        let mut output = ctx.run_ui(input, |ui| {
+            clicked = history_table(ui, entries, &currency, allowed).or(clicked.clone());
+        });
+        texts.clear();
+        for clipped in &output.shapes {
+            texts_at(&clipped.shape, &mut texts);
+        }
+        output.textures_delta.clear();
+    }
+    (clicked, texts)
+}
+
+#[test]
+fn the_history_table_lists_purchases_and_its_refund_button_names_the_row() {
+    let entries = [
+        entry(
+            "aaaa0001",
+            456456,
+            "Pouch of Gold",
+            80,
+            Some(Clawback::Done),
+        ),
+        entry("aaaa0002", 111222, "Arrow Bundle", 15, None),
+        entry("aaaa0003", 123123, "Full Heal", 50, None),
+    ];
+    let (clicked, texts) = history_frames(&entries, true, None);
+    let all: Vec<&str> = texts.iter().map(|(t, _)| t.as_str()).collect();
+    for expected in ["Pouch of Gold", "refunded, taken back", "R$ 15", "granted"] {
+        assert!(all.contains(&expected), "{expected:?} not in {all:?}");
+    }
+    assert_eq!(clicked, None);
+    // No Refund button on a refunded row: the buttons are for the other two.
+    let buttons: Vec<egui::Pos2> = texts
+        .iter()
+        .filter(|(t, _)| t == "Refund")
+        .map(|(_, at)| *at)
+        .collect();
+    assert_eq!(buttons.len(), 2);
+
+    // Clicking the second button refunds the third row (Full Heal).
+    let at = buttons[1] + egui::vec2(4.0, 4.0);
+    let (clicked, _) = history_frames(&entries, true, Some(at));
+    assert_eq!(clicked, Some(PurchaseId("aaaa0003".into())));
+    // Without cheats the button is there but does nothing.
+    let (clicked, _) = history_frames(&entries, false, Some(at));
+    assert_eq!(clicked, None);
+}
+
+#[test]
+fn the_sales_chart_sums_what_it_draws() {
+    let day = SalesBucket::Day.millis();
+    let rows = [
+        SalesRow {
+            bucket_start_ms: 20_000 * day,
+            product_id: ProductId(456456),
+            units: 3,
+            currency: 240,
+            refunded_units: 1,
+            refunded_currency: 80,
+            test_units: 2,
+        },
+        SalesRow {
+            bucket_start_ms: 20_001 * day,
+            product_id: ProductId(111222),
+            units: 1,
+            currency: 15,
+            refunded_units: 0,
+            refunded_currency: 0,
+            test_units: 0,
+        },
+    ];
+    let query = SalesQuery {
+        from_ms: 19_995 * day,
+        to_ms: 20_002 * day,
+        bucket: SalesBucket::Day,
+    };
+    let names = std::collections::BTreeMap::from([(ProductId(456456), "Pouch of Gold".into())]);
+    let ctx = egui::Context::default();
+    let mut text = String::new();
+    for _ in 0..2 {
+        let mut output = ctx.run_ui(egui::RawInput::default(), |ui| {
+            sales_chart(
+                ui,
+                &query,
+                &rows,
+                &names,
+                &PremiumCurrency::new("Robux", "R$"),
+            );
+        });
+        text.clear();
+        for clipped in &output.shapes {
+            collect_text(&clipped.shape, &mut text);
+        }
+        output.textures_delta.clear();
+    }
+    assert!(
+        text.contains("4 sold for R$ 255, R$ 80 refunded, net R$ 175; 2 test purchase(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Pouch of Gold"),
+        "the legend names the product: {text}"
+    );
+    assert!(
+        text.contains("product 111222"),
+        "an unknown product by id: {text}"
+    );
+}

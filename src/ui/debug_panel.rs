@@ -17,6 +17,7 @@ use crate::service::MarketplaceService;
 use crate::settings::MarketplaceStats;
 
 use super::MarketplaceUiSystems;
+use super::debug_reports::{Reports, draw_reports, record_reports};
 
 /// How many recent receipts the panel keeps.
 const RECENT: usize = 50;
@@ -29,10 +30,12 @@ impl Plugin for MarketplaceDebugPanelPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<DebugPanel>()
             .init_resource::<RecentReceipts>()
-            .add_systems(PostUpdate, record_receipts)
+            .add_systems(PostUpdate, (record_receipts, record_reports))
             .add_systems(
                 EguiPrimaryContextPass,
-                draw_debug_panel.before(MarketplaceUiSystems::Prompt),
+                (draw_debug_panel, draw_reports)
+                    .chain()
+                    .before(MarketplaceUiSystems::Prompt),
             );
     }
 }
@@ -42,8 +45,22 @@ impl Plugin for MarketplaceDebugPanelPlugin {
 pub struct DebugPanel {
     /// Shown or hidden (F1).
     pub open: bool,
+    /// The selected player's purchase history window (with Refund buttons).
+    pub show_history: bool,
+    /// The sales chart window.
+    pub show_sales: bool,
+    /// Sales per hour over the last day instead of per day over the last week.
+    pub sales_hourly: bool,
     selected_player: Option<Entity>,
     selected_product: Option<ProductId>,
+    pub(super) reports: Reports,
+}
+
+impl DebugPanel {
+    /// The player selected in the panel.
+    pub fn selected(&self) -> Option<Entity> {
+        self.selected_player
+    }
 }
 
 /// Recently resolved and failed receipts, newest first.
@@ -56,14 +73,30 @@ pub struct RecentReceipts {
 fn record_receipts(
     mut resolved: MessageReader<ReceiptResolved>,
     mut failed: MessageReader<ReceiptDeliveryFailed>,
+    mut refunded: MessageReader<crate::ledger::ReceiptRefunded>,
     mut recent: ResMut<RecentReceipts>,
 ) {
+    for r in refunded.read() {
+        recent.entries.push_front((
+            format!(
+                "refunded {}  user {}  product {}  effect {}",
+                super::debug_reports::short(&r.receipt.purchase_id),
+                r.receipt.player_id,
+                r.receipt.product_id,
+                match r.clawback {
+                    crate::ledger::Clawback::Done => "taken back",
+                    _ => "kept (no refund handler)",
+                }
+            ),
+            true,
+        ));
+    }
     for r in resolved.read() {
         let r = &r.receipt;
         recent.entries.push_front((
             format!(
                 "granted  {}  user {}  product {}  paid {}{}",
-                &r.purchase_id.0[..8.min(r.purchase_id.0.len())],
+                super::debug_reports::short(&r.purchase_id),
                 r.player_id,
                 r.product_id,
                 r.currency_spent,
@@ -76,7 +109,7 @@ fn record_receipts(
         recent.entries.push_front((
             format!(
                 "not yet  {}  user {}  product {}  attempt {}: {:?}",
-                &f.receipt.purchase_id.0[..8.min(f.receipt.purchase_id.0.len())],
+                super::debug_reports::short(&f.receipt.purchase_id),
                 f.receipt.player_id,
                 f.receipt.product_id,
                 f.attempts,
@@ -187,6 +220,8 @@ fn draw_debug_panel(
                                 service.retry_pending(entity);
                             }
                         });
+                        ui.toggle_value(&mut panel.show_history, "History");
+                        ui.toggle_value(&mut panel.show_sales, "Sales");
                     });
                     ui.horizontal(|ui| {
                         let name = panel
@@ -228,7 +263,7 @@ fn draw_debug_panel(
                         for p in session.pending_receipts() {
                             ui.label(format!(
                                 "pending {}  product {}  attempts {}",
-                                &p.info.purchase_id.0[..8.min(p.info.purchase_id.0.len())],
+                                super::debug_reports::short(&p.info.purchase_id),
                                 p.info.product_id,
                                 p.attempts
                             ));
