@@ -183,6 +183,9 @@ fn main() -> AppExit {
             .map(|mut a| a.0 = a.0.saturating_sub(20))
             .is_some()
     })
+    // "You need N more": the prompt offers this shop's top-up, a pretend store that sells 500.
+    .insert_resource(bevy_marketplace::TopUpOffer::new("Buy R$ 500"))
+    .add_systems(Update, demo_store)
     .add_systems(Startup, setup)
     .add_systems(
         Update,
@@ -597,6 +600,18 @@ fn shop_window(
     Ok(())
 }
 
+/// A pretend store: a real game opens its store page here, and credits the order once the store
+/// confirms it (with the store's order id, so a retried confirmation credits once).
+fn demo_store(
+    mut asked: MessageReader<bevy_marketplace::TopUpRequested>,
+    mut service: ResMut<MarketplaceService>,
+) {
+    for request in asked.read() {
+        let order = bevy_marketplace::RequestId::new().0.to_string();
+        service.credit_premium_currency(request.user_id, 500, "demo store", order);
+    }
+}
+
 // ------------------------------------------------------------------ scripted run (CI)
 
 /// `--print-state`: what a script outside the game reads.
@@ -662,6 +677,8 @@ enum Step {
     BuyMore(usize),
     /// Refunds the newest Gold Pouch from the panel's history and checks the Gold went back.
     Refund,
+    /// Prompts for a Gold Chest the player cannot afford, shoots the offer, takes the top-up.
+    TopUp,
     ShootReports,
     Done,
 }
@@ -895,6 +912,40 @@ fn run_script(
                     "script: Gold Pouch refunded; Gold {} -> {}",
                     script.gold_before_refund, gold.0
                 );
+                script.balance_before = balance.0;
+                panel.open = false;
+                script.next(Step::TopUp);
+            }
+        }
+        Step::TopUp => {
+            if script.frames == 1 {
+                prompts.write(PromptProductPurchase {
+                    player: entity,
+                    product_id: GOLD_CHEST,
+                });
+            }
+            let short = prompt.is_some_and(|p| {
+                matches!(
+                    p.state,
+                    PromptState::Failed(bevy_marketplace::PurchaseError::NotEnoughFunds { .. })
+                )
+            });
+            if short && script.frames == 15 {
+                script.shoot(&mut commands, "top_up_offer.png");
+            }
+            if short && script.frames == 30 {
+                // What the prompt's "Buy R$ 500" button sends.
+                answers.write(PromptAnswer {
+                    player: entity,
+                    action: PromptAction::TopUp,
+                });
+            }
+            if prompt.is_none() && balance.0 == script.balance_before + 500 {
+                println!(
+                    "script: topped up R$ 500 from the prompt; balance {}",
+                    balance.0
+                );
+                panel.open = true;
                 script.next(Step::ShootReports);
             }
         }
@@ -912,6 +963,7 @@ fn run_script(
                 "purchase_prompt.png",
                 "purchase_done.png",
                 "debug_panel.png",
+                "top_up_offer.png",
                 "debug_reports.png",
             ];
             if names.iter().all(|n| script.dir.join(n).exists()) {

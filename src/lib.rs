@@ -44,7 +44,7 @@ pub use players::{
 pub use plugin::{CatalogSource, MarketplacePlugin};
 pub use purchase::{
     ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
-    PurchaseError, PurchaseFailed, PurchasePrompt,
+    PurchaseError, PurchaseFailed, PurchasePrompt, TopUpOffer, TopUpRequested,
 };
 pub use receipt::{
     CurrencyType, ProductPurchaseChannel, ProductPurchaseDecision, ReceiptInfo, ReceiptResolved,

@@ -218,6 +218,7 @@ impl Plugin for MarketplacePlugin {
             .add_message::<PromptProductPurchaseFinished>()
             .add_message::<PromptAnswer>()
             .add_message::<PurchaseFailed>()
+            .add_message::<crate::purchase::TopUpRequested>()
             .add_message::<ReceiptResolved>()
             .add_message::<crate::ledger::ReceiptRefunded>()
             .add_message::<crate::ledger::RefundFinished>()

@@ -147,6 +147,7 @@ fn draw_prompt(
     )>,
     service: Res<MarketplaceService>,
     icons: Res<ProductIcons>,
+    offer: Option<Res<crate::TopUpOffer>>,
     mut answers: MessageWriter<PromptAnswer>,
 ) -> Result {
     let shown = prompts
@@ -156,7 +157,8 @@ fn draw_prompt(
     let Some((player, prompt, _, balance)) = shown else {
         return Ok(());
     };
-    let view = PromptView::new(prompt, balance.0, &service, &icons);
+    let mut view = PromptView::new(prompt, balance.0, &service, &icons);
+    view.top_up = offer.map(|offer| offer.label.clone());
     if let Some(action) = prompt_modal(contexts.ctx_mut()?, &view) {
         answers.write(PromptAnswer { player, action });
     }

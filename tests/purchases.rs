@@ -765,3 +765,48 @@ fn a_burst_over_the_frame_budget_is_spread_over_frames_and_nothing_is_lost() {
     assert_eq!(shop.receipts_in(ReceiptState::Granted), 20);
     assert_eq!(shop.granted_count(), 20, "each granted once");
 }
+
+#[test]
+fn a_prompt_short_of_funds_can_ask_for_the_games_top_up_flow() {
+    let mut shop = shop_with(|p| p.with_confirm_policy(ConfirmPolicy::Manual));
+    let player = shop.join(7); // 1000
+    shop.buy(player, GOLD_1000); // 700: affordable, waits for an answer
+    let answer = |shop: &mut TestShop, action| {
+        shop.app
+            .world_mut()
+            .write_message(PromptAnswer { player, action });
+        shop.app.update();
+    };
+    // Not short of funds: "Get more" does nothing.
+    answer(&mut shop, PromptAction::TopUp);
+    assert!(shop.world().get::<PurchasePrompt>(player).is_some());
+    answer(&mut shop, PromptAction::Confirm);
+    shop.app.settle();
+    answer(&mut shop, PromptAction::Close);
+    assert_eq!(shop.balance(player), 300);
+
+    shop.buy(player, GOLD_1000);
+    assert!(matches!(
+        shop.world().get::<PurchasePrompt>(player).unwrap().state,
+        PromptState::Failed(PurchaseError::NotEnoughFunds { missing: 400, .. })
+    ));
+    let mut asked = Vec::new();
+    shop.app.world_mut().write_message(PromptAnswer {
+        player,
+        action: PromptAction::TopUp,
+    });
+    shop.app.update_until("the top-up request", |w| {
+        asked.extend(
+            w.resource_mut::<Messages<bevy_marketplace::TopUpRequested>>()
+                .drain(),
+        );
+        !asked.is_empty()
+    });
+    assert_eq!(asked.len(), 1);
+    assert_eq!((asked[0].player, asked[0].missing), (player, 400));
+    assert_eq!(asked[0].product_id, GOLD_1000);
+    assert!(
+        shop.world().get::<PurchasePrompt>(player).is_none(),
+        "the prompt closed"
+    );
+}

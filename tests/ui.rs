@@ -25,6 +25,7 @@ fn view(state: PromptState) -> PromptView {
         state,
         test_purchase: false,
         currency: PremiumCurrency::new("Robux", "R$"),
+        top_up: None,
     }
 }
 
@@ -425,4 +426,28 @@ fn the_sales_chart_sums_what_it_draws() {
         text.contains("product 111222"),
         "an unknown product by id: {text}"
     );
+}
+
+#[test]
+fn the_games_top_up_button_shows_only_when_the_player_is_short_of_funds() {
+    let short = PromptState::Failed(PurchaseError::NotEnoughFunds {
+        balance: 20,
+        price: 50,
+        missing: 30,
+    });
+    let offered = PromptView {
+        top_up: Some("Get more Robux".into()),
+        ..view(short.clone())
+    };
+    let (_, text) = run(&offered, &[]);
+    assert!(text.contains("Get more Robux"), "{text}");
+    assert!(text.contains("You need 30 more"), "{text}");
+    let (_, text) = run(&view(short), &[]);
+    assert!(!text.contains("Get more"), "no offer, no button: {text}");
+    let other = PromptView {
+        top_up: Some("Get more Robux".into()),
+        ..view(PromptState::Failed(PurchaseError::NotForSale))
+    };
+    let (_, text) = run(&other, &[]);
+    assert!(!text.contains("Get more"), "{text}");
 }

@@ -59,6 +59,43 @@ pub enum PromptAction {
     Cancel,
     /// "OK": close a prompt that shows its result.
     Close,
+    /// "Get more": on a prompt that failed for want of funds, close it and ask the game to open
+    /// its own top-up flow ([`TopUpRequested`]).
+    TopUp,
+}
+
+/// The game's top-up flow, offered where a prompt says "You need N more": with this resource,
+/// the egui prompt shows a button with `label`, and pressing it (or any UI's
+/// [`PromptAction::TopUp`]) closes the prompt and sends [`TopUpRequested`]. Without it the prompt
+/// stays as it is. What the flow is — a store page, an in-game shop — is the game's.
+#[derive(Resource, Clone, Debug, PartialEq, Eq)]
+pub struct TopUpOffer {
+    /// The button's text, e.g. "Get more Robux".
+    pub label: String,
+}
+
+impl TopUpOffer {
+    /// An offer with this button text.
+    pub fn new(label: impl Into<String>) -> Self {
+        Self {
+            label: label.into(),
+        }
+    }
+}
+
+/// A player who could not afford a product asked for more premium currency: open your top-up
+/// flow (and credit what they buy with
+/// [`MarketplaceService::credit_premium_currency`](crate::MarketplaceService::credit_premium_currency)).
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopUpRequested {
+    /// The player.
+    pub player: Entity,
+    /// Their user id.
+    pub user_id: UserId,
+    /// The product they wanted.
+    pub product_id: ProductId,
+    /// How much more they need for it.
+    pub missing: u64,
 }
 
 /// Why a purchase could not be made. Nothing was charged unless the variant says so.
@@ -273,6 +310,7 @@ pub(crate) fn answer_prompts(
     mut ledger: ResMut<Ledger>,
     mut finished: MessageWriter<PromptProductPurchaseFinished>,
     mut failed: MessageWriter<PurchaseFailed>,
+    mut top_ups: MessageWriter<TopUpRequested>,
     mut commands: Commands,
 ) {
     let mut explicit: Vec<PromptAnswer> = answers.read().copied().collect();
@@ -337,6 +375,18 @@ pub(crate) fn answer_prompts(
                 None
             }
             (PromptAction::Cancel, PromptState::AwaitingConfirmation) => Some(false),
+            (
+                PromptAction::TopUp,
+                PromptState::Failed(PurchaseError::NotEnoughFunds { missing, .. }),
+            ) => {
+                top_ups.write(TopUpRequested {
+                    player: entity,
+                    user_id: player.user_id,
+                    product_id: prompt.product_id,
+                    missing: *missing,
+                });
+                Some(false)
+            }
             (
                 PromptAction::Close | PromptAction::Cancel | PromptAction::Confirm,
                 PromptState::Failed(_),

@@ -30,6 +30,9 @@ pub struct PromptView {
     pub test_purchase: bool,
     /// Currency for amounts.
     pub currency: PremiumCurrency,
+    /// The game's top-up button ([`TopUpOffer`](crate::TopUpOffer)), shown when the player cannot
+    /// afford the product.
+    pub top_up: Option<String>,
 }
 
 impl PromptView {
@@ -56,6 +59,7 @@ impl PromptView {
             state: prompt.state.clone(),
             test_purchase: prompt.test_purchase,
             currency: service.currency().clone(),
+            top_up: None,
         }
     }
 }
@@ -176,10 +180,26 @@ pub fn prompt_modal(ctx: &egui::Context, view: &PromptView) -> Option<PromptActi
                         view.currency.format(view.balance)
                     ));
                 }
-                let ok = ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
-                    ui.button("  OK  ")
-                });
-                if ok.inner.clicked() || enter || escape {
+                let short_of_funds = matches!(
+                    view.state,
+                    PromptState::Failed(crate::PurchaseError::NotEnoughFunds { .. })
+                );
+                let offer = view.top_up.as_deref().filter(|_| short_of_funds);
+                let (ok, top_up) = ui
+                    .with_layout(Layout::right_to_left(Align::Center), |ui| {
+                        let ok = ui.button("  OK  ");
+                        let top_up = offer.map(|label| {
+                            ui.add(
+                                egui::Button::new(RichText::new(label).strong())
+                                    .fill(Color32::from_rgb(40, 90, 150)),
+                            )
+                        });
+                        (ok, top_up)
+                    })
+                    .inner;
+                if top_up.is_some_and(|b| b.clicked()) {
+                    action = Some(PromptAction::TopUp);
+                } else if ok.clicked() || enter || escape {
                     action = Some(PromptAction::Close);
                 }
             }
