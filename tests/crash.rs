@@ -1,7 +1,9 @@
-//! Crash test: a child process runs a purchase storm against an SQLite ledger and is killed with
-//! SIGKILL, at random moments and at chosen stages (charge in flight, handler running, grant
-//! commit in flight, autosave in flight). After every kill the ledger must be consistent, and
-//! after a final recovery run every purchase must be granted exactly once with its Gold persisted.
+//! Crash test: a child process runs a purchase storm against an SQLite ledger — buying, and
+//! refunding granted and pending purchases — and is killed with SIGKILL, at random moments and at
+//! chosen stages (charge in flight, handler running, grant commit in flight, autosave in flight,
+//! refund in flight, refund handler running). After every kill the ledger must be consistent, and
+//! after a final recovery run every purchase must be granted exactly once, every refund's Gold
+//! taken back exactly once, and the persisted Gold must be that of the purchases still granted.
 //!
 //! The child is this test binary itself, re-run with `--ignored --exact child_process`.
 
@@ -17,13 +19,18 @@ use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{Ledger, LedgerBackend};
 use bevy_marketplace::prelude::*;
-use bevy_marketplace::{PlayerSession, PromptState, ReceiptState, RetryPolicy, Sessions};
+use bevy_marketplace::{
+    Clawback, PlayerSession, PromptState, PurchaseId, ReceiptRefunded, ReceiptState, RetryPolicy,
+    Sessions,
+};
 use common::{FULL_HEAL, GOLD_100, GOLD_1000, Gold, Health};
 
 const PLAYERS: i64 = 6;
 const START_BALANCE: u64 = 10_000_000;
-const KILLS: usize = 60;
-const STAGES: [&str; 5] = ["random", "charging", "handler", "commit", "autosave"];
+const KILLS: usize = 70;
+const STAGES: [&str; 7] = [
+    "random", "charging", "handler", "commit", "autosave", "refund", "clawback",
+];
 
 // ---------------------------------------------------------------- the child
 
@@ -36,6 +43,12 @@ struct Storm {
     countdown: u32,
     idle_frames: u32,
     frames: u64,
+    /// Receipts this process saw granted, not refunded by it yet: what it may refund.
+    granted: Vec<(PurchaseId, UserId)>,
+    /// Refunds sent and not answered yet.
+    refunds_in_flight: u32,
+    /// Receipts this process asked to refund (each once: a second ask is refused, rightly).
+    asked: std::collections::HashSet<PurchaseId>,
 }
 
 impl Storm {
@@ -100,6 +113,9 @@ fn child(db: &Path, recover: bool, stage: &str, seed: u64) {
         countdown: (seed % 7) as u32 + 2,
         idle_frames: 0,
         frames: 0,
+        granted: Vec::new(),
+        refunds_in_flight: 0,
+        asked: Default::default(),
     })
     .add_product_handler(FULL_HEAL, |_, mut player| {
         if player.world_scope(|w| w.resource_mut::<Storm>().chance(25)) {
@@ -112,7 +128,9 @@ fn child(db: &Path, recover: bool, stage: &str, seed: u64) {
     })
     .add_product_handler(GOLD_100, |_, mut player| gold_handler(&mut player, 100))
     .add_product_handler(GOLD_1000, |_, mut player| gold_handler(&mut player, 1000))
-    .add_systems(Update, (storm, report, report_first_active))
+    .add_refund_handler(GOLD_100, |_, mut player| take_back(&mut player, 100))
+    .add_refund_handler(GOLD_1000, |_, mut player| take_back(&mut player, 1000))
+    .add_systems(Update, (storm, report, report_refunds, report_first_active))
     .add_systems(PreUpdate, watch_stages.after(MarketplaceSystems::Send));
     app.run();
 }
@@ -128,6 +146,27 @@ fn gold_handler(player: &mut EntityWorldMut, amount: u64) -> bool {
     gold.0 += amount;
     if player.world_scope(|w| at_stage(&mut w.resource_mut::<Storm>(), "handler")) {
         kill_me("handler");
+    }
+    true
+}
+
+/// The refund handler: a flaky one, retried; it can be killed after taking the Gold back and
+/// before that is committed.
+fn take_back(player: &mut EntityWorldMut, amount: u64) -> bool {
+    if player.world_scope(|w| w.resource_mut::<Storm>().chance(20)) {
+        return false;
+    }
+    let Some(mut gold) = player.get_mut::<Gold>() else {
+        return false;
+    };
+    let Some(left) = gold.0.checked_sub(amount) else {
+        // Only a clawback applied twice (or one without its grant) can get here.
+        say(&format!("NEGATIVE_GOLD {} - {amount}", gold.0));
+        return false;
+    };
+    gold.0 = left;
+    if player.world_scope(|w| at_stage(&mut w.resource_mut::<Storm>(), "clawback")) {
+        kill_me("clawback");
     }
     true
 }
@@ -148,6 +187,7 @@ fn storm(
     players: Query<(Entity, &Player, &PlayerSession, Has<PurchasePrompt>)>,
     sessions: Res<Sessions>,
     ledger: Res<Ledger>,
+    mut service: ResMut<MarketplaceService>,
     mut prompts: MessageWriter<PromptProductPurchase>,
     mut exit: MessageWriter<AppExit>,
     mut commands: Commands,
@@ -188,6 +228,7 @@ fn storm(
                 p.2.is_active()
                     && p.2.pending_receipts().is_empty()
                     && p.2.uncommitted_grants().is_empty()
+                    && p.2.pending_clawbacks().is_empty()
             })
             && ledger.in_flight() == 0
             && sessions.departing() == 0;
@@ -206,6 +247,26 @@ fn storm(
             commands.entity(entity).despawn();
             continue;
         }
+        // Refunds: of a purchase granted here (its Gold is taken back), or of one still pending
+        // (it is never granted).
+        if storm.chance(4) {
+            let user = session.user();
+            let pending = session
+                .pending_receipts()
+                .iter()
+                .map(|p| p.info.purchase_id.clone())
+                .find(|id| !storm.asked.contains(id));
+            let granted = storm.granted.iter().position(|(_, u)| *u == user);
+            let refund = match (storm.chance(70), granted, pending) {
+                (true, Some(i), _) | (false, Some(i), None) => Some(storm.granted.swap_remove(i).0),
+                (_, _, Some(id)) => Some(id),
+                _ => None,
+            };
+            if let Some(id) = refund.filter(|id| storm.asked.insert(id.clone())) {
+                storm.refunds_in_flight += 1;
+                service.refund(id, "storm");
+            }
+        }
         if !has_prompt && storm.chance(30) {
             let product = [GOLD_100, GOLD_100, GOLD_1000, FULL_HEAL][(storm.next() % 4) as usize];
             prompts.write(PromptProductPurchase {
@@ -216,12 +277,34 @@ fn storm(
     }
 }
 
-fn report(mut resolved: MessageReader<ReceiptResolved>) {
+fn report(mut resolved: MessageReader<ReceiptResolved>, mut storm: ResMut<Storm>) {
     for r in resolved.read() {
+        storm
+            .granted
+            .push((r.receipt.purchase_id.clone(), r.receipt.player_id));
         say(&format!(
             "GRANTED {} {} {}",
             r.receipt.purchase_id, r.receipt.player_id, r.receipt.product_id
         ));
+    }
+}
+
+fn report_refunds(
+    mut refunded: MessageReader<ReceiptRefunded>,
+    mut finished: MessageReader<bevy_marketplace::ledger::RefundFinished>,
+    mut storm: ResMut<Storm>,
+) {
+    for r in refunded.read() {
+        say(&format!(
+            "TAKEN_BACK {} {:?}",
+            r.receipt.purchase_id, r.clawback
+        ));
+    }
+    for answer in finished.read() {
+        storm.refunds_in_flight = storm.refunds_in_flight.saturating_sub(1);
+        if let Err(e) = &answer.result {
+            say(&format!("REFUND_REFUSED {} {e}", answer.purchase_id));
+        }
     }
 }
 
@@ -248,6 +331,9 @@ fn watch_stages(
     }
     if committing && at_stage(&mut storm, "commit") {
         kill_me("commit");
+    }
+    if storm.refunds_in_flight > 0 && at_stage(&mut storm, "refund") {
+        kill_me("refund");
     }
     // Saves with no grant in them: autosaves (and leave saves).
     if ledger.in_flight() > 0
@@ -297,6 +383,10 @@ fn spawn_child(
 
 struct Seen {
     granted: HashMap<String, usize>,
+    /// Clawbacks committed, by receipt.
+    taken_back: HashMap<String, usize>,
+    /// Lines that must never appear (a clawback below zero Gold, a refused refund).
+    wrong: Vec<String>,
     stages: BTreeMap<String, usize>,
     /// The current child: when it was spawned, and whether it said `FIRST_ACTIVE`.
     spawned: Instant,
@@ -324,6 +414,17 @@ impl Seen {
         if let Some(at) = line.find("GRANTED ") {
             let id = line[at + 8..].split_whitespace().next().unwrap().to_owned();
             *self.granted.entry(id).or_default() += 1;
+        }
+        if let Some(at) = line.find("TAKEN_BACK ") {
+            let id = line[at + 11..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+            *self.taken_back.entry(id).or_default() += 1;
+        }
+        if line.contains("NEGATIVE_GOLD") || line.contains("REFUND_REFUSED") {
+            self.wrong.push(line.to_owned());
         }
         line.find("KILL_ME ")
             .map(|at| line[at + 8..].trim().to_owned())
@@ -385,6 +486,21 @@ fn check_consistent(db: &Path, run: usize) {
         bad_balances, 0,
         "a balance that is not start + journal after kill {run}"
     );
+    // Every refunded paid receipt gave its price back once, and nothing else was refunded.
+    let bad_refunds: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM receipts r WHERE (SELECT count(*) FROM balance_journal j
+             WHERE j.purchase_id = r.purchase_id AND j.reason = 'refund' AND j.delta = r.currency_spent)
+             != CASE WHEN r.state = 'refunded' AND r.currency_spent > 0 THEN 1 ELSE 0 END
+             OR (r.state = 'refunded') != (r.clawback IS NOT NULL)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        bad_refunds, 0,
+        "a refund not credited exactly once after kill {run}"
+    );
 }
 
 #[test]
@@ -393,6 +509,8 @@ fn purchase_storm_survives_sigkill() {
     let db = dir.path().join("storm.sqlite3");
     let mut seen = Seen {
         granted: HashMap::new(),
+        taken_back: HashMap::new(),
+        wrong: Vec::new(),
         stages: BTreeMap::new(),
         spawned: Instant::now(),
         active: true,
@@ -495,6 +613,12 @@ fn purchase_storm_survives_sigkill() {
         twice.is_empty(),
         "purchases granted more than once: {twice:?}"
     );
+    let twice: Vec<_> = seen.taken_back.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "refunds taken back more than once: {twice:?}"
+    );
+    assert!(seen.wrong.is_empty(), "{:?}", seen.wrong);
     let audit = bevy_marketplace::ledger::SqliteLedger::open(&db)
         .unwrap()
         .audit()
@@ -509,6 +633,20 @@ fn purchase_storm_survives_sigkill() {
         "the storm bought things: {}",
         audit.receipts.len()
     );
+    let refunded = audit.count(ReceiptState::Refunded);
+    assert!(refunded > 10, "the storm refunded things: {refunded}");
+    let waiting: Vec<_> = audit
+        .receipts
+        .iter()
+        .filter(|r| {
+            r.refund
+                .as_ref()
+                .is_some_and(|f| f.clawback == Clawback::Pending)
+        })
+        .collect();
+    assert!(waiting.is_empty(), "clawbacks still pending: {waiting:?}");
+    // The Gold of the purchases still granted: a refunded one was never granted, or its Gold was
+    // taken back.
     let mut expected_gold: BTreeMap<UserId, u64> = BTreeMap::new();
     for r in &audit.receipts {
         let g = match r.info.product_id {
@@ -516,8 +654,22 @@ fn purchase_storm_survives_sigkill() {
             GOLD_1000 => 1000,
             _ => 0,
         };
-        *expected_gold.entry(r.info.player_id).or_default() += g;
+        let kept = if r.state == ReceiptState::Granted {
+            g
+        } else {
+            0
+        };
+        *expected_gold.entry(r.info.player_id).or_default() += kept;
     }
+    let taken_back = audit
+        .receipts
+        .iter()
+        .filter(|r| {
+            r.refund
+                .as_ref()
+                .is_some_and(|f| f.clawback == Clawback::Done)
+        })
+        .count();
     for (user, expected) in &expected_gold {
         let stored = audit.accounts[user]
             .1
@@ -542,7 +694,7 @@ fn purchase_storm_survives_sigkill() {
         waits.len()
     );
     eprintln!(
-        "crash test: {KILLS} SIGKILLs in {:.1} s; kills by stage: {:?}; {} receipts, {} grants seen committed",
+        "crash test: {KILLS} SIGKILLs in {:.1} s; kills by stage: {:?}; {} receipts, {} grants seen committed, {refunded} refunded ({taken_back} taken back after their grant)",
         started.elapsed().as_secs_f64(),
         seen.stages,
         audit.receipts.len(),
