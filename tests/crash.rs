@@ -182,6 +182,7 @@ fn spawn_player(commands: &mut Commands, user: i64) {
     ));
 }
 
+#[allow(clippy::too_many_arguments)]
 fn storm(
     mut storm: ResMut<Storm>,
     players: Query<(Entity, &Player, &PlayerSession, Has<PurchasePrompt>)>,
