@@ -49,6 +49,9 @@ struct Storm {
     refunds_in_flight: u32,
     /// Receipts this process asked to refund (each once: a second ask is refused, rightly).
     asked: std::collections::HashSet<PurchaseId>,
+    /// Store orders to credit at start: every earlier run's again (a store retrying its
+    /// confirmations after crashes), and one new.
+    orders: u64,
 }
 
 impl Storm {
@@ -116,6 +119,11 @@ fn child(db: &Path, recover: bool, stage: &str, seed: u64) {
         granted: Vec::new(),
         refunds_in_flight: 0,
         asked: Default::default(),
+        orders: std::env::var("CRASH_RUN")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+            + 1,
     })
     .add_product_handler(FULL_HEAL, |_, mut player| {
         if player.world_scope(|w| w.resource_mut::<Storm>().chance(25)) {
@@ -194,6 +202,12 @@ fn storm(
     mut commands: Commands,
 ) {
     storm.frames += 1;
+    if storm.frames == 2 {
+        for k in 0..storm.orders {
+            let user = UserId((k as i64 % PLAYERS) + 1);
+            service.credit_premium_currency(user, 7, "crash store", format!("order-{k}"));
+        }
+    }
     if storm.frames.is_multiple_of(500) {
         let phases: Vec<String> = players
             .iter()
@@ -369,12 +383,14 @@ fn spawn_child(
     mode: &str,
     stage: &str,
     seed: u64,
+    run: usize,
 ) -> (Child, mpsc::Receiver<(Instant, String)>) {
     let mut child = common::child::test_child("child_process")
         .env("CRASH_DB", db)
         .env("CRASH_MODE", mode)
         .env("CRASH_STAGE", stage)
         .env("CRASH_SEED", seed.to_string())
+        .env("CRASH_RUN", run.to_string())
         .stderr(std::fs::File::create(db.with_extension("child.log")).unwrap())
         .spawn()
         .expect("start the child");
@@ -526,7 +542,7 @@ fn purchase_storm_survives_sigkill() {
             .wrapping_add(1442695040888963407);
         let stage = STAGES[run % STAGES.len()];
         let spawned = Instant::now();
-        let (mut child, lines) = spawn_child(&db, "storm", stage, seed >> 33);
+        let (mut child, lines) = spawn_child(&db, "storm", stage, seed >> 33, run);
         seen.spawned(spawned, run > 0);
         restarts += usize::from(run > 0);
         let deadline = if stage == "random" {
@@ -584,7 +600,7 @@ fn purchase_storm_survives_sigkill() {
 
     // Recovery: everyone rejoins with working handlers; nothing is bought.
     let spawned = Instant::now();
-    let (mut child, lines) = spawn_child(&db, "recover", "none", 1);
+    let (mut child, lines) = spawn_child(&db, "recover", "none", 1, KILLS);
     seen.spawned(spawned, true);
     restarts += 1;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -634,6 +650,15 @@ fn purchase_storm_survives_sigkill() {
         "the storm bought things: {}",
         audit.receipts.len()
     );
+    // Every store order credited exactly once, however often it was sent again after a crash
+    // (the recovery run sent them all).
+    assert_eq!(audit.credits.len(), KILLS + 1);
+    let top_ups = audit
+        .journal
+        .iter()
+        .filter(|e| e.reason.starts_with("top-up crash store:"))
+        .count();
+    assert_eq!(top_ups, KILLS + 1, "one journal credit per order");
     let refunded = audit.count(ReceiptState::Refunded);
     assert!(refunded > 10, "the storm refunded things: {refunded}");
     let waiting: Vec<_> = audit

@@ -2,6 +2,9 @@
 //! `marketplace` admin tool on a ledger a game is using.
 
 mod common;
+#[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::path::Path;
 use std::process::Command;
@@ -333,4 +336,92 @@ fn the_admin_tool_checks_catalogs_and_says_what_is_wrong() {
     let (code, _, err) = marketplace(&["--ledger", "/no/such/file.sqlite3", "check"]);
     assert_eq!(code, 2);
     assert!(err.contains("no such ledger file"), "{err}");
+}
+
+/// The same on PostgreSQL, with two game servers: a refund and a top-up made by the tool reach
+/// the player on server A, and server B refunds a purchase of a player it does not host.
+#[cfg(feature = "postgres")]
+#[test]
+fn the_admin_tool_and_another_server_refund_and_credit_on_postgres() {
+    use bevy_marketplace::ledger::{PostgresLedger, RefundFinished};
+
+    let url = pg::PgCluster::shared().create_database("live_ops");
+    let server = |id: &str| {
+        let url = url.clone();
+        let mut game = GameServer::new(move || PostgresLedger::connect(url.as_str()), id, |p| p);
+        game.app
+            .add_refund_handler(GOLD_100, |_receipt, mut player| {
+                player
+                    .get_mut::<Gold>()
+                    .map(|mut gold| gold.0 -= 100)
+                    .is_some()
+            });
+        game
+    };
+    let mut a = server("a");
+    let mut b = server("b");
+    let p = a.join(1);
+    for _ in 0..3 {
+        a.buy(p, GOLD_100);
+    }
+    assert_eq!(a.gold(p), 300);
+    let balance = |game: &GameServer| game.app.world().get::<PremiumBalance>(p).unwrap().0;
+    assert_eq!(balance(&a), 1000 - 240);
+    let receipts = PostgresLedger::connect(url.as_str())
+        .unwrap()
+        .audit()
+        .unwrap()
+        .receipts;
+    let ids: Vec<String> = receipts
+        .iter()
+        .map(|r| r.info.purchase_id.to_string())
+        .collect();
+
+    // The tool refunds one: server A takes the Gold back within its refresh interval.
+    let pg = |args: &[&str]| {
+        let mut all = vec!["--postgres", url.as_str()];
+        all.extend_from_slice(args);
+        marketplace(&all)
+    };
+    let (code, out, err) = pg(&["refund", &ids[0], "--reason", "ticket 9"]);
+    assert_eq!(code, 0, "{out}{err}");
+    a.app
+        .update_until("the tool's refund to reach server A", |w| {
+            w.get::<Gold>(p).unwrap().0 == 200
+        });
+
+    // Server B refunds another (its player is on A): A takes that Gold back too.
+    service(&mut b).refund(
+        bevy_marketplace::PurchaseId(ids[1].clone()),
+        "from server b",
+    );
+    let finished: RefundFinished = answer(&mut b);
+    assert!(finished.result.is_ok(), "{:?}", finished.result);
+    a.app
+        .update_until("server B's refund to reach server A", |w| {
+            w.get::<Gold>(p).unwrap().0 == 100
+        });
+
+    // A store top-up by the tool, twice: credited once, seen on A.
+    for _ in 0..2 {
+        let (code, _, err) = pg(&[
+            "credit",
+            "1",
+            "500",
+            "--source",
+            "steam",
+            "--order-id",
+            "s-1",
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    a.app.update_until("the top-up to reach server A", |w| {
+        w.get::<PremiumBalance>(p).unwrap().0 == 1000 - 240 + 160 + 500
+    });
+    a.app.settle();
+    let (code, out, err) = pg(&["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = pg(&["history", "1", "--state", "refunded", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
 }
