@@ -3,7 +3,7 @@
 use bevy::prelude::*;
 
 /// Name and symbol of the premium currency (Roblox: "Robux", "R$").
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PremiumCurrency {
     /// Full name, e.g. "Robux".
     pub name: String,

@@ -10,6 +10,8 @@ mod currency;
 pub mod icon;
 mod ids;
 pub mod ledger;
+#[cfg(feature = "net")]
+pub mod net;
 mod panic_message;
 mod players;
 mod plugin;

@@ -49,6 +49,19 @@ impl ProductInfo {
         }
     }
 
+    /// The definition this product was made from (for sending the catalog to clients).
+    pub(crate) fn definition(&self) -> ProductDefinition {
+        ProductDefinition {
+            id: self.product_id,
+            name: self.name.clone(),
+            description: self.description.clone().unwrap_or_default(),
+            price: self.price as i64,
+            icon: self.icon.clone(),
+            for_sale: self.is_for_sale,
+            category: self.category.clone(),
+        }
+    }
+
     /// `created` as an ISO-8601 / RFC 3339 string, as Roblox returns it.
     pub fn created_iso8601(&self) -> String {
         humantime::format_rfc3339_seconds(self.created).to_string()

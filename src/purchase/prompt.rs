@@ -51,7 +51,7 @@ pub struct PromptAnswer {
 }
 
 /// A button on the prompt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PromptAction {
     /// "Buy": charge the player.
     Confirm,
@@ -99,7 +99,7 @@ pub struct TopUpRequested {
 }
 
 /// Why a purchase could not be made. Nothing was charged unless the variant says so.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum PurchaseError {
     /// The product id is not in the catalog.
     #[error("This item is not available.")]
@@ -135,10 +135,13 @@ pub enum PurchaseError {
     /// The ledger could not charge; the player was not charged.
     #[error("Purchase failed: {0}. You have not been charged.")]
     PurchaseFailed(String),
+    /// Too many prompts asked in a short time (a networked client over its rate limit).
+    #[error("Too many purchase requests. Please wait a moment.")]
+    TooManyRequests,
 }
 
 /// Where an open prompt is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PromptState {
     /// Showing the product and price; waiting for Buy or Cancel.
     AwaitingConfirmation,

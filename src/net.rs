@@ -1,0 +1,30 @@
+//! Multiplayer with [bevy_replicon](https://docs.rs/bevy_replicon): clients prompt, the server
+//! charges and grants (feature `net`).
+//!
+//! As on Roblox, a purchase is networked: the prompt shows on the player's client, the charge,
+//! the receipt and the handler run only on the server, and a client can never grant itself
+//! anything. The server adds [`MarketplacePlugin`](crate::MarketplacePlugin) as in one process,
+//! plus [`MarketplaceServerPlugin`]; each client adds [`MarketplaceClientPlugin`] (no ledger, no
+//! handlers). Both add bevy_replicon's `RepliconPlugins` and a messaging backend.
+//!
+//! The game says which client owns which player, on the server, in one line:
+//!
+//! ```ignore
+//! commands.entity(player).insert(BuyerClient(client_entity));
+//! ```
+//!
+//! and marks the client's own player entity with [`LocalBuyer`]. Then
+//! [`MarketplaceService`](crate::MarketplaceService) on the client prompts, reads product info
+//! and pages the catalog (sent by the server on connect and after every reload); the prompt, the
+//! premium balance and the outcome messages reach the owning client only.
+
+mod client;
+mod protocol;
+mod server;
+
+pub use client::{LocalBuyer, MarketplaceClientPlugin};
+pub use protocol::{
+    MarketplaceProtocolPlugin, NetBalance, NetCatalog, NetPrompt, NetPromptAnswer, NetPromptClosed,
+    NetPromptRequest, NetPromptUpdate, NetPurchaseFailed, NetReceiptResolved, NetTopUpRequested,
+};
+pub use server::{BuyerClient, MarketplaceServerPlugin, NetLimits};

@@ -1,0 +1,118 @@
+//! What a client and the server say to each other, registered in one order on both sides.
+
+use bevy::prelude::*;
+use bevy_replicon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::ProductDefinition;
+use crate::ids::ProductId;
+use crate::purchase::{PromptAction, PromptState, PurchaseError};
+use crate::receipt::ReceiptInfo;
+
+/// Client → server: "show me the purchase prompt of this product". It names no player: the
+/// server prompts the player the sending client owns.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPromptRequest {
+    /// The product.
+    pub product_id: ProductId,
+}
+
+/// Client → server: the player's answer to their own open prompt.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPromptAnswer {
+    /// The button.
+    pub action: PromptAction,
+}
+
+/// Server → clients: the products for sale and the premium currency (on connect, and after
+/// every catalog reload).
+#[derive(Message, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetCatalog {
+    /// Every product, in catalog order.
+    pub products: Vec<ProductDefinition>,
+    /// The premium currency's name and symbol.
+    pub currency: crate::currency::PremiumCurrency,
+}
+
+/// The owning client's view of its open prompt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPrompt {
+    /// The product.
+    pub product_id: ProductId,
+    /// The price the server charges.
+    pub price: u64,
+    /// The balance when the prompt opened.
+    pub balance_before: u64,
+    /// A test purchase.
+    pub test_purchase: bool,
+    /// Where the prompt is.
+    pub state: PromptState,
+}
+
+/// Server → owning client: its prompt opened or moved on.
+#[derive(Message, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPromptUpdate {
+    /// The prompt now.
+    pub prompt: NetPrompt,
+}
+
+/// Server → owning client: its prompt closed.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPromptClosed {
+    /// The product.
+    pub product_id: ProductId,
+    /// `true` if the purchase went through.
+    pub is_purchased: bool,
+}
+
+/// Server → owning client: a prompt could not be made, or closed on an error.
+#[derive(Message, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPurchaseFailed {
+    /// The product.
+    pub product_id: ProductId,
+    /// Why.
+    pub error: PurchaseError,
+}
+
+/// Server → owning client: its premium balance.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetBalance {
+    /// The balance.
+    pub balance: u64,
+}
+
+/// Server → owning client: one of its receipts was granted and committed.
+#[derive(Message, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetReceiptResolved {
+    /// The receipt.
+    pub receipt: ReceiptInfo,
+}
+
+/// Server → owning client: the player asked for more currency from a prompt they could not
+/// afford; the client opens the game's top-up flow.
+#[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetTopUpRequested {
+    /// The product they wanted.
+    pub product_id: ProductId,
+    /// How much more they need.
+    pub missing: u64,
+}
+
+/// Registers the marketplace's network messages, in one order on the server and every client
+/// (added by [`MarketplaceServerPlugin`](super::MarketplaceServerPlugin) and
+/// [`MarketplaceClientPlugin`](super::MarketplaceClientPlugin); needs `RepliconPlugins` first).
+pub struct MarketplaceProtocolPlugin;
+
+impl Plugin for MarketplaceProtocolPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_client_message::<NetPromptRequest>(Channel::Ordered)
+            .add_client_message::<NetPromptAnswer>(Channel::Ordered)
+            .add_server_message::<NetCatalog>(Channel::Ordered)
+            .add_server_message::<NetPromptUpdate>(Channel::Ordered)
+            .add_server_message::<NetPromptClosed>(Channel::Ordered)
+            .add_server_message::<NetPurchaseFailed>(Channel::Ordered)
+            .add_server_message::<NetBalance>(Channel::Ordered)
+            .add_server_message::<NetReceiptResolved>(Channel::Ordered)
+            .add_server_message::<NetTopUpRequested>(Channel::Ordered);
+    }
+}

@@ -1,0 +1,326 @@
+//! The server side: prompts asked by clients for the players they own, and what each owning
+//! client is told back.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy_replicon::prelude::*;
+
+use super::protocol::*;
+use crate::currency::PremiumBalance;
+use crate::players::Player;
+use crate::purchase::{
+    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
+    PurchaseError, PurchaseFailed, PurchasePrompt, TopUpRequested,
+};
+use crate::receipt::ReceiptResolved;
+use crate::service::{MarketplaceService, PromptProductPurchase};
+use crate::settings::MarketplaceSystems;
+
+/// On the server: the connected client (replicon's `ConnectedClient` entity) that owns this
+/// player. Only that client may prompt for the player and answer its prompts, and only it is told
+/// about the player's purchases and balance.
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BuyerClient(pub Entity);
+
+/// How many prompts a client may ask for: a burst, refilled at a steady rate. Asking faster is
+/// refused with [`PurchaseError::TooManyRequests`] and logged.
+#[derive(Resource, Clone, Copy, Debug, PartialEq)]
+pub struct NetLimits {
+    /// Prompts a client may ask for at once.
+    pub prompt_burst: u32,
+    /// Prompts a client may ask for per minute, once the burst is spent.
+    pub prompts_per_minute: u32,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        Self {
+            prompt_burst: 5,
+            prompts_per_minute: 30,
+        }
+    }
+}
+
+/// The server half of networked purchases: add it with `MarketplacePlugin` and replicon's
+/// server. It sets [`ConfirmPolicy::Manual`]: a remote player's prompt waits for their own
+/// answer.
+pub struct MarketplaceServerPlugin;
+
+impl Plugin for MarketplaceServerPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_plugins(MarketplaceProtocolPlugin)
+            .init_resource::<NetLimits>()
+            .init_resource::<PromptBuckets>()
+            .init_resource::<CatalogSent>()
+            .add_observer(send_catalog_on_authorization)
+            .add_observer(cancel_prompts_of_departed_client)
+            .add_systems(
+                PreUpdate,
+                receive_client_requests
+                    .after(ServerSystems::Receive)
+                    .before(MarketplaceSystems::Prompts)
+                    .run_if(in_state(ServerState::Running)),
+            )
+            .add_systems(
+                PostUpdate,
+                (send_catalog, send_prompts_and_balances, send_outcomes)
+                    .before(ServerSystems::Send)
+                    .run_if(in_state(ServerState::Running)),
+            );
+    }
+
+    fn finish(&self, app: &mut App) {
+        app.insert_resource(ConfirmPolicy::Manual);
+    }
+}
+
+/// Token buckets of prompts, per connected client.
+#[derive(Resource, Default)]
+struct PromptBuckets(HashMap<Entity, (f64, Duration)>);
+
+impl PromptBuckets {
+    /// Takes a token for `client` at `now`; `false` when it has none left.
+    fn take(&mut self, client: Entity, now: Duration, limits: &NetLimits) -> bool {
+        let burst = f64::from(limits.prompt_burst.max(1));
+        let (tokens, at) = self.0.entry(client).or_insert((burst, now));
+        let refill =
+            now.saturating_sub(*at).as_secs_f64() * f64::from(limits.prompts_per_minute) / 60.0;
+        *tokens = (*tokens + refill).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Which catalog generation the clients have, and the clients that still need one.
+#[derive(Resource, Default)]
+struct CatalogSent {
+    generation: Option<u64>,
+    waiting: Vec<Entity>,
+}
+
+/// The player `client` owns, if any.
+fn owned_player(owners: &Query<(Entity, &BuyerClient)>, client: ClientId) -> Option<Entity> {
+    let client = client.entity()?;
+    owners
+        .iter()
+        .find(|(_, owner)| owner.0 == client)
+        .map(|(player, _)| player)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receive_client_requests(
+    mut requests: MessageReader<FromClient<NetPromptRequest>>,
+    mut answers: MessageReader<FromClient<NetPromptAnswer>>,
+    owners: Query<(Entity, &BuyerClient)>,
+    limits: Res<NetLimits>,
+    mut buckets: ResMut<PromptBuckets>,
+    time: Res<Time<Real>>,
+    mut prompts: MessageWriter<PromptProductPurchase>,
+    mut prompt_answers: MessageWriter<PromptAnswer>,
+    mut refusals: MessageWriter<ToClients<NetPurchaseFailed>>,
+) {
+    for FromClient { client_id, message } in requests.read() {
+        let Some(player) = owned_player(&owners, *client_id) else {
+            tracing::warn!(
+                "client {client_id} asked for the prompt of product {} but owns no player; ignored",
+                message.product_id
+            );
+            continue;
+        };
+        let Some(client) = client_id.entity() else {
+            continue;
+        };
+        if !buckets.take(client, time.elapsed(), &limits) {
+            tracing::warn!(
+                "client {client_id} asks for prompts faster than {} a minute; refused",
+                limits.prompts_per_minute
+            );
+            refusals.write(ToClients {
+                targets: SendTargets::Single(*client_id),
+                message: NetPurchaseFailed {
+                    product_id: message.product_id,
+                    error: PurchaseError::TooManyRequests,
+                },
+            });
+            continue;
+        }
+        prompts.write(PromptProductPurchase {
+            player,
+            product_id: message.product_id,
+        });
+    }
+    for FromClient { client_id, message } in answers.read() {
+        match owned_player(&owners, *client_id) {
+            Some(player) => {
+                prompt_answers.write(PromptAnswer {
+                    player,
+                    action: message.action,
+                });
+            }
+            None => {
+                tracing::warn!("client {client_id} answered a prompt but owns no player; ignored")
+            }
+        }
+    }
+}
+
+fn send_catalog_on_authorization(add: On<Add, AuthorizedClient>, mut sent: ResMut<CatalogSent>) {
+    sent.waiting.push(add.entity);
+}
+
+fn send_catalog(
+    service: Res<MarketplaceService>,
+    mut sent: ResMut<CatalogSent>,
+    clients: Query<(), With<AuthorizedClient>>,
+    mut catalogs: MessageWriter<ToClients<NetCatalog>>,
+) {
+    let generation = service.catalog().generation();
+    let catalog = || NetCatalog {
+        products: service
+            .catalog()
+            .products()
+            .iter()
+            .map(crate::catalog::ProductInfo::definition)
+            .collect(),
+        currency: service.currency().clone(),
+    };
+    if sent.generation != Some(generation) {
+        // A reload: everyone gets the new catalog, so no client shows a price the server would
+        // not charge.
+        sent.generation = Some(generation);
+        sent.waiting.clear();
+        catalogs.write(ToClients {
+            targets: SendTargets::CLIENTS_ONLY,
+            message: catalog(),
+        });
+        return;
+    }
+    for client in std::mem::take(&mut sent.waiting) {
+        if clients.contains(client) {
+            catalogs.write(ToClients {
+                targets: SendTargets::Single(ClientId::Client(client)),
+                message: catalog(),
+            });
+        }
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn send_prompts_and_balances(
+    prompts: Query<(&BuyerClient, &PurchasePrompt), Changed<PurchasePrompt>>,
+    balances: Query<(&BuyerClient, &PremiumBalance), Changed<PremiumBalance>>,
+    mut prompt_updates: MessageWriter<ToClients<NetPromptUpdate>>,
+    mut balance_updates: MessageWriter<ToClients<NetBalance>>,
+) {
+    for (owner, prompt) in &prompts {
+        prompt_updates.write(ToClients {
+            targets: SendTargets::Single(ClientId::Client(owner.0)),
+            message: NetPromptUpdate {
+                prompt: NetPrompt {
+                    product_id: prompt.product_id,
+                    price: prompt.price,
+                    balance_before: prompt.balance_before,
+                    test_purchase: prompt.test_purchase,
+                    state: prompt.state.clone(),
+                },
+            },
+        });
+    }
+    for (owner, balance) in &balances {
+        balance_updates.write(ToClients {
+            targets: SendTargets::Single(ClientId::Client(owner.0)),
+            message: NetBalance { balance: balance.0 },
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_outcomes(
+    owners: Query<(&Player, &BuyerClient)>,
+    mut finished: MessageReader<PromptProductPurchaseFinished>,
+    mut failed: MessageReader<PurchaseFailed>,
+    mut resolved: MessageReader<ReceiptResolved>,
+    mut top_ups: MessageReader<TopUpRequested>,
+    buyers: Query<&BuyerClient>,
+    mut closed: MessageWriter<ToClients<NetPromptClosed>>,
+    mut failures: MessageWriter<ToClients<NetPurchaseFailed>>,
+    mut receipts: MessageWriter<ToClients<NetReceiptResolved>>,
+    mut top_up_requests: MessageWriter<ToClients<NetTopUpRequested>>,
+) {
+    let owner_of = |user: crate::UserId| {
+        owners
+            .iter()
+            .find(|(player, _)| player.user_id == user)
+            .map(|(_, owner)| SendTargets::Single(ClientId::Client(owner.0)))
+    };
+    for f in finished.read() {
+        if let Some(targets) = owner_of(f.user_id) {
+            closed.write(ToClients {
+                targets,
+                message: NetPromptClosed {
+                    product_id: f.product_id,
+                    is_purchased: f.is_purchased,
+                },
+            });
+        }
+    }
+    for f in failed.read() {
+        if let Some(targets) = owner_of(f.user_id) {
+            failures.write(ToClients {
+                targets,
+                message: NetPurchaseFailed {
+                    product_id: f.product_id,
+                    error: f.error.clone(),
+                },
+            });
+        }
+    }
+    for r in resolved.read() {
+        if let Some(targets) = owner_of(r.receipt.player_id) {
+            receipts.write(ToClients {
+                targets,
+                message: NetReceiptResolved {
+                    receipt: r.receipt.clone(),
+                },
+            });
+        }
+    }
+    for t in top_ups.read() {
+        if let Ok(owner) = buyers.get(t.player) {
+            top_up_requests.write(ToClients {
+                targets: SendTargets::Single(ClientId::Client(owner.0)),
+                message: NetTopUpRequested {
+                    product_id: t.product_id,
+                    missing: t.missing,
+                },
+            });
+        }
+    }
+}
+
+/// A client that disconnects with a prompt waiting for its answer is never charged for it: the
+/// prompt is cancelled. (One whose charge went through keeps the receipt, granted on its next
+/// visit like any other.)
+fn cancel_prompts_of_departed_client(
+    remove: On<Remove, ConnectedClient>,
+    owners: Query<(Entity, &BuyerClient, &PurchasePrompt)>,
+    mut buckets: ResMut<PromptBuckets>,
+    mut answers: MessageWriter<PromptAnswer>,
+) {
+    buckets.0.remove(&remove.entity);
+    for (player, owner, prompt) in &owners {
+        if owner.0 == remove.entity && prompt.state == PromptState::AwaitingConfirmation {
+            answers.write(PromptAnswer {
+                player,
+                action: PromptAction::Cancel,
+            });
+        }
+    }
+}

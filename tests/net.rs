@@ -1,0 +1,452 @@
+//! Networked purchases with bevy_replicon's in-process test connection: one server app (the
+//! ledger, the handlers, the catalog) and two client apps (no ledger), exchanging the same bytes
+//! a transport would carry.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy::state::app::StatesPlugin;
+use bevy_marketplace::ledger::{InMemoryLedger, LedgerBackend};
+use bevy_marketplace::net::{
+    BuyerClient, LocalBuyer, MarketplaceClientPlugin, MarketplaceServerPlugin,
+};
+use bevy_marketplace::prelude::*;
+use bevy_marketplace::{
+    PlayerSession, PromptAction, PromptAnswer, PromptState, PurchaseError, ReceiptState, Sessions,
+};
+use bevy_replicon::prelude::*;
+use bevy_replicon::test_app::{ServerTestAppExt, TestClientEntity};
+use common::*;
+
+/// A server with two connected clients. Client `i` owns the player of user `i + 1`.
+struct Net {
+    server: App,
+    clients: Vec<App>,
+    ledger: InMemoryLedger,
+    players: Vec<Entity>,
+}
+
+fn server_app(ledger: &InMemoryLedger) -> App {
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        StatesPlugin,
+        RepliconPlugins.set(ServerPlugin::new(PostUpdate)),
+        plugin(LedgerBackend::InMemory(ledger.clone())),
+        MarketplaceServerPlugin,
+    ))
+    .init_resource::<HandlerMode>()
+    .persist_component::<Gold>();
+    add_sample_handlers(&mut app, HandlerLog::default());
+    app.finish();
+    app
+}
+
+fn client_app() -> App {
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        StatesPlugin,
+        RepliconPlugins.set(ServerPlugin::new(PostUpdate)),
+        MarketplaceClientPlugin,
+    ));
+    app.world_mut().spawn(LocalBuyer);
+    app.finish();
+    app
+}
+
+impl Net {
+    fn new() -> Self {
+        let ledger = InMemoryLedger::default();
+        let mut server = server_app(&ledger);
+        let mut clients = vec![client_app(), client_app()];
+        let mut players = Vec::new();
+        for (i, client) in clients.iter_mut().enumerate() {
+            server.connect_client(client);
+            let connection = **client.world().resource::<TestClientEntity>();
+            // The one line a game writes: this client owns this player.
+            let player = server
+                .world_mut()
+                .spawn((
+                    Player::new(UserId(i as i64 + 1)),
+                    Health {
+                        current: 10,
+                        max: 100,
+                    },
+                    Gold(0),
+                    BuyerClient(connection),
+                ))
+                .id();
+            players.push(player);
+        }
+        let mut net = Self {
+            server,
+            clients,
+            ledger,
+            players,
+        };
+        net.run_until("both players to load and both catalogs to arrive", |net| {
+            net.players.iter().all(|&p| {
+                net.server
+                    .world()
+                    .get::<PlayerSession>(p)
+                    .is_some_and(PlayerSession::is_active)
+            }) && net.clients.iter().all(|c| {
+                !c.world()
+                    .resource::<MarketplaceService>()
+                    .catalog()
+                    .is_empty()
+            })
+        });
+        net
+    }
+
+    /// One frame everywhere, with the bytes exchanged both ways.
+    fn step(&mut self) {
+        self.server.update();
+        for client in &mut self.clients {
+            self.server.exchange_with_client(client);
+            client.update();
+        }
+    }
+
+    fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.step();
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+
+    /// A few frames, for what should not happen.
+    fn idle(&mut self) {
+        for _ in 0..30 {
+            self.step();
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+
+    fn client(&mut self, i: usize) -> &mut App {
+        &mut self.clients[i]
+    }
+
+    fn buyer(&mut self, i: usize) -> Entity {
+        self.clients[i]
+            .world_mut()
+            .query_filtered::<Entity, With<LocalBuyer>>()
+            .single(self.clients[i].world())
+            .unwrap()
+    }
+
+    fn client_prompt(&mut self, i: usize) -> Option<PurchasePrompt> {
+        let buyer = self.buyer(i);
+        self.clients[i]
+            .world()
+            .get::<PurchasePrompt>(buyer)
+            .cloned()
+    }
+
+    fn client_balance(&mut self, i: usize) -> u64 {
+        let buyer = self.buyer(i);
+        self.clients[i]
+            .world()
+            .get::<PremiumBalance>(buyer)
+            .unwrap()
+            .0
+    }
+
+    fn server_prompt(&self, i: usize) -> Option<PurchasePrompt> {
+        self.server
+            .world()
+            .get::<PurchasePrompt>(self.players[i])
+            .cloned()
+    }
+
+    /// The client asks for a prompt the way a game does: through its `MarketplaceService`.
+    fn ask(&mut self, i: usize, product: ProductId) {
+        let buyer = self.buyer(i);
+        self.client(i)
+            .world_mut()
+            .resource_mut::<MarketplaceService>()
+            .prompt_product_purchase(buyer, product);
+    }
+
+    fn answer(&mut self, i: usize, action: PromptAction) {
+        let player = self.buyer(i);
+        self.client(i)
+            .world_mut()
+            .write_message(PromptAnswer { player, action });
+    }
+
+    fn drain<M: Message>(&mut self, i: usize) -> Vec<M> {
+        self.client(i)
+            .world_mut()
+            .resource_mut::<Messages<M>>()
+            .drain()
+            .collect()
+    }
+}
+
+#[test]
+fn a_client_prompts_confirms_and_sees_its_purchase_granted_on_the_server() {
+    let mut net = Net::new();
+    net.ask(0, GOLD_100);
+    net.run_until("the prompt on the client", |net| {
+        net.client_prompt(0)
+            .is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
+    });
+    let prompt = net.client_prompt(0).unwrap();
+    assert_eq!((prompt.price, prompt.balance_before), (80, 1000));
+    assert_eq!(prompt.product.unwrap().name, "Pouch of Gold");
+    assert!(
+        net.server_prompt(0)
+            .is_some_and(|p| p.state == PromptState::AwaitingConfirmation),
+        "the server waits for the client's answer (no auto-confirm)"
+    );
+
+    net.answer(0, PromptAction::Confirm);
+    let mut resolved = Vec::new();
+    net.run_until("the grant to be committed and reported", |net| {
+        resolved.extend(net.drain::<ReceiptResolved>(0));
+        !resolved.is_empty()
+    });
+    assert_eq!(resolved[0].receipt.product_id, GOLD_100);
+    assert_eq!(resolved[0].receipt.currency_spent, 80);
+    let player = net.players[0];
+    assert_eq!(net.server.world().get::<Gold>(player).unwrap().0, 100);
+    net.run_until("the balance on the client", |net| {
+        net.client_balance(0) == 920
+    });
+    assert!(matches!(
+        net.client_prompt(0).unwrap().state,
+        PromptState::Purchased(_)
+    ));
+
+    net.answer(0, PromptAction::Close);
+    let mut finished = Vec::new();
+    net.run_until("the prompt to close", |net| {
+        finished.extend(net.drain::<PromptProductPurchaseFinished>(0));
+        !finished.is_empty()
+    });
+    assert!(finished[0].is_purchased);
+    assert!(net.client_prompt(0).is_none());
+    assert_eq!(net.ledger.audit().count(ReceiptState::Granted), 1);
+
+    // The other client learnt nothing of it.
+    assert!(net.client_prompt(1).is_none());
+    assert!(net.drain::<ReceiptResolved>(1).is_empty());
+    assert!(net.drain::<PromptProductPurchaseFinished>(1).is_empty());
+    assert_eq!(net.client_balance(1), 1000);
+}
+
+#[test]
+fn the_catalog_reaches_clients_on_connect_and_after_a_reload() {
+    let mut net = Net::new();
+    let server_catalog: Vec<(ProductId, u64)> = net
+        .server
+        .world()
+        .resource::<MarketplaceService>()
+        .catalog()
+        .products()
+        .iter()
+        .map(|p| (p.product_id, p.price))
+        .collect();
+    for i in 0..2 {
+        let client: Vec<(ProductId, u64)> = net
+            .client(i)
+            .world()
+            .resource::<MarketplaceService>()
+            .catalog()
+            .products()
+            .iter()
+            .map(|p| (p.product_id, p.price))
+            .collect();
+        assert_eq!(client, server_catalog);
+        let currency = net
+            .client(i)
+            .world()
+            .resource::<MarketplaceService>()
+            .currency()
+            .clone();
+        assert_eq!(
+            &currency,
+            net.server
+                .world()
+                .resource::<MarketplaceService>()
+                .currency()
+        );
+    }
+
+    let text = include_str!("../assets/products.ron").replace("price: 80", "price: 95");
+    let repriced = Catalog::from_ron_str(&text, "products.ron").unwrap();
+    net.server
+        .world_mut()
+        .resource_mut::<MarketplaceService>()
+        .set_catalog(&repriced);
+    net.run_until("the new price on both clients", |net| {
+        (0..2).all(|i| {
+            net.client(i)
+                .world()
+                .resource::<MarketplaceService>()
+                .get_product_info(GOLD_100)
+                .is_ok_and(|p| p.price == 95)
+        })
+    });
+}
+
+#[test]
+fn a_client_can_only_prompt_for_and_answer_its_own_player() {
+    let mut net = Net::new();
+    net.ask(0, GOLD_1000);
+    net.run_until("player 1's prompt", |net| net.server_prompt(0).is_some());
+
+    // Client 2 names client 1's player entity (as the server knows it): messages carry no
+    // player, so the prompt is for client 2's own.
+    let victim = net.players[0];
+    net.client(1)
+        .world_mut()
+        .write_message(PromptProductPurchase {
+            player: victim,
+            product_id: FULL_HEAL,
+        });
+    net.run_until("player 2's own prompt", |net| {
+        net.server_prompt(1).is_some()
+    });
+    assert_eq!(net.server_prompt(1).unwrap().product_id, FULL_HEAL);
+    assert_eq!(net.server_prompt(0).unwrap().product_id, GOLD_1000);
+
+    // Client 2 confirms and cancels: only its own prompt moves.
+    net.answer(1, PromptAction::Cancel);
+    net.run_until("player 2's prompt to close", |net| {
+        net.server_prompt(1).is_none()
+    });
+    net.answer(1, PromptAction::Confirm);
+    net.idle();
+    assert_eq!(
+        net.server_prompt(0).unwrap().state,
+        PromptState::AwaitingConfirmation,
+        "player 1's prompt is untouched"
+    );
+    assert!(net.ledger.audit().receipts.is_empty(), "nobody was charged");
+}
+
+#[test]
+fn a_client_cannot_pick_the_price_or_buy_what_is_not_for_sale() {
+    let mut net = Net::new();
+    // The client's own copy of the catalog says Gold costs 1: the server charges its own 80.
+    let text = include_str!("../assets/products.ron").replace("price: 80", "price: 1");
+    let cheap = Catalog::from_ron_str(&text, "products.ron").unwrap();
+    net.client(0)
+        .world_mut()
+        .resource_mut::<MarketplaceService>()
+        .set_catalog(&cheap);
+    net.ask(0, GOLD_100);
+    net.run_until("the prompt", |net| net.client_prompt(0).is_some());
+    assert_eq!(net.client_prompt(0).unwrap().price, 80);
+    net.answer(0, PromptAction::Confirm);
+    net.run_until("the charge", |net| net.ledger.audit().receipts.len() == 1);
+    assert_eq!(net.ledger.audit().receipts[0].info.currency_spent, 80);
+    net.answer(0, PromptAction::Close);
+    net.run_until("the prompt to close", |net| net.client_prompt(0).is_none());
+
+    net.ask(0, DRAGON_EGG);
+    net.run_until("the refusal", |net| {
+        net.client_prompt(0)
+            .is_some_and(|p| p.state == PromptState::Failed(PurchaseError::NotForSale))
+    });
+    assert_eq!(net.ledger.audit().receipts.len(), 1);
+}
+
+#[test]
+fn prompts_are_rate_limited_per_client() {
+    let mut net = Net::new();
+    for _ in 0..8 {
+        net.ask(0, GOLD_100);
+    }
+    let mut failures = Vec::new();
+    net.run_until("the refusals", |net| {
+        failures.extend(net.drain::<PurchaseFailed>(0));
+        failures.len() >= 3
+    });
+    net.idle();
+    failures.extend(net.drain::<PurchaseFailed>(0));
+    assert_eq!(failures.len(), 3, "a burst of 5 passes, 3 are refused");
+    assert!(
+        failures
+            .iter()
+            .all(|f| f.error == PurchaseError::TooManyRequests)
+    );
+    // The other client is not limited by this one.
+    net.ask(1, GOLD_100);
+    net.run_until("client 2's prompt", |net| net.client_prompt(1).is_some());
+}
+
+#[test]
+fn a_client_that_disconnects_with_an_open_prompt_is_not_charged() {
+    let mut net = Net::new();
+    net.ask(0, GOLD_100);
+    net.run_until("the prompt", |net| net.server_prompt(0).is_some());
+    let mut client = net.clients.remove(0);
+    net.server.disconnect_client(&mut client);
+    net.run_until("the prompt to be cancelled", |net| {
+        net.server_prompt(0).is_none()
+    });
+    assert!(net.ledger.audit().receipts.is_empty());
+    let player = net.players[0];
+    assert_eq!(
+        net.server.world().get::<PremiumBalance>(player).unwrap().0,
+        1000
+    );
+}
+
+#[test]
+fn a_client_that_disconnects_after_the_charge_gets_the_grant_when_it_comes_back() {
+    let mut net = Net::new();
+    net.server.insert_resource(HandlerMode::Decline);
+    net.ask(0, GOLD_100);
+    net.run_until("the prompt", |net| net.client_prompt(0).is_some());
+    net.answer(0, PromptAction::Confirm);
+    net.run_until("the charge", |net| net.ledger.audit().receipts.len() == 1);
+    // Gone before the handler granted: the game despawns the player when their client leaves.
+    let mut client = net.clients.remove(0);
+    net.server.disconnect_client(&mut client);
+    let player = net.players.remove(0);
+    net.server.world_mut().despawn(player);
+    net.run_until("the final save", |net| {
+        net.server.world().resource::<Sessions>().departing() == 0
+    });
+    assert_eq!(net.ledger.audit().count(ReceiptState::Pending), 1);
+
+    // Back, on a new connection, with the handler working: granted, and told to this client.
+    net.server.insert_resource(HandlerMode::Work);
+    let mut back = client_app();
+    net.server.connect_client(&mut back);
+    let connection = **back.world().resource::<TestClientEntity>();
+    let player = net
+        .server
+        .world_mut()
+        .spawn((
+            Player::new(UserId(1)),
+            Health {
+                current: 10,
+                max: 100,
+            },
+            Gold(0),
+            BuyerClient(connection),
+        ))
+        .id();
+    net.clients.insert(0, back);
+    net.players.insert(0, player);
+    let mut resolved = Vec::new();
+    net.run_until("the grant on return", |net| {
+        resolved.extend(net.drain::<ReceiptResolved>(0));
+        !resolved.is_empty()
+    });
+    assert_eq!(resolved[0].receipt.product_id, GOLD_100);
+    assert_eq!(net.server.world().get::<Gold>(player).unwrap().0, 100);
+    assert_eq!(net.ledger.audit().count(ReceiptState::Granted), 1);
+    assert!(net.drain::<ReceiptResolved>(1).is_empty());
+}
