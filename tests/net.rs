@@ -26,6 +26,9 @@ struct Net {
     clients: Vec<App>,
     ledger: InMemoryLedger,
     players: Vec<Entity>,
+    /// Payload bytes carried so far: client to server, server to client.
+    bytes_up: usize,
+    bytes_down: usize,
 }
 
 fn server_app(ledger: &InMemoryLedger) -> App {
@@ -86,6 +89,8 @@ impl Net {
             clients,
             ledger,
             players,
+            bytes_up: 0,
+            bytes_down: 0,
         };
         net.run_until("both players to load and both catalogs to arrive", |net| {
             net.players.iter().all(|&p| {
@@ -103,11 +108,27 @@ impl Net {
         net
     }
 
-    /// One frame everywhere, with the bytes exchanged both ways.
+    /// One frame everywhere, with the bytes exchanged both ways (as replicon's test exchange
+    /// does, counting them).
     fn step(&mut self) {
         self.server.update();
         for client in &mut self.clients {
-            self.server.exchange_with_client(client);
+            let connection = **client.world().resource::<TestClientEntity>();
+            let mut client_messages = client.world_mut().resource_mut::<ClientMessages>();
+            let mut server_messages = self.server.world_mut().resource_mut::<ServerMessages>();
+            for (channel, message) in client_messages.drain_sent() {
+                self.bytes_up += message.len();
+                server_messages.insert_received(connection, channel, message);
+            }
+            let bytes_down = &mut self.bytes_down;
+            server_messages.retain_sent(|(to, channel, message)| {
+                if *to != connection {
+                    return true;
+                }
+                *bytes_down += message.len();
+                client_messages.insert_received(*channel, message.clone());
+                false
+            });
             client.update();
         }
     }
@@ -193,6 +214,7 @@ impl Net {
 #[test]
 fn a_client_prompts_confirms_and_sees_its_purchase_granted_on_the_server() {
     let mut net = Net::new();
+    let (up, down) = (net.bytes_up, net.bytes_down);
     net.ask(0, GOLD_100);
     net.run_until("the prompt on the client", |net| {
         net.client_prompt(0)
@@ -234,6 +256,11 @@ fn a_client_prompts_confirms_and_sees_its_purchase_granted_on_the_server() {
     assert!(finished[0].is_purchased);
     assert!(net.client_prompt(0).is_none());
     assert_eq!(net.ledger.audit().count(ReceiptState::Granted), 1);
+    eprintln!(
+        "net: one purchase (prompt, confirm, grant, close) carried {} payload bytes client to server and {} server to client (both clients' traffic, replicon's ticks included)",
+        net.bytes_up - up,
+        net.bytes_down - down
+    );
 
     // The other client learnt nothing of it.
     assert!(net.client_prompt(1).is_none());
