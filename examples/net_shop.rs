@@ -1,0 +1,300 @@
+//! Networked purchases over UDP (bevy_replicon + renet), headless: a dedicated server with the
+//! ledger and the handlers, and clients that prompt, confirm and see their purchase granted.
+//!
+//! ```sh
+//! cargo run --example net_shop --features net -- --server 5000 --ledger net_shop.sqlite3
+//! cargo run --example net_shop --features net -- --client 127.0.0.1:5000 --user 1 --buy 456456
+//! cargo run --example net_shop --features net -- --client 127.0.0.1:5000 --user 2 --buy 111222
+//! ```
+//!
+//! The demo trusts the user id a client connects with (netcode's unsecure mode); a real game
+//! authenticates its players before it says which client owns which player.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use bevy::state::app::StatesPlugin;
+use bevy_marketplace::ledger::LedgerBackend;
+use bevy_marketplace::net::{
+    BuyerClient, LocalBuyer, MarketplaceClientPlugin, MarketplaceServerPlugin,
+};
+use bevy_marketplace::prelude::*;
+use bevy_marketplace::{PromptAction, PromptAnswer, PromptState};
+use bevy_replicon::prelude::*;
+use bevy_replicon::shared::backend::connected_client::NetworkId;
+use bevy_replicon_renet::netcode::{
+    ClientAuthentication, NetcodeClientTransport, NetcodeServerTransport, ServerAuthentication,
+    ServerConfig,
+};
+use bevy_replicon_renet::renet::ConnectionConfig;
+use bevy_replicon_renet::{RenetChannelsExt, RenetClient, RenetServer, RepliconRenetPlugins};
+use serde::{Deserialize, Serialize};
+
+/// Told apart from other games on the same port.
+const PROTOCOL_ID: u64 = 0x424D_4B54_4E45_5401;
+
+#[derive(Component, Default, Serialize, Deserialize)]
+struct Gold(u64);
+
+#[derive(Component, Default, Serialize, Deserialize)]
+struct Arrows(u32);
+
+fn main() -> AppExit {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let catalog = Catalog::from_ron_str(include_str!("../assets/products.ron"), "products.ron")
+        .expect("the shipped catalog is valid");
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(4))),
+        StatesPlugin,
+        RepliconPlugins,
+        RepliconRenetPlugins,
+    ));
+    if let Some(port) = flag("--server") {
+        let port: u16 = port.parse().expect("--server PORT");
+        let ledger = flag("--ledger").unwrap_or_else(|| "net_shop.sqlite3".into());
+        app.add_plugins((
+            MarketplacePlugin {
+                starting_balance: 500,
+                currency: PremiumCurrency::new("Robux", "R$"),
+                ..MarketplacePlugin::default()
+                    .with_catalog(catalog)
+                    .with_ledger(LedgerBackend::sqlite(PathBuf::from(ledger)))
+            },
+            MarketplaceServerPlugin,
+            // SIGINT / SIGTERM: every player is saved before the server ends.
+            ExitOnSignal,
+        ))
+        .persist_component::<Gold>()
+        .persist_component::<Arrows>()
+        .add_product_handler(ProductId(456456), |_, mut player| {
+            player.get_mut::<Gold>().map(|mut g| g.0 += 100).is_some()
+        })
+        .add_product_handler(ProductId(111222), |_, mut player| {
+            player.get_mut::<Arrows>().map(|mut a| a.0 += 20).is_some()
+        })
+        .add_observer(spawn_player_of_client)
+        .add_observer(despawn_player_of_client)
+        .add_systems(
+            Startup,
+            move |mut commands: Commands, channels: Res<RepliconChannels>| {
+                start_server(&mut commands, &channels, port)
+            },
+        )
+        .add_systems(Update, report_grants);
+    } else if let Some(addr) = flag("--client") {
+        let addr: SocketAddr = addr.parse().expect("--client IP:PORT");
+        let user: u64 = flag("--user").expect("--user N").parse().expect("--user N");
+        let product = ProductId(flag("--buy").map_or(456456, |p| p.parse().expect("--buy ID")));
+        app.add_plugins(MarketplaceClientPlugin)
+            .insert_resource(Shopper {
+                product,
+                asked_at: None,
+                started: Instant::now(),
+                confirmed: false,
+                closed: false,
+                granted: false,
+            })
+            .add_systems(
+                Startup,
+                move |mut commands: Commands, channels: Res<RepliconChannels>| {
+                    commands.spawn(LocalBuyer);
+                    start_client(&mut commands, &channels, addr, user)
+                },
+            )
+            .add_systems(Update, shop);
+    } else {
+        eprintln!(
+            "use --server PORT [--ledger FILE] (SIGINT or SIGTERM ends it), or --client IP:PORT --user N [--buy PRODUCT]"
+        );
+        return AppExit::error();
+    }
+    app.run()
+}
+
+fn connection_config(channels: &RepliconChannels) -> ConnectionConfig {
+    ConnectionConfig {
+        server_channels_config: channels.server_configs(),
+        client_channels_config: channels.client_configs(),
+        ..Default::default()
+    }
+}
+
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn start_server(commands: &mut Commands, channels: &RepliconChannels, port: u16) {
+    let public = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+    let socket = UdpSocket::bind(public).expect("bind the server's UDP port on loopback");
+    let transport = NetcodeServerTransport::new(
+        ServerConfig {
+            current_time: now(),
+            max_clients: 16,
+            protocol_id: PROTOCOL_ID,
+            authentication: ServerAuthentication::Unsecure,
+            public_addresses: vec![public],
+        },
+        socket,
+    )
+    .expect("start the netcode server");
+    commands.insert_resource(RenetServer::new(connection_config(channels)));
+    commands.insert_resource(transport);
+    println!("SERVER listening on {public}");
+}
+
+fn start_client(
+    commands: &mut Commands,
+    channels: &RepliconChannels,
+    server: SocketAddr,
+    user: u64,
+) {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a client UDP port");
+    let transport = NetcodeClientTransport::new(
+        now(),
+        ClientAuthentication::Unsecure {
+            protocol_id: PROTOCOL_ID,
+            // The demo's player is the user id it connects with.
+            client_id: user,
+            server_addr: server,
+            user_data: None,
+        },
+        socket,
+    )
+    .expect("start the netcode client");
+    commands.insert_resource(RenetClient::new(connection_config(channels)));
+    commands.insert_resource(transport);
+}
+
+/// A client was authorized: its player joins, owned by it.
+fn spawn_player_of_client(
+    add: On<Add, AuthorizedClient>,
+    ids: Query<&NetworkId>,
+    mut commands: Commands,
+) {
+    let Ok(id) = ids.get(add.entity) else {
+        return;
+    };
+    let user = UserId(id.get() as i64);
+    commands.spawn((
+        Player::new(user),
+        Gold(0),
+        Arrows(0),
+        BuyerClient(add.entity),
+    ));
+    println!("SERVER player {user} joined");
+}
+
+/// A client left: so does its player (saved as anyone leaving).
+fn despawn_player_of_client(
+    remove: On<Remove, ConnectedClient>,
+    players: Query<(Entity, &BuyerClient)>,
+    mut commands: Commands,
+) {
+    for (player, owner) in &players {
+        if owner.0 == remove.entity {
+            commands.entity(player).despawn();
+        }
+    }
+}
+
+fn report_grants(mut resolved: MessageReader<ReceiptResolved>) {
+    for r in resolved.read() {
+        println!(
+            "SERVER GRANTED {} user {} product {} paid {}",
+            r.receipt.purchase_id,
+            r.receipt.player_id,
+            r.receipt.product_id,
+            r.receipt.currency_spent
+        );
+    }
+}
+
+#[derive(Resource)]
+struct Shopper {
+    product: ProductId,
+    asked_at: Option<Instant>,
+    started: Instant,
+    confirmed: bool,
+    closed: bool,
+    granted: bool,
+}
+
+/// Asks once the catalog arrived, confirms, and reports the round trip from asking to
+/// "Purchase successful" and to the grant's commit.
+fn shop(
+    mut shopper: ResMut<Shopper>,
+    mut service: ResMut<MarketplaceService>,
+    buyer: Single<(Entity, &PremiumBalance, Option<&PurchasePrompt>), With<LocalBuyer>>,
+    mut answers: MessageWriter<PromptAnswer>,
+    mut resolved: MessageReader<ReceiptResolved>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let (entity, balance, prompt) = *buyer;
+    if shopper.started.elapsed() > Duration::from_secs(30) {
+        eprintln!("CLIENT timed out");
+        exit.write(AppExit::error());
+        return;
+    }
+    let Some(asked) = shopper.asked_at else {
+        if service.get_product_info(shopper.product).is_ok() {
+            println!(
+                "CLIENT catalog arrived: {} products",
+                service.catalog().len()
+            );
+            service.prompt_product_purchase(entity, shopper.product);
+            shopper.asked_at = Some(Instant::now());
+        }
+        return;
+    };
+    match prompt.map(|p| &p.state) {
+        Some(PromptState::AwaitingConfirmation) if !shopper.confirmed => {
+            // What one click on "Buy" sends.
+            answers.write(PromptAnswer {
+                player: entity,
+                action: PromptAction::Confirm,
+            });
+            shopper.confirmed = true;
+        }
+        Some(PromptState::Purchased(_)) if !shopper.closed => {
+            shopper.closed = true;
+            println!(
+                "CLIENT Purchase successful after {:.1} ms (ask to confirmation, one confirm round trip included); balance {}",
+                asked.elapsed().as_secs_f64() * 1e3,
+                balance.0
+            );
+            answers.write(PromptAnswer {
+                player: entity,
+                action: PromptAction::Close,
+            });
+        }
+        Some(PromptState::Failed(e)) => {
+            eprintln!("CLIENT purchase failed: {e}");
+            exit.write(AppExit::error());
+        }
+        _ => {}
+    }
+    for r in resolved.read() {
+        println!(
+            "CLIENT granted {} (product {}) after {:.1} ms",
+            r.receipt.purchase_id,
+            r.receipt.product_id,
+            asked.elapsed().as_secs_f64() * 1e3
+        );
+        shopper.granted = true;
+    }
+    if shopper.granted && shopper.closed && prompt.is_none() {
+        exit.write(AppExit::Success);
+    }
+}
