@@ -60,6 +60,25 @@ fn client_app() -> App {
     app
 }
 
+/// Connects `client` and spawns the player of `user` on the server, owned by it.
+fn join(server: &mut App, client: &mut App, user: i64) -> Entity {
+    server.connect_client(client);
+    let connection = **client.world().resource::<TestClientEntity>();
+    // The one line a game writes: this client owns this player.
+    server
+        .world_mut()
+        .spawn((
+            Player::new(UserId(user)),
+            Health {
+                current: 10,
+                max: 100,
+            },
+            Gold(0),
+            BuyerClient(connection),
+        ))
+        .id()
+}
+
 impl Net {
     fn new() -> Self {
         let ledger = InMemoryLedger::default();
@@ -67,22 +86,7 @@ impl Net {
         let mut clients = vec![client_app(), client_app()];
         let mut players = Vec::new();
         for (i, client) in clients.iter_mut().enumerate() {
-            server.connect_client(client);
-            let connection = **client.world().resource::<TestClientEntity>();
-            // The one line a game writes: this client owns this player.
-            let player = server
-                .world_mut()
-                .spawn((
-                    Player::new(UserId(i as i64 + 1)),
-                    Health {
-                        current: 10,
-                        max: 100,
-                    },
-                    Gold(0),
-                    BuyerClient(connection),
-                ))
-                .id();
-            players.push(player);
+            players.push(join(&mut server, client, i as i64 + 1));
         }
         let mut net = Self {
             server,
@@ -450,21 +454,7 @@ fn a_client_that_disconnects_after_the_charge_gets_the_grant_when_it_comes_back(
     // Back, on a new connection, with the handler working: granted, and told to this client.
     net.server.insert_resource(HandlerMode::Work);
     let mut back = client_app();
-    net.server.connect_client(&mut back);
-    let connection = **back.world().resource::<TestClientEntity>();
-    let player = net
-        .server
-        .world_mut()
-        .spawn((
-            Player::new(UserId(1)),
-            Health {
-                current: 10,
-                max: 100,
-            },
-            Gold(0),
-            BuyerClient(connection),
-        ))
-        .id();
+    let player = join(&mut net.server, &mut back, 1);
     net.clients.insert(0, back);
     net.players.insert(0, player);
     let mut resolved = Vec::new();
