@@ -56,7 +56,14 @@ pub(crate) fn handle_charge_replies(
                 if let Some(prompt) = prompt.as_mut() {
                     prompt.state = PromptState::Purchased(receipt.clone());
                 }
-                if session.is_active() {
+                // Only the session that charged takes the receipt from this answer: a later
+                // visit (the buyer left and came back while it was queued) learns its pending
+                // receipts from the ledger, which may have granted this one meanwhile.
+                let charged_here = charge
+                    .fence
+                    .as_ref()
+                    .is_some_and(|fence| session.lease_token == Some(fence.token));
+                if session.is_active() && charged_here {
                     session.add_pending(receipt);
                     deliveries.now.push(entity);
                 }
