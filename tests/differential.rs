@@ -898,3 +898,51 @@ fn a_stale_process_with_the_same_server_id_cannot_write() {
     );
     assert_eq!(audit.accounts[&UserId(0)].1, PlayerSnapshot::default());
 }
+
+/// Found by the search: two receipts made at the same moment (a retried request id made the second
+/// one's id sort first) are listed oldest first by time and then id in every store, so a player
+/// sees their pending receipts in the same order wherever they load.
+#[test]
+fn receipts_made_at_the_same_moment_are_listed_in_one_order_everywhere() {
+    let charge = |user, server, retry| Op::Charge {
+        user,
+        server,
+        stale: false,
+        price: 0,
+        retry,
+    };
+    let (replies, _) = check(&[
+        Op::Open {
+            user: 1,
+            server: 1,
+            long_lease: false,
+        },
+        charge(2, Some(0), None),
+        charge(0, None, None),
+        charge(1, None, None),
+        charge(0, None, None),
+        charge(1, None, Some(3)),
+        Op::Save {
+            user: 1,
+            server: 1,
+            stale: false,
+            gold: 0,
+            grant: vec![],
+            settle: vec![],
+            release: true,
+        },
+        Op::Open {
+            user: 1,
+            server: 0,
+            long_lease: false,
+        },
+    ]);
+    let LedgerReply::SessionOpened { pending, .. } = &replies[7] else {
+        panic!("{:?}", replies[7]);
+    };
+    let ids: Vec<&str> = pending.iter().map(|r| r.purchase_id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids, sorted);
+}

@@ -24,10 +24,11 @@ struct MemoryState {
     accounts: HashMap<UserId, Account>,
     /// Every receipt, with the order it was made in.
     receipts: BTreeMap<PurchaseId, (u64, StoredReceipt)>,
-    /// Pending receipts by buyer, oldest first, so loading a player does not scan every receipt.
-    pending: HashMap<UserId, BTreeSet<(u64, PurchaseId)>>,
-    /// Refunded receipts waiting for their clawback, by buyer, oldest first.
-    clawbacks: HashMap<UserId, BTreeSet<(u64, PurchaseId)>>,
+    /// Pending receipts by buyer, oldest first (by purchase time, then id, as the SQL stores
+    /// order them), so loading a player does not scan every receipt.
+    pending: HashMap<UserId, BTreeSet<(i64, PurchaseId)>>,
+    /// Refunded receipts waiting for their clawback, by buyer, in the same order.
+    clawbacks: HashMap<UserId, BTreeSet<(i64, PurchaseId)>>,
     by_request: HashMap<RequestId, PurchaseId>,
     /// Store top-ups by (source, order id).
     credits: BTreeMap<(String, String), CreditRecord>,
@@ -38,30 +39,25 @@ struct MemoryState {
 impl MemoryState {
     /// Puts (or removes) a receipt, keeping the pending and clawback indexes right.
     fn set_receipt(&mut self, id: PurchaseId, receipt: Option<(u64, StoredReceipt)>) {
-        if let Some((seq, old)) = self.receipts.remove(&id) {
+        if let Some((_, old)) = self.receipts.remove(&id) {
             for index in [&mut self.pending, &mut self.clawbacks] {
                 if let Some(ids) = index.get_mut(&old.info.player_id) {
-                    ids.remove(&(seq, id.clone()));
+                    ids.remove(&(old.purchased_at_ms, id.clone()));
                 }
             }
         }
         if let Some((seq, receipt)) = receipt {
             let user = receipt.info.player_id;
+            let key = (receipt.purchased_at_ms, id.clone());
             if receipt.state == ReceiptState::Pending {
-                self.pending
-                    .entry(user)
-                    .or_default()
-                    .insert((seq, id.clone()));
+                self.pending.entry(user).or_default().insert(key.clone());
             }
             if receipt
                 .refund
                 .as_ref()
                 .is_some_and(|r| r.clawback == Clawback::Pending)
             {
-                self.clawbacks
-                    .entry(user)
-                    .or_default()
-                    .insert((seq, id.clone()));
+                self.clawbacks.entry(user).or_default().insert(key);
             }
             self.receipts.insert(id, (seq, receipt));
         }
@@ -70,7 +66,7 @@ impl MemoryState {
     /// The receipts of `index` for `user`, oldest first.
     fn listed(
         &self,
-        index: &HashMap<UserId, BTreeSet<(u64, PurchaseId)>>,
+        index: &HashMap<UserId, BTreeSet<(i64, PurchaseId)>>,
         user: UserId,
     ) -> Vec<ReceiptInfo> {
         index.get(&user).map_or_else(Vec::new, |ids| {
