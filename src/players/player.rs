@@ -220,20 +220,6 @@ impl PlayerSession {
         (p.attempts, wait)
     }
 
-    pub(crate) fn note_failure(
-        &mut self,
-        id: &PurchaseId,
-        retry_at: Duration,
-    ) -> Option<&mut PendingReceipt> {
-        let p = self
-            .pending
-            .iter_mut()
-            .find(|p| &p.info.purchase_id == id)?;
-        p.attempts += 1;
-        p.next_attempt = retry_at;
-        Some(p)
-    }
-
     pub(crate) fn warn_no_handler_once(&mut self, id: &PurchaseId) -> bool {
         match self.pending.iter_mut().find(|p| &p.info.purchase_id == id) {
             Some(p) if !p.warned_no_handler => {

@@ -344,25 +344,14 @@ pub(crate) fn handle_session_replies(
                         shortfall,
                         already_credited,
                     }) => {
-                        if let Some(&e) = sessions.by_user.get(&user)
-                            && let Ok((mut session, mut balance)) = players.get_mut(e)
-                        {
-                            balance.0 = new_balance;
-                            session.shortfall = shortfall;
-                        }
+                        show_wallet(&sessions, &mut players, user, new_balance, shortfall);
                         Ok(crate::ledger::CreditOutcome {
                             balance: new_balance,
                             shortfall,
                             already_credited,
                         })
                     }
-                    Ok(LedgerReply::CreditRefused(e)) => {
-                        Err(crate::ledger::CreditFailure::Refused(e))
-                    }
-                    Ok(other) => Err(crate::ledger::CreditFailure::Ledger(format!(
-                        "unexpected ledger reply: {other:?}"
-                    ))),
-                    Err(e) => Err(crate::ledger::CreditFailure::Ledger(e.to_string())),
+                    other => Err(credit_failure(other)),
                 };
                 money.credits.write(CreditFinished { request, result });
             }
@@ -374,12 +363,7 @@ pub(crate) fn handle_session_replies(
                         shortfall,
                         already_reversed,
                     }) => {
-                        if let Some(&e) = sessions.by_user.get(&record.user)
-                            && let Ok((mut session, mut balance)) = players.get_mut(e)
-                        {
-                            balance.0 = new_balance;
-                            session.shortfall = shortfall;
-                        }
+                        show_wallet(&sessions, &mut players, record.user, new_balance, shortfall);
                         Ok(crate::ledger::ReversalOutcome {
                             record,
                             balance: new_balance,
@@ -387,13 +371,7 @@ pub(crate) fn handle_session_replies(
                             already_reversed,
                         })
                     }
-                    Ok(LedgerReply::CreditRefused(e)) => {
-                        Err(crate::ledger::CreditFailure::Refused(e))
-                    }
-                    Ok(other) => Err(crate::ledger::CreditFailure::Ledger(format!(
-                        "unexpected ledger reply: {other:?}"
-                    ))),
-                    Err(e) => Err(crate::ledger::CreditFailure::Ledger(e.to_string())),
+                    other => Err(credit_failure(other)),
                 };
                 money.reversals.write(CreditReversalFinished {
                     source,
@@ -426,6 +404,32 @@ pub(crate) fn handle_session_replies(
             LedgerRequest::ReleaseSession { .. } | LedgerRequest::Audit => {}
             LedgerRequest::Charge(_) => unreachable!("charges are handled by the prompt systems"),
         }
+    }
+}
+
+/// Shows a player online here the balance and shortfall a top-up or its reversal left them with.
+fn show_wallet(
+    sessions: &Sessions,
+    players: &mut Query<(&mut PlayerSession, &mut PremiumBalance)>,
+    user: crate::ids::UserId,
+    balance: u64,
+    shortfall: u64,
+) {
+    if let Some(&e) = sessions.by_user.get(&user)
+        && let Ok((mut session, mut shown)) = players.get_mut(e)
+    {
+        shown.0 = balance;
+        session.shortfall = shortfall;
+    }
+}
+
+/// A top-up or reversal that did not go through, as the game is told.
+fn credit_failure(result: Result<LedgerReply, LedgerError>) -> crate::ledger::CreditFailure {
+    use crate::ledger::CreditFailure;
+    match result {
+        Ok(LedgerReply::CreditRefused(e)) => CreditFailure::Refused(e),
+        Ok(other) => CreditFailure::Ledger(format!("unexpected ledger reply: {other:?}")),
+        Err(e) => CreditFailure::Ledger(e.to_string()),
     }
 }
 

@@ -35,6 +35,7 @@ pub(super) fn take_back(
         _ => return false,
     };
     let user = world.get::<PlayerSession>(entity).map(|s| s.user);
+    let retry = world.resource::<MarketplaceSettings>().retry;
     let mut settled_any = false;
     for receipt in receipts {
         let id = receipt.purchase_id.clone();
@@ -79,10 +80,6 @@ pub(super) fn take_back(
             }
             Err(reason) => {
                 let user = session.user;
-                let retry = world.resource::<MarketplaceSettings>().retry;
-                let mut session = world
-                    .get_mut::<PlayerSession>(entity)
-                    .expect("checked above");
                 let (attempts, wait) =
                     PlayerSession::note_failure_in(&mut session.clawbacks, &id, now, retry);
                 tracing::error!(

@@ -160,14 +160,8 @@ fn grant_due(world: &mut World, entity: Entity, forced: bool, now: std::time::Du
                 let user = session.user;
                 let warn_no_handler =
                     reason == DeliveryFailure::NoHandler && session.warn_no_handler_once(&id);
-                let attempts = session
-                    .pending
-                    .iter()
-                    .find(|p| p.info.purchase_id == id)
-                    .map_or(0, |p| p.attempts)
-                    + 1;
-                let wait = retry.delay(attempts);
-                session.note_failure(&id, now.saturating_add(wait));
+                let (attempts, wait) =
+                    PlayerSession::note_failure_in(&mut session.pending, &id, now, retry);
                 match &reason {
                     DeliveryFailure::NoHandler if warn_no_handler => tracing::warn!(
                         "receipt {id} of user {user} is for product {} which has no handler and there is no catch-all; it stays pending (it is not auto-acknowledged)",
