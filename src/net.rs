@@ -24,7 +24,8 @@ mod server;
 
 pub use client::{LocalBuyer, MarketplaceClientPlugin};
 pub use protocol::{
-    MarketplaceProtocolPlugin, NetBalance, NetCatalog, NetPrompt, NetPromptAnswer, NetPromptClosed,
-    NetPromptRequest, NetPromptUpdate, NetPurchaseFailed, NetReceiptResolved, NetTopUpRequested,
+    MAX_CLIENT_MESSAGE_BYTES, MarketplaceProtocolPlugin, NetBalance, NetCatalog, NetPrompt,
+    NetPromptAnswer, NetPromptClosed, NetPromptRequest, NetPromptUpdate, NetPurchaseFailed,
+    NetReceiptResolved, NetTopUpRequested,
 };
-pub use server::{BuyerClient, MarketplaceServerPlugin, NetLimits};
+pub use server::{BuyerClient, DistrustedClient, MarketplaceServerPlugin, NetLimits};

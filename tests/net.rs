@@ -10,12 +10,14 @@ use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
 use bevy_marketplace::ledger::{InMemoryLedger, LedgerBackend};
 use bevy_marketplace::net::{
-    BuyerClient, LocalBuyer, MarketplaceClientPlugin, MarketplaceServerPlugin,
+    BuyerClient, DistrustedClient, LocalBuyer, MAX_CLIENT_MESSAGE_BYTES, MarketplaceClientPlugin,
+    MarketplaceServerPlugin,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::{
     PlayerSession, PromptAction, PromptAnswer, PromptState, PurchaseError, ReceiptState, Sessions,
 };
+use bevy_replicon::bytes::Bytes;
 use bevy_replicon::prelude::*;
 use bevy_replicon::test_app::{ServerTestAppExt, TestClientEntity};
 use common::*;
@@ -29,6 +31,8 @@ struct Net {
     /// Payload bytes carried so far: client to server, server to client.
     bytes_up: usize,
     bytes_down: usize,
+    /// Connections the server asked the transport to drop.
+    disconnects: Vec<Entity>,
 }
 
 fn server_app(ledger: &InMemoryLedger) -> App {
@@ -95,6 +99,7 @@ impl Net {
             players,
             bytes_up: 0,
             bytes_down: 0,
+            disconnects: Vec::new(),
         };
         net.run_until("both players to load and both catalogs to arrive", |net| {
             net.players.iter().all(|&p| {
@@ -115,12 +120,26 @@ impl Net {
     /// One frame everywhere, with the bytes exchanged both ways (as replicon's test exchange
     /// does, counting them).
     fn step(&mut self) {
+        self.step_tampering(|_, message| message);
+    }
+
+    /// One frame, with each client's outgoing bytes passed through `tamper(client, bytes)`: what
+    /// a hacked client can put on the wire.
+    fn step_tampering(&mut self, mut tamper: impl FnMut(usize, Bytes) -> Bytes) {
         self.server.update();
-        for client in &mut self.clients {
+        self.disconnects.extend(
+            self.server
+                .world_mut()
+                .resource_mut::<Messages<DisconnectRequest>>()
+                .drain()
+                .map(|request| request.client),
+        );
+        for (i, client) in self.clients.iter_mut().enumerate() {
             let connection = **client.world().resource::<TestClientEntity>();
             let mut client_messages = client.world_mut().resource_mut::<ClientMessages>();
             let mut server_messages = self.server.world_mut().resource_mut::<ServerMessages>();
             for (channel, message) in client_messages.drain_sent() {
+                let message = tamper(i, message);
                 self.bytes_up += message.len();
                 server_messages.insert_received(connection, channel, message);
             }
@@ -466,4 +485,50 @@ fn a_client_that_disconnects_after_the_charge_gets_the_grant_when_it_comes_back(
     assert_eq!(net.server.world().get::<Gold>(player).unwrap().0, 100);
     assert_eq!(net.ledger.audit().count(ReceiptState::Granted), 1);
     assert!(net.drain::<ReceiptResolved>(1).is_empty());
+}
+
+#[test]
+fn a_malformed_or_oversized_message_is_dropped_and_its_client_no_longer_trusted() {
+    type Tamper = fn(Bytes) -> Bytes;
+    let cases: [(&str, Tamper); 3] = [
+        ("more than the 64", |message| {
+            let mut bytes = message.to_vec();
+            bytes.resize(MAX_CLIENT_MESSAGE_BYTES + 1, 0);
+            bytes.into()
+        }),
+        ("do not decode", |_| Bytes::from_static(&[0xff, 0xff, 0xff])),
+        ("after the message", |message| {
+            let mut bytes = message.to_vec();
+            bytes.push(7);
+            bytes.into()
+        }),
+    ];
+    for (problem, tamper) in cases {
+        let mut net = Net::new();
+        let connection = **net.clients[0].world().resource::<TestClientEntity>();
+        net.ask(0, GOLD_100);
+        for _ in 0..3 {
+            net.step_tampering(|i, message| if i == 0 { tamper(message) } else { message });
+        }
+        net.idle();
+        assert!(
+            net.server_prompt(0).is_none(),
+            "{problem}: no prompt opened"
+        );
+        let distrusted = net.server.world().get::<DistrustedClient>(connection);
+        assert!(
+            distrusted.is_some_and(|d| d.reason.contains(problem)),
+            "{problem}: the client is distrusted, saying why: {distrusted:?}"
+        );
+        assert_eq!(net.disconnects, [connection], "{problem}: disconnected");
+
+        // Until the transport drops it, even its well-formed requests are ignored.
+        net.ask(0, GOLD_100);
+        net.idle();
+        assert!(net.server_prompt(0).is_none(), "{problem}: still no prompt");
+        // The other client is unaffected.
+        net.ask(1, GOLD_100);
+        net.run_until("client 2's prompt", |net| net.client_prompt(1).is_some());
+        assert!(net.ledger.audit().receipts.is_empty());
+    }
 }

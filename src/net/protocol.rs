@@ -98,6 +98,19 @@ pub struct NetTopUpRequested {
     pub missing: u64,
 }
 
+/// The most bytes a client's marketplace message can take on the wire. Every one is a few bytes
+/// (a product id, a button); a bigger one is not from a well-behaved client, and the server drops
+/// it and stops trusting the connection.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64;
+
+/// The replicon channels of the client messages, so the server can screen their bytes before
+/// replicon decodes them.
+#[derive(Resource, Clone, Copy, Debug)]
+pub(crate) struct ClientChannels {
+    pub(crate) prompt_request: usize,
+    pub(crate) prompt_answer: usize,
+}
+
 /// Registers the marketplace's network messages, in one order on the server and every client
 /// (added by [`MarketplaceServerPlugin`](super::MarketplaceServerPlugin) and
 /// [`MarketplaceClientPlugin`](super::MarketplaceClientPlugin); needs `RepliconPlugins` first).
@@ -105,6 +118,16 @@ pub struct MarketplaceProtocolPlugin;
 
 impl Plugin for MarketplaceProtocolPlugin {
     fn build(&self, app: &mut App) {
+        // Replicon gives each message the next client channel.
+        let next = app
+            .world()
+            .resource::<RepliconChannels>()
+            .client_channels()
+            .len();
+        app.insert_resource(ClientChannels {
+            prompt_request: next,
+            prompt_answer: next + 1,
+        });
         app.add_client_message::<NetPromptRequest>(Channel::Ordered)
             .add_client_message::<NetPromptAnswer>(Channel::Ordered)
             .add_server_message::<NetCatalog>(Channel::Ordered)
@@ -114,5 +137,11 @@ impl Plugin for MarketplaceProtocolPlugin {
             .add_server_message::<NetBalance>(Channel::Ordered)
             .add_server_message::<NetReceiptResolved>(Channel::Ordered)
             .add_server_message::<NetTopUpRequested>(Channel::Ordered);
+        let channels = app.world().resource::<RepliconChannels>().client_channels();
+        debug_assert_eq!(
+            channels.len(),
+            next + 2,
+            "one client channel per client message"
+        );
     }
 }
