@@ -10,9 +10,12 @@
 //! The demo trusts the user id a client connects with (netcode's unsecure mode); a real game
 //! authenticates its players before it says which client owns which player.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+#[path = "common/udp.rs"]
+mod udp;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
@@ -25,16 +28,8 @@ use bevy_marketplace::prelude::*;
 use bevy_marketplace::{PromptAction, PromptAnswer, PromptState};
 use bevy_replicon::prelude::*;
 use bevy_replicon::shared::backend::connected_client::NetworkId;
-use bevy_replicon_renet::netcode::{
-    ClientAuthentication, NetcodeClientTransport, NetcodeServerTransport, ServerAuthentication,
-    ServerConfig,
-};
-use bevy_replicon_renet::renet::ConnectionConfig;
-use bevy_replicon_renet::{RenetChannelsExt, RenetClient, RenetServer, RepliconRenetPlugins};
+use bevy_replicon_renet::RepliconRenetPlugins;
 use serde::{Deserialize, Serialize};
-
-/// Told apart from other games on the same port.
-const PROTOCOL_ID: u64 = 0x424D_4B54_4E45_5401;
 
 #[derive(Component, Default, Serialize, Deserialize)]
 struct Gold(u64);
@@ -87,7 +82,7 @@ fn main() -> AppExit {
         .add_systems(
             Startup,
             move |mut commands: Commands, channels: Res<RepliconChannels>| {
-                start_server(&mut commands, &channels, port)
+                udp::start_server(&mut commands, &channels, port)
             },
         )
         .add_systems(Update, report_grants);
@@ -108,7 +103,7 @@ fn main() -> AppExit {
                 Startup,
                 move |mut commands: Commands, channels: Res<RepliconChannels>| {
                     commands.spawn(LocalBuyer);
-                    start_client(&mut commands, &channels, addr, user)
+                    udp::start_client(&mut commands, &channels, addr, user)
                 },
             )
             .add_systems(Update, shop);
@@ -119,62 +114,6 @@ fn main() -> AppExit {
         return AppExit::error();
     }
     app.run()
-}
-
-fn connection_config(channels: &RepliconChannels) -> ConnectionConfig {
-    ConnectionConfig {
-        server_channels_config: channels.server_configs(),
-        client_channels_config: channels.client_configs(),
-        ..Default::default()
-    }
-}
-
-fn now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-fn start_server(commands: &mut Commands, channels: &RepliconChannels, port: u16) {
-    let public = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
-    let socket = UdpSocket::bind(public).expect("bind the server's UDP port on loopback");
-    let transport = NetcodeServerTransport::new(
-        ServerConfig {
-            current_time: now(),
-            max_clients: 16,
-            protocol_id: PROTOCOL_ID,
-            authentication: ServerAuthentication::Unsecure,
-            public_addresses: vec![public],
-        },
-        socket,
-    )
-    .expect("start the netcode server");
-    commands.insert_resource(RenetServer::new(connection_config(channels)));
-    commands.insert_resource(transport);
-    println!("SERVER listening on {public}");
-}
-
-fn start_client(
-    commands: &mut Commands,
-    channels: &RepliconChannels,
-    server: SocketAddr,
-    user: u64,
-) {
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a client UDP port");
-    let transport = NetcodeClientTransport::new(
-        now(),
-        ClientAuthentication::Unsecure {
-            protocol_id: PROTOCOL_ID,
-            // The demo's player is the user id it connects with.
-            client_id: user,
-            server_addr: server,
-            user_data: None,
-        },
-        socket,
-    )
-    .expect("start the netcode client");
-    commands.insert_resource(RenetClient::new(connection_config(channels)));
-    commands.insert_resource(transport);
 }
 
 /// A client was authorized: its player joins, owned by it.

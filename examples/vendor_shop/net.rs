@@ -1,0 +1,364 @@
+//! The shop over the network: `--server PORT` runs the ledger and the handlers without a window;
+//! `--client IP:PORT --user N` is the game in a window, whose purchases the server charges and
+//! grants. Each client sees only its own prompts, balance, Gold and Arrows.
+
+#[path = "../common/udp.rs"]
+mod udp;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use bevy::state::app::StatesPlugin;
+use bevy_marketplace::net::{
+    BuyerClient, LocalBuyer, MarketplaceClientPlugin, MarketplaceServerPlugin,
+};
+use bevy_marketplace::prelude::*;
+use bevy_marketplace::{PromptAction, PromptAnswer, PromptState};
+use bevy_replicon::prelude::*;
+use bevy_replicon::shared::backend::connected_client::NetworkId;
+use bevy_replicon_renet::RepliconRenetPlugins;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ARROWS, Arrows, GOLD_POUCH, Gold, Health, LocalPlayer, Me, Shop, VENDOR_AT, WalkInput,
+    near_vendor,
+};
+
+/// Server → the owning client: its player's game state, whenever a grant or refund changes it.
+#[derive(Message, Clone, Copy, Debug, Serialize, Deserialize)]
+struct PlayerStats {
+    gold: u64,
+    arrows: u32,
+    /// Set when the server changed Health (a Full Heal).
+    health: Option<f32>,
+}
+
+/// The game's own network messages, registered after the marketplace's on both sides.
+fn add_game_protocol(app: &mut App) {
+    app.add_server_message::<PlayerStats>(Channel::Ordered);
+}
+
+/// The dedicated server: the ledger, the handlers and the catalog (from `assets/products.ron`),
+/// no window. SIGINT or SIGTERM saves every player and ends it.
+pub fn run_server(port: u16, ledger: &Path) -> AppExit {
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(5))),
+        AssetPlugin::default(),
+        StatesPlugin,
+        RepliconPlugins,
+        RepliconRenetPlugins,
+        crate::marketplace(ledger, false),
+        MarketplaceServerPlugin,
+        ExitOnSignal,
+    ));
+    add_game_protocol(&mut app);
+    crate::add_shop_rules(&mut app);
+    app.add_observer(spawn_player_of_client)
+        .add_observer(despawn_player_of_client)
+        .add_systems(
+            Startup,
+            move |mut commands: Commands, channels: Res<RepliconChannels>| {
+                udp::start_server(&mut commands, &channels, port)
+            },
+        )
+        // The prompt's top-up button on a client lands here: the server credits.
+        .add_systems(Update, (crate::demo_store, report_grants))
+        .add_systems(PostUpdate, send_player_stats.before(ServerSystems::Send));
+    app.run()
+}
+
+/// A client was authorized: its player joins, owned by it, and loads from the ledger.
+fn spawn_player_of_client(
+    add: On<Add, AuthorizedClient>,
+    ids: Query<&NetworkId>,
+    mut commands: Commands,
+) {
+    let Ok(id) = ids.get(add.entity) else {
+        return;
+    };
+    let user = UserId(id.get() as i64);
+    commands.spawn((
+        Player::new(user),
+        Health::default(),
+        Gold::default(),
+        Arrows::default(),
+        BuyerClient(add.entity),
+    ));
+    println!("SERVER player {user} joined");
+}
+
+/// A client left: so does its player (saved as anyone leaving).
+fn despawn_player_of_client(
+    remove: On<Remove, ConnectedClient>,
+    players: Query<(Entity, &Player, &BuyerClient)>,
+    mut commands: Commands,
+) {
+    for (entity, player, owner) in &players {
+        if owner.0 == remove.entity {
+            println!("SERVER player {} left", player.user_id);
+            commands.entity(entity).despawn();
+        }
+    }
+}
+
+fn report_grants(mut resolved: MessageReader<ReceiptResolved>) {
+    for r in resolved.read() {
+        println!(
+            "SERVER GRANTED {} user {} product {} paid {}",
+            r.receipt.purchase_id,
+            r.receipt.player_id,
+            r.receipt.product_id,
+            r.receipt.currency_spent
+        );
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn send_player_stats(
+    players: Query<(&BuyerClient, Ref<Gold>, Ref<Arrows>, Ref<Health>)>,
+    mut stats: MessageWriter<ToClients<PlayerStats>>,
+) {
+    for (owner, gold, arrows, health) in &players {
+        if gold.is_changed() || arrows.is_changed() || health.is_changed() {
+            stats.write(ToClients {
+                targets: SendTargets::Single(ClientId::Client(owner.0)),
+                message: PlayerStats {
+                    gold: gold.0,
+                    arrows: arrows.0,
+                    health: health.is_changed().then_some(health.current),
+                },
+            });
+        }
+    }
+}
+
+/// The client: the marketplace's client half instead of the ledger, connected to `server`.
+pub fn add_client(app: &mut App, server: SocketAddr) {
+    app.add_plugins((
+        RepliconPlugins,
+        RepliconRenetPlugins,
+        MarketplaceClientPlugin,
+        MarketplaceUiPlugin,
+    ));
+    add_game_protocol(app);
+    app.add_observer(|add: On<Add, LocalPlayer>, mut commands: Commands| {
+        // The server's answers about this client's player land on the player it walks.
+        commands.entity(add.entity).insert(LocalBuyer);
+    })
+    .add_systems(
+        Startup,
+        move |me: Res<Me>, mut commands: Commands, channels: Res<RepliconChannels>| {
+            udp::start_client(&mut commands, &channels, server, me.user.0 as u64)
+        },
+    )
+    .add_systems(
+        PreUpdate,
+        apply_player_stats
+            .after(ClientSystems::Receive)
+            .run_if(in_state(ClientState::Connected)),
+    );
+}
+
+fn apply_player_stats(
+    mut stats: MessageReader<PlayerStats>,
+    player: Single<(&mut Gold, &mut Arrows, &mut Health), With<LocalPlayer>>,
+) {
+    let (mut gold, mut arrows, mut health) = player.into_inner();
+    for update in stats.read() {
+        gold.0 = update.gold;
+        arrows.0 = update.arrows;
+        if let Some(current) = update.health {
+            health.current = current;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ scripted client (CI)
+
+/// `--client … --scripted`: walks to the vendor, buys `product` through the prompt, checks the
+/// server granted it, takes two screenshots (`client<user>_prompt.png`, `client<user>_done.png`
+/// in `dir`) and exits 0.
+pub fn add_scripted_client(app: &mut App, dir: PathBuf, product: ProductId) {
+    app.insert_resource(crate::Scripted)
+        .insert_resource(ClientScript {
+            step: ClientStep::WaitForServer,
+            frames: 0,
+            started: Instant::now(),
+            asked: None,
+            dir,
+            product,
+            before: (0, 0),
+        })
+        .add_systems(Update, run_client_script.before(crate::keyboard_walk));
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientStep {
+    WaitForServer,
+    WalkToVendor,
+    Buy,
+    ShootPrompt,
+    ShootPurchased,
+    WaitForGrant,
+    Done,
+}
+
+#[derive(Resource)]
+struct ClientScript {
+    step: ClientStep,
+    frames: u32,
+    started: Instant,
+    /// When the shop's Buy button was pressed.
+    asked: Option<Instant>,
+    dir: PathBuf,
+    product: ProductId,
+    /// Gold and Arrows before the purchase.
+    before: (u64, u32),
+}
+
+impl ClientScript {
+    fn next(&mut self, step: ClientStep) {
+        println!("client script: {:?} -> {step:?}", self.step);
+        self.step = step;
+        self.frames = 0;
+    }
+}
+
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn run_client_script(
+    mut script: ResMut<ClientScript>,
+    me: Res<Me>,
+    mut commands: Commands,
+    mut walk: ResMut<WalkInput>,
+    mut shop: ResMut<Shop>,
+    service: Res<MarketplaceService>,
+    icons: Res<ProductIcons>,
+    player: Single<
+        (Entity, &Transform, &Gold, &Arrows, Option<&PurchasePrompt>),
+        With<LocalPlayer>,
+    >,
+    mut prompts: MessageWriter<PromptProductPurchase>,
+    mut answers: MessageWriter<PromptAnswer>,
+    mut resolved: MessageReader<ReceiptResolved>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let (entity, transform, gold, arrows, prompt) = *player;
+    let user = me.user;
+    for r in resolved.read() {
+        println!(
+            "CLIENT {user}: ReceiptResolved {} (product {})",
+            r.receipt.purchase_id, r.receipt.product_id
+        );
+    }
+    script.frames += 1;
+    if script.started.elapsed() > Duration::from_secs(240) {
+        eprintln!("CLIENT {user}: timed out in step {:?}", script.step);
+        exit.write(AppExit::error());
+        return;
+    }
+    let shot = |name: &str| format!("client{}_{name}.png", user.0);
+    match script.step {
+        ClientStep::WaitForServer => {
+            std::fs::create_dir_all(&script.dir).expect("create the screenshot directory");
+            // The catalog came from the server, and its icons are on screen.
+            if service.get_product_info(script.product).is_ok()
+                && icons.texture("icons/full_heal.png").is_some()
+                && script.frames > 20
+            {
+                script.before = (gold.0, arrows.0);
+                script.next(ClientStep::WalkToVendor);
+            }
+        }
+        ClientStep::WalkToVendor => {
+            let at = transform.translation.truncate();
+            walk.0 = (VENDOR_AT - Vec2::new(60.0, 0.0)) - at;
+            if near_vendor(at) {
+                walk.0 = Vec2::ZERO;
+                shop.open = true; // what pressing E does
+                script.next(ClientStep::Buy);
+            }
+        }
+        ClientStep::Buy => {
+            if script.frames == 20 {
+                // What the shop's "Buy" button sends; the server opens the prompt.
+                prompts.write(PromptProductPurchase {
+                    player: entity,
+                    product_id: script.product,
+                });
+                script.asked = Some(Instant::now());
+                script.next(ClientStep::ShootPrompt);
+            }
+        }
+        ClientStep::ShootPrompt => {
+            if prompt.is_some_and(|p| p.state == PromptState::AwaitingConfirmation) {
+                if script.frames == 15 {
+                    crate::script::shoot(&mut commands, &script.dir, &shot("prompt"));
+                }
+                if script.frames >= 30 {
+                    // What the prompt's "Buy" button sends.
+                    answers.write(PromptAnswer {
+                        player: entity,
+                        action: PromptAction::Confirm,
+                    });
+                    script.asked = Some(Instant::now());
+                    script.next(ClientStep::ShootPurchased);
+                }
+            } else {
+                script.frames = 0;
+            }
+        }
+        ClientStep::ShootPurchased => match prompt.map(|p| &p.state) {
+            Some(PromptState::Purchased(_)) => {
+                if script.frames == 1
+                    && let Some(asked) = script.asked
+                {
+                    println!(
+                        "CLIENT {user}: Purchase successful {:.1} ms after Buy was pressed",
+                        asked.elapsed().as_secs_f64() * 1e3
+                    );
+                }
+                if script.frames == 10 {
+                    crate::script::shoot(&mut commands, &script.dir, &shot("done"));
+                }
+                if script.frames >= 25 {
+                    answers.write(PromptAnswer {
+                        player: entity,
+                        action: PromptAction::Close,
+                    });
+                    script.next(ClientStep::WaitForGrant);
+                }
+            }
+            Some(PromptState::Failed(e)) => {
+                eprintln!("CLIENT {user}: the purchase failed: {e}");
+                exit.write(AppExit::error());
+            }
+            _ => script.frames = 0,
+        },
+        ClientStep::WaitForGrant => {
+            let (gold_before, arrows_before) = script.before;
+            let granted = match script.product {
+                GOLD_POUCH => gold.0 == gold_before + 100,
+                ARROWS => arrows.0 == arrows_before + 20,
+                _ => true,
+            };
+            if prompt.is_none() && granted {
+                println!(
+                    "CLIENT {user}: the server granted it: Gold {gold_before} -> {}, Arrows {arrows_before} -> {}",
+                    gold.0, arrows.0
+                );
+                script.next(ClientStep::Done);
+            }
+        }
+        ClientStep::Done => {
+            let shots = [shot("prompt"), shot("done")];
+            if shots.iter().all(|n| script.dir.join(n).exists()) {
+                println!("CLIENT {user}: SCRIPTED RUN OK");
+                exit.write(AppExit::Success);
+            }
+        }
+    }
+}
