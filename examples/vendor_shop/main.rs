@@ -48,6 +48,10 @@ const VENDOR_AT: Vec2 = Vec2::new(380.0, 120.0);
 const SWAMP_AT: Vec2 = Vec2::new(-260.0, -60.0);
 const SWAMP_SIZE: Vec2 = Vec2::new(360.0, 260.0);
 const ARENA: Vec2 = Vec2::new(600.0, 300.0);
+/// Where a player starts (players of a server a little apart).
+fn start(user: UserId) -> Vec2 {
+    Vec2::new(-420.0, 180.0) - Vec2::new(0.0, 90.0 * (user.0 - 1).rem_euclid(4) as f32)
+}
 
 #[derive(Component, Clone, Copy, Serialize, Deserialize)]
 struct Health {
@@ -414,7 +418,7 @@ fn setup(
         Arrows::default(),
         Mesh2d(meshes.add(Circle::new(20.0))),
         MeshMaterial2d(materials.add(Color::srgb(0.25, 0.55, 0.95))),
-        Transform::from_xyz(-420.0, 180.0, 2.0),
+        Transform::from_translation(start(me.user).extend(2.0)),
     ));
 }
 
@@ -558,8 +562,17 @@ fn hud(
     mut contexts: EguiContexts,
     player: Single<(&Health, &Gold, &Arrows, &PremiumBalance), With<LocalPlayer>>,
     service: Res<MarketplaceService>,
+    me: Res<Me>,
+    panel: Option<Res<bevy_marketplace::ui::DebugPanel>>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?;
+    let controls = match panel {
+        Some(_) => "WASD / arrows: walk   E: talk to the vendor   F1: debug panel".to_string(),
+        None => format!(
+            "WASD / arrows: walk   E: talk to the vendor   Online as Player {}",
+            me.user
+        ),
+    };
     let (health, gold, arrows, balance) = *player;
     egui::Area::new(egui::Id::new("hud"))
         .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
@@ -599,12 +612,7 @@ fn hud(
     egui::Area::new(egui::Id::new("controls"))
         .anchor(egui::Align2::LEFT_BOTTOM, [12.0, -12.0])
         .show(ctx, |ui| {
-            ui.label(
-                egui::RichText::new(
-                    "WASD / arrows: walk   E: talk to the vendor   F1: debug panel",
-                )
-                .color(egui::Color32::from_gray(235)),
-            );
+            ui.label(egui::RichText::new(controls).color(egui::Color32::from_gray(235)));
         });
     Ok(())
 }

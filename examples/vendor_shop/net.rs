@@ -1,6 +1,7 @@
 //! The shop over the network: `--server PORT` runs the ledger and the handlers without a window;
 //! `--client IP:PORT --user N` is the game in a window, whose purchases the server charges and
-//! grants. Each client sees only its own prompts, balance, Gold and Arrows.
+//! grants. Everyone sees where the others walk; each client sees only its own prompts, balance,
+//! Gold and Arrows.
 
 #[path = "../common/udp.rs"]
 mod udp;
@@ -12,10 +13,12 @@ use std::time::{Duration, Instant};
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
+use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use bevy_marketplace::net::{
     BuyerClient, LocalBuyer, MarketplaceClientPlugin, MarketplaceServerPlugin,
 };
 use bevy_marketplace::prelude::*;
+use bevy_marketplace::ui::MarketplaceUiSystems;
 use bevy_marketplace::{PromptAction, PromptAnswer, PromptState};
 use bevy_replicon::prelude::*;
 use bevy_replicon::shared::backend::connected_client::NetworkId;
@@ -36,9 +39,24 @@ struct PlayerStats {
     health: Option<f32>,
 }
 
+/// A player as everyone sees them: who, and where they stand (replicated to every client).
+#[derive(Component, Clone, Copy, Debug, Serialize, Deserialize)]
+struct Avatar {
+    user: i64,
+    at: [f32; 2],
+}
+
+/// Client → server: where this client's player walked to.
+#[derive(Message, Clone, Copy, Debug, Serialize, Deserialize)]
+struct Walked {
+    at: [f32; 2],
+}
+
 /// The game's own network messages, registered after the marketplace's on both sides.
 fn add_game_protocol(app: &mut App) {
-    app.add_server_message::<PlayerStats>(Channel::Ordered);
+    app.add_server_message::<PlayerStats>(Channel::Ordered)
+        .add_client_message::<Walked>(Channel::Unreliable)
+        .replicate::<Avatar>();
 }
 
 /// The dedicated server: the ledger, the handlers and the catalog (from `assets/products.ron`),
@@ -66,7 +84,7 @@ pub fn run_server(port: u16, ledger: &Path) -> AppExit {
             },
         )
         // The prompt's top-up button on a client lands here: the server credits.
-        .add_systems(Update, (crate::demo_store, report_grants))
+        .add_systems(Update, (crate::demo_store, report_grants, apply_walks))
         .add_systems(PostUpdate, send_player_stats.before(ServerSystems::Send));
     app.run()
 }
@@ -87,6 +105,11 @@ fn spawn_player_of_client(
         Gold::default(),
         Arrows::default(),
         BuyerClient(add.entity),
+        Replicated,
+        Avatar {
+            user: user.0,
+            at: crate::start(user).into(),
+        },
     ));
     println!("SERVER player {user} joined");
 }
@@ -101,6 +124,22 @@ fn despawn_player_of_client(
         if owner.0 == remove.entity {
             println!("SERVER player {} left", player.user_id);
             commands.entity(entity).despawn();
+        }
+    }
+}
+
+fn apply_walks(
+    mut walks: MessageReader<FromClient<Walked>>,
+    mut avatars: Query<(&BuyerClient, &mut Avatar)>,
+) {
+    for FromClient { client_id, message } in walks.read() {
+        let owned = avatars
+            .iter_mut()
+            .find(|(owner, _)| Some(owner.0) == client_id.entity());
+        if let Some((_, mut avatar)) = owned {
+            avatar.at = Vec2::from(message.at)
+                .clamp(-crate::ARENA, crate::ARENA)
+                .into();
         }
     }
 }
@@ -155,12 +194,89 @@ pub fn add_client(app: &mut App, server: SocketAddr) {
             udp::start_client(&mut commands, &channels, server, me.user.0 as u64)
         },
     )
+    .add_observer(show_other_player)
     .add_systems(
         PreUpdate,
         apply_player_stats
             .after(ClientSystems::Receive)
             .run_if(in_state(ClientState::Connected)),
+    )
+    .add_systems(
+        Update,
+        (
+            send_walk
+                .after(crate::walk)
+                .run_if(in_state(ClientState::Connected)),
+            move_other_players,
+        ),
+    )
+    .add_systems(
+        EguiPrimaryContextPass,
+        label_other_players.before(MarketplaceUiSystems::Prompt),
     );
+}
+
+fn send_walk(
+    player: Single<&Transform, With<LocalPlayer>>,
+    mut last: Local<Option<Vec2>>,
+    mut walked: MessageWriter<Walked>,
+) {
+    let at = player.translation.truncate();
+    if last.is_none_or(|last| last.distance(at) > 0.5) {
+        *last = Some(at);
+        walked.write(Walked { at: at.into() });
+    }
+}
+
+/// Another player appeared: draw them (this client's own player is drawn already).
+fn show_other_player(
+    add: On<Add, Avatar>,
+    me: Res<Me>,
+    avatars: Query<&Avatar>,
+    mut commands: Commands,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<ColorMaterial>>,
+) {
+    let Ok(avatar) = avatars.get(add.entity) else {
+        return;
+    };
+    if avatar.user == me.user.0 {
+        return;
+    }
+    commands.entity(add.entity).insert((
+        Mesh2d(meshes.add(Circle::new(20.0))),
+        MeshMaterial2d(materials.add(Color::srgb(0.85, 0.35, 0.75))),
+        Transform::from_translation(Vec2::from(avatar.at).extend(1.5)),
+    ));
+}
+
+fn move_other_players(mut others: Query<(&Avatar, &mut Transform), Changed<Avatar>>) {
+    for (avatar, mut transform) in &mut others {
+        transform.translation = Vec2::from(avatar.at).extend(1.5);
+    }
+}
+
+fn label_other_players(
+    mut contexts: EguiContexts,
+    camera: Single<(&Camera, &GlobalTransform)>,
+    others: Query<(&Avatar, &Transform)>,
+) -> Result {
+    let ctx = contexts.ctx_mut()?;
+    let (camera, camera_at) = *camera;
+    let painter = ctx.layer_painter(egui::LayerId::background());
+    for (avatar, transform) in &others {
+        let above = transform.translation.truncate() + Vec2::new(0.0, 34.0);
+        if let Ok(p) = camera.world_to_viewport(camera_at, above.extend(0.0)) {
+            painter.text(
+                egui::pos2(p.x, p.y),
+                egui::Align2::CENTER_CENTER,
+                format!("Player {}", avatar.user),
+                egui::FontId::proportional(15.0),
+                egui::Color32::WHITE,
+            );
+        }
+    }
+    Ok(())
 }
 
 fn apply_player_stats(
@@ -275,7 +391,12 @@ fn run_client_script(
         }
         ClientStep::WalkToVendor => {
             let at = transform.translation.truncate();
-            walk.0 = (VENDOR_AT - Vec2::new(60.0, 0.0)) - at;
+            // Players stand side by side at the stall.
+            let spot = match user.0 {
+                1 => Vec2::new(-60.0, 0.0),
+                _ => Vec2::new(-40.0, -70.0),
+            };
+            walk.0 = (VENDOR_AT + spot) - at;
             if near_vendor(at) {
                 walk.0 = Vec2::ZERO;
                 shop.open = true; // what pressing E does
