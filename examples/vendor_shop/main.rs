@@ -48,9 +48,9 @@ const VENDOR_AT: Vec2 = Vec2::new(380.0, 120.0);
 const SWAMP_AT: Vec2 = Vec2::new(-260.0, -60.0);
 const SWAMP_SIZE: Vec2 = Vec2::new(360.0, 260.0);
 const ARENA: Vec2 = Vec2::new(600.0, 300.0);
-/// Where a player starts (players of a server a little apart).
+/// Where a player starts (players of a server side by side, above the swamp).
 fn start(user: UserId) -> Vec2 {
-    Vec2::new(-420.0, 180.0) - Vec2::new(0.0, 90.0 * (user.0 - 1).rem_euclid(4) as f32)
+    Vec2::new(-420.0 + 90.0 * (user.0 - 1).rem_euclid(4) as f32, 180.0)
 }
 
 #[derive(Component, Clone, Copy, Serialize, Deserialize)]

@@ -438,7 +438,7 @@ fn run_client_script(
                     && let Some(asked) = script.asked
                 {
                     println!(
-                        "CLIENT {user}: Purchase successful {:.1} ms after Buy was pressed",
+                        "CLIENT {user}: Purchase successful {:.1} ms after the prompt's Buy was pressed",
                         asked.elapsed().as_secs_f64() * 1e3
                     );
                 }
