@@ -65,6 +65,9 @@ pub fn run_server(port: u16, ledger: &Path) -> AppExit {
     let mut app = App::new();
     app.add_plugins((
         MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(5))),
+        // Warnings and errors (a broken catalog edit, a distrusted client) reach the server's log.
+        bevy::log::LogPlugin::default(),
+        // Watches `assets/`: an edited catalog reaches every client at once.
         AssetPlugin::default(),
         StatesPlugin,
         RepliconPlugins,
