@@ -21,8 +21,8 @@ use crate::icon::{ProductIcon, ProductIconLoader};
 use crate::purchase::{ConfirmPolicy, PromptAnswer, PurchasePrompt};
 use crate::service::MarketplaceService;
 
-/// Marks the player whose purchase prompts this client shows. Without one, the first open
-/// prompt is shown.
+/// Marks the player whose purchase prompts this screen shows; other players' prompts (a listen
+/// server's remote players) are never shown. Without one, the first open prompt is shown.
 #[derive(Component, Clone, Copy, Debug, Default)]
 pub struct LocalPlayer;
 
@@ -137,6 +137,19 @@ fn upload_icons(
     Ok(())
 }
 
+/// The prompt this screen shows: the local player's, or, in a game that marks no local player,
+/// the first open one. A listen server holds its remote players' prompts too; those are never
+/// shown to the host.
+fn shown_prompt<T>(
+    prompts: impl IntoIterator<Item = (T, bool)>,
+    has_local_player: bool,
+) -> Option<T> {
+    prompts
+        .into_iter()
+        .find(|(_, local)| *local || !has_local_player)
+        .map(|(prompt, _)| prompt)
+}
+
 fn draw_prompt(
     mut contexts: EguiContexts,
     prompts: Query<(
@@ -145,15 +158,13 @@ fn draw_prompt(
         Has<LocalPlayer>,
         &crate::PremiumBalance,
     )>,
+    local_players: Query<(), With<LocalPlayer>>,
     service: Res<MarketplaceService>,
     icons: Res<ProductIcons>,
     offer: Option<Res<crate::TopUpOffer>>,
     mut answers: MessageWriter<PromptAnswer>,
 ) -> Result {
-    let shown = prompts
-        .iter()
-        .find(|p| p.2)
-        .or_else(|| prompts.iter().next());
+    let shown = shown_prompt(prompts.iter().map(|p| (p, p.2)), !local_players.is_empty());
     let Some((player, prompt, _, balance)) = shown else {
         return Ok(());
     };
@@ -163,4 +174,21 @@ fn draw_prompt(
         answers.write(PromptAnswer { player, action });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_prompt;
+
+    #[test]
+    fn a_host_sees_only_its_own_players_prompt() {
+        // A listen server: remote players' prompts are in the host's world too.
+        assert_eq!(shown_prompt([("remote", false)], true), None);
+        assert_eq!(
+            shown_prompt([("remote", false), ("host", true)], true),
+            Some("host")
+        );
+        // No local player marked: the first open prompt.
+        assert_eq!(shown_prompt([("a", false), ("b", false)], false), Some("a"));
+    }
 }

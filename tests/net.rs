@@ -532,3 +532,65 @@ fn a_malformed_or_oversized_message_is_dropped_and_its_client_no_longer_trusted(
         assert!(net.ledger.audit().receipts.is_empty());
     }
 }
+
+#[test]
+fn a_listen_server_hosts_its_own_player_beside_remote_clients() {
+    let mut net = Net::new();
+    // The host's own player lives on the server and is owned by no client.
+    let host = net
+        .server
+        .world_mut()
+        .spawn((
+            Player::new(UserId(9)),
+            Health {
+                current: 10,
+                max: 100,
+            },
+            Gold(0),
+        ))
+        .id();
+    net.run_until("the host's player to load", |net| {
+        net.server
+            .world()
+            .get::<PlayerSession>(host)
+            .is_some_and(PlayerSession::is_active)
+    });
+    net.server
+        .world_mut()
+        .resource_mut::<MarketplaceService>()
+        .prompt_product_purchase(host, GOLD_100);
+    net.ask(0, GOLD_100);
+    let awaiting = |p: Option<&PurchasePrompt>| {
+        p.is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
+    };
+    net.run_until("both prompts", |net| {
+        awaiting(net.server.world().get::<PurchasePrompt>(host))
+            && awaiting(net.client_prompt(0).as_ref())
+    });
+    // The host answers its prompt on the server (what its own egui prompt sends).
+    net.server.world_mut().write_message(PromptAnswer {
+        player: host,
+        action: PromptAction::Confirm,
+    });
+    net.answer(0, PromptAction::Confirm);
+    let mut heard = [Vec::new(), Vec::new()];
+    net.run_until("both grants", |net| {
+        for (i, heard) in heard.iter_mut().enumerate() {
+            heard.extend(net.drain::<ReceiptResolved>(i));
+        }
+        net.ledger.audit().count(ReceiptState::Granted) == 2 && !heard[0].is_empty()
+    });
+    net.idle();
+    for (i, heard) in heard.iter_mut().enumerate() {
+        heard.extend(net.drain::<ReceiptResolved>(i));
+    }
+    assert_eq!(net.server.world().get::<Gold>(host).unwrap().0, 100);
+    assert_eq!(
+        net.server.world().get::<Gold>(net.players[0]).unwrap().0,
+        100
+    );
+    // Client 1 hears of its own grant only; client 2 of nothing.
+    assert_eq!(heard[0].len(), 1);
+    assert_eq!(heard[0][0].receipt.player_id, UserId(1));
+    assert!(heard[1].is_empty());
+}
