@@ -22,6 +22,9 @@
 //! cargo run --example vendor_shop --features demo,net -- --client 127.0.0.1:5000 --user 1
 //! cargo run --example vendor_shop --features demo,net -- --client 127.0.0.1:5000 --user 2
 //! ```
+//!
+//! `--host 5000` instead of `--server 5000` plays in the server's own window too (a listen
+//! server, as user 1 unless `--user` says otherwise).
 
 #[cfg(feature = "net")]
 mod net;
@@ -110,6 +113,8 @@ enum Mode {
     Local,
     /// A dedicated server on this UDP port of loopback, without a window.
     Server(u16),
+    /// The game in a window, and the server of this UDP port (a listen server).
+    Host(u16),
     /// A client of the server at this address.
     Client(std::net::SocketAddr),
 }
@@ -155,18 +160,21 @@ fn args() -> Args {
             "--server" => {
                 args.mode = Mode::Server(value("a port").parse().expect("--server PORT"));
             }
+            "--host" => {
+                args.mode = Mode::Host(value("a port").parse().expect("--host PORT"));
+            }
             "--client" => {
                 args.mode = Mode::Client(value("an address").parse().expect("--client IP:PORT"));
             }
             "--user" => args.user = value("a user id").parse().expect("--user N"),
             "--buy" => args.buy = ProductId(value("a product id").parse().expect("--buy ID")),
             other => panic!(
-                "unknown argument {other:?} (use --scripted, --screenshots DIR, --ledger FILE, --print-state, --exit-when-active, --debug-grants, --server PORT, --client IP:PORT, --user N, --buy PRODUCT)"
+                "unknown argument {other:?} (use --scripted, --screenshots DIR, --ledger FILE, --print-state, --exit-when-active, --debug-grants, --server PORT, --host PORT, --client IP:PORT, --user N, --buy PRODUCT)"
             ),
         }
     }
     if args.scripted
-        && matches!(args.mode, Mode::Local)
+        && matches!(args.mode, Mode::Local | Mode::Host(_))
         && !std::env::args().any(|a| a == "--ledger")
     {
         // A fresh ledger, so the scripted run always starts from the same balance.
@@ -240,14 +248,16 @@ fn marketplace(ledger: &std::path::Path, debug_grants: bool) -> MarketplacePlugi
 
 fn main() -> AppExit {
     let args = args();
-    let client = match args.mode {
-        Mode::Local => None,
+    let (client, host) = match args.mode {
+        Mode::Local => (None, None),
+        Mode::Host(port) => (None, Some(port)),
         Mode::Server(port) => return server(port, &args),
-        Mode::Client(addr) => Some(addr),
+        Mode::Client(addr) => (Some(addr), None),
     };
-    let title = match client {
-        None => "bevy_marketplace — Vendor Shop".to_string(),
-        Some(_) => format!(
+    let title = match (client, host) {
+        (None, Some(port)) => format!("bevy_marketplace — Vendor Shop (host, port {port})"),
+        (None, None) => "bevy_marketplace — Vendor Shop".to_string(),
+        (Some(_), _) => format!(
             "bevy_marketplace — Vendor Shop (client, user {})",
             args.user
         ),
@@ -280,6 +290,15 @@ fn main() -> AppExit {
             // The pretend store sells from the prompt's top-up button; a client's store is the
             // server's business (it credits, the ledger is there).
             app.add_systems(Update, demo_store);
+            if let Some(port) = host {
+                #[cfg(feature = "net")]
+                net::add_host(&mut app, port);
+                #[cfg(not(feature = "net"))]
+                {
+                    eprintln!("--host {port} needs the `net` feature: --features demo,net");
+                    return AppExit::error();
+                }
+            }
         }
         Some(addr) => {
             #[cfg(feature = "net")]

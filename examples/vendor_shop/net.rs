@@ -1,4 +1,5 @@
-//! The shop over the network: `--server PORT` runs the ledger and the handlers without a window;
+//! The shop over the network: `--server PORT` runs the ledger and the handlers without a window
+//! (`--host PORT` runs them in the game's own window, its player playing there too);
 //! `--client IP:PORT --user N` is the game in a window, whose purchases the server charges and
 //! grants. Everyone sees where the others walk; each client sees only its own prompts, balance,
 //! Gold and Arrows.
@@ -70,14 +71,51 @@ pub fn run_server(port: u16, ledger: &Path) -> AppExit {
         // Watches `assets/`: an edited catalog reaches every client at once.
         AssetPlugin::default(),
         StatesPlugin,
-        RepliconPlugins,
-        RepliconRenetPlugins,
         crate::marketplace(ledger, false),
-        MarketplaceServerPlugin,
         ExitOnSignal,
     ));
-    add_game_protocol(&mut app);
     crate::add_shop_rules(&mut app);
+    // The prompt's top-up button on a client lands here: the server credits.
+    app.add_systems(Update, crate::demo_store);
+    add_server(&mut app, port);
+    app.run()
+}
+
+/// `--host PORT`: the windowed game, with its ledger, is also the server (a listen server). Its
+/// own player plays in this window; clients join as they would a dedicated server.
+pub fn add_host(app: &mut App, port: u16) {
+    add_server(app, port);
+    app.add_observer(
+        |add: On<Add, LocalPlayer>, me: Res<Me>, mut commands: Commands| {
+            commands.entity(add.entity).insert((
+                Replicated,
+                Avatar {
+                    user: me.user.0,
+                    at: crate::start(me.user).into(),
+                },
+            ));
+        },
+    )
+    .add_observer(show_other_player)
+    .add_systems(
+        Update,
+        (host_avatar_follows.after(crate::walk), move_other_players),
+    )
+    .add_systems(
+        EguiPrimaryContextPass,
+        label_other_players.before(MarketplaceUiSystems::Prompt),
+    );
+}
+
+/// The server half, with or without a window: replicon over UDP, the marketplace's server half,
+/// and the game's players as clients join and leave.
+fn add_server(app: &mut App, port: u16) {
+    app.add_plugins((
+        RepliconPlugins,
+        RepliconRenetPlugins,
+        MarketplaceServerPlugin,
+    ));
+    add_game_protocol(app);
     app.add_observer(spawn_player_of_client)
         .add_observer(despawn_player_of_client)
         .add_systems(
@@ -86,10 +124,15 @@ pub fn run_server(port: u16, ledger: &Path) -> AppExit {
                 udp::start_server(&mut commands, &channels, port)
             },
         )
-        // The prompt's top-up button on a client lands here: the server credits.
-        .add_systems(Update, (crate::demo_store, report_grants, apply_walks))
+        .add_systems(Update, (report_grants, apply_walks))
         .add_systems(PostUpdate, send_player_stats.before(ServerSystems::Send));
-    app.run()
+}
+
+fn host_avatar_follows(mut host: Single<(&Transform, &mut Avatar), With<LocalPlayer>>) {
+    let at = host.0.translation.truncate().into();
+    if host.1.at != at {
+        host.1.at = at;
+    }
 }
 
 /// A client was authorized: its player joins, owned by it, and loads from the ledger.
@@ -263,11 +306,12 @@ fn label_other_players(
     mut contexts: EguiContexts,
     camera: Single<(&Camera, &GlobalTransform)>,
     others: Query<(&Avatar, &Transform)>,
+    me: Res<Me>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?;
     let (camera, camera_at) = *camera;
     let painter = ctx.layer_painter(egui::LayerId::background());
-    for (avatar, transform) in &others {
+    for (avatar, transform) in others.iter().filter(|(a, _)| a.user != me.user.0) {
         let above = transform.translation.truncate() + Vec2::new(0.0, 34.0);
         if let Ok(p) = camera.world_to_viewport(camera_at, above.extend(0.0)) {
             painter.text(

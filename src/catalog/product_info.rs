@@ -50,6 +50,7 @@ impl ProductInfo {
     }
 
     /// The definition this product was made from (for sending the catalog to clients).
+    #[cfg(feature = "net")]
     pub(crate) fn definition(&self) -> ProductDefinition {
         ProductDefinition {
             id: self.product_id,
