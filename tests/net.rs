@@ -11,7 +11,7 @@ use bevy::state::app::StatesPlugin;
 use bevy_marketplace::ledger::{InMemoryLedger, LedgerBackend};
 use bevy_marketplace::net::{
     BuyerClient, DistrustedClient, LocalBuyer, MAX_CLIENT_MESSAGE_BYTES, MarketplaceClientPlugin,
-    MarketplaceServerPlugin,
+    MarketplaceServerPlugin, NetBalance, NetPromptClosed,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::{
@@ -593,4 +593,111 @@ fn a_listen_server_hosts_its_own_player_beside_remote_clients() {
     assert_eq!(heard[0].len(), 1);
     assert_eq!(heard[0][0].receipt.player_id, UserId(1));
     assert!(heard[1].is_empty());
+}
+
+#[test]
+fn a_client_that_disconnects_at_any_moment_of_a_purchase_pays_at_most_once_and_gets_it() {
+    // Cut the connection 0, 1, 2, … frames after the player pressed Buy: before the answer left,
+    // while the server charges, after the charge, while the grant commits.
+    for cut in 0..12 {
+        let mut net = Net::new();
+        net.ask(0, GOLD_100);
+        net.run_until("the prompt", |net| {
+            net.client_prompt(0)
+                .is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
+        });
+        net.answer(0, PromptAction::Confirm);
+        for _ in 0..cut {
+            net.step();
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        let mut client = net.clients.remove(0);
+        net.server.disconnect_client(&mut client);
+        let player = net.players.remove(0);
+        net.server.world_mut().despawn(player);
+        net.run_until("the final save", |net| {
+            net.server.world().resource::<Sessions>().departing() == 0
+        });
+        let audit = net.ledger.audit();
+        let paid = audit.receipts.len();
+        assert!(paid <= 1, "cut after {cut} frames: charged {paid} times");
+        assert_eq!(
+            audit.accounts[&UserId(1)].0,
+            1000 - audit.receipt_total(),
+            "cut after {cut} frames: the balance pays exactly for the receipts"
+        );
+
+        // Back on a new connection: whatever was paid for is granted, once.
+        let mut back = client_app();
+        let player = join(&mut net.server, &mut back, 1);
+        net.clients.insert(0, back);
+        net.players.insert(0, player);
+        let gold = |net: &Net| net.server.world().get::<Gold>(player).map(|g| g.0);
+        net.run_until("the grant on return", |net| {
+            net.server
+                .world()
+                .get::<PlayerSession>(player)
+                .is_some_and(PlayerSession::is_active)
+                && net.ledger.audit().count(ReceiptState::Granted) == paid
+                && gold(net) == Some(100 * paid as u64)
+        });
+        net.idle();
+        assert_eq!(
+            gold(&net),
+            Some(100 * paid as u64),
+            "cut after {cut} frames"
+        );
+        assert_eq!(net.ledger.audit().count(ReceiptState::Granted), paid);
+    }
+}
+
+#[test]
+fn a_client_that_sends_the_servers_own_messages_gets_nothing() {
+    let mut net = Net::new();
+    let encode = |message: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = Vec::new();
+        message(&mut bytes);
+        Bytes::from(bytes)
+    };
+    use bevy_replicon::postcard_utils::to_extend_mut;
+    // What the server says when a purchase went through, and a rich balance.
+    let forged = [
+        encode(&|b| {
+            to_extend_mut(
+                &NetPromptClosed {
+                    product_id: GOLD_100,
+                    is_purchased: true,
+                },
+                b,
+            )
+            .unwrap()
+        }),
+        encode(&|b| to_extend_mut(&NetBalance { balance: 1_000_000 }, b).unwrap()),
+    ];
+    let connection = **net.clients[0].world().resource::<TestClientEntity>();
+    let channels = net
+        .server
+        .world()
+        .resource::<RepliconChannels>()
+        .client_channels()
+        .len();
+    // On every channel a client can send on.
+    for channel in 0..channels {
+        for bytes in &forged {
+            net.server
+                .world_mut()
+                .resource_mut::<ServerMessages>()
+                .insert_received(connection, channel, bytes.clone());
+        }
+    }
+    net.idle();
+    assert!(net.ledger.audit().receipts.is_empty(), "nothing charged");
+    assert_eq!(net.ledger.audit().count(ReceiptState::Granted), 0);
+    let player = net.players[0];
+    assert_eq!(net.server.world().get::<Gold>(player).unwrap().0, 0);
+    assert_eq!(
+        net.server.world().get::<PremiumBalance>(player).unwrap().0,
+        1000
+    );
+    assert_eq!(net.client_balance(0), 1000);
 }
