@@ -173,6 +173,27 @@ impl Net {
         }
     }
 
+    /// Client `i` disconnects and the game despawns its player, as for anyone leaving; returns
+    /// once the player's final save is done.
+    fn leave(&mut self, i: usize) {
+        let mut client = self.clients.remove(i);
+        self.server.disconnect_client(&mut client);
+        let player = self.players.remove(i);
+        self.server.world_mut().despawn(player);
+        self.run_until("the final save", |net| {
+            net.server.world().resource::<Sessions>().departing() == 0
+        });
+    }
+
+    /// Client `i` (user `i + 1`) comes back on a new connection; returns its new player.
+    fn rejoin(&mut self, i: usize) -> Entity {
+        let mut back = client_app();
+        let player = join(&mut self.server, &mut back, i as i64 + 1);
+        self.clients.insert(i, back);
+        self.players.insert(i, player);
+        player
+    }
+
     fn client(&mut self, i: usize) -> &mut App {
         &mut self.clients[i]
     }
@@ -461,21 +482,12 @@ fn a_client_that_disconnects_after_the_charge_gets_the_grant_when_it_comes_back(
     net.answer(0, PromptAction::Confirm);
     net.run_until("the charge", |net| net.ledger.audit().receipts.len() == 1);
     // Gone before the handler granted: the game despawns the player when their client leaves.
-    let mut client = net.clients.remove(0);
-    net.server.disconnect_client(&mut client);
-    let player = net.players.remove(0);
-    net.server.world_mut().despawn(player);
-    net.run_until("the final save", |net| {
-        net.server.world().resource::<Sessions>().departing() == 0
-    });
+    net.leave(0);
     assert_eq!(net.ledger.audit().count(ReceiptState::Pending), 1);
 
     // Back, on a new connection, with the handler working: granted, and told to this client.
     net.server.insert_resource(HandlerMode::Work);
-    let mut back = client_app();
-    let player = join(&mut net.server, &mut back, 1);
-    net.clients.insert(0, back);
-    net.players.insert(0, player);
+    let player = net.rejoin(0);
     let mut resolved = Vec::new();
     net.run_until("the grant on return", |net| {
         resolved.extend(net.drain::<ReceiptResolved>(0));
@@ -611,13 +623,7 @@ fn a_client_that_disconnects_at_any_moment_of_a_purchase_pays_at_most_once_and_g
             net.step();
             std::thread::sleep(Duration::from_micros(300));
         }
-        let mut client = net.clients.remove(0);
-        net.server.disconnect_client(&mut client);
-        let player = net.players.remove(0);
-        net.server.world_mut().despawn(player);
-        net.run_until("the final save", |net| {
-            net.server.world().resource::<Sessions>().departing() == 0
-        });
+        net.leave(0);
         let audit = net.ledger.audit();
         let paid = audit.receipts.len();
         assert!(paid <= 1, "cut after {cut} frames: charged {paid} times");
@@ -628,10 +634,7 @@ fn a_client_that_disconnects_at_any_moment_of_a_purchase_pays_at_most_once_and_g
         );
 
         // Back on a new connection: whatever was paid for is granted, once.
-        let mut back = client_app();
-        let player = join(&mut net.server, &mut back, 1);
-        net.clients.insert(0, back);
-        net.players.insert(0, player);
+        let player = net.rejoin(0);
         let gold = |net: &Net| net.server.world().get::<Gold>(player).map(|g| g.0);
         net.run_until("the grant on return", |net| {
             net.server
