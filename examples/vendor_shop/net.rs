@@ -228,6 +228,9 @@ pub fn add_client(app: &mut App, server: SocketAddr) {
         RepliconRenetPlugins,
         MarketplaceClientPlugin,
         MarketplaceUiPlugin,
+        // Ctrl-C exits like closing the window: the client says goodbye, so the server sees the
+        // player leave at once (not after netcode's timeout) and they can join again right away.
+        ExitOnSignal,
     ));
     add_game_protocol(app);
     app.add_observer(|add: On<Add, LocalPlayer>, mut commands: Commands| {
