@@ -704,3 +704,43 @@ fn a_client_that_sends_the_servers_own_messages_gets_nothing() {
     );
     assert_eq!(net.client_balance(0), 1000);
 }
+
+#[test]
+fn a_client_prompts_for_the_player_it_owns_now() {
+    let mut net = Net::new();
+    let connection = **net.clients[0].world().resource::<TestClientEntity>();
+    // The game despawns the client's player (the client stays connected): it owns none.
+    let old = net.players[0];
+    net.server.world_mut().despawn(old);
+    net.run_until("the final save", |net| {
+        net.server.world().resource::<Sessions>().departing() == 0
+    });
+    net.ask(0, GOLD_100);
+    net.idle();
+    assert!(net.client_prompt(0).is_none(), "a client with no player");
+    // A new player, owned by the same client: its prompts are now that player's.
+    let new = net
+        .server
+        .world_mut()
+        .spawn((
+            Player::new(UserId(1)),
+            Health {
+                current: 10,
+                max: 100,
+            },
+            Gold(0),
+            BuyerClient(connection),
+        ))
+        .id();
+    net.players[0] = new;
+    net.run_until("the new player to load", |net| {
+        net.server
+            .world()
+            .get::<PlayerSession>(new)
+            .is_some_and(PlayerSession::is_active)
+    });
+    net.ask(0, GOLD_100);
+    net.run_until("the prompt on the new player", |net| {
+        net.server_prompt(0).is_some() && net.client_prompt(0).is_some()
+    });
+}

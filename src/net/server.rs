@@ -10,7 +10,7 @@ use bevy_replicon::prelude::*;
 
 use super::protocol::*;
 use crate::currency::PremiumBalance;
-use crate::players::Player;
+use crate::players::Sessions;
 use crate::purchase::{
     ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
     PurchaseError, PurchaseFailed, PurchasePrompt, TopUpRequested,
@@ -64,6 +64,9 @@ impl Plugin for MarketplaceServerPlugin {
             .init_resource::<NetLimits>()
             .init_resource::<PromptBuckets>()
             .init_resource::<CatalogSent>()
+            .init_resource::<PlayerOfClient>()
+            .add_observer(index_buyer)
+            .add_observer(unindex_buyer)
             .add_observer(send_catalog_on_authorization)
             .add_observer(cancel_prompts_of_departed_client)
             .add_systems(
@@ -183,20 +186,55 @@ fn well_formed<M: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<(), Stri
     Ok(())
 }
 
-/// The player `client` owns, if any.
-fn owned_player(owners: &Query<(Entity, &BuyerClient)>, client: ClientId) -> Option<Entity> {
-    let client = client.entity()?;
-    owners
-        .iter()
-        .find(|(_, owner)| owner.0 == client)
-        .map(|(player, _)| player)
+/// The player each connected client owns, kept by observers on [`BuyerClient`], so that routing
+/// a client's message is a lookup, not a scan of every player.
+#[derive(Resource, Default)]
+struct PlayerOfClient(HashMap<Entity, Entity>);
+
+impl PlayerOfClient {
+    /// The player `client` owns, if any.
+    fn get(&self, client: ClientId) -> Option<Entity> {
+        self.0.get(&client.entity()?).copied()
+    }
+}
+
+fn index_buyer(
+    insert: On<Insert, BuyerClient>,
+    buyers: Query<&BuyerClient>,
+    mut index: ResMut<PlayerOfClient>,
+) {
+    let Ok(owner) = buyers.get(insert.entity) else {
+        return;
+    };
+    if let Some(other) = index.0.insert(owner.0, insert.entity)
+        && other != insert.entity
+    {
+        tracing::warn!(
+            "client {} now owns player entity {} in place of {other}: a client owns one player",
+            owner.0,
+            insert.entity
+        );
+    }
+}
+
+/// Runs before a `BuyerClient` is replaced or removed, and when its player is despawned.
+fn unindex_buyer(
+    replace: On<Discard, BuyerClient>,
+    buyers: Query<&BuyerClient>,
+    mut index: ResMut<PlayerOfClient>,
+) {
+    if let Ok(owner) = buyers.get(replace.entity)
+        && index.0.get(&owner.0) == Some(&replace.entity)
+    {
+        index.0.remove(&owner.0);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn receive_client_requests(
     mut requests: MessageReader<FromClient<NetPromptRequest>>,
     mut answers: MessageReader<FromClient<NetPromptAnswer>>,
-    owners: Query<(Entity, &BuyerClient)>,
+    owners: Res<PlayerOfClient>,
     limits: Res<NetLimits>,
     mut buckets: ResMut<PromptBuckets>,
     time: Res<Time<Real>>,
@@ -205,7 +243,7 @@ fn receive_client_requests(
     mut refusals: MessageWriter<ToClients<NetPurchaseFailed>>,
 ) {
     for FromClient { client_id, message } in requests.read() {
-        let Some(player) = owned_player(&owners, *client_id) else {
+        let Some(player) = owners.get(*client_id) else {
             tracing::warn!(
                 "client {client_id} asked for the prompt of product {} but owns no player; ignored",
                 message.product_id
@@ -235,7 +273,7 @@ fn receive_client_requests(
         });
     }
     for FromClient { client_id, message } in answers.read() {
-        match owned_player(&owners, *client_id) {
+        match owners.get(*client_id) {
             Some(player) => {
                 prompt_answers.write(PromptAnswer {
                     player,
@@ -321,7 +359,7 @@ fn send_prompts_and_balances(
 
 #[allow(clippy::too_many_arguments)]
 fn send_outcomes(
-    owners: Query<(&Player, &BuyerClient)>,
+    sessions: Res<Sessions>,
     mut finished: MessageReader<PromptProductPurchaseFinished>,
     mut failed: MessageReader<PurchaseFailed>,
     mut resolved: MessageReader<ReceiptResolved>,
@@ -333,10 +371,9 @@ fn send_outcomes(
     mut top_up_requests: MessageWriter<ToClients<NetTopUpRequested>>,
 ) {
     let owner_of = |user: crate::UserId| {
-        owners
-            .iter()
-            .find(|(player, _)| player.user_id == user)
-            .map(|(_, owner)| SendTargets::Single(ClientId::Client(owner.0)))
+        let player = sessions.player(user)?;
+        let owner = buyers.get(player).ok()?;
+        Some(SendTargets::Single(ClientId::Client(owner.0)))
     };
     for f in finished.read() {
         if let Some(targets) = owner_of(f.user_id) {
