@@ -17,6 +17,15 @@
 //! [`MarketplaceService`](crate::MarketplaceService) on the client prompts, reads product info
 //! and pages the catalog (sent by the server on connect and after every reload); the prompt, the
 //! premium balance and the outcome messages reach the owning client only.
+//!
+//! A listen server is the server with players of its own: they are players without
+//! `BuyerClient`, prompted and answered on the server as in one process (mark the host's with
+//! `LocalPlayer` and the egui prompt shows only theirs).
+//!
+//! The server checks the bytes of every marketplace message a client sends before replicon
+//! decodes them. A message over [`MAX_CLIENT_MESSAGE_BYTES`], one that does not decode, or one
+//! with bytes after it is dropped and logged; the client is marked [`DistrustedClient`], its
+//! later messages are dropped, and the transport is asked to disconnect it.
 
 mod client;
 mod protocol;
