@@ -10,8 +10,8 @@
 //! The demo trusts the user id a client connects with (netcode's unsecure mode); a real game
 //! authenticates its players before it says which client owns which player.
 
-#[path = "common/udp.rs"]
-mod udp;
+#[path = "common/net_demo.rs"]
+mod net_demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use bevy_marketplace::net::{
     BuyerClient, LocalBuyer, MarketplaceClientPlugin, MarketplaceServerPlugin,
 };
 use bevy_marketplace::prelude::*;
-use bevy_marketplace::{PromptAction, PromptAnswer, PromptState};
+use bevy_marketplace::{PromptAction, PromptAnswer, PromptState, PurchaseError};
 use bevy_replicon::prelude::*;
 use bevy_replicon::shared::backend::connected_client::NetworkId;
 use bevy_replicon_renet::RepliconRenetPlugins;
@@ -82,10 +82,10 @@ fn main() -> AppExit {
         .add_systems(
             Startup,
             move |mut commands: Commands, channels: Res<RepliconChannels>| {
-                udp::start_server(&mut commands, &channels, port)
+                net_demo::start_server(&mut commands, &channels, port)
             },
         )
-        .add_systems(Update, report_grants);
+        .add_systems(Update, net_demo::report_grants);
     } else if let Some(addr) = flag("--client") {
         let addr: SocketAddr = addr.parse().expect("--client IP:PORT");
         let user: u64 = flag("--user").expect("--user N").parse().expect("--user N");
@@ -94,6 +94,7 @@ fn main() -> AppExit {
             .insert_resource(Shopper {
                 product,
                 asked_at: None,
+                ask_again_at: None,
                 started: Instant::now(),
                 confirmed: false,
                 closed: false,
@@ -103,7 +104,7 @@ fn main() -> AppExit {
                 Startup,
                 move |mut commands: Commands, channels: Res<RepliconChannels>| {
                     commands.spawn(LocalBuyer);
-                    udp::start_client(&mut commands, &channels, addr, user)
+                    net_demo::start_client(&mut commands, &channels, addr, user)
                 },
             )
             .add_systems(Update, shop);
@@ -148,22 +149,12 @@ fn despawn_player_of_client(
     }
 }
 
-fn report_grants(mut resolved: MessageReader<ReceiptResolved>) {
-    for r in resolved.read() {
-        println!(
-            "SERVER GRANTED {} user {} product {} paid {}",
-            r.receipt.purchase_id,
-            r.receipt.player_id,
-            r.receipt.product_id,
-            r.receipt.currency_spent
-        );
-    }
-}
-
 #[derive(Resource)]
 struct Shopper {
     product: ProductId,
     asked_at: Option<Instant>,
+    /// Not before then (the server was still loading the player).
+    ask_again_at: Option<Instant>,
     started: Instant,
     confirmed: bool,
     closed: bool,
@@ -178,6 +169,7 @@ fn shop(
     buyer: Single<(Entity, &PremiumBalance, Option<&PurchasePrompt>), With<LocalBuyer>>,
     mut answers: MessageWriter<PromptAnswer>,
     mut resolved: MessageReader<ReceiptResolved>,
+    mut refused: MessageReader<PurchaseFailed>,
     mut exit: MessageWriter<AppExit>,
 ) {
     let (entity, balance, prompt) = *buyer;
@@ -186,8 +178,17 @@ fn shop(
         exit.write(AppExit::error());
         return;
     }
+    if let Some(refusal) = refused.read().last()
+        && prompt.is_none()
+    {
+        // No prompt was made (asked too often): wait, and ask again.
+        println!("CLIENT refused: {}; asking again", refusal.error);
+        shopper.asked_at = None;
+        shopper.ask_again_at = Some(Instant::now() + Duration::from_secs(2));
+    }
     let Some(asked) = shopper.asked_at else {
-        if service.get_product_info(shopper.product).is_ok() {
+        let waited = shopper.ask_again_at.is_none_or(|at| Instant::now() >= at);
+        if waited && prompt.is_none() && service.get_product_info(shopper.product).is_ok() {
             println!(
                 "CLIENT catalog arrived: {} products",
                 service.catalog().len()
@@ -217,6 +218,19 @@ fn shop(
                 player: entity,
                 action: PromptAction::Close,
             });
+        }
+        Some(PromptState::Failed(
+            e @ (PurchaseError::ProfileNotReady | PurchaseError::Unavailable(_)),
+        )) => {
+            // The server is still loading this player from its ledger, or the ledger is busy:
+            // close the prompt and ask again shortly, as a player would.
+            println!("CLIENT {e}; asking again");
+            answers.write(PromptAnswer {
+                player: entity,
+                action: PromptAction::Close,
+            });
+            shopper.asked_at = None;
+            shopper.ask_again_at = Some(Instant::now() + Duration::from_secs(1));
         }
         Some(PromptState::Failed(e)) => {
             eprintln!("CLIENT purchase failed: {e}");

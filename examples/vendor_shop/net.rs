@@ -4,8 +4,8 @@
 //! grants. Everyone sees where the others walk; each client sees only its own prompts, balance,
 //! Gold and Arrows.
 
-#[path = "../common/udp.rs"]
-mod udp;
+#[path = "../common/net_demo.rs"]
+mod net_demo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use bevy_marketplace::net::{
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::ui::MarketplaceUiSystems;
-use bevy_marketplace::{PromptAction, PromptAnswer, PromptState};
+use bevy_marketplace::{PromptAction, PromptAnswer, PromptState, PurchaseError};
 use bevy_replicon::prelude::*;
 use bevy_replicon::shared::backend::connected_client::NetworkId;
 use bevy_replicon_renet::RepliconRenetPlugins;
@@ -121,10 +121,10 @@ fn add_server(app: &mut App, port: u16) {
         .add_systems(
             Startup,
             move |mut commands: Commands, channels: Res<RepliconChannels>| {
-                udp::start_server(&mut commands, &channels, port)
+                net_demo::start_server(&mut commands, &channels, port)
             },
         )
-        .add_systems(Update, (report_grants, apply_walks))
+        .add_systems(Update, (net_demo::report_grants, apply_walks))
         .add_systems(PostUpdate, send_player_stats.before(ServerSystems::Send));
 }
 
@@ -190,18 +190,6 @@ fn apply_walks(
     }
 }
 
-fn report_grants(mut resolved: MessageReader<ReceiptResolved>) {
-    for r in resolved.read() {
-        println!(
-            "SERVER GRANTED {} user {} product {} paid {}",
-            r.receipt.purchase_id,
-            r.receipt.player_id,
-            r.receipt.product_id,
-            r.receipt.currency_spent
-        );
-    }
-}
-
 #[allow(clippy::type_complexity)]
 fn send_player_stats(
     players: Query<(&BuyerClient, Ref<Gold>, Ref<Arrows>, Ref<Health>)>,
@@ -240,7 +228,7 @@ pub fn add_client(app: &mut App, server: SocketAddr) {
     .add_systems(
         Startup,
         move |me: Res<Me>, mut commands: Commands, channels: Res<RepliconChannels>| {
-            udp::start_client(&mut commands, &channels, server, me.user.0 as u64)
+            net_demo::start_client(&mut commands, &channels, server, me.user.0 as u64)
         },
     )
     .add_observer(show_other_player)
@@ -410,10 +398,19 @@ fn run_client_script(
     mut prompts: MessageWriter<PromptProductPurchase>,
     mut answers: MessageWriter<PromptAnswer>,
     mut resolved: MessageReader<ReceiptResolved>,
+    mut refused: MessageReader<PurchaseFailed>,
     mut exit: MessageWriter<AppExit>,
 ) {
     let (entity, transform, gold, arrows, prompt) = *player;
     let user = me.user;
+    if let Some(refusal) = refused.read().last()
+        && script.step == ClientStep::ShootPrompt
+        && prompt.is_none()
+    {
+        // No prompt was made (asked too often, or still loading): press Buy again later.
+        println!("CLIENT {user}: refused: {}; buying again", refusal.error);
+        script.next(ClientStep::Buy);
+    }
     for r in resolved.read() {
         println!(
             "CLIENT {user}: ReceiptResolved {} (product {})",
@@ -454,7 +451,9 @@ fn run_client_script(
             }
         }
         ClientStep::Buy => {
-            if script.frames == 20 {
+            // The first time after the shop opened; again a second later after a refusal.
+            let wait = if script.asked.is_none() { 20 } else { 60 };
+            if script.frames >= wait && prompt.is_none() {
                 // What the shop's "Buy" button sends; the server opens the prompt.
                 prompts.write(PromptProductPurchase {
                     player: entity,
@@ -478,6 +477,23 @@ fn run_client_script(
                     script.asked = Some(Instant::now());
                     script.next(ClientStep::ShootPurchased);
                 }
+            } else if let Some(PromptState::Failed(e)) = prompt.map(|p| &p.state) {
+                if !matches!(
+                    e,
+                    PurchaseError::ProfileNotReady | PurchaseError::Unavailable(_)
+                ) {
+                    eprintln!("CLIENT {user}: the prompt failed: {e}");
+                    exit.write(AppExit::error());
+                    return;
+                }
+                // The server is still loading this player, or its ledger is busy: close the
+                // prompt and press Buy again, as a player would.
+                println!("CLIENT {user}: {e}; buying again");
+                answers.write(PromptAnswer {
+                    player: entity,
+                    action: PromptAction::Close,
+                });
+                script.next(ClientStep::Buy);
             } else {
                 script.frames = 0;
             }

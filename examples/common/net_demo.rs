@@ -1,4 +1,5 @@
-//! The UDP transport both networked examples use: renet with netcode, on loopback.
+//! What both networked examples share: the UDP transport (renet with netcode, on loopback) and
+//! the server's log of grants.
 //!
 //! The demo trusts the user id a client connects with (netcode's unsecure mode); a real game
 //! authenticates its players before it says which client owns which player.
@@ -7,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bevy::prelude::*;
+use bevy_marketplace::prelude::*;
 use bevy_replicon::prelude::*;
 use bevy_replicon_renet::netcode::{
     ClientAuthentication, NetcodeClientTransport, NetcodeServerTransport, ServerAuthentication,
@@ -74,4 +76,17 @@ pub fn start_client(
     .expect("start the netcode client");
     commands.insert_resource(RenetClient::new(connection_config(channels)));
     commands.insert_resource(transport);
+}
+
+/// Prints each grant the server commits (CI counts these lines).
+pub fn report_grants(mut resolved: MessageReader<ReceiptResolved>) {
+    for r in resolved.read() {
+        println!(
+            "SERVER GRANTED {} user {} product {} paid {}",
+            r.receipt.purchase_id,
+            r.receipt.player_id,
+            r.receipt.product_id,
+            r.receipt.currency_spent
+        );
+    }
 }
