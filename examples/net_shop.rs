@@ -78,7 +78,7 @@ fn main() -> AppExit {
             player.get_mut::<Arrows>().map(|mut a| a.0 += 20).is_some()
         })
         .add_observer(spawn_player_of_client)
-        .add_observer(despawn_player_of_client)
+        .add_observer(net_demo::despawn_player_of_client)
         .add_systems(
             Startup,
             move |mut commands: Commands, channels: Res<RepliconChannels>| {
@@ -134,19 +134,6 @@ fn spawn_player_of_client(
         BuyerClient(add.entity),
     ));
     println!("SERVER player {user} joined");
-}
-
-/// A client left: so does its player (saved as anyone leaving).
-fn despawn_player_of_client(
-    remove: On<Remove, ConnectedClient>,
-    players: Query<(Entity, &BuyerClient)>,
-    mut commands: Commands,
-) {
-    for (player, owner) in &players {
-        if owner.0 == remove.entity {
-            commands.entity(player).despawn();
-        }
-    }
 }
 
 #[derive(Resource)]

@@ -1,5 +1,5 @@
-//! What both networked examples share: the UDP transport (renet with netcode, on loopback) and
-//! the server's log of grants.
+//! What both networked examples share: the UDP transport (renet with netcode, on loopback),
+//! players leaving with their clients, and the server's log of grants.
 //!
 //! The demo trusts the user id a client connects with (netcode's unsecure mode); a real game
 //! authenticates its players before it says which client owns which player.
@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bevy::prelude::*;
+use bevy_marketplace::net::BuyerClient;
 use bevy_marketplace::prelude::*;
 use bevy_replicon::prelude::*;
 use bevy_replicon_renet::netcode::{
@@ -76,6 +77,20 @@ pub fn start_client(
     .expect("start the netcode client");
     commands.insert_resource(RenetClient::new(connection_config(channels)));
     commands.insert_resource(transport);
+}
+
+/// A client left: so does its player (saved as anyone leaving).
+pub fn despawn_player_of_client(
+    remove: On<Remove, ConnectedClient>,
+    players: Query<(Entity, &Player, &BuyerClient)>,
+    mut commands: Commands,
+) {
+    for (entity, player, owner) in &players {
+        if owner.0 == remove.entity {
+            println!("SERVER player {} left", player.user_id);
+            commands.entity(entity).despawn();
+        }
+    }
 }
 
 /// Prints each grant the server commits (CI counts these lines).

@@ -533,25 +533,37 @@ fn talk_to_vendor(
     }
 }
 
+/// Writes `text` on the screen where the point `world` of the game is.
+fn world_label(
+    painter: &egui::Painter,
+    (camera, camera_at): (&Camera, &GlobalTransform),
+    world: Vec2,
+    text: &str,
+    size: f32,
+    color: egui::Color32,
+) {
+    if let Ok(p) = camera.world_to_viewport(camera_at, world.extend(0.0)) {
+        painter.text(
+            egui::pos2(p.x, p.y),
+            egui::Align2::CENTER_CENTER,
+            text,
+            egui::FontId::proportional(size),
+            color,
+        );
+    }
+}
+
 fn world_labels(
     mut contexts: EguiContexts,
     camera: Single<(&Camera, &GlobalTransform)>,
     player: Single<&Transform, With<LocalPlayer>>,
     shop: Res<Shop>,
 ) -> Result {
-    let ctx = contexts.ctx_mut()?;
-    let (camera, camera_at) = *camera;
-    let painter = ctx.layer_painter(egui::LayerId::background());
+    let painter = contexts
+        .ctx_mut()?
+        .layer_painter(egui::LayerId::background());
     let label = |world: Vec2, text: &str, size: f32, color: egui::Color32| {
-        if let Ok(p) = camera.world_to_viewport(camera_at, world.extend(0.0)) {
-            painter.text(
-                egui::pos2(p.x, p.y),
-                egui::Align2::CENTER_CENTER,
-                text,
-                egui::FontId::proportional(size),
-                color,
-            );
-        }
+        world_label(&painter, *camera, world, text, size, color);
     };
     label(
         VENDOR_AT + Vec2::new(0.0, 95.0),

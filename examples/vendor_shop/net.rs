@@ -96,15 +96,18 @@ pub fn add_host(app: &mut App, port: u16) {
             ));
         },
     )
-    .add_observer(show_other_player)
-    .add_systems(
-        Update,
-        (host_avatar_follows.after(crate::walk), move_other_players),
-    )
-    .add_systems(
-        EguiPrimaryContextPass,
-        label_other_players.before(MarketplaceUiSystems::Prompt),
-    );
+    .add_systems(Update, host_avatar_follows.after(crate::walk));
+    show_other_players(app);
+}
+
+/// Draws the other players where their replicated `Avatar` says, with their names.
+fn show_other_players(app: &mut App) {
+    app.add_observer(show_other_player)
+        .add_systems(Update, move_other_players)
+        .add_systems(
+            EguiPrimaryContextPass,
+            label_other_players.before(MarketplaceUiSystems::Prompt),
+        );
 }
 
 /// The server half, with or without a window: replicon over UDP, the marketplace's server half,
@@ -117,7 +120,7 @@ fn add_server(app: &mut App, port: u16) {
     ));
     add_game_protocol(app);
     app.add_observer(spawn_player_of_client)
-        .add_observer(despawn_player_of_client)
+        .add_observer(net_demo::despawn_player_of_client)
         .add_systems(
             Startup,
             move |mut commands: Commands, channels: Res<RepliconChannels>| {
@@ -158,20 +161,6 @@ fn spawn_player_of_client(
         },
     ));
     println!("SERVER player {user} joined");
-}
-
-/// A client left: so does its player (saved as anyone leaving).
-fn despawn_player_of_client(
-    remove: On<Remove, ConnectedClient>,
-    players: Query<(Entity, &Player, &BuyerClient)>,
-    mut commands: Commands,
-) {
-    for (entity, player, owner) in &players {
-        if owner.0 == remove.entity {
-            println!("SERVER player {} left", player.user_id);
-            commands.entity(entity).despawn();
-        }
-    }
 }
 
 fn apply_walks(
@@ -231,7 +220,6 @@ pub fn add_client(app: &mut App, server: SocketAddr) {
             net_demo::start_client(&mut commands, &channels, server, me.user.0 as u64)
         },
     )
-    .add_observer(show_other_player)
     .add_systems(
         PreUpdate,
         apply_player_stats
@@ -240,17 +228,11 @@ pub fn add_client(app: &mut App, server: SocketAddr) {
     )
     .add_systems(
         Update,
-        (
-            send_walk
-                .after(crate::walk)
-                .run_if(in_state(ClientState::Connected)),
-            move_other_players,
-        ),
-    )
-    .add_systems(
-        EguiPrimaryContextPass,
-        label_other_players.before(MarketplaceUiSystems::Prompt),
+        send_walk
+            .after(crate::walk)
+            .run_if(in_state(ClientState::Connected)),
     );
+    show_other_players(app);
 }
 
 fn send_walk(
@@ -299,20 +281,18 @@ fn label_other_players(
     others: Query<(&Avatar, &Transform)>,
     me: Res<Me>,
 ) -> Result {
-    let ctx = contexts.ctx_mut()?;
-    let (camera, camera_at) = *camera;
-    let painter = ctx.layer_painter(egui::LayerId::background());
+    let painter = contexts
+        .ctx_mut()?
+        .layer_painter(egui::LayerId::background());
     for (avatar, transform) in others.iter().filter(|(a, _)| a.user != me.user.0) {
-        let above = transform.translation.truncate() + Vec2::new(0.0, 34.0);
-        if let Ok(p) = camera.world_to_viewport(camera_at, above.extend(0.0)) {
-            painter.text(
-                egui::pos2(p.x, p.y),
-                egui::Align2::CENTER_CENTER,
-                format!("Player {}", avatar.user),
-                egui::FontId::proportional(15.0),
-                egui::Color32::WHITE,
-            );
-        }
+        crate::world_label(
+            &painter,
+            *camera,
+            transform.translation.truncate() + Vec2::new(0.0, 34.0),
+            &format!("Player {}", avatar.user),
+            15.0,
+            egui::Color32::WHITE,
+        );
     }
     Ok(())
 }
