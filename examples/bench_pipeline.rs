@@ -334,8 +334,9 @@ fn raw_sqlite(path: &Path, players: i64, rounds: usize) -> f64 {
 
 /// Purchase history and sales reports on an SQLite ledger of `total` receipts over 30 days, of
 /// which 10,000 are one player's: the first and the last page of that player's history, and
-/// sales per day over everything. Returns (first page ms, last page ms, sales ms).
-fn live_ops(total: i64) -> (f64, f64, f64) {
+/// sales per day over everything. Returns (first page ms, last page ms from a cursor, last page
+/// ms by number, sales ms).
+fn live_ops(total: i64) -> (f64, f64, f64, f64) {
     use bevy_marketplace::ledger::{
         HistoryFilter, LedgerReply, LedgerRequest, LedgerStore, SalesBucket, SalesQuery,
         SqliteLedger,
@@ -382,18 +383,36 @@ fn live_ops(total: i64) -> (f64, f64, f64) {
         let reply = store.apply(&request, 0).unwrap();
         (started.elapsed().as_secs_f64() * 1000.0, reply)
     };
-    let history = |page| LedgerRequest::History {
+    let history = |page, after| LedgerRequest::History {
         user: UserId(1),
         filter: HistoryFilter::default(),
         page,
+        after,
     };
-    let (first, reply) = timed(history(0));
+    let (first, reply) = timed(history(0, None));
     if !matches!(reply, LedgerReply::History(ref p) if p.entries.len() == 50 && !p.is_finished) {
         fail(format!("history page 0 of 10,000 receipts: {reply:?}"));
     }
-    let (last, reply) = timed(history(199));
-    if !matches!(reply, LedgerReply::History(ref p) if p.entries.len() == 50 && p.is_finished) {
-        fail(format!("history page 199 of 10,000 receipts: {reply:?}"));
+    // The last page, asked by number (the store skips 199 pages) and from the cursor the page
+    // before ends at (as `request_next_history_page` asks).
+    let (by_number, reply) = timed(history(199, None));
+    let LedgerReply::History(last_page) = reply else {
+        fail("no history".into());
+    };
+    if !(last_page.entries.len() == 50 && last_page.is_finished) {
+        fail(format!(
+            "history page 199 of 10,000 receipts: {last_page:?}"
+        ));
+    }
+    let (_, reply) = timed(history(198, None));
+    let LedgerReply::History(before) = reply else {
+        fail("no history".into());
+    };
+    let (from_cursor, reply) = timed(history(199, before.next_cursor()));
+    if !matches!(reply, LedgerReply::History(ref p) if *p == last_page) {
+        fail(format!(
+            "page 199 from a cursor differs from page 199 by number: {reply:?}"
+        ));
     }
     let (sales, reply) = timed(LedgerRequest::Sales(SalesQuery {
         from_ms: 0,
@@ -408,7 +427,7 @@ fn live_ops(total: i64) -> (f64, f64, f64) {
         fail(format!("sales count {units} of {total} receipts"));
     }
     let _ = std::fs::remove_dir_all(dir);
-    (first, last, sales)
+    (first, from_cursor, by_number, sales)
 }
 
 /// Runs of a scenario that is repeated; its figure is the median (the machine is shared).
@@ -829,9 +848,15 @@ fn main() {
     }
     if run("live_ops") {
         let total = if quick { 200_000 } else { 1_000_000 };
-        let (first, last, sales) = live_ops(total);
+        let (first, last, by_number, sales) = live_ops(total);
         emit("history_first_page_ms_10k_receipts", first, "ms", None);
         emit("history_last_page_ms_10k_receipts", last, "ms", None);
+        emit(
+            "history_last_page_by_number_ms_10k_receipts",
+            by_number,
+            "ms",
+            None,
+        );
         emit(
             if quick {
                 "sales_report_ms_200k_receipts"

@@ -53,8 +53,9 @@ pub use refund::{
     RefundRecord, RefundRequest,
 };
 pub use reports::{
-    HISTORY_PAGE_SIZE, HistoryEntry, HistoryFilter, HistoryPage, PurchaseHistoryReady,
-    SALES_CSV_HEADER, SalesBucket, SalesQuery, SalesReportReady, SalesRow, sales_csv,
+    HISTORY_PAGE_SIZE, HistoryCursor, HistoryEntry, HistoryFilter, HistoryPage,
+    PurchaseHistoryReady, SALES_CSV_HEADER, SalesBucket, SalesQuery, SalesReportReady, SalesRow,
+    sales_csv,
 };
 pub use rules::MAX_BALANCE;
 #[cfg(feature = "sqlite")]
@@ -210,8 +211,12 @@ pub enum LedgerRequest {
         user: UserId,
         /// Which purchases.
         filter: HistoryFilter,
-        /// Which page, from 0 ([`HISTORY_PAGE_SIZE`] entries each).
+        /// Which page, from 0 ([`HISTORY_PAGE_SIZE`] entries each). With `after` it only
+        /// numbers the page.
         page: u32,
+        /// Start right after this purchase (the last of the page before) instead of skipping
+        /// `page` pages: a deep page then costs what the first does.
+        after: Option<HistoryCursor>,
     },
     /// Sales per product per day or hour.
     Sales(SalesQuery),

@@ -15,9 +15,10 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use bevy_marketplace::ledger::{
-    ChargeRequest, Clawback, CreditRequest, HistoryFilter, InMemoryLedger, LeaseClock, LeaseFence,
-    LedgerAudit, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot, PostgresLedger,
-    PostgresOptions, RefundRequest, SalesBucket, SalesQuery, SaveRequest, ServerId, SqliteLedger,
+    ChargeRequest, Clawback, CreditRequest, HistoryCursor, HistoryFilter, InMemoryLedger,
+    LeaseClock, LeaseFence, LedgerAudit, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
+    PostgresLedger, PostgresOptions, RefundRequest, SalesBucket, SalesQuery, SaveRequest, ServerId,
+    SqliteLedger,
 };
 use bevy_marketplace::{
     PlaceId, ProductId, ProductPurchaseChannel, PurchaseId, ReceiptState, RequestId, UserId,
@@ -98,6 +99,8 @@ enum Op {
         state: Option<u8>,
         since_now: bool,
         page: u8,
+        /// Start after a cursor: which receipt made so far, at the present time or 700 ms before.
+        after: Option<(u8, bool)>,
     },
     /// Sales per day or hour.
     Sales {
@@ -184,13 +187,15 @@ fn op() -> impl Strategy<Value = Op> {
             proptest::option::of(0u8..3),
             proptest::bool::weighted(0.2),
             0u8..2,
+            proptest::option::of((any::<u8>(), any::<bool>())),
         )
-            .prop_map(|(user, product, state, since_now, page)| Op::History {
+            .prop_map(|(user, product, state, since_now, page, after)| Op::History {
                 user,
                 product,
                 state,
                 since_now,
                 page,
+                after,
             }),
         1 => any::<bool>().prop_map(|hourly| Op::Sales { hourly }),
         2 => prop_oneof![Just(0i64), Just(700), Just(70_000)].prop_map(|ms| Op::Advance { ms }),
@@ -388,6 +393,7 @@ fn concretize(ops: &[Op]) -> Story {
                 state,
                 since_now,
                 page,
+                after,
             } => LedgerRequest::History {
                 user: UserId(i64::from(*user)),
                 filter: HistoryFilter {
@@ -403,6 +409,14 @@ fn concretize(ops: &[Op]) -> Story {
                     to_ms: None,
                 },
                 page: u32::from(*page),
+                after: after.map(|(pick, earlier)| HistoryCursor {
+                    purchased_at_ms: if earlier { now - 700 } else { now },
+                    purchase_id: if receipts.is_empty() {
+                        PurchaseId(String::new())
+                    } else {
+                        receipts[usize::from(pick) % receipts.len()].clone()
+                    },
+                }),
             },
             Op::Sales { hourly } => LedgerRequest::Sales(SalesQuery {
                 from_ms: 0,

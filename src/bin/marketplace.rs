@@ -271,6 +271,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     user: UserId(user),
                     filter,
                     page,
+                    after: None,
                 })
                 .map_err(fail)?
             else {

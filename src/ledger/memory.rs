@@ -6,9 +6,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use super::reports::sales_of;
 use super::rules::{self, AccountRow, Books, LeasePolicy, ReceiptStatus};
 use super::{
-    Clawback, CreditRecord, HistoryFilter, HistoryPage, JournalEntry, LeaseRecord, LedgerAudit,
-    LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot, RefundRecord, SalesQuery,
-    SalesRow, StoredReceipt, purchase_debits,
+    Clawback, CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, LeaseRecord,
+    LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
+    RefundRecord, SalesQuery, SalesRow, StoredReceipt, purchase_debits,
 };
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
@@ -387,6 +387,7 @@ impl Books for MemoryBooks<'_> {
         user: UserId,
         filter: &HistoryFilter,
         page: u32,
+        after: Option<&HistoryCursor>,
     ) -> Result<HistoryPage, Self::Error> {
         let mut mine: Vec<&StoredReceipt> = self
             .state
@@ -403,7 +404,7 @@ impl Books for MemoryBooks<'_> {
             .into_iter()
             .map(StoredReceipt::history_entry)
             .filter(|e| filter.admits(e));
-        Ok(HistoryPage::of(entries, page))
+        Ok(HistoryPage::of(entries, page, after))
     }
 
     fn sales(&mut self, query: &SalesQuery) -> Result<Vec<SalesRow>, Self::Error> {

@@ -5,7 +5,7 @@
 use bevy::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ProductId, UserId};
+use crate::ids::{ProductId, PurchaseId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
 
 /// Entries in one page of purchase history (as `GetDeveloperProductsAsync` pages the catalog).
@@ -51,6 +51,34 @@ pub struct HistoryEntry {
     pub refund: Option<super::RefundRecord>,
 }
 
+/// Where a page of history starts: right after this purchase (the last of the page before), in
+/// newest-first order. A page asked from a cursor costs what the first page costs, however deep
+/// it is; a page asked by number skips the pages before it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryCursor {
+    /// When the purchase was made (Unix ms).
+    pub purchased_at_ms: i64,
+    /// The purchase: it breaks ties between purchases made in the same millisecond.
+    pub purchase_id: PurchaseId,
+}
+
+impl HistoryCursor {
+    /// The cursor just past `entry`.
+    pub fn after(entry: &HistoryEntry) -> Self {
+        Self {
+            purchased_at_ms: entry.purchased_at_ms,
+            purchase_id: entry.receipt.purchase_id.clone(),
+        }
+    }
+
+    /// Whether `entry` comes after the cursor, newest first (it is older, or as old with a
+    /// smaller purchase id, as the SQL stores order them).
+    pub(crate) fn precedes(&self, entry: &HistoryEntry) -> bool {
+        (entry.purchased_at_ms, &entry.receipt.purchase_id)
+            < (self.purchased_at_ms, &self.purchase_id)
+    }
+}
+
 /// A page of a player's purchase history, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryPage {
@@ -61,10 +89,28 @@ pub struct HistoryPage {
 }
 
 impl HistoryPage {
-    /// Page `page` (from 0) of `entries`, which are already filtered and newest first.
-    pub(crate) fn of(entries: impl Iterator<Item = HistoryEntry>, page: u32) -> Self {
+    /// Where the next page starts, unless this was the last.
+    pub fn next_cursor(&self) -> Option<HistoryCursor> {
+        match self.entries.last() {
+            Some(last) if !self.is_finished => Some(HistoryCursor::after(last)),
+            _ => None,
+        }
+    }
+
+    /// The page of `entries` (already filtered and newest first) that starts after `after`, or
+    /// without a cursor page `page` (from 0).
+    pub(crate) fn of(
+        entries: impl Iterator<Item = HistoryEntry>,
+        page: u32,
+        after: Option<&HistoryCursor>,
+    ) -> Self {
+        let skip = match after {
+            Some(_) => 0,
+            None => page as usize * HISTORY_PAGE_SIZE,
+        };
         let mut entries: Vec<HistoryEntry> = entries
-            .skip(page as usize * HISTORY_PAGE_SIZE)
+            .filter(|e| after.is_none_or(|cursor| cursor.precedes(e)))
+            .skip(skip)
             .take(HISTORY_PAGE_SIZE + 1)
             .collect();
         let is_finished = entries.len() <= HISTORY_PAGE_SIZE;
@@ -211,6 +257,8 @@ pub struct PurchaseHistoryReady {
     pub filter: HistoryFilter,
     /// The page asked for, from 0.
     pub page: u32,
+    /// The cursor asked from, if the page was asked from one.
+    pub after: Option<HistoryCursor>,
     /// The page, or why the ledger could not read it.
     pub result: Result<HistoryPage, String>,
 }

@@ -7,9 +7,9 @@
 //! same answers and the same final state as its requests applied one at a time.
 
 use super::{
-    Clawback, CreditError, CreditRecord, CreditRequest, CreditReversal, HistoryFilter, HistoryPage,
-    JournalEntry, LeaseFence, LedgerAudit, LedgerReply, LedgerRequest, PlayerSnapshot, RefundError,
-    RefundRecord, RefundRequest, SalesQuery, SalesRow,
+    Clawback, CreditError, CreditRecord, CreditRequest, CreditReversal, HistoryCursor,
+    HistoryFilter, HistoryPage, JournalEntry, LeaseFence, LedgerAudit, LedgerReply, LedgerRequest,
+    PlayerSnapshot, RefundError, RefundRecord, RefundRequest, SalesQuery, SalesRow,
 };
 use crate::ids::{PurchaseId, RequestId, ServerId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
@@ -121,12 +121,14 @@ pub(crate) trait Books {
     fn pending(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, Self::Error>;
     /// Everything committed and written so far in this transaction.
     fn audit(&mut self) -> Result<LedgerAudit, Self::Error>;
-    /// Page `page` of the user's purchases that pass `filter`, newest first.
+    /// The user's purchases that pass `filter`, newest first: the page after `after`, or without
+    /// it page `page`.
     fn history(
         &mut self,
         user: UserId,
         filter: &HistoryFilter,
         page: u32,
+        after: Option<&HistoryCursor>,
     ) -> Result<HistoryPage, Self::Error>;
     /// Sales per product per bucket.
     fn sales(&mut self, query: &SalesQuery) -> Result<Vec<SalesRow>, Self::Error>;
@@ -385,9 +387,12 @@ pub(crate) fn apply<B: Books>(
             reverse_credit(books, source, order_id, now_ms)?
         }
         LedgerRequest::Audit => LedgerReply::Audit(books.audit()?),
-        LedgerRequest::History { user, filter, page } => {
-            LedgerReply::History(books.history(*user, filter, *page)?)
-        }
+        LedgerRequest::History {
+            user,
+            filter,
+            page,
+            after,
+        } => LedgerReply::History(books.history(*user, filter, *page, after.as_ref())?),
         LedgerRequest::Sales(query) => LedgerReply::Sales(books.sales(query)?),
     })
 }

@@ -379,11 +379,17 @@ pub(crate) fn handle_session_replies(
                     result,
                 });
             }
-            LedgerRequest::History { user, filter, page } => {
+            LedgerRequest::History {
+                user,
+                filter,
+                page,
+                after,
+            } => {
                 money.history.write(PurchaseHistoryReady {
                     user_id: user,
                     filter,
                     page,
+                    after,
                     result: match result {
                         Ok(LedgerReply::History(page)) => Ok(page),
                         Ok(other) => Err(format!("unexpected ledger reply: {other:?}")),

@@ -158,26 +158,39 @@ impl MarketplaceService {
         page: u32,
     ) {
         self.requests.push(ServiceRequest::Ledger(
-            crate::ledger::LedgerRequest::History { user, filter, page },
+            crate::ledger::LedgerRequest::History {
+                user,
+                filter,
+                page,
+                after: None,
+            },
         ));
     }
 
     /// The page after `answer`, or [`MarketplaceError::PagesFinished`] when `answer` was the last.
+    /// It starts from `answer`'s last purchase, so page 200 of a long history costs what page 0
+    /// does.
     pub fn request_next_history_page(
         &mut self,
         answer: &crate::ledger::PurchaseHistoryReady,
     ) -> Result<(), MarketplaceError> {
-        match &answer.result {
-            Ok(page) if !page.is_finished => {
-                self.request_purchase_history(
-                    answer.user_id,
-                    answer.filter.clone(),
-                    answer.page + 1,
-                );
-                Ok(())
-            }
-            _ => Err(MarketplaceError::PagesFinished),
-        }
+        let next = answer
+            .result
+            .as_ref()
+            .ok()
+            .and_then(|page| page.next_cursor());
+        let Some(after) = next else {
+            return Err(MarketplaceError::PagesFinished);
+        };
+        self.requests.push(ServiceRequest::Ledger(
+            crate::ledger::LedgerRequest::History {
+                user: answer.user_id,
+                filter: answer.filter.clone(),
+                page: answer.page + 1,
+                after: Some(after),
+            },
+        ));
+        Ok(())
     }
 
     /// Asks the ledger for sales per product per day or hour; the answer comes as a

@@ -11,8 +11,8 @@ use super::sql::*;
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::ledger::rules::{AccountRow, Books, ReceiptStatus, may_create_account, storable};
 use crate::ledger::{
-    Clawback, CreditRecord, HistoryFilter, HistoryPage, JournalEntry, LedgerAudit, LedgerRequest,
-    PlayerSnapshot, RefundRecord, SalesQuery, SalesRow,
+    Clawback, CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, LedgerAudit,
+    LedgerRequest, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow,
 };
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
@@ -653,6 +653,7 @@ impl Books for CachedBooks {
         user: UserId,
         _filter: &HistoryFilter,
         _page: u32,
+        _after: Option<&HistoryCursor>,
     ) -> Result<HistoryPage, PgError> {
         Err(unread(format!("the history of user {user}")))
     }

@@ -254,7 +254,16 @@ impl PostgresLedger {
 /// Answers a request that reads the stored ledger as a whole.
 fn read_ledger(conn: &mut Conn, request: &LedgerRequest) -> Result<LedgerReply, PgError> {
     Ok(match request {
-        LedgerRequest::History { user, filter, page } => {
+        LedgerRequest::History {
+            user,
+            filter,
+            page,
+            after,
+        } => {
+            let offset = match after {
+                Some(_) => 0,
+                None => i64::from(*page) * super::HISTORY_PAGE_SIZE as i64,
+            };
             let rows = conn.query(
                 HISTORY,
                 &[
@@ -264,14 +273,16 @@ fn read_ledger(conn: &mut Conn, request: &LedgerRequest) -> Result<LedgerReply, 
                     &filter.from_ms,
                     &filter.to_ms,
                     &((super::HISTORY_PAGE_SIZE + 1) as i64),
-                    &(i64::from(*page) * super::HISTORY_PAGE_SIZE as i64),
+                    &offset,
+                    &after.as_ref().map(|c| c.purchased_at_ms),
+                    &after.as_ref().map(|c| c.purchase_id.0.as_str()),
                 ],
             )?;
             let entries = rows
                 .iter()
                 .map(|row| Ok(receipt_from_row(row)?.stored().history_entry()))
                 .collect::<Result<Vec<_>, PgError>>()?;
-            LedgerReply::History(super::HistoryPage::of(entries.into_iter(), 0))
+            LedgerReply::History(super::HistoryPage::of(entries.into_iter(), 0, None))
         }
         LedgerRequest::Sales(query) => {
             let rows = conn.query(

@@ -82,13 +82,16 @@ pub(super) const ALL_RECEIPTS: &str = concat!(
     receipt_columns!(),
     " FROM receipts ORDER BY created_ms, purchase_id"
 );
-/// A page of a player's purchase history (one more row than a page, to know if it is the last).
+/// A page of a player's purchase history (one more row than a page, to know if it is the last),
+/// from a cursor ($8, $9) or an offset ($7). The `coalesce` bound lets the index seek to the cursor.
 pub(super) const HISTORY: &str = concat!(
     "SELECT ",
     receipt_columns!(),
     " FROM receipts WHERE user_id = $1 AND ($2::bigint IS NULL OR product_id = $2)
        AND ($3::text IS NULL OR state = $3) AND ($4::bigint IS NULL OR created_ms >= $4)
        AND ($5::bigint IS NULL OR created_ms < $5)
+       AND created_ms <= coalesce($8::bigint, 9223372036854775807)
+       AND ($8::bigint IS NULL OR created_ms < $8 OR purchase_id < $9::text)
      ORDER BY created_ms DESC, purchase_id DESC LIMIT $6 OFFSET $7"
 );
 /// Sales per bucket per product.

@@ -8,8 +8,9 @@ use crate::ids::ProductId;
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::ledger::rules::{AccountRow, Books, ReceiptStatus};
 use crate::ledger::{
-    Clawback, CreditRecord, CreditReversal, HISTORY_PAGE_SIZE, HistoryFilter, HistoryPage,
-    JournalEntry, LedgerAudit, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow, StoredReceipt,
+    Clawback, CreditRecord, CreditReversal, HISTORY_PAGE_SIZE, HistoryCursor, HistoryFilter,
+    HistoryPage, JournalEntry, LedgerAudit, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow,
+    StoredReceipt,
 };
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
@@ -252,15 +253,24 @@ impl Books for SqliteBooks<'_> {
         user: UserId,
         filter: &HistoryFilter,
         page: u32,
+        after: Option<&HistoryCursor>,
     ) -> rusqlite::Result<HistoryPage> {
+        // `created_ms <= coalesce(?8, …)` lets the (user, time) index seek to a cursor, so a deep
+        // page reads no more rows than the first.
         let mut stmt = self.conn.prepare_cached(concat!(
             "SELECT ",
             stored_columns!(),
             " FROM receipts WHERE user_id = ?1 AND (?2 IS NULL OR product_id = ?2)
                AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR created_ms >= ?4)
                AND (?5 IS NULL OR created_ms < ?5)
+               AND created_ms <= coalesce(?8, 9223372036854775807)
+               AND (?8 IS NULL OR created_ms < ?8 OR purchase_id < ?9)
              ORDER BY created_ms DESC, purchase_id DESC LIMIT ?6 OFFSET ?7"
         ))?;
+        let offset = match after {
+            Some(_) => 0,
+            None => i64::from(page) * HISTORY_PAGE_SIZE as i64,
+        };
         let rows = stmt.query_map(
             params![
                 user.0,
@@ -269,14 +279,16 @@ impl Books for SqliteBooks<'_> {
                 filter.from_ms,
                 filter.to_ms,
                 (HISTORY_PAGE_SIZE + 1) as i64,
-                i64::from(page) * HISTORY_PAGE_SIZE as i64
+                offset,
+                after.map(|c| c.purchased_at_ms),
+                after.map(|c| c.purchase_id.0.as_str()),
             ],
             stored_from_row,
         )?;
         let entries = rows
             .map(|r| r.map(|r| r.history_entry()))
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(HistoryPage::of(entries.into_iter(), 0))
+        Ok(HistoryPage::of(entries.into_iter(), 0, None))
     }
 
     fn sales(&mut self, query: &SalesQuery) -> rusqlite::Result<Vec<SalesRow>> {
