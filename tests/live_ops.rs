@@ -1,24 +1,27 @@
-//! Live operations: purchase history and sales data through `MarketplaceService`, and the
-//! `marketplace` admin tool on a ledger a game is using.
+//! Live operations: purchase history and sales data through `MarketplaceService` (on the
+//! in-memory store, SQLite and PostgreSQL), and the `marketplace` admin tool on a ledger a game
+//! is using.
 
 mod common;
-#[cfg(feature = "postgres")]
-#[path = "common/pg.rs"]
-mod pg;
+#[path = "common/stores.rs"]
+mod stores;
 
 use std::path::Path;
 use std::process::Command;
 
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{
-    HISTORY_PAGE_SIZE, HistoryFilter, InMemoryLedger, PurchaseHistoryReady, SALES_CSV_HEADER,
-    SalesBucket, SalesQuery, SalesReportReady, SqliteLedger, sales_csv,
+    HISTORY_PAGE_SIZE, HistoryFilter, PurchaseHistoryReady, SALES_CSV_HEADER, SalesBucket,
+    SalesQuery, SalesReportReady, SqliteLedger, sales_csv,
 };
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{
     MarketplaceAppExt, MarketplaceError, MarketplaceService, PremiumBalance, ReceiptState, UserId,
 };
 use common::*;
+use stores::TestStore;
+#[cfg(feature = "postgres")]
+use stores::pg;
 
 fn service(game: &mut GameServer) -> Mut<'_, MarketplaceService> {
     game.app.world_mut().resource_mut::<MarketplaceService>()
@@ -44,15 +47,10 @@ fn history(
     answer(game)
 }
 
-/// A game on `ledger` where user 7 bought GOLD_100 55 times and FULL_HEAL 5 times, then a debug
+/// A game on `store` where user 7 bought GOLD_100 55 times and FULL_HEAL 5 times, then a debug
 /// grant (a test purchase) of GOLD_100.
-fn shopped(
-    open: impl Fn() -> Result<InMemoryLedger, bevy_marketplace::ledger::LedgerError>
-    + Send
-    + Sync
-    + 'static,
-) -> (GameServer, Entity) {
-    let mut game = GameServer::new(open, "a", |p| bevy_marketplace::MarketplacePlugin {
+fn shopped(store: &TestStore) -> (GameServer, Entity) {
+    let mut game = store.game("a", |p| bevy_marketplace::MarketplacePlugin {
         allow_debug_grants: true,
         ..p
     });
@@ -72,11 +70,8 @@ fn shopped(
     (game, p)
 }
 
-#[test]
-fn purchase_history_pages_newest_first_with_filters() {
-    let ledger = InMemoryLedger::default();
-    let store = ledger.clone();
-    let (mut game, _) = shopped(move || Ok(store.clone()));
+fn purchase_history_pages_newest_first_with_filters(store: &TestStore) {
+    let (mut game, _) = shopped(store);
 
     let first = history(&mut game, 7, HistoryFilter::default(), 0);
     let page = first.result.clone().unwrap();
@@ -102,6 +97,13 @@ fn purchase_history_pages_newest_first_with_filters() {
         (1, 61 - HISTORY_PAGE_SIZE)
     );
     assert!(last.is_finished);
+    assert!(second.after.is_some(), "the next page starts from a cursor");
+    let by_number = history(&mut game, 7, HistoryFilter::default(), 1);
+    assert_eq!(
+        by_number.result.unwrap(),
+        last,
+        "a page asked by number is the page the cursor reaches"
+    );
     assert_eq!(
         service(&mut game).request_next_history_page(&second),
         Err(MarketplaceError::PagesFinished),
@@ -145,14 +147,11 @@ fn purchase_history_pages_newest_first_with_filters() {
         .unwrap();
     assert!(nobody.entries.is_empty() && nobody.is_finished);
     // The ledger agrees with itself: what history lists is what it holds.
-    assert_eq!(ledger.audit().receipts.len(), 61);
+    assert_eq!(store.audit().receipts.len(), 61);
 }
 
-#[test]
-fn sales_totals_equal_the_receipts_and_test_purchases_count_apart() {
-    let ledger = InMemoryLedger::default();
-    let store = ledger.clone();
-    let (mut game, _) = shopped(move || Ok(store.clone()));
+fn sales_totals_equal_the_receipts_and_test_purchases_count_apart(store: &TestStore) {
+    let (mut game, _) = shopped(store);
     let query = SalesQuery {
         from_ms: 0,
         to_ms: i64::MAX,
@@ -161,7 +160,7 @@ fn sales_totals_equal_the_receipts_and_test_purchases_count_apart() {
     service(&mut game).request_sales_report(query);
     let report: SalesReportReady = answer(&mut game);
     let rows = report.result.unwrap();
-    let audit = ledger.audit();
+    let audit = store.audit();
     let sold = audit.receipts.iter().filter(|r| !r.info.is_test_purchase);
     assert_eq!(
         rows.iter().map(|r| r.units).sum::<u64>(),
@@ -179,6 +178,11 @@ fn sales_totals_equal_the_receipts_and_test_purchases_count_apart() {
     assert_eq!(csv.lines().count(), rows.len() + 1);
     assert!(audit.check().is_sound(), "{:?}", audit.check().problems);
 }
+
+on_every_store!(
+    purchase_history_pages_newest_first_with_filters,
+    sales_totals_equal_the_receipts_and_test_purchases_count_apart,
+);
 
 // ------------------------------------------------------------------ the admin tool
 

@@ -1,16 +1,18 @@
 //! Refunds with clawback and store top-ups, as a game sees them: through `MarketplaceService`,
-//! refund handlers and messages, with the plugin's default refresh interval.
+//! refund handlers and messages, with the plugin's default refresh interval. Each story runs on
+//! the in-memory store, SQLite and PostgreSQL.
 
 mod common;
+#[path = "common/stores.rs"]
+mod stores;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{
-    Clawback, CreditError, CreditFailure, CreditFinished, CreditReversalFinished, InMemoryLedger,
-    LedgerReply, LedgerRequest, LedgerStore, RefundError, RefundFailure, RefundFinished,
-    RefundRequest,
+    Clawback, CreditError, CreditFailure, CreditFinished, CreditReversalFinished, LedgerReply,
+    LedgerRequest, RefundError, RefundFailure, RefundFinished, RefundRequest,
 };
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{
@@ -18,6 +20,7 @@ use bevy_marketplace::{
     ReceiptRefunded, ReceiptState, UserId,
 };
 use common::*;
+use stores::TestStore;
 
 fn service(game: &mut GameServer) -> Mut<'_, MarketplaceService> {
     game.app.world_mut().resource_mut::<MarketplaceService>()
@@ -33,10 +36,9 @@ fn answer<M: Message + Clone>(game: &mut GameServer, what: &str) -> M {
     found.unwrap()
 }
 
-/// A game on `ledger` whose GOLD_100 refund handler takes the 100 Gold back.
-fn game_on(ledger: &InMemoryLedger, server: &str) -> GameServer {
-    let store = ledger.clone();
-    let mut game = GameServer::new(move || Ok(store.clone()), server, |p| p);
+/// A game on `store` whose GOLD_100 refund handler takes the 100 Gold back.
+fn game_on(store: &TestStore, server: &str) -> GameServer {
+    let mut game = store.game(server, |p| p);
     game.app
         .add_refund_handler(GOLD_100, |_receipt, mut player| {
             let Some(mut gold) = player.get_mut::<Gold>() else {
@@ -53,8 +55,8 @@ fn balance(game: &GameServer, player: Entity) -> u64 {
 }
 
 /// The newest receipt of `user` in the ledger.
-fn newest_receipt(ledger: &InMemoryLedger, user: i64) -> PurchaseId {
-    ledger
+fn newest_receipt(store: &TestStore, user: i64) -> PurchaseId {
+    store
         .audit()
         .receipts
         .iter()
@@ -66,8 +68,8 @@ fn newest_receipt(ledger: &InMemoryLedger, user: i64) -> PurchaseId {
         .clone()
 }
 
-fn stored_refund(ledger: &InMemoryLedger, id: &PurchaseId) -> Option<Clawback> {
-    let audit = ledger.audit();
+fn stored_refund(store: &TestStore, id: &PurchaseId) -> Option<Clawback> {
+    let audit = store.audit();
     let receipt = audit
         .receipts
         .iter()
@@ -76,16 +78,16 @@ fn stored_refund(ledger: &InMemoryLedger, id: &PurchaseId) -> Option<Clawback> {
     receipt.refund.as_ref().map(|r| r.clawback)
 }
 
-#[test]
-fn refunding_a_granted_purchase_gives_the_gems_back_and_takes_the_gold_back_once() {
-    let ledger = InMemoryLedger::default();
-    let mut game = game_on(&ledger, "a");
+fn refunding_a_granted_purchase_gives_the_gems_back_and_takes_the_gold_back_once(
+    store: &TestStore,
+) {
+    let mut game = game_on(store, "a");
     let p = game.join(7);
     game.buy(p, GOLD_100);
     game.buy(p, GOLD_100);
     assert_eq!(game.gold(p), 200);
     assert_eq!(balance(&game, p), 1000 - 160);
-    let id = newest_receipt(&ledger, 7);
+    let id = newest_receipt(store, 7);
 
     service(&mut game).refund(id.clone(), "chargeback");
     let finished: RefundFinished = answer(&mut game, "the refund's answer");
@@ -99,8 +101,8 @@ fn refunding_a_granted_purchase_gives_the_gems_back_and_takes_the_gold_back_once
     assert_eq!(balance(&game, p), 1000 - 80);
 
     game.app.settle();
-    assert_eq!(stored_refund(&ledger, &id), Some(Clawback::Done));
-    let audit = ledger.audit();
+    assert_eq!(stored_refund(store, &id), Some(Clawback::Done));
+    let audit = store.audit();
     assert_eq!(audit.accounts[&UserId(7)].1.0["Gold"], "(100)");
     assert!(audit.check().is_sound(), "{:?}", audit.check().problems);
 
@@ -123,24 +125,15 @@ fn refunding_a_granted_purchase_gives_the_gems_back_and_takes_the_gold_back_once
     assert_eq!(balance(&game, p), 1000 - 80);
 }
 
-#[test]
-fn a_receipt_of_another_place_is_not_refunded_here() {
-    let ledger = InMemoryLedger::default();
-    let mut game = game_on(&ledger, "a");
+fn a_receipt_of_another_place_is_not_refunded_here(store: &TestStore) {
+    let mut game = game_on(store, "a");
     let p = game.join(7);
     game.buy(p, GOLD_100);
-    let id = newest_receipt(&ledger, 7);
-    let mut other = GameServer::new(
-        {
-            let store = ledger.clone();
-            move || Ok(store.clone())
-        },
-        "b",
-        |p| bevy_marketplace::MarketplacePlugin {
-            place_id: bevy_marketplace::PlaceId(99),
-            ..p
-        },
-    );
+    let id = newest_receipt(store, 7);
+    let mut other = store.game("b", |p| bevy_marketplace::MarketplacePlugin {
+        place_id: bevy_marketplace::PlaceId(99),
+        ..p
+    });
     other
         .app
         .world_mut()
@@ -151,18 +144,16 @@ fn a_receipt_of_another_place_is_not_refunded_here() {
         finished.result,
         Err(RefundFailure::Refused(RefundError::OtherGame { .. }))
     ));
-    assert_eq!(stored_refund(&ledger, &id), None);
+    assert_eq!(stored_refund(store, &id), None);
 }
 
-#[test]
-fn a_refunded_pending_receipt_is_never_granted() {
-    let ledger = InMemoryLedger::default();
-    let mut game = game_on(&ledger, "a");
+fn a_refunded_pending_receipt_is_never_granted(store: &TestStore) {
+    let mut game = game_on(store, "a");
     game.app.insert_resource(HandlerMode::Decline);
     let p = game.join(7);
     game.buy(p, GOLD_100);
     assert_eq!(game.gold(p), 0);
-    let id = newest_receipt(&ledger, 7);
+    let id = newest_receipt(store, 7);
 
     service(&mut game).refund(id.clone(), "never delivered");
     let finished: RefundFinished = answer(&mut game, "the refund's answer");
@@ -184,40 +175,35 @@ fn a_refunded_pending_receipt_is_never_granted() {
             .pending_receipts()
             .is_empty()
     );
-    assert_eq!(ledger.audit().count(ReceiptState::Refunded), 1);
+    assert_eq!(store.audit().count(ReceiptState::Refunded), 1);
 }
 
-#[test]
-fn the_gold_of_a_buyer_who_is_away_is_taken_back_when_they_join() {
-    let ledger = InMemoryLedger::default();
-    let mut game = game_on(&ledger, "a");
+fn the_gold_of_a_buyer_who_is_away_is_taken_back_when_they_join(store: &TestStore) {
+    let mut game = game_on(store, "a");
     let p = game.join(7);
     game.buy(p, GOLD_100);
     game.app.world_mut().despawn(p);
     game.app.settle();
-    let id = newest_receipt(&ledger, 7);
+    let id = newest_receipt(store, 7);
 
     service(&mut game).refund(id.clone(), "chargeback");
     let finished: RefundFinished = answer(&mut game, "the refund's answer");
     assert_eq!(finished.result.unwrap().clawback, Clawback::Pending);
-    assert_eq!(stored_refund(&ledger, &id), Some(Clawback::Pending));
+    assert_eq!(stored_refund(store, &id), Some(Clawback::Pending));
 
     // They come back on another server.
-    let mut b = game_on(&ledger, "b");
+    let mut b = game_on(store, "b");
     let back = b.join(7);
     let refunded: ReceiptRefunded = answer(&mut b, "the clawback on join");
     assert_eq!(refunded.receipt.purchase_id, id);
     assert_eq!(b.gold(back), 0);
     assert_eq!(balance(&b, back), 1000);
     b.app.settle();
-    assert_eq!(stored_refund(&ledger, &id), Some(Clawback::Done));
+    assert_eq!(stored_refund(store, &id), Some(Clawback::Done));
 }
 
-#[test]
-fn a_declining_refund_handler_is_retried_and_its_changes_undone() {
-    let ledger = InMemoryLedger::default();
-    let store = ledger.clone();
-    let mut game = GameServer::new(move || Ok(store.clone()), "a", |p| p);
+fn a_declining_refund_handler_is_retried_and_its_changes_undone(store: &TestStore) {
+    let mut game = store.game("a", |p| p);
     let calls = Arc::new(AtomicU32::new(0));
     let seen = calls.clone();
     game.app
@@ -232,7 +218,7 @@ fn a_declining_refund_handler_is_retried_and_its_changes_undone() {
     let p = game.join(7);
     game.buy(p, GOLD_100);
     game.buy(p, GOLD_100);
-    let id = newest_receipt(&ledger, 7);
+    let id = newest_receipt(store, 7);
 
     service(&mut game).refund(id.clone(), "chargeback");
     let failed: bevy_marketplace::ClawbackFailed = answer(&mut game, "the declined clawback");
@@ -248,18 +234,16 @@ fn a_declining_refund_handler_is_retried_and_its_changes_undone() {
     assert_eq!(stats.refunds_settled, 1);
     assert_eq!(game.gold(p), 100, "taken back exactly once");
     game.app.settle();
-    assert_eq!(ledger.audit().accounts[&UserId(7)].1.0["Gold"], "(100)");
+    assert_eq!(store.audit().accounts[&UserId(7)].1.0["Gold"], "(100)");
 }
 
-#[test]
-fn a_product_without_a_refund_handler_keeps_its_effect_and_says_so() {
-    let ledger = InMemoryLedger::default();
-    let mut game = game_on(&ledger, "a");
+fn a_product_without_a_refund_handler_keeps_its_effect_and_says_so(store: &TestStore) {
+    let mut game = game_on(store, "a");
     let p = game.join(7);
     game.buy(p, FULL_HEAL);
     let healed = game.app.world().get::<Health>(p).unwrap().current;
     assert_eq!(healed, 100);
-    let id = newest_receipt(&ledger, 7);
+    let id = newest_receipt(store, 7);
 
     service(&mut game).refund(id.clone(), "goodwill");
     let refunded: ReceiptRefunded = answer(&mut game, "the refund to settle");
@@ -267,32 +251,22 @@ fn a_product_without_a_refund_handler_keeps_its_effect_and_says_so() {
     assert_eq!(game.app.world().get::<Health>(p).unwrap().current, 100);
     assert_eq!(balance(&game, p), 1000);
     game.app.settle();
-    assert_eq!(stored_refund(&ledger, &id), Some(Clawback::Kept));
+    assert_eq!(stored_refund(store, &id), Some(Clawback::Kept));
 }
 
-#[test]
-fn a_refund_made_outside_the_game_reaches_the_online_player_within_seconds() {
-    let ledger = InMemoryLedger::default();
-    let mut game = game_on(&ledger, "a");
+fn a_refund_made_outside_the_game_reaches_the_online_player_within_seconds(store: &TestStore) {
+    let mut game = game_on(store, "a");
     let p = game.join(7);
     game.buy(p, GOLD_100);
     game.app.settle();
-    let id = newest_receipt(&ledger, 7);
+    let id = newest_receipt(store, 7);
 
     // The admin tool (or another server) refunds straight in the ledger.
-    let mut tool = ledger.clone();
-    tool.begin().unwrap();
-    let reply = tool
-        .apply(
-            &LedgerRequest::Refund(RefundRequest {
-                purchase_id: id.clone(),
-                reason: "support ticket".into(),
-                place: None,
-            }),
-            0,
-        )
-        .unwrap();
-    tool.commit().unwrap();
+    let reply = store.apply_outside(LedgerRequest::Refund(RefundRequest {
+        purchase_id: id.clone(),
+        reason: "support ticket".into(),
+        place: None,
+    }));
     assert!(matches!(reply, LedgerReply::Refunded { .. }));
 
     // With the default refresh interval (2 s of the game's clock): no rejoin, no shortened wait.
@@ -302,10 +276,8 @@ fn a_refund_made_outside_the_game_reaches_the_online_player_within_seconds() {
     assert_eq!(balance(&game, p), 1000);
 }
 
-#[test]
-fn store_top_ups_credit_once_per_order_and_a_reversal_leaves_a_shortfall() {
-    let ledger = InMemoryLedger::default();
-    let mut game = game_on(&ledger, "a");
+fn store_top_ups_credit_once_per_order_and_a_reversal_leaves_a_shortfall(store: &TestStore) {
+    let mut game = game_on(store, "a");
     let p = game.join(7);
 
     for _ in 0..3 {
@@ -363,7 +335,18 @@ fn store_top_ups_credit_once_per_order_and_a_reversal_leaves_a_shortfall() {
     assert_eq!((paid.balance, paid.shortfall), (600, 0));
     assert_eq!(balance(&game, p), 600);
     game.app.settle();
-    let audit = ledger.audit();
+    let audit = store.audit();
     assert!(audit.check().is_sound(), "{:?}", audit.check().problems);
     assert!(audit.shortfalls.is_empty());
 }
+
+on_every_store!(
+    refunding_a_granted_purchase_gives_the_gems_back_and_takes_the_gold_back_once,
+    a_receipt_of_another_place_is_not_refunded_here,
+    a_refunded_pending_receipt_is_never_granted,
+    the_gold_of_a_buyer_who_is_away_is_taken_back_when_they_join,
+    a_declining_refund_handler_is_retried_and_its_changes_undone,
+    a_product_without_a_refund_handler_keeps_its_effect_and_says_so,
+    a_refund_made_outside_the_game_reaches_the_online_player_within_seconds,
+    store_top_ups_credit_once_per_order_and_a_reversal_leaves_a_shortfall,
+);
