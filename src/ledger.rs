@@ -240,6 +240,12 @@ impl LedgerRequest {
         }
     }
 
+    /// A report for the people who run the game (purchase history, sales): it only reads, may
+    /// read much, and is answered by the ledger's reader when the store has one.
+    pub(crate) fn is_report(&self) -> bool {
+        matches!(self, Self::History { .. } | Self::Sales(_))
+    }
+
     /// Whether the request reads the stored ledger as a whole rather than rows a batch can gather
     /// up front (audits, history, sales).
     #[cfg(feature = "postgres")]
@@ -551,6 +557,14 @@ pub trait LedgerStore: Send + 'static {
     fn commit(&mut self) -> Result<(), LedgerError>;
     /// Abandons the transaction.
     fn rollback(&mut self);
+    /// Answers a request that only reads (a report, an audit) without holding writers up: by
+    /// default in a transaction that is rolled back; SQLite reads outside any transaction.
+    fn read(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError> {
+        self.begin()?;
+        let reply = self.apply(request, now_ms);
+        self.rollback();
+        reply
+    }
 }
 
 /// Opens a store on the worker thread.
@@ -632,6 +646,31 @@ impl LedgerBackend {
                 })
             }
             Self::Custom(f) => f.clone(),
+        }
+    }
+
+    /// Opens a second connection to the same store for reports (history, sales), so that a
+    /// report over a large ledger never holds purchases up. Only stores that several connections
+    /// can share have one: an SQLite file (WAL lets it read while the game writes) and
+    /// PostgreSQL.
+    pub(crate) fn reader_factory(&self) -> Option<StoreFactory> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(path) => {
+                let path = path.clone();
+                Some(Arc::new(move || {
+                    SqliteLedger::open(&path).map(|s| Box::new(s) as Box<dyn LedgerStore>)
+                }))
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres(options) => {
+                let options = options.clone();
+                Some(Arc::new(move || {
+                    PostgresLedger::connect(options.clone())
+                        .map(|s| Box::new(s) as Box<dyn LedgerStore>)
+                }))
+            }
+            _ => None,
         }
     }
 }

@@ -193,6 +193,7 @@ impl Plugin for MarketplacePlugin {
         };
         let ledger = Ledger::spawn_with_batch_limit(
             self.ledger.factory(&settings.server_id),
+            self.ledger.reader_factory(),
             self.max_batch,
         );
         if !app.world().contains_resource::<Time<Real>>() {

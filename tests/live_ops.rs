@@ -11,8 +11,8 @@ use std::process::Command;
 
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{
-    HISTORY_PAGE_SIZE, HistoryFilter, PurchaseHistoryReady, SALES_CSV_HEADER, SalesBucket,
-    SalesQuery, SalesReportReady, SqliteLedger, sales_csv,
+    HISTORY_PAGE_SIZE, HistoryFilter, LedgerBackend, PurchaseHistoryReady, SALES_CSV_HEADER,
+    SalesBucket, SalesQuery, SalesReportReady, SqliteLedger, sales_csv,
 };
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{
@@ -183,6 +183,113 @@ on_every_store!(
     purchase_history_pages_newest_first_with_filters,
     sales_totals_equal_the_receipts_and_test_purchases_count_apart,
 );
+
+/// A sales report reads the ledger beside the game's writes: a purchase made while a report over
+/// 400,000 receipts runs is charged and granted before the report is done. (With one connection
+/// the purchase would wait for the report.) Default settings, the game's own backend.
+fn a_large_report_does_not_hold_a_purchase_up(backend: LedgerBackend) {
+    let everything = SalesQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        bucket: SalesBucket::Day,
+    };
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, plugin(backend)))
+        .init_resource::<HandlerMode>()
+        .persist_component::<Gold>();
+    add_sample_handlers(&mut app, HandlerLog::default());
+    let p = spawn_buyer(&mut app, 7, 30);
+    app.update_until("the buyer's session to load", |w| {
+        w.get::<bevy_marketplace::PlayerSession>(p)
+            .is_some_and(|s| s.is_active())
+    });
+
+    let started = std::time::Instant::now();
+    app.world_mut()
+        .resource_mut::<MarketplaceService>()
+        .request_sales_report(everything);
+    app.update();
+    app.world_mut()
+        .write_message(bevy_marketplace::PromptProductPurchase {
+            player: p,
+            product_id: GOLD_100,
+        });
+    let (mut granted_at, mut report_at) = (None, None);
+    let mut rows = Vec::new();
+    app.update_until("the grant and the report", |w| {
+        if granted_at.is_none()
+            && w.resource_mut::<Messages<bevy_marketplace::ReceiptResolved>>()
+                .drain()
+                .next()
+                .is_some()
+        {
+            granted_at = Some(started.elapsed());
+        }
+        if let Some(report) = w
+            .resource_mut::<Messages<SalesReportReady>>()
+            .drain()
+            .next()
+        {
+            report_at = Some(started.elapsed());
+            rows = report.result.unwrap();
+        }
+        granted_at.is_some() && report_at.is_some()
+    });
+    let (granted_at, report_at) = (granted_at.unwrap(), report_at.unwrap());
+    println!(
+        "report over 400,000 receipts answered after {report_at:?}; the purchase made after it \
+         was granted after {granted_at:?}"
+    );
+    assert!(
+        granted_at < report_at,
+        "the purchase ({granted_at:?}) waited for the report ({report_at:?})"
+    );
+    assert_eq!(app.world().get::<Gold>(p).unwrap().0, 100);
+    let units: u64 = rows.iter().map(|r| r.units + r.test_units).sum();
+    assert!(units >= 400_000, "the report counted {units}");
+}
+
+#[test]
+fn a_large_report_on_sqlite_does_not_hold_a_purchase_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    drop(SqliteLedger::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400000)
+         INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id,
+                               currency_spent, currency_type, channel, is_test, state,
+                               created_ms, resolved_ms, product_name)
+         SELECT printf('%032x', i), 'filler-' || i, 1000 + i % 5000, 456456, 0, 80, 1, 1,
+                i % 50 = 0, 'granted', 1780000000000 + i * 6480, 1780000000000 + i * 6480,
+                'Pouch of Gold'
+         FROM n",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    a_large_report_does_not_hold_a_purchase_up(LedgerBackend::sqlite(&path));
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_large_report_on_postgres_does_not_hold_a_purchase_up() {
+    let url = pg::PgCluster::shared().create_database("large_report");
+    drop(bevy_marketplace::ledger::PostgresLedger::connect(url.as_str()).unwrap());
+    let mut sql = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    sql.batch_execute(
+        "INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id,
+                               currency_spent, currency_type, channel, is_test, state,
+                               created_ms, resolved_ms, product_name)
+         SELECT lpad(to_hex(i), 32, '0'), 'filler-' || i, 1000 + i % 5000, 456456, 0, 80, 1, 1,
+                i % 50 = 0, 'granted', 1780000000000 + i * 6480::bigint,
+                1780000000000 + i * 6480::bigint, 'Pouch of Gold'
+         FROM generate_series(1, 400000) AS i;
+         ANALYZE receipts;",
+    )
+    .unwrap();
+    a_large_report_does_not_hold_a_purchase_up(LedgerBackend::postgres(url));
+}
 
 // ------------------------------------------------------------------ the admin tool
 

@@ -162,28 +162,23 @@ impl Store {
         }
     }
 
+    fn store(&mut self) -> &mut dyn LedgerStore {
+        match self {
+            Store::Sqlite(store) => store,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.as_mut(),
+        }
+    }
+
     /// Asks one read-only question. SQLite answers outside a write transaction, so games on the
     /// same file are never held up; PostgreSQL reads a snapshot.
     fn ask(&mut self, request: LedgerRequest) -> Result<LedgerReply, LedgerError> {
-        match self {
-            Store::Sqlite(store) => store.apply(&request, now_ms()),
-            #[cfg(feature = "postgres")]
-            Store::Postgres(store) => {
-                store.begin()?;
-                let reply = store.apply(&request, now_ms());
-                store.rollback();
-                reply
-            }
-        }
+        self.store().read(&request, now_ms())
     }
 
     /// Applies one change in its own transaction (waiting for a game's transaction on SQLite).
     fn change(&mut self, request: LedgerRequest) -> Result<LedgerReply, LedgerError> {
-        let store: &mut dyn LedgerStore = match self {
-            Store::Sqlite(store) => store,
-            #[cfg(feature = "postgres")]
-            Store::Postgres(store) => store.as_mut(),
-        };
+        let store = self.store();
         store.begin()?;
         match store.apply(&request, now_ms()) {
             Ok(reply) => {

@@ -92,6 +92,8 @@ pub struct WorkerLoad {
 /// ```
 #[derive(Resource)]
 pub struct Ledger {
+    /// Answers reports on a connection of its own, when the store can be opened twice.
+    reader: Option<Reader>,
     outbox: Vec<LedgerRequest>,
     to_worker: Option<Sender<Vec<LedgerRequest>>>,
     // A Mutex only to make the resource Sync; `get_mut` never locks.
@@ -108,7 +110,13 @@ impl Ledger {
     /// Starts a storage worker thread that opens the store with `open` and applies at most
     /// `max_batch` requests per transaction (1 turns group commit off: one transaction, and one
     /// fsync, per request).
-    pub(crate) fn spawn_with_batch_limit(open: StoreFactory, max_batch: usize) -> Self {
+    /// With `reader`, reports (history, sales) are answered by a second thread on a connection
+    /// it opens with `reader`, once the store has opened.
+    pub(crate) fn spawn_with_batch_limit(
+        open: StoreFactory,
+        reader: Option<StoreFactory>,
+        max_batch: usize,
+    ) -> Self {
         let max_batch = max_batch.max(1);
         let (to_worker, requests) = mpsc::channel::<Vec<LedgerRequest>>();
         let (answers, from_worker) = mpsc::channel();
@@ -119,6 +127,7 @@ impl Ledger {
             .spawn(move || run_worker(open, requests, answers, max_batch, &worker_counters))
             .expect("the OS refused to start the ledger worker thread");
         Self {
+            reader: reader.map(Reader::spawn),
             outbox: Vec::new(),
             to_worker: Some(to_worker),
             from_worker: Mutex::new(from_worker),
@@ -151,7 +160,23 @@ impl Ledger {
         if self.outbox.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.outbox);
+        let mut batch = std::mem::take(&mut self.outbox);
+        // Reports go to the reader once the store has opened (and migrated) for the game.
+        if let Some(reader) = &mut self.reader
+            && matches!(
+                self.status,
+                LedgerStatus::Ready(_) | LedgerStatus::Unavailable(_)
+            )
+            && batch.iter().any(LedgerRequest::is_report)
+        {
+            let (reports, rest): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(LedgerRequest::is_report);
+            reader.send(reports, &mut self.failed);
+            batch = rest;
+            if batch.is_empty() {
+                return;
+            }
+        }
         if let LedgerStatus::Failed(error) = &self.status {
             let error = LedgerError::Unavailable(error.to_string());
             self.failed.extend(failed_all(batch, error));
@@ -234,11 +259,15 @@ impl Ledger {
                 }
             }
         }
+        if let Some(reader) = &mut self.reader {
+            reader.poll(&mut on_batch);
+        }
     }
 
     /// Requests sent to the worker and not yet answered, plus those still queued.
     pub fn in_flight(&self) -> usize {
-        self.in_flight + self.outbox.len() + self.failed.len()
+        let reading = self.reader.as_ref().map_or(0, |r| r.in_flight);
+        self.in_flight + reading + self.outbox.len() + self.failed.len()
     }
 
     /// Whether the store is open.
@@ -255,6 +284,8 @@ impl Ledger {
     /// Dropping the `Ledger` does the same; this only blocks at shutdown.
     pub(crate) fn shutdown(&mut self) {
         self.flush();
+        // The reader only reads: it is not waited for, and stops after the report it is on.
+        self.reader = None;
         self.to_worker = None;
         if let Some(worker) = self.worker.take()
             && worker.join().is_err()
@@ -267,6 +298,91 @@ impl Ledger {
 impl Drop for Ledger {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The thread that answers reports (history, sales) on a connection of its own, so that a report
+/// reading a million receipts does not make purchases queue behind it.
+struct Reader {
+    to_reader: Sender<Vec<LedgerRequest>>,
+    // A Mutex only to make the resource Sync; `get_mut` never locks.
+    from_reader: Mutex<Receiver<Vec<LedgerCompletion>>>,
+    in_flight: usize,
+}
+
+impl Reader {
+    fn spawn(open: StoreFactory) -> Self {
+        let (to_reader, requests) = mpsc::channel::<Vec<LedgerRequest>>();
+        let (answers, from_reader) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("marketplace-ledger-reader".into())
+            .spawn(move || run_reader(open, requests, answers));
+        if let Err(error) = spawned {
+            // The requests sent to it will be answered as failed by `send`.
+            tracing::error!("the OS refused to start the ledger reader thread: {error}");
+        }
+        Self {
+            to_reader,
+            from_reader: Mutex::new(from_reader),
+            in_flight: 0,
+        }
+    }
+
+    fn send(&mut self, reports: Vec<LedgerRequest>, failed: &mut Vec<LedgerCompletion>) {
+        let n = reports.len();
+        match self.to_reader.send(reports) {
+            Ok(()) => self.in_flight += n,
+            Err(mpsc::SendError(reports)) => failed.extend(failed_all(
+                reports,
+                LedgerError::Unavailable("the ledger reader thread stopped".into()),
+            )),
+        }
+    }
+
+    fn poll(&mut self, on_batch: &mut impl FnMut(Vec<LedgerCompletion>)) {
+        let from_reader = self
+            .from_reader
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        while let Ok(done) = from_reader.try_recv() {
+            self.in_flight -= done.len();
+            on_batch(done);
+        }
+    }
+}
+
+/// Answers each report in a transaction of its own. The connection is opened at the first report
+/// and again after any failure; a panic fails only its report.
+fn run_reader(
+    open: StoreFactory,
+    requests: Receiver<Vec<LedgerRequest>>,
+    answers: Sender<Vec<LedgerCompletion>>,
+) {
+    let mut store: Option<Box<dyn LedgerStore>> = None;
+    for batch in requests {
+        let mut done = Vec::with_capacity(batch.len());
+        for request in batch {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let store = match &mut store {
+                    Some(store) => store,
+                    None => store.insert(open()?),
+                };
+                store.read(&request, now_ms())
+            }))
+            .unwrap_or_else(|payload| {
+                Err(LedgerError::Storage(format!(
+                    "the ledger store panicked reading a report: {}",
+                    panic_message(&*payload)
+                )))
+            });
+            if result.is_err() {
+                store = None;
+            }
+            done.push(LedgerCompletion { request, result });
+        }
+        if answers.send(done).is_err() {
+            return;
+        }
     }
 }
 

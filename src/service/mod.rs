@@ -196,6 +196,9 @@ impl MarketplaceService {
     /// Asks the ledger for sales per product per day or hour; the answer comes as a
     /// [`SalesReportReady`](crate::ledger::SalesReportReady) message.
     /// [`sales_csv`](crate::ledger::sales_csv) writes it as CSV.
+    ///
+    /// The report reads every purchase in the range. On SQLite and PostgreSQL it is read on a
+    /// connection of its own (as are history pages), so purchases never queue behind it.
     pub fn request_sales_report(&mut self, query: crate::ledger::SalesQuery) {
         self.requests
             .push(ServiceRequest::Ledger(crate::ledger::LedgerRequest::Sales(
