@@ -395,25 +395,7 @@ fn the_sales_chart_sums_what_it_draws() {
         to_ms: 20_002 * day,
         bucket: SalesBucket::Day,
     };
-    let names = std::collections::BTreeMap::from([(ProductId(456456), "Pouch of Gold".into())]);
-    let ctx = egui::Context::default();
-    let mut text = String::new();
-    for _ in 0..2 {
-        let mut output = ctx.run_ui(egui::RawInput::default(), |ui| {
-            sales_chart(
-                ui,
-                &query,
-                &rows,
-                &names,
-                &PremiumCurrency::new("Robux", "R$"),
-            );
-        });
-        text.clear();
-        for clipped in &output.shapes {
-            collect_text(&clipped.shape, &mut text);
-        }
-        output.textures_delta.clear();
-    }
+    let text = sales_chart_texts(&rows, &query);
     assert!(
         text.contains("4 sold for R$ 255, R$ 80 refunded, net R$ 175; 2 test purchase(s)"),
         "{text}"
@@ -425,6 +407,62 @@ fn the_sales_chart_sums_what_it_draws() {
     assert!(
         text.contains("product 111222"),
         "an unknown product by id: {text}"
+    );
+}
+
+/// The texts `sales_chart` draws for `rows`, after two frames (the plot lays out on the first).
+fn sales_chart_texts(rows: &[SalesRow], query: &SalesQuery) -> String {
+    let names = std::collections::BTreeMap::from([(ProductId(456456), "Pouch of Gold".into())]);
+    let ctx = egui::Context::default();
+    let mut text = String::new();
+    for _ in 0..2 {
+        let mut output = ctx.run_ui(egui::RawInput::default(), |ui| {
+            sales_chart(
+                ui,
+                query,
+                rows,
+                &names,
+                &PremiumCurrency::new("Robux", "R$"),
+            );
+        });
+        text.clear();
+        for clipped in &output.shapes {
+            collect_text(&clipped.shape, &mut text);
+        }
+        output.textures_delta.clear();
+    }
+    text
+}
+
+#[test]
+fn a_week_of_test_purchases_only_draws_no_bars_and_no_negative_units() {
+    let day = SalesBucket::Day.millis();
+    let rows = [SalesRow {
+        bucket_start_ms: 20_000 * day,
+        product_id: ProductId(456456),
+        units: 0,
+        currency: 0,
+        refunded_units: 0,
+        refunded_currency: 0,
+        test_units: 3,
+    }];
+    let query = SalesQuery {
+        from_ms: 19_995 * day,
+        to_ms: 20_002 * day,
+        bucket: SalesBucket::Day,
+    };
+    let text = sales_chart_texts(&rows, &query);
+    assert!(
+        text.contains("0 sold for R$ 0, R$ 0 refunded, net R$ 0; 3 test purchase(s)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Pouch of Gold"),
+        "no legend entry for a product sold only in tests: {text}"
+    );
+    assert!(
+        !text.contains("-1") && !text.contains("\u{2212}1"),
+        "no negative units on the axis: {text}"
     );
 }
 

@@ -305,7 +305,9 @@ pub fn sales_chart(
 ) {
     let bucket_ms = query.bucket.millis() as f64;
     let mut by_product: BTreeMap<ProductId, Vec<Bar>> = BTreeMap::new();
-    for row in rows {
+    // Test purchases are counted in the totals only: a product sold only in tests gets no bar
+    // and no legend entry.
+    for row in rows.iter().filter(|r| r.units > 0) {
         by_product
             .entry(row.product_id)
             .or_default()
@@ -339,7 +341,10 @@ pub fn sales_chart(
                 .collect()
         })
         .legend(Legend::default().position(Corner::LeftTop))
+        // Units start at 0 and the axis shows at least one, so an empty week is not drawn
+        // around a negative axis.
         .include_y(0.0)
+        .include_y(1.0)
         .allow_drag(false)
         .allow_zoom(false)
         .allow_scroll(false)
