@@ -744,3 +744,53 @@ fn a_client_prompts_for_the_player_it_owns_now() {
         net.server_prompt(0).is_some() && net.client_prompt(0).is_some()
     });
 }
+
+/// A double click on Buy: the second Confirm leaves the client before the server's answer to the
+/// first has come back. It must not reach the server after the purchase, as the "OK" that closes
+/// "Purchase successful" before the player saw it.
+#[test]
+fn a_double_click_on_buy_buys_once_and_leaves_purchase_successful_open() {
+    let mut net = Net::new();
+    net.ask(0, GOLD_100);
+    net.run_until("the prompt on the client", |net| {
+        net.client_prompt(0)
+            .is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
+    });
+    net.answer(0, PromptAction::Confirm);
+    net.step(); // the first click leaves the client…
+    net.step(); // …and reaches the server, which has not answered yet
+    net.answer(0, PromptAction::Confirm);
+    net.client(0).update(); // the second click, with no answer yet from the server
+    // The server charges and grants while the second click is on its way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !net
+        .server_prompt(0)
+        .is_some_and(|p| matches!(p.state, PromptState::Purchased(_)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the charge"
+        );
+        net.server.update();
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    net.idle();
+    assert!(
+        matches!(
+            net.client_prompt(0).map(|p| p.state),
+            Some(PromptState::Purchased(_))
+        ),
+        "\"Purchase successful\" stays until the player closes it"
+    );
+    assert!(net.drain::<PromptProductPurchaseFinished>(0).is_empty());
+    assert_eq!(net.ledger.audit().receipts.len(), 1, "bought once");
+
+    // A click after the answer is the player's OK, and closes it.
+    net.answer(0, PromptAction::Confirm);
+    let mut finished = Vec::new();
+    net.run_until("the prompt to close", |net| {
+        finished.extend(net.drain::<PromptProductPurchaseFinished>(0));
+        !finished.is_empty()
+    });
+    assert!(finished[0].is_purchased);
+}

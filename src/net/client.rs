@@ -10,7 +10,8 @@ use crate::currency::PremiumBalance;
 use crate::ids::{RequestId, UserId};
 use crate::players::Player;
 use crate::purchase::{
-    PromptAnswer, PromptProductPurchaseFinished, PurchaseFailed, PurchasePrompt, TopUpRequested,
+    PromptAction, PromptAnswer, PromptProductPurchaseFinished, PurchaseFailed, PurchasePrompt,
+    TopUpRequested,
 };
 use crate::receipt::ReceiptResolved;
 use crate::service::{MarketplaceService, PromptProductPurchase};
@@ -156,12 +157,25 @@ fn apply_server_messages(
     }
 }
 
+/// How long a Confirm waits for the server's answer before the same prompt may be confirmed
+/// again (an answer lost with a connection that came back).
+const CONFIRM_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The prompt update a Confirm was last sent for (each update from the server is a new
+/// `request_id` here), and when.
+#[derive(Default)]
+struct LastConfirm(Option<(RequestId, std::time::Duration)>);
+
+#[allow(clippy::too_many_arguments)]
 fn send_requests(
     mut service: ResMut<MarketplaceService>,
     mut prompts: MessageReader<PromptProductPurchase>,
     mut answers: MessageReader<PromptAnswer>,
     mut requests: MessageWriter<NetPromptRequest>,
     mut net_answers: MessageWriter<NetPromptAnswer>,
+    shown: Query<&PurchasePrompt, With<LocalBuyer>>,
+    time: Res<Time<Real>>,
+    mut last_confirm: Local<LastConfirm>,
 ) {
     let queued = std::mem::take(&mut service.queued_prompts);
     for prompt in queued.iter().chain(prompts.read()) {
@@ -169,7 +183,21 @@ fn send_requests(
             product_id: prompt.product_id,
         });
     }
+    let shown = shown.single().ok().map(|prompt| prompt.request_id);
+    let now = time.elapsed();
     for answer in answers.read() {
+        // A second Confirm before the server has answered the first (a double click on Buy)
+        // would reach the server after the purchase, as the "OK" that closes "Purchase
+        // successful" before the player saw it.
+        if answer.action == PromptAction::Confirm {
+            if let (Some(shown), Some((confirmed, at))) = (shown, last_confirm.0)
+                && shown == confirmed
+                && now.saturating_sub(at) < CONFIRM_ANSWER_WAIT
+            {
+                continue;
+            }
+            last_confirm.0 = shown.map(|shown| (shown, now));
+        }
         net_answers.write(NetPromptAnswer {
             action: answer.action,
         });
