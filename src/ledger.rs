@@ -614,9 +614,7 @@ impl LedgerBackend {
     pub fn custom<S: LedgerStore>(
         open: impl Fn() -> Result<S, LedgerError> + Send + Sync + 'static,
     ) -> Self {
-        Self::Custom(Arc::new(move || {
-            open().map(|s| Box::new(s) as Box<dyn LedgerStore>)
-        }))
+        Self::Custom(store_factory(open))
     }
 
     /// Opens the store on the worker thread; `server` is the game's id, which an SQLite ledger
@@ -627,23 +625,17 @@ impl LedgerBackend {
         match self {
             Self::InMemory(store) => {
                 let store = store.clone();
-                Arc::new(move || Ok(Box::new(store.clone()) as Box<dyn LedgerStore>))
+                store_factory(move || Ok(store.clone()))
             }
             #[cfg(feature = "sqlite")]
             Self::Sqlite(path) => {
                 let (path, server) = (path.clone(), server.clone());
-                Arc::new(move || {
-                    SqliteLedger::open_exclusive(&path, &server)
-                        .map(|s| Box::new(s) as Box<dyn LedgerStore>)
-                })
+                store_factory(move || SqliteLedger::open_exclusive(&path, &server))
             }
             #[cfg(feature = "postgres")]
             Self::Postgres(options) => {
                 let options = options.clone();
-                Arc::new(move || {
-                    PostgresLedger::connect(options.clone())
-                        .map(|s| Box::new(s) as Box<dyn LedgerStore>)
-                })
+                store_factory(move || PostgresLedger::connect(options.clone()))
             }
             Self::Custom(f) => f.clone(),
         }
@@ -651,28 +643,32 @@ impl LedgerBackend {
 
     /// Opens a second connection to the same store for reports (history, sales), so that a
     /// report over a large ledger never holds purchases up. Only stores that several connections
-    /// can share have one: an SQLite file (WAL lets it read while the game writes) and
-    /// PostgreSQL.
+    /// can share have one: an SQLite file (WAL lets it read while the game writes; the game
+    /// holds the file's lock, so the reader opens it without) and PostgreSQL.
     pub(crate) fn reader_factory(&self) -> Option<StoreFactory> {
         match self {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(path) => {
                 let path = path.clone();
-                Some(Arc::new(move || {
-                    SqliteLedger::open(&path).map(|s| Box::new(s) as Box<dyn LedgerStore>)
-                }))
+                Some(store_factory(move || SqliteLedger::open(&path)))
             }
             #[cfg(feature = "postgres")]
             Self::Postgres(options) => {
                 let options = options.clone();
-                Some(Arc::new(move || {
+                Some(store_factory(move || {
                     PostgresLedger::connect(options.clone())
-                        .map(|s| Box::new(s) as Box<dyn LedgerStore>)
                 }))
             }
             _ => None,
         }
     }
+}
+
+/// A [`StoreFactory`] from a function that opens one kind of store.
+fn store_factory<S: LedgerStore>(
+    open: impl Fn() -> Result<S, LedgerError> + Send + Sync + 'static,
+) -> StoreFactory {
+    Arc::new(move || open().map(|s| Box::new(s) as Box<dyn LedgerStore>))
 }
 
 impl Default for LedgerBackend {

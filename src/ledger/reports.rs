@@ -97,6 +97,15 @@ impl HistoryPage {
         }
     }
 
+    /// How many purchases (after the cursor, if any) come before the page: none from a cursor,
+    /// `page` pages without.
+    pub(crate) fn skipped(page: u32, after: Option<&HistoryCursor>) -> usize {
+        match after {
+            Some(_) => 0,
+            None => page as usize * HISTORY_PAGE_SIZE,
+        }
+    }
+
     /// The page of `entries` (already filtered and newest first) that starts after `after`, or
     /// without a cursor page `page` (from 0).
     pub(crate) fn of(
@@ -104,13 +113,9 @@ impl HistoryPage {
         page: u32,
         after: Option<&HistoryCursor>,
     ) -> Self {
-        let skip = match after {
-            Some(_) => 0,
-            None => page as usize * HISTORY_PAGE_SIZE,
-        };
         let mut entries: Vec<HistoryEntry> = entries
             .filter(|e| after.is_none_or(|cursor| cursor.precedes(e)))
-            .skip(skip)
+            .skip(Self::skipped(page, after))
             .take(HISTORY_PAGE_SIZE + 1)
             .collect();
         let is_finished = entries.len() <= HISTORY_PAGE_SIZE;

@@ -260,10 +260,7 @@ fn read_ledger(conn: &mut Conn, request: &LedgerRequest) -> Result<LedgerReply, 
             page,
             after,
         } => {
-            let offset = match after {
-                Some(_) => 0,
-                None => i64::from(*page) * super::HISTORY_PAGE_SIZE as i64,
-            };
+            let offset = super::HistoryPage::skipped(*page, after.as_ref()) as i64;
             let rows = conn.query(
                 HISTORY,
                 &[

@@ -267,10 +267,6 @@ impl Books for SqliteBooks<'_> {
                AND (?8 IS NULL OR created_ms < ?8 OR purchase_id < ?9)
              ORDER BY created_ms DESC, purchase_id DESC LIMIT ?6 OFFSET ?7"
         ))?;
-        let offset = match after {
-            Some(_) => 0,
-            None => i64::from(page) * HISTORY_PAGE_SIZE as i64,
-        };
         let rows = stmt.query_map(
             params![
                 user.0,
@@ -279,7 +275,7 @@ impl Books for SqliteBooks<'_> {
                 filter.from_ms,
                 filter.to_ms,
                 (HISTORY_PAGE_SIZE + 1) as i64,
-                offset,
+                HistoryPage::skipped(page, after) as i64,
                 after.map(|c| c.purchased_at_ms),
                 after.map(|c| c.purchase_id.0.as_str()),
             ],
