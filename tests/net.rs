@@ -239,6 +239,15 @@ impl Net {
             .prompt_product_purchase(buyer, product);
     }
 
+    /// The client asks for a prompt and waits until it shows, awaiting the player's answer.
+    fn open_prompt(&mut self, i: usize, product: ProductId) {
+        self.ask(i, product);
+        self.run_until("the prompt on the client", |net| {
+            net.client_prompt(i)
+                .is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
+        });
+    }
+
     fn answer(&mut self, i: usize, action: PromptAction) {
         let player = self.buyer(i);
         self.client(i)
@@ -259,11 +268,7 @@ impl Net {
 fn a_client_prompts_confirms_and_sees_its_purchase_granted_on_the_server() {
     let mut net = Net::new();
     let (up, down) = (net.bytes_up, net.bytes_down);
-    net.ask(0, GOLD_100);
-    net.run_until("the prompt on the client", |net| {
-        net.client_prompt(0)
-            .is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
-    });
+    net.open_prompt(0, GOLD_100);
     let prompt = net.client_prompt(0).unwrap();
     assert_eq!((prompt.price, prompt.balance_before), (80, 1000));
     assert_eq!(prompt.product.unwrap().name, "Pouch of Gold");
@@ -613,11 +618,7 @@ fn a_client_that_disconnects_at_any_moment_of_a_purchase_pays_at_most_once_and_g
     // while the server charges, after the charge, while the grant commits.
     for cut in 0..12 {
         let mut net = Net::new();
-        net.ask(0, GOLD_100);
-        net.run_until("the prompt", |net| {
-            net.client_prompt(0)
-                .is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
-        });
+        net.open_prompt(0, GOLD_100);
         net.answer(0, PromptAction::Confirm);
         for _ in 0..cut {
             net.step();
@@ -751,11 +752,7 @@ fn a_client_prompts_for_the_player_it_owns_now() {
 #[test]
 fn a_double_click_on_buy_buys_once_and_leaves_purchase_successful_open() {
     let mut net = Net::new();
-    net.ask(0, GOLD_100);
-    net.run_until("the prompt on the client", |net| {
-        net.client_prompt(0)
-            .is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
-    });
+    net.open_prompt(0, GOLD_100);
     net.answer(0, PromptAction::Confirm);
     net.step(); // the first click leaves the client…
     net.step(); // …and reaches the server, which has not answered yet

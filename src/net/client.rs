@@ -161,11 +161,6 @@ fn apply_server_messages(
 /// again (an answer lost with a connection that came back).
 const CONFIRM_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The prompt update a Confirm was last sent for (each update from the server is a new
-/// `request_id` here), and when.
-#[derive(Default)]
-struct LastConfirm(Option<(RequestId, std::time::Duration)>);
-
 #[allow(clippy::too_many_arguments)]
 fn send_requests(
     mut service: ResMut<MarketplaceService>,
@@ -175,7 +170,9 @@ fn send_requests(
     mut net_answers: MessageWriter<NetPromptAnswer>,
     shown: Query<&PurchasePrompt, With<LocalBuyer>>,
     time: Res<Time<Real>>,
-    mut last_confirm: Local<LastConfirm>,
+    // The prompt update a Confirm was last sent for (each update from the server gets a new
+    // `request_id` here), and when.
+    mut last_confirm: Local<Option<(RequestId, std::time::Duration)>>,
 ) {
     let queued = std::mem::take(&mut service.queued_prompts);
     for prompt in queued.iter().chain(prompts.read()) {
@@ -190,13 +187,13 @@ fn send_requests(
         // would reach the server after the purchase, as the "OK" that closes "Purchase
         // successful" before the player saw it.
         if answer.action == PromptAction::Confirm {
-            if let (Some(shown), Some((confirmed, at))) = (shown, last_confirm.0)
+            if let (Some(shown), Some((confirmed, at))) = (shown, *last_confirm)
                 && shown == confirmed
                 && now.saturating_sub(at) < CONFIRM_ANSWER_WAIT
             {
                 continue;
             }
-            last_confirm.0 = shown.map(|shown| (shown, now));
+            *last_confirm = shown.map(|shown| (shown, now));
         }
         net_answers.write(NetPromptAnswer {
             action: answer.action,
