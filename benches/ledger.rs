@@ -6,6 +6,7 @@
 //! cargo bench --bench ledger
 //! ```
 
+use bevy_marketplace::ledger::{ChargeReply, OpenSession, OpenSessionReply, OpenedSession};
 use bevy_marketplace::ledger::{
     ChargeRequest, InMemoryLedger, LeaseFence, LedgerReply, LedgerRequest, LedgerStore,
     PlayerSnapshot, SaveRequest, ServerId, SqliteLedger,
@@ -27,16 +28,19 @@ fn open_players(store: &mut dyn LedgerStore, server: &ServerId, n: usize) -> Vec
     for u in 0..n as i64 {
         let reply = store
             .apply(
-                &LedgerRequest::OpenSession {
+                &LedgerRequest::OpenSession(OpenSession {
                     user: UserId(u),
                     server: server.clone(),
                     lease_ms: 3_600_000,
                     starting_balance: 1 << 40,
-                },
+                }),
                 0,
             )
             .unwrap();
-        let LedgerReply::SessionOpened { lease_token, .. } = reply else {
+        let LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession {
+            lease_token, ..
+        })) = reply
+        else {
             panic!("session refused: {reply:?}");
         };
         fences.push(LeaseFence {
@@ -71,7 +75,7 @@ fn purchase_round(store: &mut dyn LedgerStore, fences: &[LeaseFence], round: u64
                 0,
             )
             .unwrap();
-        let LedgerReply::Charged { receipt, .. } = reply else {
+        let LedgerReply::Charge(ChargeReply::Charged { receipt, .. }) = reply else {
             panic!("charge refused: {reply:?}");
         };
         granted.push(receipt.purchase_id);

@@ -10,6 +10,7 @@
 //!   cargo run --release --features postgres --example bench_pipeline   # adds PostgreSQL figures
 //! ```
 
+use bevy_marketplace::ledger::{AdjustBalance, HistoryRequest};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
+use bevy_marketplace::Ledger;
 use bevy_marketplace::ledger::{
-    ChargeRequest, InMemoryLedger, Ledger, LedgerBackend, LedgerRequest, LedgerStore,
+    ChargeRequest, InMemoryLedger, LedgerBackend, LedgerRequest, LedgerStore,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::{
@@ -383,11 +385,13 @@ fn live_ops(total: i64) -> (f64, f64, f64, f64) {
         let reply = store.apply(&request, 0).unwrap();
         (started.elapsed().as_secs_f64() * 1000.0, reply)
     };
-    let history = |page, after| LedgerRequest::History {
-        user: UserId(1),
-        filter: HistoryFilter::default(),
-        page,
-        after,
+    let history = |page, after| {
+        LedgerRequest::History(HistoryRequest {
+            user: UserId(1),
+            filter: HistoryFilter::default(),
+            page,
+            after,
+        })
     };
     let (first, reply) = timed(history(0, None));
     if !matches!(reply, LedgerReply::History(ref p) if p.entries.len() == 50 && !p.is_finished) {
@@ -562,13 +566,13 @@ fn burst(
     for u in 0..n {
         store
             .apply(
-                &LedgerRequest::AdjustBalance {
+                &LedgerRequest::AdjustBalance(AdjustBalance {
                     user: UserId(u),
                     delta: 1000,
                     reason: "bench".into(),
                     // Store-page buyers who never played: their accounts start empty.
                     starting_balance: 0,
-                },
+                }),
                 0,
             )
             .unwrap();

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
-use bevy_marketplace::ledger::{Ledger, LedgerBackend};
+use bevy_marketplace::Ledger;
+use bevy_marketplace::ledger::LedgerBackend;
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::{DeliveryFailure, ReceiptDeliveryFailed};
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-// Floors, bottom to top: ids, currency, receipt, retry, wake, panic_message → catalog, ledger, settings → players →
+// Floors, bottom to top: ids, currency, receipt, retry, wake, panic_message → catalog, ledger, settings → link → players →
 // receipts, service → purchase → shutdown → plugin → ui. A module imports only from floors
 // below its own.
 mod catalog;
@@ -10,6 +10,7 @@ mod currency;
 pub mod icon;
 mod ids;
 pub mod ledger;
+mod link;
 #[cfg(feature = "net")]
 pub mod net;
 mod panic_message;
@@ -38,10 +39,11 @@ pub use catalog::{
 };
 pub use currency::{PremiumBalance, PremiumCurrency};
 pub use ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
-pub use ledger::{Clawback, ReceiptRefunded};
+pub use ledger::Clawback;
+pub use link::Ledger;
 pub use players::{
-    PendingReceipt, PersistRegistry, Player, PlayerSaveFailed, PlayerSession, SessionPhase,
-    Sessions,
+    PendingReceipt, PersistRegistry, Player, PlayerSaveFailed, PlayerSession, ReceiptRefunded,
+    ReceiptResolved, SessionPhase, Sessions,
 };
 pub use plugin::{CatalogSource, MarketplacePlugin};
 pub use purchase::{
@@ -49,15 +51,17 @@ pub use purchase::{
     PurchaseError, PurchaseFailed, PurchasePrompt, TopUpOffer, TopUpRequested,
 };
 pub use receipt::{
-    CurrencyType, ProductPurchaseChannel, ProductPurchaseDecision, ReceiptInfo, ReceiptResolved,
-    ReceiptState,
+    CurrencyType, ProductPurchaseChannel, ProductPurchaseDecision, ReceiptInfo, ReceiptState,
 };
 pub use receipts::{
     ClawbackFailed, DeliveryFailure, HandlerError, IntoPurchaseDecision, ReceiptDeliveryFailed,
     ReceiptHandler, ReceiptHandlers, RefundHandlers, receipt_handler,
 };
 pub use retry::RetryPolicy;
-pub use service::{MarketplaceError, MarketplaceService, PromptProductPurchase};
+pub use service::{
+    CreditFailure, CreditFinished, CreditReversalFinished, MarketplaceError, MarketplaceService,
+    PromptProductPurchase, PurchaseHistoryReady, RefundFailure, RefundFinished, SalesReportReady,
+};
 pub use settings::{MarketplaceSettings, MarketplaceStats, MarketplaceSystems};
 pub use shutdown::{ExitOnSignal, ExitReport, MarketplaceExit};
 

@@ -8,25 +8,14 @@ use bevy::prelude::*;
 use crate::catalog::{Catalog, CatalogLoader, CatalogStatus, start_catalog_load};
 use crate::currency::PremiumCurrency;
 use crate::ids::PlaceId;
-use crate::ledger::{Ledger, LedgerBackend, ServerId};
-use crate::players::{
-    DeliveryQueue, LedgerInbox, PersistRegistry, PlayerSaveFailed, Sessions, flush_ledger,
-    handle_session_replies, on_player_added, on_player_removed, receive_ledger, run_wakes,
-    save_players, watch_ledger_status,
-};
-use crate::purchase::{
-    ConfirmPolicy, PromptAnswer, PromptProductPurchaseFinished, PurchaseFailed, answer_prompts,
-    close_prompt_of_leaving_buyer, handle_charge_replies, open_prompts,
-};
-use crate::receipt::ReceiptResolved;
-use crate::receipts::{ReceiptDeliveryFailed, ReceiptHandlers, deliver_receipts};
+use crate::ledger::{LedgerBackend, ServerId};
+use crate::link::{Ledger, LinkPlugin};
+use crate::players::PlayersPlugin;
+use crate::purchase::{ConfirmPolicy, PurchasePlugin};
+use crate::receipts::ReceiptsPlugin;
 use crate::retry::RetryPolicy;
-use crate::service::{
-    MarketplaceService, PromptProductPurchase, apply_catalog_events, apply_service_requests,
-    install_catalog,
-};
-use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats, MarketplaceSystems};
-use crate::wake::WakeSchedule;
+use crate::service::{MarketplaceService, ServicePlugin, apply_catalog_events, install_catalog};
+use crate::settings::{MarketplaceSettings, MarketplaceStats, MarketplaceSystems};
 
 /// Where the catalog comes from.
 #[derive(Clone, Debug)]
@@ -191,7 +180,7 @@ impl Plugin for MarketplacePlugin {
             exit_timeout: self.exit_timeout,
             refresh_interval: self.refresh_interval,
         };
-        let ledger = Ledger::spawn_with_batch_limit(
+        let ledger = Ledger::spawn(
             self.ledger.factory(&settings.server_id),
             self.ledger.reader_factory(),
             self.max_batch,
@@ -204,33 +193,7 @@ impl Plugin for MarketplacePlugin {
             .insert_resource(settings)
             .insert_resource(self.confirm.clone())
             .insert_resource(ledger)
-            .init_resource::<ReceiptHandlers>()
-            .init_resource::<crate::receipts::RefundHandlers>()
-            .init_resource::<PersistRegistry>()
-            .init_resource::<Sessions>()
-            .init_resource::<LedgerInbox>()
-            .init_resource::<FrameDeadline>()
-            .init_resource::<DeliveryQueue>()
-            .init_resource::<WakeSchedule>()
             .init_resource::<MarketplaceStats>()
-            .add_message::<PromptProductPurchase>()
-            .add_message::<crate::ledger::PurchaseHistoryReady>()
-            .add_message::<crate::ledger::SalesReportReady>()
-            .add_message::<PromptProductPurchaseFinished>()
-            .add_message::<PromptAnswer>()
-            .add_message::<PurchaseFailed>()
-            .add_message::<crate::purchase::TopUpRequested>()
-            .add_message::<ReceiptResolved>()
-            .add_message::<crate::ledger::ReceiptRefunded>()
-            .add_message::<crate::ledger::RefundFinished>()
-            .add_message::<crate::ledger::CreditFinished>()
-            .add_message::<crate::ledger::CreditReversalFinished>()
-            .add_message::<crate::receipts::ClawbackFailed>()
-            .add_message::<ReceiptDeliveryFailed>()
-            .add_message::<PlayerSaveFailed>()
-            .add_observer(on_player_added)
-            .add_observer(on_player_removed)
-            .add_observer(close_prompt_of_leaving_buyer)
             .configure_sets(
                 PreUpdate,
                 (
@@ -243,26 +206,14 @@ impl Plugin for MarketplacePlugin {
                 )
                     .chain(),
             )
-            .add_systems(
-                PreUpdate,
-                (
-                    receive_ledger.in_set(MarketplaceSystems::Receive),
-                    (
-                        watch_ledger_status,
-                        handle_session_replies,
-                        run_wakes,
-                        apply_service_requests,
-                    )
-                        .chain()
-                        .in_set(MarketplaceSystems::Sessions),
-                    (handle_charge_replies, open_prompts, answer_prompts)
-                        .chain()
-                        .in_set(MarketplaceSystems::Prompts),
-                    deliver_receipts.in_set(MarketplaceSystems::Deliver),
-                    save_players.in_set(MarketplaceSystems::Persist),
-                    flush_ledger.in_set(MarketplaceSystems::Send),
-                ),
-            );
+            // One plugin per stage, in the order a purchase meets them (see `MarketplaceSystems`).
+            .add_plugins((
+                LinkPlugin,
+                PlayersPlugin,
+                ServicePlugin,
+                PurchasePlugin,
+                ReceiptsPlugin,
+            ));
         crate::shutdown::install(app);
     }
 }

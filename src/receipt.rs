@@ -1,6 +1,5 @@
 //! Receipts: what a charge produces, what handlers receive.
 
-use bevy::prelude::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{PlaceId, ProductId, PurchaseId, UserId};
@@ -110,13 +109,4 @@ impl ReceiptState {
             _ => None,
         }
     }
-}
-
-/// A receipt was granted **and committed** together with the buyer's persisted state: it will
-/// never be delivered again, on any server. This — not [`PromptProductPurchaseFinished`](crate::PromptProductPurchaseFinished) —
-/// is the signal that a purchase went through.
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct ReceiptResolved {
-    /// The receipt.
-    pub receipt: ReceiptInfo,
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 
-use crate::ledger::Ledger;
+use crate::link::{Ledger, answers_waiting};
 
 /// Test helpers on [`App`].
 pub trait MarketplaceTestExt {
@@ -22,10 +22,7 @@ impl MarketplaceTestExt for App {
         let mut quiet = 0;
         while quiet < 4 {
             self.update();
-            let inbox_empty = self
-                .world()
-                .get_resource::<crate::players::LedgerInbox>()
-                .is_none_or(|i| i.is_empty());
+            let inbox_empty = answers_waiting(self.world()) == 0;
             if self.world().resource::<Ledger>().in_flight() == 0 && inbox_empty {
                 quiet += 1;
             } else {
@@ -76,6 +73,6 @@ pub fn queued_work(world: &World) -> QueuedWork {
         deliveries: world.resource::<crate::players::DeliveryQueue>().len(),
         awaiting_commit: sessions.awaiting_commit().count(),
         departed: sessions.departing(),
-        inbox_empty: world.resource::<crate::players::LedgerInbox>().is_empty(),
+        inbox_empty: answers_waiting(world) == 0,
     }
 }

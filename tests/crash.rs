@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
-use bevy_marketplace::ledger::{Ledger, LedgerBackend};
+use bevy_marketplace::Ledger;
+use bevy_marketplace::ledger::LedgerBackend;
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::{
     Clawback, PlayerSession, PromptState, PurchaseId, ReceiptRefunded, ReceiptState, RetryPolicy,
@@ -306,7 +307,7 @@ fn report(mut resolved: MessageReader<ReceiptResolved>, mut storm: ResMut<Storm>
 
 fn report_refunds(
     mut refunded: MessageReader<ReceiptRefunded>,
-    mut finished: MessageReader<bevy_marketplace::ledger::RefundFinished>,
+    mut finished: MessageReader<bevy_marketplace::RefundFinished>,
     mut storm: ResMut<Storm>,
 ) {
     for r in refunded.read() {

@@ -11,6 +11,10 @@
 #[path = "common/pg.rs"]
 mod pg;
 
+use bevy_marketplace::ledger::{
+    AdjustBalance, AdjustReply, Audit, ChargeReply, HistoryRequest, OpenSession, OpenSessionReply,
+    OpenedSession, PlayerReading, ReadPlayer, ReleaseSession, ReverseCredit, SaveReply,
+};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
@@ -253,12 +257,12 @@ fn concretize(ops: &[Op]) -> Story {
                 user,
                 server,
                 long_lease,
-            } => LedgerRequest::OpenSession {
+            } => LedgerRequest::OpenSession(OpenSession {
                 user: UserId(i64::from(*user)),
                 server: server_id(*server),
                 lease_ms: if *long_lease { 60_000 } else { 1_000 },
                 starting_balance: 1000,
-            },
+            }),
             Op::Charge {
                 user,
                 server,
@@ -337,16 +341,16 @@ fn concretize(ops: &[Op]) -> Story {
                 user,
                 server,
                 token,
-            } => LedgerRequest::ReleaseSession {
+            } => LedgerRequest::ReleaseSession(ReleaseSession {
                 user: UserId(i64::from(*user)),
                 server: server_id(*server),
                 token: token.map(|current| fence(&tokens, *user, *server, !current).token),
-            },
+            }),
             Op::Adjust {
                 user,
                 delta,
                 nul_in_reason,
-            } => LedgerRequest::AdjustBalance {
+            } => LedgerRequest::AdjustBalance(AdjustBalance {
                 user: UserId(i64::from(*user)),
                 delta: *delta,
                 reason: if *nul_in_reason {
@@ -355,7 +359,7 @@ fn concretize(ops: &[Op]) -> Story {
                     "top-up".into()
                 },
                 starting_balance: 1000,
-            },
+            }),
             Op::Refund {
                 back,
                 other_place,
@@ -380,13 +384,13 @@ fn concretize(ops: &[Op]) -> Story {
                 order_id: format!("order-{order}"),
                 starting_balance: 1000,
             }),
-            Op::Reverse { source, order } => LedgerRequest::ReverseCredit {
+            Op::Reverse { source, order } => LedgerRequest::ReverseCredit(ReverseCredit {
                 source: ["steam", "web\0shop"][usize::from(*source)].to_owned(),
                 order_id: format!("order-{order}"),
-            },
-            Op::Pending { user } => LedgerRequest::PendingReceipts {
+            }),
+            Op::Pending { user } => LedgerRequest::ReadPlayer(ReadPlayer {
                 user: UserId(i64::from(*user)),
-            },
+            }),
             Op::History {
                 user,
                 product,
@@ -394,7 +398,7 @@ fn concretize(ops: &[Op]) -> Story {
                 since_now,
                 page,
                 after,
-            } => LedgerRequest::History {
+            } => LedgerRequest::History(HistoryRequest {
                 user: UserId(i64::from(*user)),
                 filter: HistoryFilter {
                     product: product.map(|p| ProductId(if p { 111 } else { 456456 })),
@@ -417,7 +421,7 @@ fn concretize(ops: &[Op]) -> Story {
                         receipts[usize::from(pick) % receipts.len()].clone()
                     },
                 }),
-            },
+            }),
             Op::Sales { hourly } => LedgerRequest::Sales(SalesQuery {
                 from_ms: 0,
                 to_ms: i64::MAX,
@@ -433,8 +437,11 @@ fn concretize(ops: &[Op]) -> Story {
         model.commit().unwrap();
         match (&request, &reply) {
             (
-                LedgerRequest::OpenSession { user, server, .. },
-                LedgerReply::SessionOpened { lease_token, .. },
+                LedgerRequest::OpenSession(OpenSession { user, server, .. }),
+                LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession {
+                    lease_token,
+                    ..
+                })),
             ) => {
                 let server: u8 = server.0[1..].parse().unwrap();
                 tokens
@@ -444,11 +451,11 @@ fn concretize(ops: &[Op]) -> Story {
             }
             (
                 _,
-                LedgerReply::Charged {
+                LedgerReply::Charge(ChargeReply::Charged {
                     receipt,
                     replayed: false,
                     ..
-                },
+                }),
             ) => receipts.push(receipt.purchase_id.clone()),
             _ => {}
         }
@@ -590,7 +597,9 @@ fn differences(stores: &mut Stores, ops: &[Op]) -> Result<(), String> {
         }
         let audit_request = store.as_mut();
         audit_request.begin().unwrap();
-        let LedgerReply::Audit(audit) = audit_request.apply(&LedgerRequest::Audit, 0).unwrap()
+        let LedgerReply::Audit(audit) = audit_request
+            .apply(&LedgerRequest::Audit(Audit), 0)
+            .unwrap()
         else {
             unreachable!()
         };
@@ -675,10 +684,10 @@ fn a_grant_and_a_reread_in_one_batch() {
         Op::Pending { user: 0 },
     ]);
     assert!(
-        matches!(&replies[2], LedgerReply::Saved { newly_granted, .. } if newly_granted.len() == 1)
+        matches!(&replies[2], LedgerReply::Save(SaveReply::Saved { newly_granted, .. }) if newly_granted.len() == 1)
     );
     assert!(
-        matches!(&replies[3], LedgerReply::PendingReceipts { receipts, .. } if receipts.is_empty()),
+        matches!(&replies[3], LedgerReply::ReadPlayer(PlayerReading { pending, .. }) if pending.is_empty()),
         "the granted receipt is not pending"
     );
 }
@@ -710,11 +719,11 @@ fn a_final_save_and_a_release_in_one_batch() {
     ]);
     assert_eq!(
         replies[1],
-        LedgerReply::Saved {
+        LedgerReply::Save(SaveReply::Saved {
             newly_granted: vec![],
             newly_settled: vec![],
             clawbacks_due: vec![],
-        },
+        }),
         "the final save lands, not LeaseLost"
     );
     assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(7)");
@@ -764,10 +773,22 @@ fn an_absurd_top_up_fails_alone() {
             release: false,
         },
     ]);
-    assert!(matches!(replies[2], LedgerReply::Charged { .. }));
-    assert_eq!(replies[3], LedgerReply::BalanceTooHigh { balance: 1000 });
-    assert_eq!(replies[4], LedgerReply::BalanceAdjusted { balance: 1005 });
-    assert!(matches!(replies[5], LedgerReply::Saved { .. }));
+    assert!(matches!(
+        replies[2],
+        LedgerReply::Charge(ChargeReply::Charged { .. })
+    ));
+    assert_eq!(
+        replies[3],
+        LedgerReply::AdjustBalance(AdjustReply::TooHigh { balance: 1000 })
+    );
+    assert_eq!(
+        replies[4],
+        LedgerReply::AdjustBalance(AdjustReply::Adjusted { balance: 1005 })
+    );
+    assert!(matches!(
+        replies[5],
+        LedgerReply::Save(SaveReply::Saved { .. })
+    ));
     assert_eq!(audit.accounts[&UserId(0)].0, 990, "the others committed");
     assert_eq!(
         audit.accounts[&UserId(1)].0,
@@ -838,11 +859,16 @@ fn a_server_that_lost_the_lease_takes_no_money() {
             release: false,
         },
     ]);
-    let lost = LedgerReply::LeaseLost {
-        owner: Some("s1".into()),
-    };
+    let owner = Some("s1".into());
+    let lost = LedgerReply::Charge(ChargeReply::LeaseLost {
+        owner: owner.clone(),
+    });
     assert_eq!(replies[2], lost, "no charge without the lease");
-    assert_eq!(replies[3], lost, "no save without the lease");
+    assert_eq!(
+        replies[3],
+        LedgerReply::Save(SaveReply::LeaseLost { owner }),
+        "no save without the lease"
+    );
     assert_eq!(audit.accounts[&UserId(0)].0, 1000, "no money taken");
     assert!(audit.receipts.is_empty());
     assert!(
@@ -894,16 +920,23 @@ fn a_stale_process_with_the_same_server_id_cannot_write() {
     ]);
     assert!(matches!(
         &replies[1],
-        LedgerReply::SessionOpened { lease_token: 2, .. }
+        LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession {
+            lease_token: 2,
+            ..
+        }))
     ));
-    let lost = LedgerReply::LeaseLost {
-        owner: Some("s0".into()),
-    };
+    let owner = Some("s0".into());
+    let lost = LedgerReply::Charge(ChargeReply::LeaseLost {
+        owner: owner.clone(),
+    });
     assert_eq!(replies[2], lost);
-    assert_eq!(replies[3], lost);
+    assert_eq!(
+        replies[3],
+        LedgerReply::Save(SaveReply::LeaseLost { owner })
+    );
     assert!(matches!(
         replies[4],
-        LedgerReply::Charged { balance: 700, .. }
+        LedgerReply::Charge(ChargeReply::Charged { balance: 700, .. })
     ));
     assert_eq!(
         audit.leases[&UserId(0)].owner.as_deref(),
@@ -951,7 +984,9 @@ fn receipts_made_at_the_same_moment_are_listed_in_one_order_everywhere() {
             long_lease: false,
         },
     ]);
-    let LedgerReply::SessionOpened { pending, .. } = &replies[7] else {
+    let LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { pending, .. })) =
+        &replies[7]
+    else {
         panic!("{:?}", replies[7]);
     };
     let ids: Vec<&str> = pending.iter().map(|r| r.purchase_id.as_str()).collect();

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
+use bevy_marketplace::Ledger;
 use bevy_marketplace::ledger::{
-    Ledger, LedgerBackend, LedgerError, LedgerStatus, SCHEMA_VERSION, ServerId, SqliteLedger,
+    LedgerBackend, LedgerError, LedgerStatus, SCHEMA_VERSION, ServerId, SqliteLedger,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;

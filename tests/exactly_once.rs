@@ -3,6 +3,7 @@
 
 mod common;
 
+use bevy_marketplace::ledger::{OpenSession, OpenSessionReply, OpenedSession, SaveReply};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -405,7 +406,7 @@ fn a_store_that_panics_fails_its_transaction_and_is_reopened() {
         .id();
     app.update_until("the store is reopened", |w| {
         matches!(
-            w.resource::<bevy_marketplace::ledger::Ledger>().status(),
+            w.resource::<bevy_marketplace::Ledger>().status(),
             LedgerStatus::Restarting(_)
         ) || opened.load(Ordering::SeqCst) == 2
     });
@@ -415,9 +416,7 @@ fn a_store_that_panics_fails_its_transaction_and_is_reopened() {
     });
     assert_eq!(opened.load(Ordering::SeqCst), 2, "opened again once");
     assert!(matches!(
-        app.world()
-            .resource::<bevy_marketplace::ledger::Ledger>()
-            .status(),
+        app.world().resource::<bevy_marketplace::Ledger>().status(),
         LedgerStatus::Ready(_)
     ));
     // A purchase whose charge hits the next panic is retried and goes through, once.
@@ -521,14 +520,14 @@ fn a_session_that_fails_to_load_gives_its_lease_back() {
     // A tool wrote a Gold this game cannot read.
     let mut tool = shop.ledger.clone();
     tool.begin().unwrap();
-    let LedgerReply::SessionOpened { lease_token, .. } = tool
-        .apply(
-            &LedgerRequest::OpenSession {
+    let LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { lease_token, .. })) =
+        tool.apply(
+            &LedgerRequest::OpenSession(OpenSession {
                 user: UserId(4),
                 server: ServerId("tool".into()),
                 lease_ms: 60_000,
                 starting_balance: 1000,
-            },
+            }),
             0,
         )
         .unwrap()
@@ -549,7 +548,7 @@ fn a_session_that_fails_to_load_gives_its_lease_back() {
     });
     assert!(matches!(
         tool.apply(&save, 0).unwrap(),
-        LedgerReply::Saved { .. }
+        LedgerReply::Save(SaveReply::Saved { .. })
     ));
     tool.commit().unwrap();
 

@@ -11,13 +11,14 @@ use std::process::Command;
 
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{
-    HISTORY_PAGE_SIZE, HistoryFilter, LedgerBackend, PurchaseHistoryReady, SALES_CSV_HEADER,
-    SalesBucket, SalesQuery, SalesReportReady, SqliteLedger, sales_csv,
+    HISTORY_PAGE_SIZE, HistoryFilter, LedgerBackend, SALES_CSV_HEADER, SalesBucket, SalesQuery,
+    SqliteLedger, sales_csv,
 };
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{
     MarketplaceAppExt, MarketplaceError, MarketplaceService, PremiumBalance, ReceiptState, UserId,
 };
+use bevy_marketplace::{PurchaseHistoryReady, SalesReportReady};
 use common::*;
 use stores::TestStore;
 #[cfg(feature = "postgres")]
@@ -454,7 +455,8 @@ fn the_admin_tool_checks_catalogs_and_says_what_is_wrong() {
 #[cfg(feature = "postgres")]
 #[test]
 fn the_admin_tool_and_another_server_refund_and_credit_on_postgres() {
-    use bevy_marketplace::ledger::{PostgresLedger, RefundFinished};
+    use bevy_marketplace::RefundFinished;
+    use bevy_marketplace::ledger::PostgresLedger;
 
     let url = pg::PgCluster::shared().create_database("live_ops");
     let server = |id: &str| {

@@ -1,6 +1,9 @@
 //! The in-memory ledger's transactions: rolled back whole, invisible until committed, one at a
 //! time across clones.
 
+use bevy_marketplace::ledger::{
+    AdjustBalance, ChargeReply, OpenSession, OpenSessionReply, OpenedSession, SaveReply,
+};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -14,12 +17,12 @@ use bevy_marketplace::{
 };
 
 fn open(user: i64) -> LedgerRequest {
-    LedgerRequest::OpenSession {
+    LedgerRequest::OpenSession(OpenSession {
         user: UserId(user),
         server: ServerId("a".into()),
         lease_ms: 60_000,
         starting_balance: 1000,
-    }
+    })
 }
 
 /// Server "a"'s first lease on a user (tokens count leases taken, from 1).
@@ -69,7 +72,7 @@ fn apply(store: &mut InMemoryLedger, requests: &[LedgerRequest]) -> Vec<LedgerRe
 
 fn receipt_of(reply: &LedgerReply) -> PurchaseId {
     match reply {
-        LedgerReply::Charged { receipt, .. } => receipt.purchase_id.clone(),
+        LedgerReply::Charge(ChargeReply::Charged { receipt, .. }) => receipt.purchase_id.clone(),
         other => panic!("not charged: {other:?}"),
     }
 }
@@ -105,12 +108,12 @@ fn a_rolled_back_transaction_leaves_no_trace() {
         charge(1, 200),
         charge(2, 999),
         save(1, 900, vec![pending], true),
-        LedgerRequest::AdjustBalance {
+        LedgerRequest::AdjustBalance(AdjustBalance {
             user: UserId(2),
             delta: -1000,
             reason: "refund".into(),
             starting_balance: 1000,
-        },
+        }),
     ] {
         store.apply(&request, 2).unwrap();
     }
@@ -124,19 +127,21 @@ fn a_rolled_back_transaction_leaves_no_trace() {
     // The lease and the pending list came back too: user 1 opens with the pending receipt, and
     // another server is still refused.
     store.begin().unwrap();
-    let LedgerReply::SessionOpened { pending, .. } = store.apply(&open(1), 3).unwrap() else {
+    let LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { pending, .. })) =
+        store.apply(&open(1), 3).unwrap()
+    else {
         panic!("our own lease");
     };
     assert_eq!(pending.len(), 1);
-    let other = LedgerRequest::OpenSession {
+    let other = LedgerRequest::OpenSession(OpenSession {
         user: UserId(1),
         server: ServerId("b".into()),
         lease_ms: 60_000,
         starting_balance: 0,
-    };
+    });
     assert!(matches!(
         store.apply(&other, 3).unwrap(),
-        LedgerReply::SessionBusy { .. }
+        LedgerReply::OpenSession(OpenSessionReply::Busy { .. })
     ));
     store.commit().unwrap();
 }
@@ -173,10 +178,12 @@ fn a_save_for_a_user_the_ledger_never_saw_makes_no_account() {
     let mut store = InMemoryLedger::default();
     assert_eq!(
         apply(&mut store, &[save(5, 10, vec![], false)]),
-        vec![LedgerReply::LeaseLost { owner: None }]
+        vec![LedgerReply::Save(SaveReply::LeaseLost { owner: None })]
     );
     assert!(store.audit().accounts.is_empty());
-    let [LedgerReply::SessionOpened { balance, .. }] = &apply(&mut store, &[open(5)])[..] else {
+    let [LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { balance, .. }))] =
+        &apply(&mut store, &[open(5)])[..]
+    else {
         panic!("the session opens");
     };
     assert_eq!(*balance, 1000, "the first join gets the starting balance");

@@ -11,16 +11,20 @@ mod pg;
 #[path = "common/race.rs"]
 mod race;
 
+use bevy_marketplace::ledger::{
+    ChargeReply, OpenSession, OpenSessionReply, OpenedSession, ReleaseSession, SaveReply,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
+use bevy_marketplace::Ledger;
 use bevy_marketplace::ledger::{
-    ChargeRequest, LeaseClock, LeaseFence, Ledger, LedgerBackend, LedgerError, LedgerReply,
-    LedgerRequest, LedgerStatus, LedgerStore, PG_SCHEMA_VERSION, PlayerSnapshot, PostgresLedger,
-    PostgresOptions, SaveRequest, ServerId,
+    ChargeRequest, LeaseClock, LeaseFence, LedgerBackend, LedgerError, LedgerReply, LedgerRequest,
+    LedgerStatus, LedgerStore, PG_SCHEMA_VERSION, PlayerSnapshot, PostgresLedger, PostgresOptions,
+    SaveRequest, ServerId,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
@@ -81,12 +85,12 @@ fn apply_at(store: &mut PostgresLedger, now_ms: i64, request: LedgerRequest) -> 
 }
 
 fn open(user: i64, server: &str, lease_ms: i64) -> LedgerRequest {
-    LedgerRequest::OpenSession {
+    LedgerRequest::OpenSession(OpenSession {
         user: UserId(user),
         server: ServerId(server.into()),
         lease_ms,
         starting_balance: 1000,
-    }
+    })
 }
 
 fn gold_state(gold: u64) -> PlayerSnapshot {
@@ -190,20 +194,20 @@ fn a_charge_retried_with_the_same_request_id_charges_once() {
     let mut store = connect(&url);
     apply_at(&mut store, 1, open(2, "a", 1000));
     let id = RequestId::new();
-    let LedgerReply::Charged {
+    let LedgerReply::Charge(ChargeReply::Charged {
         receipt: first,
         balance,
         replayed: false,
-    } = apply_at(&mut store, 2, charge(2, id, 100))
+    }) = apply_at(&mut store, 2, charge(2, id, 100))
     else {
         panic!("the first charge charges");
     };
     assert_eq!(balance, 900);
-    let LedgerReply::Charged {
+    let LedgerReply::Charge(ChargeReply::Charged {
         receipt: again,
         balance,
         replayed: true,
-    } = apply_at(&mut store, 3, charge(2, id, 100))
+    }) = apply_at(&mut store, 3, charge(2, id, 100))
     else {
         panic!("the retry is a replay");
     };
@@ -211,18 +215,18 @@ fn a_charge_retried_with_the_same_request_id_charges_once() {
     assert_eq!(balance, 900, "nothing debited twice");
     assert_eq!(
         apply_at(&mut store, 4, charge(2, RequestId::new(), 5000)),
-        LedgerReply::InsufficientFunds {
+        LedgerReply::Charge(ChargeReply::InsufficientFunds {
             balance: 900,
             price: 5000
-        }
+        })
     );
     // A charge creates the account of a user the ledger never saw with the starting balance.
     assert_eq!(
         apply_at(&mut store, 5, charge(77, RequestId::new(), 5000)),
-        LedgerReply::InsufficientFunds {
+        LedgerReply::Charge(ChargeReply::InsufficientFunds {
             balance: 1000,
             price: 5000
-        }
+        })
     );
     let audit = store.audit().unwrap();
     assert_eq!(audit.receipts.len(), 1);
@@ -256,15 +260,15 @@ fn save(
 /// A reply with its random parts (purchase ids) blanked, to compare two databases.
 fn comparable(reply: &LedgerReply) -> String {
     match reply {
-        LedgerReply::Charged {
+        LedgerReply::Charge(ChargeReply::Charged {
             receipt,
             balance,
             replayed,
-        } => format!(
+        }) => format!(
             "charged user {} product {} price {} balance {balance} replayed {replayed}",
             receipt.player_id, receipt.product_id, receipt.currency_spent
         ),
-        LedgerReply::Saved { newly_granted, .. } => {
+        LedgerReply::Save(SaveReply::Saved { newly_granted, .. }) => {
             format!("saved, {} granted", newly_granted.len())
         }
         other => format!("{other:?}"),
@@ -280,9 +284,9 @@ fn batch_story(url: &str, batched: bool) -> (Vec<String>, bevy_marketplace::ledg
     }
     apply_at(&mut store, 1, open(5, "b", 60_000));
     let replayed_request = RequestId::new();
-    let LedgerReply::Charged {
+    let LedgerReply::Charge(ChargeReply::Charged {
         receipt: earlier, ..
-    } = apply_at(&mut store, 2, charge(1, RequestId::new(), 10))
+    }) = apply_at(&mut store, 2, charge(1, RequestId::new(), 10))
     else {
         panic!("charged");
     };
@@ -333,11 +337,11 @@ fn a_batch_of_charges_and_saves_does_what_the_same_requests_do_one_by_one() {
     assert_eq!(batched.0, one_by_one.0, "the same answers");
     assert_eq!(batched.0[1], "saved, 1 granted");
     assert_eq!(
-        batched.0[4], "InsufficientFunds { balance: 900, price: 950 }",
+        batched.0[4], "Charge(InsufficientFunds { balance: 900, price: 950 })",
         "a second charge of one player in a batch sees the first"
     );
     assert!(batched.0[6].contains("replayed true"), "{:?}", batched.0);
-    assert_eq!(batched.0[7], "LeaseLost { owner: Some(\"b\") }");
+    assert_eq!(batched.0[7], "Save(LeaseLost { owner: Some(\"b\") })");
     assert!(
         batched.0[5].ends_with("price 1 balance 999 replayed false"),
         "a charge of a user the ledger never saw starts from the starting balance: {:?}",
@@ -407,7 +411,10 @@ fn two_servers_batching_each_others_players_do_not_deadlock() {
                     .expect("the batch path takes it")
                     .unwrap_or_else(|e| panic!("round {round}: {e}"));
                 store.commit().unwrap();
-                assert!(matches!(replies[0], LedgerReply::SessionBusy { .. }));
+                assert!(matches!(
+                    replies[0],
+                    LedgerReply::OpenSession(OpenSessionReply::Busy { .. })
+                ));
             }
         })
     };
@@ -493,14 +500,14 @@ fn the_lease_is_a_compare_and_set_between_servers() {
     let mut b = connect(&url);
     assert!(matches!(
         apply_at(&mut a, 1_000, open(5, "a", 1_000)),
-        LedgerReply::SessionOpened { .. }
+        LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { .. }))
     ));
     assert_eq!(
         apply_at(&mut b, 1_500, open(5, "b", 1_000)),
-        LedgerReply::SessionBusy {
+        LedgerReply::OpenSession(OpenSessionReply::Busy {
             owner: "a".into(),
             expires_at_ms: 2_000
-        },
+        }),
         "A's lease is live"
     );
     // A renews by saving.
@@ -521,29 +528,30 @@ fn the_lease_is_a_compare_and_set_between_servers() {
     };
     assert_eq!(
         apply_at(&mut a, 1_900, save("a", 10, vec![], false)),
-        LedgerReply::Saved {
+        LedgerReply::Save(SaveReply::Saved {
             newly_granted: vec![],
             newly_settled: vec![],
             clawbacks_due: vec![],
-        }
+        })
     );
     assert!(matches!(
         apply_at(&mut b, 2_500, open(5, "b", 1_000)),
-        LedgerReply::SessionBusy {
+        LedgerReply::OpenSession(OpenSessionReply::Busy {
             expires_at_ms: 2_900,
             ..
-        }
+        })
     ));
     // A stalls; its lease runs out and B takes over.
-    let LedgerReply::Charged { receipt, .. } = apply_at(
+    let LedgerReply::Charge(ChargeReply::Charged { receipt, .. }) = apply_at(
         &mut a,
         2_950,
         fenced_charge(5, RequestId::new(), 100, first_lease("a")),
     ) else {
         panic!("charged");
     };
-    let LedgerReply::SessionOpened { state, pending, .. } =
-        apply_at(&mut b, 3_000, open(5, "b", 1_000))
+    let LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession {
+        state, pending, ..
+    })) = apply_at(&mut b, 3_000, open(5, "b", 1_000))
     else {
         panic!("B takes the expired lease");
     };
@@ -556,21 +564,21 @@ fn the_lease_is_a_compare_and_set_between_servers() {
             3_100,
             save("a", 110, vec![receipt.purchase_id.clone()], false)
         ),
-        LedgerReply::LeaseLost {
+        LedgerReply::Save(SaveReply::LeaseLost {
             owner: Some("b".into())
-        }
+        })
     );
     assert_eq!(
         apply_at(
             &mut a,
             3_100,
-            LedgerRequest::ReleaseSession {
+            LedgerRequest::ReleaseSession(ReleaseSession {
                 user: UserId(5),
                 server: ServerId("a".into()),
                 token: Some(1),
-            }
+            })
         ),
-        LedgerReply::Released
+        LedgerReply::ReleaseSession(())
     );
     assert_eq!(
         apply_at(
@@ -578,11 +586,11 @@ fn the_lease_is_a_compare_and_set_between_servers() {
             3_200,
             save("b", 110, vec![receipt.purchase_id.clone()], true)
         ),
-        LedgerReply::Saved {
+        LedgerReply::Save(SaveReply::Saved {
             newly_granted: vec![receipt.purchase_id.clone()],
             newly_settled: vec![],
             clawbacks_due: vec![],
-        }
+        })
     );
     let audit = b.audit().unwrap();
     assert_eq!(audit.accounts[&UserId(5)].1, gold_state(110));
@@ -590,7 +598,7 @@ fn the_lease_is_a_compare_and_set_between_servers() {
     // Released: A may open it again at once.
     assert!(matches!(
         apply_at(&mut a, 3_300, open(5, "a", 1_000)),
-        LedgerReply::SessionOpened { .. }
+        LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { .. }))
     ));
 }
 
@@ -697,7 +705,7 @@ fn ledger_throughput_with_four_servers() {
                     .unwrap()
                     .into_iter()
                     .map(|reply| match reply {
-                        LedgerReply::SessionOpened { lease_token, .. } => LeaseFence {
+                        LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { lease_token, .. })) => LeaseFence {
                             server: ServerId(server.as_str().into()),
                             token: lease_token,
                         },
@@ -722,7 +730,7 @@ fn ledger_throughput_with_four_servers() {
                         .unwrap()
                         .into_iter()
                         .map(|reply| match reply {
-                            LedgerReply::Charged { receipt, .. } => receipt,
+                            LedgerReply::Charge(ChargeReply::Charged { receipt, .. }) => receipt,
                             other => panic!("{other:?}"),
                         })
                         .collect();
@@ -745,7 +753,7 @@ fn ledger_throughput_with_four_servers() {
                         })
                         .collect();
                     for reply in store.apply_batch(&saves, now).unwrap().unwrap() {
-                        assert!(matches!(reply, LedgerReply::Saved { ref newly_granted, .. } if newly_granted.len() == 1));
+                        assert!(matches!(reply, LedgerReply::Save(SaveReply::Saved { ref newly_granted, .. }) if newly_granted.len() == 1));
                     }
                     store.commit().unwrap();
                     granted += users.len() as u64;

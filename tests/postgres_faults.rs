@@ -8,12 +8,14 @@ mod pg;
 #[path = "common/proxy.rs"]
 mod proxy;
 
+use bevy_marketplace::ledger::{ChargeReply, OpenSession, OpenSessionReply, OpenedSession};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
+use bevy_marketplace::Ledger;
 use bevy_marketplace::ledger::{
-    ChargeRequest, LeaseClock, LeaseFence, Ledger, LedgerBackend, LedgerError, LedgerReply,
-    LedgerRequest, LedgerStatus, LedgerStore, PostgresLedger, PostgresOptions, ServerId,
+    ChargeRequest, LeaseClock, LeaseFence, LedgerBackend, LedgerError, LedgerReply, LedgerRequest,
+    LedgerStatus, LedgerStore, PostgresLedger, PostgresOptions, ServerId,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
@@ -32,12 +34,12 @@ fn wall_ms() -> i64 {
 }
 
 fn open(user: i64, server: &str, lease_ms: i64) -> LedgerRequest {
-    LedgerRequest::OpenSession {
+    LedgerRequest::OpenSession(OpenSession {
         user: UserId(user),
         server: ServerId(server.into()),
         lease_ms,
         starting_balance: 1000,
-    }
+    })
 }
 
 fn charge(user: i64, fence: Option<LeaseFence>) -> LedgerRequest {
@@ -197,7 +199,8 @@ fn a_batch_behind_a_frozen_servers_row_lock_fails_after_the_lock_timeout() {
     let url = PgCluster::shared().create_database("lock_wait");
     let mut a = PostgresLedger::connect(url.as_str()).unwrap();
     let mut b = PostgresLedger::connect(url.as_str()).unwrap();
-    let LedgerReply::SessionOpened { lease_token, .. } = apply_at(&mut a, 0, open(1, "a", 60_000))
+    let LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { lease_token, .. })) =
+        apply_at(&mut a, 0, open(1, "a", 60_000))
     else {
         panic!("opened");
     };
@@ -233,7 +236,10 @@ fn a_batch_behind_a_frozen_servers_row_lock_fails_after_the_lock_timeout() {
         .unwrap()
         .unwrap();
     b.commit().unwrap();
-    assert!(matches!(replies[1], LedgerReply::Charged { .. }));
+    assert!(matches!(
+        replies[1],
+        LedgerReply::Charge(ChargeReply::Charged { .. })
+    ));
 }
 
 #[test]
@@ -244,13 +250,13 @@ fn lease_expiry_follows_the_database_clock_not_a_skewed_server_clock() {
     let now = wall_ms();
     assert!(matches!(
         apply_at(&mut a, now, open(1, "a", 60_000)),
-        LedgerReply::SessionOpened { .. }
+        LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { .. }))
     ));
     // A server whose clock runs ten minutes ahead does not steal the live lease.
     assert!(
         matches!(
             apply_at(&mut ahead, now + 600_000, open(1, "ahead", 60_000)),
-            LedgerReply::SessionBusy { .. }
+            LedgerReply::OpenSession(OpenSessionReply::Busy { .. })
         ),
         "the database's clock says A's lease is live"
     );
@@ -261,7 +267,7 @@ fn lease_expiry_follows_the_database_clock_not_a_skewed_server_clock() {
     .unwrap();
     assert!(matches!(
         apply_at(&mut skewed, now + 600_000, open(1, "ahead", 60_000)),
-        LedgerReply::SessionOpened { .. }
+        LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { .. }))
     ));
 
     // A server whose clock runs ten minutes behind takes an expired lease when it is expired.
@@ -271,7 +277,7 @@ fn lease_expiry_follows_the_database_clock_not_a_skewed_server_clock() {
     assert!(
         matches!(
             apply_at(&mut behind, now - 600_000, open(2, "behind", 60_000)),
-            LedgerReply::SessionOpened { .. }
+            LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { .. }))
         ),
         "the database's clock says the lease expired"
     );
@@ -281,7 +287,9 @@ fn lease_expiry_follows_the_database_clock_not_a_skewed_server_clock() {
 fn an_unreadable_row_is_reported_by_name_not_skipped() {
     let url = PgCluster::shared().create_database("unreadable");
     let mut store = PostgresLedger::connect(url.as_str()).unwrap();
-    let LedgerReply::Charged { receipt, .. } = apply_at(&mut store, 0, charge(1, None)) else {
+    let LedgerReply::Charge(ChargeReply::Charged { receipt, .. }) =
+        apply_at(&mut store, 0, charge(1, None))
+    else {
         panic!("charged");
     };
     postgres::Client::connect(&url, postgres::NoTls)

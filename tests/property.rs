@@ -85,7 +85,7 @@ fn idle(shop: &mut TestShop) {
         shop.app.update();
         if shop
             .world()
-            .resource::<bevy_marketplace::ledger::Ledger>()
+            .resource::<bevy_marketplace::Ledger>()
             .in_flight()
             == 0
         {

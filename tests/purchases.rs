@@ -2,6 +2,7 @@
 
 mod common;
 
+use bevy_marketplace::ledger::{AdjustBalance, ChargeReply};
 use std::time::Duration;
 
 use bevy::prelude::*;
@@ -284,12 +285,12 @@ fn the_same_request_id_never_charges_twice_in_the_store() {
     store.begin().unwrap();
     store
         .apply(
-            &LedgerRequest::AdjustBalance {
+            &LedgerRequest::AdjustBalance(AdjustBalance {
                 user: UserId(9),
                 delta: 500,
                 reason: "top-up".into(),
                 starting_balance: 0,
-            },
+            }),
             0,
         )
         .unwrap();
@@ -297,16 +298,16 @@ fn the_same_request_id_never_charges_twice_in_the_store() {
     let second = store.apply(&charge, 0).unwrap();
     store.commit().unwrap();
     let (
-        bevy_marketplace::ledger::LedgerReply::Charged {
+        bevy_marketplace::ledger::LedgerReply::Charge(ChargeReply::Charged {
             receipt: a,
             replayed: false,
             ..
-        },
-        bevy_marketplace::ledger::LedgerReply::Charged {
+        }),
+        bevy_marketplace::ledger::LedgerReply::Charge(ChargeReply::Charged {
             receipt: b,
             replayed: true,
             balance,
-        },
+        }),
     ) = (first, second)
     else {
         panic!("both charges should answer Charged");
@@ -478,12 +479,12 @@ fn purchases_made_outside_the_game_are_delivered_on_join() {
     store.begin().unwrap();
     store
         .apply(
-            &LedgerRequest::AdjustBalance {
+            &LedgerRequest::AdjustBalance(AdjustBalance {
                 user: UserId(16),
                 delta: 100,
                 reason: "top-up".into(),
                 starting_balance: 1000,
-            },
+            }),
             0,
         )
         .unwrap();

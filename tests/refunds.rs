@@ -6,15 +6,18 @@ mod common;
 #[path = "common/stores.rs"]
 mod stores;
 
+use bevy_marketplace::ledger::RefundOutcome;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bevy::prelude::*;
 use bevy_marketplace::ledger::{
-    Clawback, CreditError, CreditFailure, CreditFinished, CreditReversalFinished, LedgerReply,
-    LedgerRequest, RefundError, RefundFailure, RefundFinished, RefundRequest,
+    Clawback, CreditError, LedgerReply, LedgerRequest, RefundError, RefundRequest,
 };
 use bevy_marketplace::testing::MarketplaceTestExt;
+use bevy_marketplace::{
+    CreditFailure, CreditFinished, CreditReversalFinished, RefundFailure, RefundFinished,
+};
 use bevy_marketplace::{
     MarketplaceAppExt, MarketplaceService, PlayerSession, PremiumBalance, PurchaseId,
     ReceiptRefunded, ReceiptState, UserId,
@@ -267,7 +270,10 @@ fn a_refund_made_outside_the_game_reaches_the_online_player_within_seconds(store
         reason: "support ticket".into(),
         place: None,
     }));
-    assert!(matches!(reply, LedgerReply::Refunded { .. }));
+    assert!(matches!(
+        reply,
+        LedgerReply::Refund(Ok(RefundOutcome { .. }))
+    ));
 
     // With the default refresh interval (2 s of the game's clock): no rejoin, no shortened wait.
     let refunded: ReceiptRefunded = answer(&mut game, "the refund to reach the running game");

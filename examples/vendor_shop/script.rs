@@ -166,7 +166,7 @@ fn run_script(
     mut answers: MessageWriter<PromptAnswer>,
     mut exit: MessageWriter<AppExit>,
     mut service: ResMut<MarketplaceService>,
-    mut history: MessageReader<bevy_marketplace::ledger::PurchaseHistoryReady>,
+    mut history: MessageReader<bevy_marketplace::PurchaseHistoryReady>,
 ) {
     let (entity, transform, health, gold, balance, prompt, session) = *player;
     if let Some(page) = history.read().filter_map(|a| a.result.clone().ok()).last() {

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bevy_marketplace::ledger::{
-    CreditRequest, HistoryFilter, LedgerAudit, LedgerError, LedgerReply, LedgerRequest,
-    LedgerStore, RefundRequest, SalesBucket, SalesQuery, SqliteLedger, sales_csv,
+    Audit, CreditRequest, HistoryFilter, HistoryRequest, LedgerAudit, LedgerCall, LedgerError,
+    LedgerStore, RefundRequest, ReverseCredit, SalesBucket, SalesQuery, SqliteLedger, sales_csv,
 };
 use bevy_marketplace::{Catalog, ProductId, PurchaseId, ReceiptState, UserId};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -172,38 +172,18 @@ impl Store {
 
     /// Asks one read-only question. SQLite answers outside a write transaction, so games on the
     /// same file are never held up; PostgreSQL reads a snapshot.
-    fn ask(&mut self, request: LedgerRequest) -> Result<LedgerReply, LedgerError> {
-        self.store().read(&request, now_ms())
+    fn ask<C: LedgerCall>(&mut self, question: C) -> Result<C::Reply, LedgerError> {
+        bevy_marketplace::ledger::read(self.store(), question)
     }
 
     /// Applies one change in its own transaction (waiting for a game's transaction on SQLite).
-    fn change(&mut self, request: LedgerRequest) -> Result<LedgerReply, LedgerError> {
-        let store = self.store();
-        store.begin()?;
-        match store.apply(&request, now_ms()) {
-            Ok(reply) => {
-                store.commit()?;
-                Ok(reply)
-            }
-            Err(e) => {
-                store.rollback();
-                Err(e)
-            }
-        }
+    fn change<C: LedgerCall>(&mut self, change: C) -> Result<C::Reply, LedgerError> {
+        bevy_marketplace::ledger::call(self.store(), change)
     }
 
     fn audit(&mut self) -> Result<LedgerAudit, LedgerError> {
-        match self.ask(LedgerRequest::Audit)? {
-            LedgerReply::Audit(audit) => Ok(audit),
-            other => Err(LedgerError::Storage(format!("unexpected reply {other:?}"))),
-        }
+        self.ask(Audit)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A UTC date (`2026-11-01`) or time (RFC 3339) as Unix ms.
@@ -261,17 +241,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }),
                 ..HistoryFilter::default()
             };
-            let LedgerReply::History(history) = store
-                .ask(LedgerRequest::History {
+            let history = store
+                .ask(HistoryRequest {
                     user: UserId(user),
                     filter,
                     page,
                     after: None,
                 })
-                .map_err(fail)?
-            else {
-                return Err("unexpected reply".into());
-            };
+                .map_err(fail)?;
             for entry in &history.entries {
                 if json {
                     println!(
@@ -313,10 +290,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     By::Hour => SalesBucket::Hour,
                 },
             };
-            let LedgerReply::Sales(rows) = store.ask(LedgerRequest::Sales(query)).map_err(fail)?
-            else {
-                return Err("unexpected reply".into());
-            };
+            let rows = store.ask(query).map_err(fail)?;
             if csv {
                 print!("{}", sales_csv(&rows));
             } else {
@@ -350,17 +324,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             purchase_id,
             reason,
         } => {
-            let request = LedgerRequest::Refund(RefundRequest {
+            let request = RefundRequest {
                 purchase_id: PurchaseId(purchase_id),
                 reason,
                 place: None,
-            });
+            };
             match store.change(request).map_err(fail)? {
-                LedgerReply::Refunded {
+                Ok(bevy_marketplace::ledger::RefundOutcome {
                     receipt,
                     balance,
                     clawback,
-                } => println!(
+                }) => println!(
                     "refunded {} to user {} (balance now {balance}); its effect: {}",
                     receipt.currency_spent,
                     receipt.player_id,
@@ -370,8 +344,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         _ => "none (it was never granted)",
                     }
                 ),
-                LedgerReply::RefundRefused(e) => return Err(e.to_string()),
-                other => return Err(format!("unexpected reply {other:?}")),
+                Err(e) => return Err(e.to_string()),
             }
         }
         Command::Credit {
@@ -381,20 +354,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             order_id,
             starting_balance,
         } => {
-            let request = LedgerRequest::Credit(CreditRequest {
+            let request = CreditRequest {
                 user: UserId(user),
                 amount,
                 source,
                 order_id,
                 starting_balance,
-            });
+            };
             match store.change(request).map_err(fail)? {
-                LedgerReply::Credited {
-                    user,
+                Ok(bevy_marketplace::ledger::CreditOutcome {
                     balance,
                     shortfall,
                     already_credited,
-                } => println!(
+                }) => println!(
                     "{} user {user}: balance {balance}, shortfall {shortfall}",
                     if already_credited {
                         "already credited before, nothing changed;"
@@ -402,21 +374,20 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         "credited;"
                     }
                 ),
-                LedgerReply::CreditRefused(e) => return Err(e.to_string()),
-                other => return Err(format!("unexpected reply {other:?}")),
+                Err(e) => return Err(e.to_string()),
             }
         }
         Command::ReverseCredit { source, order_id } => {
             match store
-                .change(LedgerRequest::ReverseCredit { source, order_id })
+                .change(ReverseCredit { source, order_id })
                 .map_err(fail)?
             {
-                LedgerReply::CreditReversed {
+                Ok(bevy_marketplace::ledger::ReversalOutcome {
                     record,
                     balance,
                     shortfall,
                     already_reversed,
-                } => {
+                }) => {
                     let Some(reversal) = record.reversal else {
                         return Err(format!("order {} has no reversal", record.order_id));
                     };
@@ -432,8 +403,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         reversal.shortfall
                     )
                 }
-                LedgerReply::CreditRefused(e) => return Err(e.to_string()),
-                other => return Err(format!("unexpected reply {other:?}")),
+                Err(e) => return Err(e.to_string()),
             }
         }
         Command::Pending { user } => {

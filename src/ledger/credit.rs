@@ -2,7 +2,6 @@
 //! Play, Steam, a web shop), credited once per `(source, order id)` whatever the retries, and
 //! taken back when the store refunds the order.
 
-use bevy::prelude::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::UserId;
@@ -126,36 +125,4 @@ pub struct ReversalOutcome {
     pub shortfall: u64,
     /// An earlier attempt reversed this order; nothing changed now.
     pub already_reversed: bool,
-}
-
-/// Why a top-up or a reversal did not go through.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CreditFailure {
-    /// The ledger refused it; nothing changed.
-    #[error(transparent)]
-    Refused(#[from] CreditError),
-    /// The ledger could not be reached or failed; ask again with the same order id (it is never
-    /// applied twice).
-    #[error("the ledger failed: {0}")]
-    Ledger(String),
-}
-
-/// The answer to [`MarketplaceService::credit_premium_currency`](crate::MarketplaceService::credit_premium_currency).
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct CreditFinished {
-    /// The top-up asked for.
-    pub request: CreditRequest,
-    /// What happened.
-    pub result: Result<CreditOutcome, CreditFailure>,
-}
-
-/// The answer to [`MarketplaceService::reverse_credit`](crate::MarketplaceService::reverse_credit).
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct CreditReversalFinished {
-    /// The store.
-    pub source: String,
-    /// The store's order id.
-    pub order_id: String,
-    /// What happened.
-    pub result: Result<ReversalOutcome, CreditFailure>,
 }

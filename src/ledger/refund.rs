@@ -1,7 +1,6 @@
 //! Refunds: a purchase's premium currency given back, and its effect taken back (a clawback) by
 //! the product's refund handler on the buyer's server, exactly once.
 
-use bevy::prelude::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{PlaceId, PurchaseId};
@@ -110,37 +109,5 @@ pub struct RefundOutcome {
     /// What becomes of the purchase's effect: [`Clawback::NotNeeded`] for a receipt that was not
     /// granted, [`Clawback::Pending`] for one that was (its refund handler takes the effect back
     /// on the buyer's server; [`ReceiptRefunded`](crate::ReceiptRefunded) says when).
-    pub clawback: Clawback,
-}
-
-/// Why a refund did not go through.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RefundFailure {
-    /// The ledger refused it; nothing changed.
-    #[error(transparent)]
-    Refused(#[from] RefundError),
-    /// The ledger could not be reached or failed; ask again (a refund is never applied twice).
-    #[error("the ledger failed: {0}")]
-    Ledger(String),
-}
-
-/// The answer to [`MarketplaceService::refund`](crate::MarketplaceService::refund).
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct RefundFinished {
-    /// The receipt asked about.
-    pub purchase_id: PurchaseId,
-    /// What happened.
-    pub result: Result<RefundOutcome, RefundFailure>,
-}
-
-/// A refund's effect is settled for a buyer on this server, committed with their persisted
-/// state: the product's refund handler took the effect back ([`Clawback::Done`]), or the product
-/// has none and the buyer keeps it ([`Clawback::Kept`]). Sent once per receipt, on the one server
-/// that committed it.
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct ReceiptRefunded {
-    /// The refunded receipt.
-    pub receipt: ReceiptInfo,
-    /// Done or kept.
     pub clawback: Clawback,
 }

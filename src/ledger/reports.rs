@@ -2,10 +2,9 @@
 //! product and per day or hour. Every store answers the same questions; the in-memory store
 //! computes the answers here, the SQL stores in SQL, and a test holds them equal.
 
-use bevy::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ProductId, PurchaseId, UserId};
+use crate::ids::{ProductId, PurchaseId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
 
 /// Entries in one page of purchase history (as `GetDeveloperProductsAsync` pages the catalog).
@@ -251,28 +250,4 @@ pub(crate) fn sales_of<'a>(
         }
     }
     rows.into_values().collect()
-}
-
-/// The answer to [`MarketplaceService::request_purchase_history`](crate::MarketplaceService::request_purchase_history).
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct PurchaseHistoryReady {
-    /// Whose history.
-    pub user_id: UserId,
-    /// The filter asked with.
-    pub filter: HistoryFilter,
-    /// The page asked for, from 0.
-    pub page: u32,
-    /// The cursor asked from, if the page was asked from one.
-    pub after: Option<HistoryCursor>,
-    /// The page, or why the ledger could not read it.
-    pub result: Result<HistoryPage, String>,
-}
-
-/// The answer to [`MarketplaceService::request_sales_report`](crate::MarketplaceService::request_sales_report).
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct SalesReportReady {
-    /// The question.
-    pub query: SalesQuery,
-    /// Rows by bucket then product, or why the ledger could not read them.
-    pub result: Result<Vec<SalesRow>, String>,
 }

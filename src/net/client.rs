@@ -9,11 +9,11 @@ use crate::catalog::Catalog;
 use crate::currency::PremiumBalance;
 use crate::ids::{RequestId, UserId};
 use crate::players::Player;
+use crate::players::ReceiptResolved;
 use crate::purchase::{
     PromptAction, PromptAnswer, PromptProductPurchaseFinished, PurchaseFailed, PurchasePrompt,
     TopUpRequested,
 };
-use crate::receipt::ReceiptResolved;
 use crate::service::{MarketplaceService, PromptProductPurchase};
 
 /// On a client: the entity that shows this client's player — its open prompt

@@ -10,12 +10,12 @@ use bevy_replicon::prelude::*;
 
 use super::protocol::*;
 use crate::currency::PremiumBalance;
+use crate::players::ReceiptResolved;
 use crate::players::Sessions;
 use crate::purchase::{
     ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
     PurchaseError, PurchaseFailed, PurchasePrompt, TopUpRequested,
 };
-use crate::receipt::ReceiptResolved;
 use crate::service::{MarketplaceService, PromptProductPurchase};
 use crate::settings::MarketplaceSystems;
 

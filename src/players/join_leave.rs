@@ -8,11 +8,12 @@ use super::player::{Player, PlayerSession, SessionPhase};
 use super::save::{Farewell, PlayerSaveFailed, farewell};
 use super::sessions::{Departed, Sessions};
 use crate::ids::UserId;
-use crate::ledger::{Ledger, LedgerRequest};
+use crate::ledger::{LedgerRequest, OpenSession};
+use crate::link::Ledger;
 use crate::settings::{MarketplaceSettings, MarketplaceStats};
 
-pub(super) fn open_request(user: UserId, settings: &MarketplaceSettings) -> LedgerRequest {
-    LedgerRequest::OpenSession {
+pub(super) fn open_request(user: UserId, settings: &MarketplaceSettings) -> OpenSession {
+    OpenSession {
         user,
         server: settings.server_id.clone(),
         lease_ms: settings.lease_ms(),
@@ -112,7 +113,7 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
                 reason,
                 uncommitted_grants,
             });
-            release
+            release.map(Into::into)
         }
         // They came back while that save was being retried, and left again while loading.
         Farewell::AwaitPreviousSave => {
@@ -121,10 +122,10 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
             }
             None
         }
-        Farewell::Release => release,
+        Farewell::Release => release.map(Into::into),
     };
     if let Some(request) = request {
-        world.resource_mut::<Ledger>().send(request);
+        world.resource_mut::<Ledger>().send_request(request);
     }
     world
         .commands()

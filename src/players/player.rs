@@ -7,7 +7,7 @@ use bevy::prelude::*;
 
 use crate::currency::PremiumBalance;
 use crate::ids::{PurchaseId, ServerId, UserId};
-use crate::ledger::{Clawback, LeaseFence, LedgerRequest, PlayerSnapshot};
+use crate::ledger::{Clawback, LeaseFence, PlayerSnapshot, ReleaseSession};
 use crate::receipt::ReceiptInfo;
 
 /// A connected buyer (Roblox `Player`). Spawn it when a player joins and despawn it (or remove
@@ -49,15 +49,19 @@ pub struct PendingReceipt {
     /// Earliest time (real time since start) of the next timed retry.
     pub next_attempt: Duration,
     warned_no_handler: bool,
+    /// The number of the ledger request whose answer told this server of the receipt.
+    #[allow(dead_code)]
+    pub(crate) learned_at: u64,
 }
 
 impl PendingReceipt {
-    fn new(info: ReceiptInfo) -> Self {
+    fn new(info: ReceiptInfo, learned_at: u64) -> Self {
         Self {
             info,
             attempts: 0,
             next_attempt: Duration::ZERO,
             warned_no_handler: false,
+            learned_at,
         }
     }
 }
@@ -73,6 +77,9 @@ pub struct PlayerSession {
     /// Granted and committed during this session. A receipt learnt of twice — from a refresh
     /// and then from its own charge's answer, handled frames later — is granted once.
     pub(crate) committed: std::collections::HashSet<PurchaseId>,
+    /// Refunds whose clawback was settled and committed during this session: a refund learnt of
+    /// again from an answer read before that commit is not taken back twice.
+    pub(crate) settled: std::collections::HashSet<PurchaseId>,
     /// Refunded receipts whose effect this server is to take back.
     pub(crate) clawbacks: Vec<PendingReceipt>,
     /// Clawbacks settled in memory (taken back, or kept for want of a refund handler), not yet
@@ -100,6 +107,7 @@ impl PlayerSession {
             pending: Vec::new(),
             unsaved: Vec::new(),
             committed: Default::default(),
+            settled: Default::default(),
             clawbacks: Vec::new(),
             unsaved_settled: Vec::new(),
             shortfall: 0,
@@ -165,15 +173,17 @@ impl PlayerSession {
 
     /// Gives the lease back: the one this session took, or — while still loading — whichever
     /// this server holds.
-    pub(crate) fn release(&self, server: &ServerId) -> LedgerRequest {
-        LedgerRequest::ReleaseSession {
+    pub(crate) fn release(&self, server: &ServerId) -> ReleaseSession {
+        ReleaseSession {
             user: self.user,
             server: server.clone(),
             token: self.lease_token,
         }
     }
 
-    pub(crate) fn add_pending(&mut self, receipt: ReceiptInfo) {
+    /// Adds a receipt to deliver, learnt from the answer to ledger request number `learned_at`,
+    /// unless it is known already.
+    pub(crate) fn add_pending(&mut self, receipt: ReceiptInfo, learned_at: u64) {
         if !self
             .pending
             .iter()
@@ -181,7 +191,7 @@ impl PlayerSession {
             && !self.unsaved.contains(&receipt.purchase_id)
             && !self.committed.contains(&receipt.purchase_id)
         {
-            self.pending.push(PendingReceipt::new(receipt));
+            self.pending.push(PendingReceipt::new(receipt, learned_at));
         }
     }
 
@@ -190,8 +200,9 @@ impl PlayerSession {
         let id = &receipt.purchase_id;
         if !self.clawbacks.iter().any(|p| &p.info.purchase_id == id)
             && !self.unsaved_settled.iter().any(|(s, _)| s == id)
+            && !self.settled.contains(id)
         {
-            self.clawbacks.push(PendingReceipt::new(receipt));
+            self.clawbacks.push(PendingReceipt::new(receipt, 0));
         }
     }
 

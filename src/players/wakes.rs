@@ -6,7 +6,8 @@ use super::join_leave::open_request;
 use super::player::{PlayerSession, SessionPhase};
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
-use crate::ledger::{Ledger, LedgerRequest};
+use crate::ledger::ReadPlayer;
+use crate::link::Ledger;
 use crate::settings::MarketplaceSettings;
 use crate::wake::{Wake, WakeSchedule};
 
@@ -35,7 +36,7 @@ pub(crate) fn run_wakes(
                 if let Ok(session) = sessions_q.get(e)
                     && session.is_active()
                 {
-                    ledger.send(LedgerRequest::PendingReceipts { user: session.user });
+                    ledger.send(ReadPlayer { user: session.user });
                     wakes.after(now, settings.refresh_interval, Wake::Refresh(e));
                 }
             }
@@ -54,7 +55,7 @@ pub(crate) fn run_wakes(
                     && !gone.in_flight
                 {
                     gone.in_flight = true;
-                    ledger.send(LedgerRequest::Save(gone.request.clone()));
+                    ledger.send(gone.request.clone());
                 }
             }
         }

@@ -5,14 +5,15 @@ use bevy::prelude::*;
 
 use super::prompt::{CHARGE_ATTEMPTS, PromptState, PurchaseError, PurchasePrompt, charge_request};
 use crate::currency::PremiumBalance;
-use crate::ledger::{Ledger, LedgerCompletion, LedgerReply, LedgerRequest};
-use crate::players::{DeliveryQueue, LedgerInbox, PlayerSession, Sessions};
+use crate::ledger::{Answer, ChargeReply, ChargeRequest, ReadPlayer};
+use crate::link::{Ledger, LedgerAnswers};
+use crate::players::{DeliveryQueue, PlayerSession, Sessions};
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 
 /// Applies charge answers to prompts and sessions.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn handle_charge_replies(
-    mut inbox: ResMut<LedgerInbox>,
+    mut answers: ResMut<LedgerAnswers<ChargeRequest>>,
     sessions: Res<Sessions>,
     mut players: Query<(
         &mut PlayerSession,
@@ -25,16 +26,13 @@ pub(crate) fn handle_charge_replies(
     mut stats: ResMut<MarketplaceStats>,
     deadline: Res<FrameDeadline>,
 ) {
-    let mut handled = 0usize;
     // Spread over frames like the other answers (see `MarketplacePlugin::frame_budget`).
-    while handled == 0 || !deadline.passed() {
-        let Some(LedgerCompletion { request, result }) = inbox.charges.pop_front() else {
-            break;
-        };
-        handled += 1;
-        let LedgerRequest::Charge(charge) = request else {
-            continue;
-        };
+    for Answer {
+        call: charge,
+        result,
+        seq,
+    } in answers.drain_within(&deadline)
+    {
         let Some(entity) = sessions.player(charge.user) else {
             // The buyer left; a receipt, if any, waits for them in the ledger.
             continue;
@@ -44,7 +42,7 @@ pub(crate) fn handle_charge_replies(
         };
         let mut prompt = prompt.filter(|p| p.request_id == charge.request_id);
         match result {
-            Ok(LedgerReply::Charged {
+            Ok(ChargeReply::Charged {
                 receipt,
                 balance: new_balance,
                 replayed,
@@ -64,11 +62,11 @@ pub(crate) fn handle_charge_replies(
                     .as_ref()
                     .is_some_and(|fence| session.lease_token == Some(fence.token));
                 if session.is_active() && charged_here {
-                    session.add_pending(receipt);
+                    session.add_pending(receipt, seq);
                     deliveries.now.push(entity);
                 }
             }
-            Ok(LedgerReply::InsufficientFunds {
+            Ok(ChargeReply::InsufficientFunds {
                 balance: now,
                 price,
             }) => {
@@ -81,7 +79,20 @@ pub(crate) fn handle_charge_replies(
                     });
                 }
             }
-            Ok(other) => tracing::error!("unexpected ledger reply to a charge: {other:?}"),
+            Ok(ChargeReply::LeaseLost { owner }) => {
+                tracing::error!(
+                    "charging user {} for product {} was refused: server {} no longer holds their session (held by {})",
+                    charge.user,
+                    charge.product_id,
+                    settings.server_id,
+                    owner.as_deref().unwrap_or("nobody")
+                );
+                if let Some(prompt) = prompt.as_mut() {
+                    prompt.state = PromptState::Failed(PurchaseError::Unavailable(
+                        "this server no longer holds your session".into(),
+                    ));
+                }
+            }
             Err(e) => {
                 let Some(prompt) = prompt.as_mut() else {
                     continue;
@@ -104,7 +115,7 @@ pub(crate) fn handle_charge_replies(
                     prompt.state =
                         PromptState::Failed(PurchaseError::PurchaseFailed(e.to_string()));
                     // The last attempt may have committed before the error: look.
-                    ledger.send(LedgerRequest::PendingReceipts { user: charge.user });
+                    ledger.send(ReadPlayer { user: charge.user });
                 }
             }
         }

@@ -7,7 +7,8 @@ use bevy::prelude::*;
 use crate::catalog::ProductInfo;
 use crate::currency::PremiumBalance;
 use crate::ids::{ProductId, RequestId, UserId};
-use crate::ledger::{ChargeRequest, LeaseFence, Ledger, LedgerRequest, LedgerStatus};
+use crate::ledger::{ChargeRequest, LeaseFence, LedgerStatus};
+use crate::link::Ledger;
 use crate::players::{DeliveryQueue, Player, PlayerSession, SessionPhase};
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo};
 use crate::service::MarketplaceService;
@@ -203,8 +204,8 @@ pub(crate) fn charge_request(
     prompt: &PurchasePrompt,
     user: UserId,
     settings: &MarketplaceSettings,
-) -> LedgerRequest {
-    LedgerRequest::Charge(ChargeRequest {
+) -> ChargeRequest {
+    ChargeRequest {
         request_id: prompt.request_id,
         user,
         product_id: prompt.product_id,
@@ -219,7 +220,7 @@ pub(crate) fn charge_request(
         channel: ProductPurchaseChannel::InExperience,
         starting_balance: settings.starting_balance,
         fence: prompt.fence.clone(),
-    })
+    }
 }
 
 /// Opens prompts for new requests (messages and [`MarketplaceService::prompt_product_purchase`]).

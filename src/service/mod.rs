@@ -1,7 +1,10 @@
 //! `MarketplaceService`: the game's entry point, named after Roblox's.
 
 mod catalog_install;
+mod refunds;
+mod reports;
 mod requests;
+mod top_ups;
 
 use std::sync::Arc;
 
@@ -12,7 +15,39 @@ use crate::currency::PremiumCurrency;
 use crate::ids::{ProductId, UserId};
 
 pub(crate) use catalog_install::{apply_catalog_events, install_catalog};
+pub(crate) use refunds::handle_refund_answers;
+pub use refunds::{RefundFailure, RefundFinished};
+pub(crate) use reports::handle_report_answers;
+pub use reports::{PurchaseHistoryReady, SalesReportReady};
 pub(crate) use requests::{ServiceRequest, apply_service_requests};
+pub(crate) use top_ups::handle_currency_answers;
+pub use top_ups::{CreditFailure, CreditFinished, CreditReversalFinished};
+
+/// The service's systems: the ledger's answers to what it asked, then this frame's requests.
+pub(crate) struct ServicePlugin;
+
+impl Plugin for ServicePlugin {
+    fn build(&self, app: &mut App) {
+        app.add_message::<PromptProductPurchase>()
+            .add_message::<PurchaseHistoryReady>()
+            .add_message::<SalesReportReady>()
+            .add_message::<RefundFinished>()
+            .add_message::<CreditFinished>()
+            .add_message::<CreditReversalFinished>()
+            .add_systems(
+                PreUpdate,
+                (
+                    handle_refund_answers,
+                    handle_currency_answers,
+                    handle_report_answers,
+                    apply_service_requests,
+                )
+                    .chain()
+                    .after(crate::players::run_wakes)
+                    .in_set(crate::settings::MarketplaceSystems::Sessions),
+            );
+    }
+}
 
 /// Ask to show the purchase prompt of a product to a player (Roblox
 /// `MarketplaceService:PromptProductPurchase`). Ignored while that player already has a prompt open.
@@ -101,7 +136,7 @@ impl MarketplaceService {
     /// Credits premium currency a player bought with real money through a store, once per
     /// `(source, order_id)`: call it again with the same order (after a timeout, a crash, a
     /// webhook retry) and nothing more is credited. The answer comes as a
-    /// [`CreditFinished`](crate::ledger::CreditFinished) message: credited, already credited,
+    /// [`CreditFinished`](CreditFinished) message: credited, already credited,
     /// or refused with a reason (a zero or too large amount, the order already credited to
     /// someone else). A player online here sees the balance change at once; one online on
     /// another server within [`MarketplacePlugin::refresh_interval`](crate::MarketplacePlugin::refresh_interval).
@@ -124,10 +159,10 @@ impl MarketplaceService {
     /// What the balance cannot cover is recorded as the player's
     /// [`shortfall`](crate::PlayerSession::shortfall), paid first by their next top-ups.
     /// Reversing an order twice changes nothing the second time. The answer comes as a
-    /// [`CreditReversalFinished`](crate::ledger::CreditReversalFinished) message.
+    /// [`CreditReversalFinished`](CreditReversalFinished) message.
     pub fn reverse_credit(&mut self, source: impl Into<String>, order_id: impl Into<String>) {
-        self.requests.push(ServiceRequest::Ledger(
-            crate::ledger::LedgerRequest::ReverseCredit {
+        self.requests.push(ServiceRequest::ReverseCredit(
+            crate::ledger::ReverseCredit {
                 source: source.into(),
                 order_id: order_id.into(),
             },
@@ -140,7 +175,7 @@ impl MarketplaceService {
     /// on the buyer's server — now if they are online, when they join if not — and
     /// [`ReceiptRefunded`](crate::ReceiptRefunded) says when that committed. A product with no
     /// refund handler keeps its effect. The answer comes as a
-    /// [`RefundFinished`](crate::ledger::RefundFinished) message; refunding twice, an unknown
+    /// [`RefundFinished`](RefundFinished) message; refunding twice, an unknown
     /// id, or a receipt of another place is refused there.
     pub fn refund(&mut self, purchase_id: crate::PurchaseId, reason: impl Into<String>) {
         self.requests
@@ -149,7 +184,7 @@ impl MarketplaceService {
 
     /// Asks the ledger for page `page` (from 0) of `user`'s purchase history, newest first,
     /// [`HISTORY_PAGE_SIZE`](crate::ledger::HISTORY_PAGE_SIZE) entries a page; the answer comes
-    /// as a [`PurchaseHistoryReady`](crate::ledger::PurchaseHistoryReady) message (the frame
+    /// as a [`PurchaseHistoryReady`](PurchaseHistoryReady) message (the frame
     /// never waits). Works for players who are away too: the ledger keeps every receipt.
     pub fn request_purchase_history(
         &mut self,
@@ -157,14 +192,13 @@ impl MarketplaceService {
         filter: crate::ledger::HistoryFilter,
         page: u32,
     ) {
-        self.requests.push(ServiceRequest::Ledger(
-            crate::ledger::LedgerRequest::History {
+        self.requests
+            .push(ServiceRequest::History(crate::ledger::HistoryRequest {
                 user,
                 filter,
                 page,
                 after: None,
-            },
-        ));
+            }));
     }
 
     /// The page after `answer`, or [`MarketplaceError::PagesFinished`] when `answer` was the last.
@@ -172,7 +206,7 @@ impl MarketplaceService {
     /// does.
     pub fn request_next_history_page(
         &mut self,
-        answer: &crate::ledger::PurchaseHistoryReady,
+        answer: &PurchaseHistoryReady,
     ) -> Result<(), MarketplaceError> {
         let next = answer
             .result
@@ -182,28 +216,24 @@ impl MarketplaceService {
         let Some(after) = next else {
             return Err(MarketplaceError::PagesFinished);
         };
-        self.requests.push(ServiceRequest::Ledger(
-            crate::ledger::LedgerRequest::History {
+        self.requests
+            .push(ServiceRequest::History(crate::ledger::HistoryRequest {
                 user: answer.user_id,
                 filter: answer.filter.clone(),
                 page: answer.page + 1,
                 after: Some(after),
-            },
-        ));
+            }));
         Ok(())
     }
 
     /// Asks the ledger for sales per product per day or hour; the answer comes as a
-    /// [`SalesReportReady`](crate::ledger::SalesReportReady) message.
+    /// [`SalesReportReady`](SalesReportReady) message.
     /// [`sales_csv`](crate::ledger::sales_csv) writes it as CSV.
     ///
     /// The report reads every purchase in the range. On SQLite and PostgreSQL it is read on a
     /// connection of its own (as are history pages), so purchases never queue behind it.
     pub fn request_sales_report(&mut self, query: crate::ledger::SalesQuery) {
-        self.requests
-            .push(ServiceRequest::Ledger(crate::ledger::LedgerRequest::Sales(
-                query,
-            )));
+        self.requests.push(ServiceRequest::Sales(query));
     }
 
     /// Creates a free test receipt for `product_id` without a prompt, as if the user bought it

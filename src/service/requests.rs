@@ -5,14 +5,22 @@ use bevy::prelude::*;
 
 use super::MarketplaceService;
 use crate::ids::{ProductId, RequestId, UserId};
-use crate::ledger::{ChargeRequest, Ledger, LedgerRequest};
+use crate::ledger::{
+    AdjustBalance, ChargeRequest, CreditRequest, HistoryRequest, RefundRequest, ReverseCredit,
+    SalesQuery,
+};
+use crate::link::Ledger;
 use crate::players::{DeliveryQueue, PlayerSession, Sessions};
 use crate::receipt::ProductPurchaseChannel;
 use crate::settings::MarketplaceSettings;
 
 pub(crate) enum ServiceRequest {
-    /// A question for the ledger (history, sales), answered by a message.
-    Ledger(LedgerRequest),
+    /// A page of purchase history, answered by a message.
+    History(HistoryRequest),
+    /// A sales report, answered by a message.
+    Sales(SalesQuery),
+    /// A store's refund of a top-up, answered by a message.
+    ReverseCredit(ReverseCredit),
     AdjustBalance(UserId, i64, String),
     Credit {
         user: UserId,
@@ -36,7 +44,7 @@ pub(crate) fn apply_service_requests(
     for request in std::mem::take(&mut service.requests) {
         match request {
             ServiceRequest::AdjustBalance(user, delta, reason) => {
-                ledger.send(LedgerRequest::AdjustBalance {
+                ledger.send(AdjustBalance {
                     user,
                     delta,
                     reason,
@@ -44,7 +52,7 @@ pub(crate) fn apply_service_requests(
                 });
             }
             ServiceRequest::SimulatePurchase(user, product_id) => {
-                ledger.send(LedgerRequest::Charge(ChargeRequest {
+                ledger.send(ChargeRequest {
                     request_id: RequestId::new(),
                     user,
                     product_id,
@@ -64,29 +72,39 @@ pub(crate) fn apply_service_requests(
                         .get(&user)
                         .and_then(|&e| players.get(e).ok())
                         .and_then(|s| s.fence(&settings.server_id)),
-                }));
+                });
             }
             ServiceRequest::Credit {
                 user,
                 amount,
                 source,
                 order_id,
-            } => ledger.send(LedgerRequest::Credit(crate::ledger::CreditRequest {
-                user,
-                amount,
-                source,
-                order_id,
-                starting_balance: settings.starting_balance,
-            })),
+            } => {
+                ledger.send(CreditRequest {
+                    user,
+                    amount,
+                    source,
+                    order_id,
+                    starting_balance: settings.starting_balance,
+                });
+            }
             ServiceRequest::Refund(purchase_id, reason) => {
-                ledger.send(LedgerRequest::Refund(crate::ledger::RefundRequest {
+                ledger.send(RefundRequest {
                     purchase_id,
                     reason,
                     place: Some(settings.place_id),
-                }))
+                });
             }
             ServiceRequest::RetryNow(player) => deliveries.now.push(player),
-            ServiceRequest::Ledger(request) => ledger.send(request),
+            ServiceRequest::History(request) => {
+                ledger.send(request);
+            }
+            ServiceRequest::Sales(query) => {
+                ledger.send(query);
+            }
+            ServiceRequest::ReverseCredit(request) => {
+                ledger.send(request);
+            }
         }
     }
 }

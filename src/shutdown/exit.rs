@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 
-use crate::ledger::{Ledger, LedgerError, LedgerReply, LedgerRequest, LedgerStatus};
+use crate::ledger::{
+    Completed, LedgerError, LedgerRequest, LedgerStatus, ReleaseSession, SaveReply,
+};
+use crate::link::Ledger;
 use crate::players::PlayerSession;
 use crate::players::{Farewell, Sessions, farewell};
 use crate::settings::MarketplaceSettings;
@@ -67,13 +70,13 @@ pub(crate) fn save_on_exit(world: &mut World) {
         .collect();
     let mut requests = Vec::new();
     for (user, entity) in players {
-        let release = LedgerRequest::ReleaseSession {
+        let release = LedgerRequest::ReleaseSession(ReleaseSession {
             user,
             server: settings.server_id.clone(),
             token: world
                 .get::<PlayerSession>(entity)
                 .and_then(|s| s.lease_token),
-        };
+        });
         match farewell(world, entity, user) {
             Farewell::Save(save) => requests.push(LedgerRequest::Save(save)),
             Farewell::Unsaveable { reason, .. } => {
@@ -95,7 +98,7 @@ pub(crate) fn save_on_exit(world: &mut World) {
     let timeout = settings.exit_timeout;
     let mut ledger = world.resource_mut::<Ledger>();
     for request in requests {
-        ledger.send(request);
+        ledger.send_request(request);
     }
     ledger.flush();
     let report = wait_for_ledger(&mut ledger, started, timeout);
@@ -129,38 +132,53 @@ fn wait_for_ledger(ledger: &mut Ledger, started: Instant, timeout: Duration) -> 
     let mut report = ExitReport::default();
     let mut answers = Vec::new();
     loop {
-        ledger.poll(&mut answers);
-        for completion in answers.drain(..) {
-            let final_request = match &completion.request {
-                LedgerRequest::Save(save) => save.release,
-                LedgerRequest::ReleaseSession { .. } => true,
-                _ => false,
+        ledger.poll(|chunk| answers.extend(chunk));
+        for answer in answers.drain(..) {
+            // Only the final saves and releases matter now; the game is ending.
+            let (request, user, failure) = match answer {
+                Completed::Save(answer) if answer.call.release => match answer.result {
+                    Ok(SaveReply::Saved { .. }) => {
+                        report.saved += 1;
+                        continue;
+                    }
+                    Ok(SaveReply::LeaseLost { owner }) => {
+                        tracing::warn!(
+                            "exit: user {} is held by {} now; nothing written",
+                            answer.call.user,
+                            owner.as_deref().unwrap_or("nobody")
+                        );
+                        continue;
+                    }
+                    Err(e) => (
+                        LedgerRequest::Save(answer.call.clone()),
+                        answer.call.user,
+                        e,
+                    ),
+                },
+                Completed::ReleaseSession(answer) => match answer.result {
+                    Ok(()) => {
+                        report.released += 1;
+                        continue;
+                    }
+                    Err(e) => (
+                        LedgerRequest::ReleaseSession(answer.call.clone()),
+                        answer.call.user,
+                        e,
+                    ),
+                },
+                _ => continue,
             };
-            if !final_request {
-                continue;
-            }
-            match completion.result {
-                Ok(LedgerReply::Saved { .. }) => report.saved += 1,
-                Ok(LedgerReply::Released) => report.released += 1,
-                Ok(LedgerReply::LeaseLost { owner }) => tracing::warn!(
-                    "exit: user {:?} is held by {} now; nothing written",
-                    completion.request.user(),
-                    owner.as_deref().unwrap_or("nobody")
-                ),
-                Ok(_) => {}
-                Err(LedgerError::Storage(e))
+            match failure {
+                LedgerError::Storage(e)
                     if deadline.is_none_or(|d| Instant::now() < d)
                         && !matches!(ledger.status(), LedgerStatus::Failed(_)) =>
                 {
                     tracing::warn!("exit: a final save failed ({e}); trying again");
-                    ledger.send(completion.request);
+                    ledger.send_request(request);
                     ledger.flush();
                 }
-                Err(e) => {
-                    tracing::error!(
-                        "exit: user {:?} could not be saved: {e}",
-                        completion.request.user()
-                    );
+                e => {
+                    tracing::error!("exit: user {user} could not be saved: {e}");
                     report.unfinished += 1;
                 }
             }

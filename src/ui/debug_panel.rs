@@ -9,9 +9,10 @@ use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 
 use crate::currency::PremiumBalance;
 use crate::ids::ProductId;
-use crate::ledger::{Ledger, LedgerStatus};
+use crate::ledger::LedgerStatus;
+use crate::link::Ledger;
+use crate::players::ReceiptResolved;
 use crate::players::{Player, PlayerSession};
-use crate::receipt::ReceiptResolved;
 use crate::receipts::ReceiptDeliveryFailed;
 use crate::service::MarketplaceService;
 use crate::settings::MarketplaceStats;
@@ -73,7 +74,7 @@ pub struct RecentReceipts {
 fn record_receipts(
     mut resolved: MessageReader<ReceiptResolved>,
     mut failed: MessageReader<ReceiptDeliveryFailed>,
-    mut refunded: MessageReader<crate::ledger::ReceiptRefunded>,
+    mut refunded: MessageReader<crate::players::ReceiptRefunded>,
     mut recent: ResMut<RecentReceipts>,
 ) {
     for r in refunded.read() {

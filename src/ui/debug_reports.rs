@@ -10,12 +10,11 @@ use egui_plot::{Bar, BarChart, Corner, GridMark, Legend, Plot};
 use crate::currency::PremiumCurrency;
 use crate::ids::{ProductId, PurchaseId, UserId};
 use crate::ledger::{
-    Clawback, HistoryEntry, HistoryFilter, HistoryPage, PurchaseHistoryReady, ReceiptRefunded,
-    RefundFinished, SalesBucket, SalesQuery, SalesReportReady, SalesRow,
+    Clawback, HistoryEntry, HistoryFilter, HistoryPage, SalesBucket, SalesQuery, SalesRow,
 };
-use crate::players::Player;
-use crate::receipt::{ReceiptResolved, ReceiptState};
-use crate::service::MarketplaceService;
+use crate::players::{Player, ReceiptRefunded, ReceiptResolved};
+use crate::receipt::ReceiptState;
+use crate::service::{MarketplaceService, PurchaseHistoryReady, RefundFinished, SalesReportReady};
 
 use super::debug_panel::DebugPanel;
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
-use bevy_marketplace::ledger::{Ledger, LedgerBackend, LedgerStatus, ServerId};
+use bevy_marketplace::Ledger;
+use bevy_marketplace::ledger::{LedgerBackend, LedgerStatus, ServerId};
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::{MarketplaceStats, PlayerSession, RetryPolicy, Sessions};
 

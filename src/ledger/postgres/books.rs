@@ -12,7 +12,7 @@ use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::ledger::rules::{AccountRow, Books, ReceiptStatus, may_create_account, storable};
 use crate::ledger::{
     Clawback, CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, LedgerAudit,
-    LedgerRequest, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow,
+    LedgerRequest, OpenSession, PlayerSnapshot, ReadPlayer, RefundRecord, SalesQuery, SalesRow,
 };
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
@@ -99,9 +99,9 @@ impl CachedBooks {
             match request {
                 LedgerRequest::Refund(refund) => refunded.push(refund.purchase_id.as_str()),
                 // Looked up as the rules will: as the store keeps text.
-                LedgerRequest::ReverseCredit { source, order_id } => {
-                    orders.0.push(storable(source).into_owned());
-                    orders.1.push(storable(order_id).into_owned());
+                LedgerRequest::ReverseCredit(reverse) => {
+                    orders.0.push(storable(&reverse.source).into_owned());
+                    orders.1.push(storable(&reverse.order_id).into_owned());
                 }
                 LedgerRequest::Credit(credit) => {
                     orders.0.push(storable(&credit.source).into_owned());
@@ -115,7 +115,7 @@ impl CachedBooks {
         if !refunded.is_empty()
             || batch
                 .iter()
-                .any(|r| matches!(r, LedgerRequest::ReverseCredit { .. }))
+                .any(|r| matches!(r, LedgerRequest::ReverseCredit(_)))
         {
             let mut queries: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(3);
             if begin {
@@ -172,8 +172,8 @@ impl CachedBooks {
                     books.ids_read.insert(refund.purchase_id.clone());
                     grant_ids.push(refund.purchase_id.as_str());
                 }
-                LedgerRequest::OpenSession { user, .. }
-                | LedgerRequest::PendingReceipts { user } => {
+                LedgerRequest::OpenSession(OpenSession { user, .. })
+                | LedgerRequest::ReadPlayer(ReadPlayer { user }) => {
                     books.pending_read.insert(*user);
                     loading.push(user.0);
                 }

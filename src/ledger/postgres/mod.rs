@@ -254,12 +254,12 @@ impl PostgresLedger {
 /// Answers a request that reads the stored ledger as a whole.
 fn read_ledger(conn: &mut Conn, request: &LedgerRequest) -> Result<LedgerReply, PgError> {
     Ok(match request {
-        LedgerRequest::History {
+        LedgerRequest::History(super::HistoryRequest {
             user,
             filter,
             page,
             after,
-        } => {
+        }) => {
             let offset = super::HistoryPage::skipped(*page, after.as_ref()) as i64;
             let rows = conn.query(
                 HISTORY,

@@ -1,4 +1,8 @@
-//! The storage worker thread behind the [`Ledger`] resource the game talks to.
+//! The storage worker: a thread that owns the store, applies every queued request of a batch in
+//! one transaction (group commit) and sends the answers back, typed. [`Worker`] is the game's
+//! handle on it (the plugin keeps it in its `Ledger` resource); nothing here knows Bevy.
+
+mod reader;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,13 +11,21 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bevy::prelude::Resource;
-
 use crate::panic_message::panic_message;
 
+use reader::Reader;
+
 use super::{
-    LedgerCompletion, LedgerError, LedgerReply, LedgerRequest, LedgerStore, StoreFactory, now_ms,
+    Completed, LedgerError, LedgerReply, LedgerRequest, LedgerStore, StoreFactory, now_ms,
+    transact_timed,
 };
+
+/// A request on its way to the store, with the number the game gave it: requests are applied in
+/// that order, and an answer carries it back.
+pub(crate) struct Envelope {
+    pub(crate) seq: u64,
+    pub(crate) request: LedgerRequest,
+}
 
 /// Answers per chunk sent to the game thread: 128 × ~250 bytes stays under the size at which
 /// glibc's `free` starts consolidating or unmapping (64 KiB), which took ~0.75 ms for one
@@ -32,13 +44,9 @@ enum FromWorker {
     Failing(LedgerError),
     /// A transaction succeeded after failures.
     Recovered(String),
-    /// One transaction's answers, split by kind on this thread so the game thread can queue each
-    /// batch whole instead of sorting thousands of answers in one frame, and cut into chunks of
-    /// [`ANSWER_CHUNK`] so that freeing one on the game thread is never a large free.
-    Done {
-        charges: Vec<Vec<LedgerCompletion>>,
-        others: Vec<Vec<LedgerCompletion>>,
-    },
+    /// One transaction's answers, typed on this thread and cut into chunks of [`ANSWER_CHUNK`],
+    /// so that freeing one on the game thread is never a large free.
+    Done(Vec<Vec<Completed>>),
 }
 
 /// Whether the ledger is usable.
@@ -67,7 +75,7 @@ struct WorkerCounters {
     requests: AtomicU64,
 }
 
-/// A snapshot of the storage worker's effort: where ledger time goes (see [`Ledger::worker_load`]).
+/// A snapshot of the storage worker's effort: where ledger time goes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerLoad {
     /// Time spent running transactions (applying requests and committing).
@@ -78,47 +86,39 @@ pub struct WorkerLoad {
     pub requests: u64,
 }
 
-/// The plugin's handle on its storage worker: it queues requests, flushes them to the worker once
-/// a frame and polls the answers without blocking. Games read its [`status`](Ledger::status) and
-/// load; only the plugin sends requests and takes answers, so no game code can grant a receipt or
-/// take the plugin's answers from it:
-///
-/// ```compile_fail
-/// # use bevy_marketplace::ledger::{Ledger, LedgerRequest};
-/// # use bevy_marketplace::UserId;
-/// fn forge(mut ledger: bevy::prelude::ResMut<Ledger>) {
-///     ledger.send(LedgerRequest::PendingReceipts { user: UserId(1) });
-/// }
-/// ```
-#[derive(Resource)]
-pub struct Ledger {
+/// The game's handle on its storage worker: it queues requests, sends them to the worker once a
+/// frame and takes the answers without blocking.
+pub(crate) struct Worker {
     /// Answers reports on a connection of its own, when the store can be opened twice.
     reader: Option<Reader>,
-    outbox: Vec<LedgerRequest>,
-    to_worker: Option<Sender<Vec<LedgerRequest>>>,
-    // A Mutex only to make the resource Sync; `get_mut` never locks.
+    outbox: Vec<Envelope>,
+    /// The number the next request gets.
+    next_seq: u64,
+    to_worker: Option<Sender<Vec<Envelope>>>,
+    // A Mutex only to make the handle Sync (the game keeps it in a resource); `get_mut` never
+    // locks.
     from_worker: Mutex<Receiver<FromWorker>>,
     worker: Option<JoinHandle<()>>,
     in_flight: usize,
     status: LedgerStatus,
-    failed: Vec<LedgerCompletion>,
+    failed: Vec<Completed>,
     transactions: u64,
     counters: Arc<WorkerCounters>,
 }
 
-impl Ledger {
+impl Worker {
     /// Starts a storage worker thread that opens the store with `open` and applies at most
     /// `max_batch` requests per transaction (1 turns group commit off: one transaction, and one
     /// fsync, per request).
     /// With `reader`, reports (history, sales) are answered by a second thread on a connection
     /// it opens with `reader`, once the store has opened.
-    pub(crate) fn spawn_with_batch_limit(
+    pub(crate) fn spawn(
         open: StoreFactory,
         reader: Option<StoreFactory>,
         max_batch: usize,
     ) -> Self {
         let max_batch = max_batch.max(1);
-        let (to_worker, requests) = mpsc::channel::<Vec<LedgerRequest>>();
+        let (to_worker, requests) = mpsc::channel::<Vec<Envelope>>();
         let (answers, from_worker) = mpsc::channel();
         let counters = Arc::new(WorkerCounters::default());
         let worker_counters = counters.clone();
@@ -129,6 +129,7 @@ impl Ledger {
         Self {
             reader: reader.map(Reader::spawn),
             outbox: Vec::new(),
+            next_seq: 0,
             to_worker: Some(to_worker),
             from_worker: Mutex::new(from_worker),
             worker: Some(worker),
@@ -140,13 +141,17 @@ impl Ledger {
         }
     }
 
-    /// Queues a request; it is sent at the end of the frame.
-    pub(crate) fn send(&mut self, request: LedgerRequest) {
-        self.outbox.push(request);
+    /// Queues a request until the next [`flush`](Self::flush); returns the number it is sent
+    /// under (they grow in the order requests are queued, which is the order they are applied).
+    pub(crate) fn send(&mut self, request: LedgerRequest) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.outbox.push(Envelope { seq, request });
+        seq
     }
 
     /// How busy the storage worker has been since it started (cheap: three atomic loads).
-    pub fn worker_load(&self) -> WorkerLoad {
+    pub(crate) fn load(&self) -> WorkerLoad {
         let c = &self.counters;
         WorkerLoad {
             busy: Duration::from_nanos(c.busy_ns.load(Ordering::Relaxed)),
@@ -167,10 +172,10 @@ impl Ledger {
                 self.status,
                 LedgerStatus::Ready(_) | LedgerStatus::Unavailable(_)
             )
-            && batch.iter().any(LedgerRequest::is_report)
+            && batch.iter().any(|e| e.request.is_report())
         {
             let (reports, rest): (Vec<_>, Vec<_>) =
-                batch.into_iter().partition(LedgerRequest::is_report);
+                batch.into_iter().partition(|e| e.request.is_report());
             reader.send(reports, &mut self.failed);
             batch = rest;
             if batch.is_empty() {
@@ -197,17 +202,12 @@ impl Ledger {
         }
     }
 
-    /// Takes every answer that has arrived, without waiting.
-    pub(crate) fn poll(&mut self, out: &mut Vec<LedgerCompletion>) {
-        self.poll_batches(|batch| out.extend(batch));
-    }
-
-    /// Like [`Ledger::poll`], a batch at a time without copying: each batch holds answers of one
-    /// kind, either all to charges or none.
-    pub(crate) fn poll_batches(&mut self, mut on_batch: impl FnMut(Vec<LedgerCompletion>)) {
+    /// Takes every answer that has arrived, without waiting, a chunk at a time.
+    pub(crate) fn poll(&mut self, mut on_batch: impl FnMut(Vec<Completed>)) {
         if !self.failed.is_empty() {
-            let (charges, others) = split_by_kind(std::mem::take(&mut self.failed));
-            charges.into_iter().chain(others).for_each(&mut on_batch);
+            chunked(std::mem::take(&mut self.failed))
+                .into_iter()
+                .for_each(&mut on_batch);
         }
         let from_worker = self
             .from_worker
@@ -239,10 +239,10 @@ impl Ledger {
                     tracing::error!("marketplace ledger unavailable, purchases will fail: {error}");
                     self.status = LedgerStatus::Failed(error);
                 }
-                Ok(FromWorker::Done { charges, others }) => {
-                    self.in_flight -= charges.iter().chain(&others).map(Vec::len).sum::<usize>();
+                Ok(FromWorker::Done(chunks)) => {
+                    self.in_flight -= chunks.iter().map(Vec::len).sum::<usize>();
                     self.transactions += 1;
-                    charges.into_iter().chain(others).for_each(&mut on_batch);
+                    chunks.into_iter().for_each(&mut on_batch);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -265,18 +265,18 @@ impl Ledger {
     }
 
     /// Requests sent to the worker and not yet answered, plus those still queued.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         let reading = self.reader.as_ref().map_or(0, |r| r.in_flight);
         self.in_flight + reading + self.outbox.len() + self.failed.len()
     }
 
     /// Whether the store is open.
-    pub fn status(&self) -> &LedgerStatus {
+    pub(crate) fn status(&self) -> &LedgerStatus {
         &self.status
     }
 
     /// Transactions the worker has answered so far.
-    pub fn transactions(&self) -> u64 {
+    pub(crate) fn transactions(&self) -> u64 {
         self.transactions
     }
 
@@ -295,94 +295,9 @@ impl Ledger {
     }
 }
 
-impl Drop for Ledger {
+impl Drop for Worker {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// The thread that answers reports (history, sales) on a connection of its own, so that a report
-/// reading a million receipts does not make purchases queue behind it.
-struct Reader {
-    to_reader: Sender<Vec<LedgerRequest>>,
-    // A Mutex only to make the resource Sync; `get_mut` never locks.
-    from_reader: Mutex<Receiver<Vec<LedgerCompletion>>>,
-    in_flight: usize,
-}
-
-impl Reader {
-    fn spawn(open: StoreFactory) -> Self {
-        let (to_reader, requests) = mpsc::channel::<Vec<LedgerRequest>>();
-        let (answers, from_reader) = mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("marketplace-ledger-reader".into())
-            .spawn(move || run_reader(open, requests, answers));
-        if let Err(error) = spawned {
-            // The requests sent to it will be answered as failed by `send`.
-            tracing::error!("the OS refused to start the ledger reader thread: {error}");
-        }
-        Self {
-            to_reader,
-            from_reader: Mutex::new(from_reader),
-            in_flight: 0,
-        }
-    }
-
-    fn send(&mut self, reports: Vec<LedgerRequest>, failed: &mut Vec<LedgerCompletion>) {
-        let n = reports.len();
-        match self.to_reader.send(reports) {
-            Ok(()) => self.in_flight += n,
-            Err(mpsc::SendError(reports)) => failed.extend(failed_all(
-                reports,
-                LedgerError::Unavailable("the ledger reader thread stopped".into()),
-            )),
-        }
-    }
-
-    fn poll(&mut self, on_batch: &mut impl FnMut(Vec<LedgerCompletion>)) {
-        let from_reader = self
-            .from_reader
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner());
-        while let Ok(done) = from_reader.try_recv() {
-            self.in_flight -= done.len();
-            on_batch(done);
-        }
-    }
-}
-
-/// Answers each report in a transaction of its own. The connection is opened at the first report
-/// and again after any failure; a panic fails only its report.
-fn run_reader(
-    open: StoreFactory,
-    requests: Receiver<Vec<LedgerRequest>>,
-    answers: Sender<Vec<LedgerCompletion>>,
-) {
-    let mut store: Option<Box<dyn LedgerStore>> = None;
-    for batch in requests {
-        let mut done = Vec::with_capacity(batch.len());
-        for request in batch {
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                let store = match &mut store {
-                    Some(store) => store,
-                    None => store.insert(open()?),
-                };
-                store.read(&request, now_ms())
-            }))
-            .unwrap_or_else(|payload| {
-                Err(LedgerError::Storage(format!(
-                    "the ledger store panicked reading a report: {}",
-                    panic_message(&*payload)
-                )))
-            });
-            if result.is_err() {
-                store = None;
-            }
-            done.push(LedgerCompletion { request, result });
-        }
-        if answers.send(done).is_err() {
-            return;
-        }
     }
 }
 
@@ -404,7 +319,7 @@ fn open_store(
 
 fn run_worker(
     open: StoreFactory,
-    requests: Receiver<Vec<LedgerRequest>>,
+    requests: Receiver<Vec<Envelope>>,
     answers: Sender<FromWorker>,
     max_batch: usize,
     counters: &WorkerCounters,
@@ -413,7 +328,7 @@ fn run_worker(
         Ok(store) => store,
         Err(error) => return answer_failed(error, requests, answers),
     };
-    let mut queued: std::collections::VecDeque<LedgerRequest> = Default::default();
+    let mut queued: std::collections::VecDeque<Envelope> = Default::default();
     let mut failing = false;
     loop {
         if queued.is_empty() {
@@ -444,13 +359,26 @@ fn run_worker(
             return;
         }
         let take = queued.len().min(max_batch);
-        let batch: Vec<LedgerRequest> = queued.drain(..take).collect();
+        let (seqs, batch): (Vec<u64>, Vec<LedgerRequest>) = queued
+            .drain(..take)
+            .map(|Envelope { seq, request }| (seq, request))
+            .unzip();
         let started = Instant::now();
         // A store that panics (a bug, an `expect` on a surprise) fails its transaction, not the
         // game: every request in it gets an error, and the store is opened afresh.
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            run_transaction(store.as_mut(), &batch, counters)
+            let mut committing = Duration::ZERO;
+            let replies = transact_timed(store.as_mut(), &batch, now_ms(), &mut committing);
+            counters
+                .commit_ns
+                .fetch_add(committing.as_nanos() as u64, Ordering::Relaxed);
+            replies
         }));
+        let batch: Vec<Envelope> = seqs
+            .into_iter()
+            .zip(batch)
+            .map(|(seq, request)| Envelope { seq, request })
+            .collect();
         let (done, panicked) = match outcome {
             Ok(replies) => {
                 // Say when transactions start failing, and when they work again.
@@ -509,7 +437,7 @@ fn run_worker(
 /// forever on a request.
 fn answer_failed(
     error: LedgerError,
-    requests: Receiver<Vec<LedgerRequest>>,
+    requests: Receiver<Vec<Envelope>>,
     answers: Sender<FromWorker>,
 ) {
     let _ = answers.send(FromWorker::OpenFailed(error.clone()));
@@ -522,106 +450,35 @@ fn answer_failed(
 }
 
 /// Pairs a batch with its replies, or answers it all with the error.
-fn answer(
-    batch: Vec<LedgerRequest>,
-    replies: Result<Vec<LedgerReply>, LedgerError>,
-) -> Vec<LedgerCompletion> {
+fn answer(batch: Vec<Envelope>, replies: Result<Vec<LedgerReply>, LedgerError>) -> Vec<Completed> {
     match replies {
         Ok(replies) => batch
             .into_iter()
             .zip(replies)
-            .map(|(request, reply)| LedgerCompletion {
-                request,
-                result: Ok(reply),
-            })
+            .map(|(Envelope { seq, request }, reply)| Completed::new(request, Ok(reply), seq))
             .collect(),
         Err(error) => failed_all(batch, error),
     }
 }
 
-fn done_message(done: Vec<LedgerCompletion>) -> FromWorker {
-    let (charges, others) = split_by_kind(done);
-    FromWorker::Done { charges, others }
+fn done_message(done: Vec<Completed>) -> FromWorker {
+    FromWorker::Done(chunked(done))
 }
 
-/// Answers to charges and the others, each in chunks of at most [`ANSWER_CHUNK`].
-type SplitAnswers = (Vec<Vec<LedgerCompletion>>, Vec<Vec<LedgerCompletion>>);
-
-fn split_by_kind(done: Vec<LedgerCompletion>) -> SplitAnswers {
-    let (mut charges, mut others) = (vec![Vec::new()], vec![Vec::new()]);
-    for completion in done {
-        let chunks = if matches!(completion.request, LedgerRequest::Charge(_)) {
-            &mut charges
-        } else {
-            &mut others
-        };
-        let last = chunks.last_mut().expect("never empty");
-        if last.len() == ANSWER_CHUNK {
-            chunks.push(Vec::with_capacity(ANSWER_CHUNK));
-        }
-        chunks.last_mut().expect("never empty").push(completion);
+/// Answers in chunks of at most [`ANSWER_CHUNK`].
+fn chunked(done: Vec<Completed>) -> Vec<Vec<Completed>> {
+    let mut chunks = Vec::with_capacity(done.len().div_ceil(ANSWER_CHUNK));
+    let mut done = done.into_iter().peekable();
+    while done.peek().is_some() {
+        chunks.push(done.by_ref().take(ANSWER_CHUNK).collect());
     }
-    (charges, others)
+    chunks
 }
 
 /// Every request of `batch` answered with `error`.
-fn failed_all(batch: Vec<LedgerRequest>, error: LedgerError) -> Vec<LedgerCompletion> {
+pub(super) fn failed_all(batch: Vec<Envelope>, error: LedgerError) -> Vec<Completed> {
     batch
         .into_iter()
-        .map(|request| LedgerCompletion {
-            request,
-            result: Err(error.clone()),
-        })
+        .map(|Envelope { seq, request }| Completed::new(request, Err(error.clone()), seq))
         .collect()
-}
-
-/// Applies a batch in one transaction: every reply, in batch order, or the error that rolled it
-/// back.
-fn run_transaction(
-    store: &mut dyn LedgerStore,
-    batch: &[LedgerRequest],
-    counters: &WorkerCounters,
-) -> Result<Vec<LedgerReply>, LedgerError> {
-    let now = now_ms();
-    store.begin()?;
-    if let Some(result) = store.apply_batch(batch, now) {
-        let replies = match result {
-            Ok(replies) if replies.len() == batch.len() => replies,
-            Ok(_) => {
-                store.rollback();
-                return Err(LedgerError::Storage(
-                    "the store answered a batch incompletely".into(),
-                ));
-            }
-            Err(error) => {
-                store.rollback();
-                return Err(error);
-            }
-        };
-        return commit(store, counters).map(|()| replies);
-    }
-    let mut replies = Vec::with_capacity(batch.len());
-    for request in batch {
-        match store.apply(request, now) {
-            Ok(reply) => replies.push(reply),
-            Err(error) => {
-                store.rollback();
-                return Err(error);
-            }
-        }
-    }
-    commit(store, counters)?;
-    Ok(replies)
-}
-
-fn commit(store: &mut dyn LedgerStore, counters: &WorkerCounters) -> Result<(), LedgerError> {
-    let committing = Instant::now();
-    let committed = store.commit();
-    counters
-        .commit_ns
-        .fetch_add(committing.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    if committed.is_err() {
-        store.rollback();
-    }
-    committed
 }

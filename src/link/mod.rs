@@ -1,0 +1,128 @@
+//! The game's link to its ledger: the [`Ledger`] resource that queues requests for the storage
+//! worker, and the typed queues its answers come back on, one per request type
+//! ([`LedgerAnswers`]), each read by the stage that sent that request.
+
+mod answers;
+
+pub(crate) use answers::{AnswerQueues, LedgerAnswers, answers_waiting, init_answer_queues};
+
+use bevy::prelude::*;
+
+use crate::ledger::{
+    Completed, LedgerCall, LedgerRequest, LedgerStatus, StoreFactory, Worker, WorkerLoad,
+};
+use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceSystems};
+
+/// The plugin's handle on its storage worker: it queues requests, sends them to the worker once
+/// a frame and takes the answers without blocking. Games read its [`status`](Ledger::status)
+/// and load; only the plugin sends requests and takes answers, so no game code can grant a
+/// receipt or take the plugin's answers from it:
+///
+/// ```compile_fail
+/// # use bevy_marketplace::Ledger;
+/// # use bevy_marketplace::ledger::ReadPlayer;
+/// # use bevy_marketplace::UserId;
+/// fn forge(mut ledger: bevy::prelude::ResMut<Ledger>) {
+///     ledger.send(ReadPlayer { user: UserId(1) });
+/// }
+/// ```
+#[derive(Resource)]
+pub struct Ledger {
+    worker: Worker,
+}
+
+impl Ledger {
+    /// Starts a storage worker thread that opens the store with `open` and applies at most
+    /// `max_batch` requests per transaction (1 turns group commit off: one transaction, and one
+    /// fsync, per request). With `reader`, reports (history, sales) are answered by a second
+    /// thread on a connection it opens with `reader`, once the store has opened.
+    pub(crate) fn spawn(
+        open: StoreFactory,
+        reader: Option<StoreFactory>,
+        max_batch: usize,
+    ) -> Self {
+        Self {
+            worker: Worker::spawn(open, reader, max_batch),
+        }
+    }
+
+    /// Queues a request; it is sent at the end of the frame, and its answer comes back on
+    /// `LedgerAnswers<C>`. Returns the number it is sent under: requests are applied in the
+    /// order of their numbers.
+    pub(crate) fn send<C: LedgerCall>(&mut self, call: C) -> u64 {
+        self.worker.send(call.into())
+    }
+
+    /// Queues a request of any type (see [`send`](Self::send)).
+    pub(crate) fn send_request(&mut self, request: LedgerRequest) -> u64 {
+        self.worker.send(request)
+    }
+
+    /// Sends queued requests to the worker (the plugin does this once a frame).
+    pub(crate) fn flush(&mut self) {
+        self.worker.flush();
+    }
+
+    /// Takes every answer that has arrived, without waiting, a chunk at a time.
+    pub(crate) fn poll(&mut self, on_batch: impl FnMut(Vec<Completed>)) {
+        self.worker.poll(on_batch);
+    }
+
+    /// How busy the storage worker has been since it started (cheap: three atomic loads).
+    pub fn worker_load(&self) -> WorkerLoad {
+        self.worker.load()
+    }
+
+    /// Requests sent to the worker and not yet answered, plus those still queued.
+    pub fn in_flight(&self) -> usize {
+        self.worker.in_flight()
+    }
+
+    /// Whether the store is open.
+    pub fn status(&self) -> &LedgerStatus {
+        self.worker.status()
+    }
+
+    /// Transactions the worker has answered so far.
+    pub fn transactions(&self) -> u64 {
+        self.worker.transactions()
+    }
+
+    /// Sends what is queued, then waits for the worker to finish everything and stop. Dropping
+    /// the `Ledger` does the same; this only blocks at shutdown.
+    pub(crate) fn shutdown(&mut self) {
+        self.worker.shutdown();
+    }
+}
+
+/// The link's systems: answers in first, requests out last.
+pub(crate) struct LinkPlugin;
+
+impl Plugin for LinkPlugin {
+    fn build(&self, app: &mut App) {
+        init_answer_queues(app);
+        app.init_resource::<FrameDeadline>().add_systems(
+            PreUpdate,
+            (
+                receive_ledger.in_set(MarketplaceSystems::Receive),
+                flush_ledger.in_set(MarketplaceSystems::Send),
+            ),
+        );
+    }
+}
+
+/// Takes the worker's answers into their typed queues, and starts the frame's work budget.
+pub(crate) fn receive_ledger(
+    mut ledger: ResMut<Ledger>,
+    mut queues: AnswerQueues,
+    mut deadline: ResMut<FrameDeadline>,
+    settings: Res<MarketplaceSettings>,
+) {
+    deadline.start(settings.frame_budget);
+    ledger.poll(|chunk| chunk.into_iter().for_each(|answer| queues.route(answer)));
+}
+
+/// Sends this frame's requests to the worker.
+pub(crate) fn flush_ledger(mut ledger: ResMut<Ledger>) {
+    ledger.flush();
+}

@@ -1,0 +1,57 @@
+//! What changed elsewhere reaches a player online here: their balance, pending receipts and
+//! pending clawbacks, read again from the ledger.
+
+use bevy::prelude::*;
+
+use super::player::PlayerSession;
+use super::sessions::Sessions;
+use super::work_queue::DeliveryQueue;
+use crate::currency::PremiumBalance;
+use crate::ledger::{PlayerReading, ReadPlayer};
+use crate::link::LedgerAnswers;
+use crate::settings::FrameDeadline;
+
+/// Applies the ledger's readings of players: the balance and shortfall they show, receipts to
+/// deliver and refunds to take back that this server did not know of.
+pub(crate) fn handle_player_readings(
+    mut answers: ResMut<LedgerAnswers<ReadPlayer>>,
+    sessions: Res<Sessions>,
+    mut players: Query<(&mut PlayerSession, &mut PremiumBalance)>,
+    mut deliveries: ResMut<DeliveryQueue>,
+    deadline: Res<FrameDeadline>,
+) {
+    for answer in answers.drain_within(&deadline) {
+        let Ok(PlayerReading {
+            pending,
+            clawbacks,
+            balance: stored_balance,
+            shortfall,
+        }) = answer.result
+        else {
+            continue;
+        };
+        let Some(&e) = sessions.by_user.get(&answer.call.user) else {
+            continue;
+        };
+        let Ok((mut session, mut balance)) = players.get_mut(e) else {
+            continue;
+        };
+        if !session.is_active() {
+            continue;
+        }
+        balance.set_if_neq(PremiumBalance(stored_balance));
+        session.shortfall = shortfall;
+        let known = (session.pending.len(), session.clawbacks.len());
+        for receipt in pending {
+            if !sessions.awaiting_commit.contains(&receipt.purchase_id) {
+                session.add_pending(receipt, answer.seq);
+            }
+        }
+        for receipt in clawbacks {
+            session.add_clawback(receipt);
+        }
+        if (session.pending.len(), session.clawbacks.len()) != known {
+            deliveries.now.push(e);
+        }
+    }
+}
