@@ -87,9 +87,14 @@ impl SqliteLedger {
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| open_err(e.to_string()))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
-        )
+        // Turning WAL on takes the file's exclusive lock, and SQLite answers "database is locked"
+        // at once, without its busy handler, while another connection opens the same new file:
+        // wait it out like any other statement.
+        while_busy(|| {
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;",
+            )
+        })
         .map_err(|e| open_err(e.to_string()))?;
         let mut ledger = Self {
             conn,
@@ -98,7 +103,7 @@ impl SqliteLedger {
             reclaimed_from: Vec::new(),
         };
         if version < SCHEMA_VERSION {
-            migrate(&mut ledger.conn)
+            while_busy(|| migrate(&mut ledger.conn))
                 .map_err(|e| open_err(format!("migration from version {version} failed: {e}")))?;
         }
         Ok(ledger)
@@ -199,6 +204,25 @@ impl SqliteLedger {
             self.note_reclaimed(user, owner, expires_at_ms, now_ms);
         }
         Ok(reply)
+    }
+}
+
+/// Runs `step` again while SQLite answers that the file is busy or locked, for at most
+/// [`BUSY_TIMEOUT`].
+fn while_busy<T>(mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
