@@ -85,13 +85,32 @@ macro_rules! display_inner {
 display_inner!(ProductId, UserId, PlaceId, PurchaseId, RequestId);
 
 /// Identifies one game server process to the ledger (session leases name their owner with it).
+/// Any text without a NUL character (which PostgreSQL cannot keep):
+///
+/// ```
+/// use bevy_marketplace::ledger::ServerId;
+/// assert_eq!(ServerId::new("eu-1").unwrap().as_str(), "eu-1");
+/// assert!(ServerId::new("eu\0").is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ServerId(pub Arc<str>);
+pub struct ServerId(Arc<str>);
 
 impl ServerId {
+    /// A server id, unless `id` holds a NUL character.
+    pub fn new(id: impl Into<Arc<str>>) -> Result<Self, crate::ledger::InvalidText> {
+        let id = id.into();
+        crate::ledger::keepable("server id", &id)?;
+        Ok(Self(id))
+    }
+
     /// A fresh random server id.
     pub fn random() -> Self {
         Self(uuid::Uuid::new_v4().simple().to_string().into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

@@ -45,7 +45,7 @@ pub use players::{
     PendingReceipt, PersistRegistry, Player, PlayerSaveFailed, PlayerSession, ReceiptRefunded,
     ReceiptResolved, SessionPhase, Sessions,
 };
-pub use plugin::{CatalogSource, MarketplacePlugin};
+pub use plugin::{CatalogSource, MIN_AUTOSAVE_INTERVAL, MIN_REFRESH_INTERVAL, MarketplacePlugin};
 pub use purchase::{
     ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
     PurchaseError, PurchaseFailed, PurchasePrompt, TopUpOffer, TopUpRequested,

@@ -62,7 +62,8 @@ pub struct MarketplacePlugin {
     pub allow_debug_grants: bool,
     /// Premium balance of a user the ledger has never seen. Default: 0.
     pub starting_balance: u64,
-    /// How often each player's persisted components are saved. Default: 30 s.
+    /// How often each player's persisted components are saved. Default: 30 s; at least
+    /// [`MIN_AUTOSAVE_INTERVAL`] (a shorter one is raised to it, with a warning).
     pub autosave_interval: Duration,
     /// How long a session lease lasts without a save renewing it. Default: 5 min.
     pub lease_duration: Duration,
@@ -78,8 +79,28 @@ pub struct MarketplacePlugin {
     pub exit_timeout: Duration,
     /// How often the ledger is asked again about each player online here, so that what changed
     /// elsewhere reaches them without a rejoin: refunds and top-ups made by the `marketplace`
-    /// tool or another server, purchases made outside the game. Default: 2 s.
+    /// tool or another server, purchases made outside the game. Default: 2 s; at least
+    /// [`MIN_REFRESH_INTERVAL`] (a shorter one is raised to it, with a warning).
     pub refresh_interval: Duration,
+}
+
+/// The shortest [`MarketplacePlugin::autosave_interval`] (about a frame): a timer that fires
+/// again at once would never let the frame end.
+pub const MIN_AUTOSAVE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The shortest [`MarketplacePlugin::refresh_interval`] (about a frame), for the same reason.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// `value`, raised to `min` with a warning naming the setting when it is shorter.
+fn at_least(setting: &str, value: Duration, min: Duration) -> Duration {
+    if value < min {
+        tracing::warn!(
+            "MarketplacePlugin::{setting} is {value:?}, shorter than the shortest that works ({min:?}); using {min:?}"
+        );
+        min
+    } else {
+        value
+    }
 }
 
 impl Default for MarketplacePlugin {
@@ -174,11 +195,19 @@ impl Plugin for MarketplacePlugin {
             retry: self.retry,
             test_purchases: self.test_purchases,
             starting_balance: self.starting_balance,
-            autosave_interval: self.autosave_interval,
+            autosave_interval: at_least(
+                "autosave_interval",
+                self.autosave_interval,
+                MIN_AUTOSAVE_INTERVAL,
+            ),
             lease_duration: self.lease_duration,
             frame_budget: self.frame_budget,
             exit_timeout: self.exit_timeout,
-            refresh_interval: self.refresh_interval,
+            refresh_interval: at_least(
+                "refresh_interval",
+                self.refresh_interval,
+                MIN_REFRESH_INTERVAL,
+            ),
         };
         let ledger = Ledger::spawn(
             self.ledger.factory(&settings.server_id),

@@ -61,6 +61,8 @@ pub struct QueuedWork {
     pub awaiting_commit: usize,
     /// Players who left, whose final save has not landed.
     pub departed: usize,
+    /// Charges of prompts whose outcome the ledger has not told yet.
+    pub charges: usize,
     /// Ledger answers received and not yet handled.
     pub inbox_empty: bool,
 }
@@ -73,6 +75,7 @@ pub fn queued_work(world: &World) -> QueuedWork {
         deliveries: world.resource::<crate::players::DeliveryQueue>().len(),
         awaiting_commit: sessions.awaiting_commit().count(),
         departed: sessions.departing(),
+        charges: world.resource::<crate::purchase::Charges>().len(),
         inbox_empty: answers_waiting(world) == 0,
     }
 }

@@ -72,6 +72,18 @@ fn duplicate_names_are_rejected() {
     );
 }
 
+/// A name the ledger could not keep with the product's receipts is refused where it is written.
+#[test]
+fn a_name_with_a_nul_character_is_rejected() {
+    let text = catalog_text(&[product(1, "Potion", 5), product(2, "Eli\0xir", 5)]);
+    let err = Catalog::from_ron_str(&text, "shop.ron").unwrap_err();
+    assert!(
+        matches!(&err, CatalogError::NulInName { id: ProductId(2), position, .. } if position.line == 4),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("shop.ron:4:"), "{err}");
+}
+
 #[test]
 fn prices_must_be_between_1_and_a_billion() {
     for ok in [1, 1_000_000_000] {

@@ -472,7 +472,7 @@ fn check_consistent(db: &Path, run: usize) {
     let unmatched: i64 = conn
         .query_row(
             "SELECT count(*) FROM balance_journal j LEFT JOIN receipts r ON r.purchase_id = j.purchase_id
-             WHERE j.reason = 'purchase' AND (r.purchase_id IS NULL OR -j.delta != r.currency_spent)",
+             WHERE j.kind = 'purchase' AND (r.purchase_id IS NULL OR -j.delta != r.currency_spent)",
             [],
             |r| r.get(0),
         )
@@ -481,7 +481,7 @@ fn check_consistent(db: &Path, run: usize) {
     let receipts_without_debit: i64 = conn
         .query_row(
             "SELECT count(*) FROM receipts r WHERE (SELECT count(*) FROM balance_journal j
-             WHERE j.purchase_id = r.purchase_id AND j.reason = 'purchase') != 1",
+             WHERE j.purchase_id = r.purchase_id AND j.kind = 'purchase') != 1",
             [],
             |r| r.get(0),
         )
@@ -495,7 +495,7 @@ fn check_consistent(db: &Path, run: usize) {
             "SELECT count(*) FROM accounts a WHERE a.balance !=
              (SELECT coalesce(sum(delta), 0) FROM balance_journal j WHERE j.user_id = a.user_id)
              OR (SELECT count(*) FROM balance_journal j WHERE j.user_id = a.user_id
-                 AND j.reason = 'starting balance' AND j.delta = ?1) != 1",
+                 AND j.kind = 'starting_balance' AND j.delta = ?1) != 1",
             [START_BALANCE as i64],
             |r| r.get(0),
         )
@@ -508,7 +508,7 @@ fn check_consistent(db: &Path, run: usize) {
     let bad_refunds: i64 = conn
         .query_row(
             "SELECT count(*) FROM receipts r WHERE (SELECT count(*) FROM balance_journal j
-             WHERE j.purchase_id = r.purchase_id AND j.reason = 'refund' AND j.delta = r.currency_spent)
+             WHERE j.purchase_id = r.purchase_id AND j.kind = 'refund' AND j.delta = r.currency_spent)
              != CASE WHEN r.state = 'refunded' AND r.currency_spent > 0 THEN 1 ELSE 0 END
              OR (r.state = 'refunded') != (r.clawback IS NOT NULL)",
             [],
@@ -657,7 +657,7 @@ fn purchase_storm_survives_sigkill() {
     let top_ups = audit
         .journal
         .iter()
-        .filter(|e| e.reason.starts_with("top-up crash store:"))
+        .filter(|e| e.kind == bevy_marketplace::ledger::JournalKind::TopUp)
         .count();
     assert_eq!(top_ups, KILLS + 1, "one journal credit per order");
     let refunded = audit.count(ReceiptState::Refunded);

@@ -10,7 +10,7 @@ use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_marketplace::Ledger;
 use bevy_marketplace::ledger::{
-    LedgerBackend, LedgerError, LedgerStatus, SCHEMA_VERSION, ServerId, SqliteLedger,
+    JournalKind, LedgerBackend, LedgerError, LedgerStatus, SCHEMA_VERSION, ServerId, SqliteLedger,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
@@ -173,6 +173,16 @@ fn downgrade_to_version_1(path: &Path) {
              resolved_ms    INTEGER
          );
          CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
+         DROP TABLE balance_journal;
+         CREATE TABLE balance_journal (
+             id          INTEGER PRIMARY KEY,
+             user_id     INTEGER NOT NULL,
+             delta       INTEGER NOT NULL,
+             reason      TEXT    NOT NULL,
+             purchase_id TEXT,
+             at_ms       INTEGER NOT NULL
+         );
+         CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
          INSERT INTO receipts VALUES
              ('0001', 'a1a1a1a1-0000-4000-8000-000000000001', 7, 456456, 0, 80, 1, 2, 0, 'pending', 1, NULL),
              ('0002', 'a1a1a1a1-0000-4000-8000-000000000002', 7, 456456, 0, 80, 1, 2, 0, 'granted', 1, 2);
@@ -182,7 +192,6 @@ fn downgrade_to_version_1(path: &Path) {
          ALTER TABLE accounts DROP COLUMN lease_token;
          ALTER TABLE accounts DROP COLUMN shortfall;
          DROP TABLE credits;
-         DROP INDEX balance_journal_by_user;
          PRAGMA user_version = 1;
          COMMIT;",
     )
@@ -230,7 +239,79 @@ fn a_version_1_ledger_is_migrated_and_its_pending_receipts_are_delivered() {
     );
     assert!(bad_state.is_err(), "the migrated table still checks states");
     // Its starting balances went into the journal: the migrated ledger adds up.
-    let report = audit(&path).check();
+    let audit = audit(&path);
+    let report = audit.check();
+    assert!(report.is_sound(), "{:?}", report.problems);
+    let kinds: Vec<JournalKind> = audit.journal.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            JournalKind::Purchase,
+            JournalKind::Purchase,
+            JournalKind::StartingBalance
+        ],
+        "the journal written by version 1 says what each entry was"
+    );
+}
+
+/// A version 5 ledger (journal entries without kinds) whose words a reader could mistake: a
+/// grant whose reason is "purchase", a top-up and its reversal, a shortfall repaid.
+#[test]
+fn a_version_5_journal_gets_its_kinds_from_what_it_names_not_from_its_words() {
+    let (_dir, path) = temp_db();
+    drop(SqliteLedger::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "BEGIN;
+         DROP TABLE balance_journal;
+         CREATE TABLE balance_journal (
+             id          INTEGER PRIMARY KEY,
+             user_id     INTEGER NOT NULL,
+             delta       INTEGER NOT NULL,
+             reason      TEXT    NOT NULL,
+             purchase_id TEXT,
+             at_ms       INTEGER NOT NULL
+         );
+         CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
+         CREATE INDEX balance_journal_by_user ON balance_journal (user_id);
+         INSERT INTO accounts (user_id, balance, created_ms, updated_ms, shortfall) VALUES (1, 1020, 1, 1, 0);
+         INSERT INTO credits (source, order_id, user_id, amount, credited_ms, reversed_ms, reversed_taken, reversed_shortfall)
+             VALUES ('web', 'o1', 1, 500, 2, 3, 500, 0), ('web', 'o2', 1, 100, 4, NULL, NULL, NULL);
+         INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms) VALUES
+             (1, 1000, 'starting balance', NULL, 1),
+             (1, 20, 'purchase', NULL, 1),
+             (1, 500, 'top-up web:o1', NULL, 2),
+             (1, -500, 'top-up reversed web:o1', NULL, 3),
+             (1, 100, 'top-up web:o2', NULL, 4),
+             (1, -100, 'shortfall repaid by web:o2', NULL, 4);
+         PRAGMA user_version = 5;
+         COMMIT;",
+    )
+    .unwrap();
+    drop(conn);
+    drop(SqliteLedger::open(&path).unwrap());
+    let audit = audit(&path);
+    let kinds: Vec<(JournalKind, &str)> = audit
+        .journal
+        .iter()
+        .map(|e| (e.kind, e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (JournalKind::StartingBalance, "starting balance"),
+            (JournalKind::Adjustment, "purchase"),
+            (JournalKind::TopUp, "top-up web:o1"),
+            (JournalKind::TopUpReversal, "top-up reversed web:o1"),
+            (JournalKind::TopUp, "top-up web:o2"),
+            (JournalKind::ShortfallRepaid, "shortfall repaid by web:o2"),
+        ]
+    );
+    assert_eq!(
+        audit.purchase_debits, 0,
+        "a grant named \"purchase\" is no purchase"
+    );
+    let report = audit.check();
     assert!(report.is_sound(), "{:?}", report.problems);
 }
 
@@ -680,7 +761,7 @@ fn a_game_restarted_after_a_crash_gets_its_players_back_at_once() {
 fn a_second_game_process_on_the_same_file_is_refused_with_a_message_naming_the_first() {
     let (_dir, path) = temp_db();
     let mut first = start_game_process(&path);
-    let error = SqliteLedger::open_exclusive(&path, &ServerId("second".into())).unwrap_err();
+    let error = SqliteLedger::open_exclusive(&path, &ServerId::new("second").unwrap()).unwrap_err();
     let message = error.to_string();
     println!("{message}");
     let LedgerError::InUse { location, holder } = &error else {
@@ -706,7 +787,7 @@ fn a_second_game_process_on_the_same_file_is_refused_with_a_message_naming_the_f
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(
-        SqliteLedger::open_exclusive(&path, &ServerId("second".into())).is_ok(),
+        SqliteLedger::open_exclusive(&path, &ServerId::new("second").unwrap()).is_ok(),
         "the OS released the killed game's lock"
     );
 }

@@ -524,7 +524,7 @@ fn a_session_that_fails_to_load_gives_its_lease_back() {
         tool.apply(
             &LedgerRequest::OpenSession(OpenSession {
                 user: UserId(4),
-                server: ServerId("tool".into()),
+                server: ServerId::new("tool").unwrap(),
                 lease_ms: 60_000,
                 starting_balance: 1000,
             }),
@@ -537,7 +537,7 @@ fn a_session_that_fails_to_load_gives_its_lease_back() {
     let save = LedgerRequest::Save(SaveRequest {
         user: UserId(4),
         fence: LeaseFence {
-            server: ServerId("tool".into()),
+            server: ServerId::new("tool").unwrap(),
             token: lease_token,
         },
         state: PlayerSnapshot([("Gold".to_owned(), "not RON at all (".to_owned())].into()),

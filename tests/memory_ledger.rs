@@ -19,7 +19,7 @@ use bevy_marketplace::{
 fn open(user: i64) -> LedgerRequest {
     LedgerRequest::OpenSession(OpenSession {
         user: UserId(user),
-        server: ServerId("a".into()),
+        server: ServerId::new("a").unwrap(),
         lease_ms: 60_000,
         starting_balance: 1000,
     })
@@ -28,7 +28,7 @@ fn open(user: i64) -> LedgerRequest {
 /// Server "a"'s first lease on a user (tokens count leases taken, from 1).
 fn first_lease() -> LeaseFence {
     LeaseFence {
-        server: ServerId("a".into()),
+        server: ServerId::new("a").unwrap(),
         token: 1,
     }
 }
@@ -135,7 +135,7 @@ fn a_rolled_back_transaction_leaves_no_trace() {
     assert_eq!(pending.len(), 1);
     let other = LedgerRequest::OpenSession(OpenSession {
         user: UserId(1),
-        server: ServerId("b".into()),
+        server: ServerId::new("b").unwrap(),
         lease_ms: 60_000,
         starting_balance: 0,
     });

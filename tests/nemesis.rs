@@ -263,7 +263,7 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
     assert_eq!(
         count(
             &mut db,
-            "SELECT count(*) FROM balance_journal j WHERE reason = 'purchase'
+            "SELECT count(*) FROM balance_journal j WHERE kind = 'purchase'
              AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.purchase_id = j.purchase_id)"
         ),
         0,
@@ -284,7 +284,7 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
             "SELECT count(*) FROM accounts a WHERE a.balance <> coalesce(
              (SELECT sum(delta) FROM balance_journal j WHERE j.user_id = a.user_id), 0)
              OR (SELECT count(*) FROM balance_journal j WHERE j.user_id = a.user_id
-                 AND j.reason = 'starting balance' AND j.delta = $START) <> 1"
+                 AND j.kind = 'starting_balance' AND j.delta = $START) <> 1"
                 .replace("$START", &START_BALANCE.to_string())
                 .as_str()
         ),

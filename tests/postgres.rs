@@ -71,7 +71,7 @@ fn connect(url: &str) -> PostgresLedger {
 /// A server's first lease on a player (tokens count the leases taken, from 1).
 fn first_lease(server: &str) -> LeaseFence {
     LeaseFence {
-        server: ServerId(server.into()),
+        server: ServerId::new(server).unwrap(),
         token: 1,
     }
 }
@@ -87,7 +87,7 @@ fn apply_at(store: &mut PostgresLedger, now_ms: i64, request: LedgerRequest) -> 
 fn open(user: i64, server: &str, lease_ms: i64) -> LedgerRequest {
     LedgerRequest::OpenSession(OpenSession {
         user: UserId(user),
-        server: ServerId(server.into()),
+        server: ServerId::new(server).unwrap(),
         lease_ms,
         starting_balance: 1000,
     })
@@ -516,7 +516,7 @@ fn the_lease_is_a_compare_and_set_between_servers() {
             user: UserId(5),
             // A took the first lease, B the second.
             fence: LeaseFence {
-                server: ServerId(server.into()),
+                server: ServerId::new(server).unwrap(),
                 token: if server == "a" { 1 } else { 2 },
             },
             state: gold_state(gold),
@@ -531,7 +531,6 @@ fn the_lease_is_a_compare_and_set_between_servers() {
         LedgerReply::Save(SaveReply::Saved {
             newly_granted: vec![],
             newly_settled: vec![],
-            clawbacks_due: vec![],
         })
     );
     assert!(matches!(
@@ -574,7 +573,7 @@ fn the_lease_is_a_compare_and_set_between_servers() {
             3_100,
             LedgerRequest::ReleaseSession(ReleaseSession {
                 user: UserId(5),
-                server: ServerId("a".into()),
+                server: ServerId::new("a").unwrap(),
                 token: Some(1),
             })
         ),
@@ -589,7 +588,6 @@ fn the_lease_is_a_compare_and_set_between_servers() {
         LedgerReply::Save(SaveReply::Saved {
             newly_granted: vec![receipt.purchase_id.clone()],
             newly_settled: vec![],
-            clawbacks_due: vec![],
         })
     );
     let audit = b.audit().unwrap();
@@ -706,7 +704,7 @@ fn ledger_throughput_with_four_servers() {
                     .into_iter()
                     .map(|reply| match reply {
                         LedgerReply::OpenSession(OpenSessionReply::Opened(OpenedSession { lease_token, .. })) => LeaseFence {
-                            server: ServerId(server.as_str().into()),
+                            server: ServerId::new(server.as_str()).unwrap(),
                             token: lease_token,
                         },
                         other => panic!("{other:?}"),

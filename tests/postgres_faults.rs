@@ -36,7 +36,7 @@ fn wall_ms() -> i64 {
 fn open(user: i64, server: &str, lease_ms: i64) -> LedgerRequest {
     LedgerRequest::OpenSession(OpenSession {
         user: UserId(user),
-        server: ServerId(server.into()),
+        server: ServerId::new(server).unwrap(),
         lease_ms,
         starting_balance: 1000,
     })
@@ -205,7 +205,7 @@ fn a_batch_behind_a_frozen_servers_row_lock_fails_after_the_lock_timeout() {
         panic!("opened");
     };
     let fence = LeaseFence {
-        server: ServerId("a".into()),
+        server: ServerId::new("a").unwrap(),
         token: lease_token,
     };
     // Server A freezes in the middle of a transaction that holds player 1's row.

@@ -290,6 +290,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     By::Hour => SalesBucket::Hour,
                 },
             };
+            if query.from_ms >= query.to_ms {
+                return Err(format!(
+                    "--from {} is not before --to {}: the range is empty",
+                    from.as_deref().unwrap_or("(the beginning)"),
+                    to.as_deref().unwrap_or("(now)")
+                ));
+            }
             let rows = store.ask(query).map_err(fail)?;
             if csv {
                 print!("{}", sales_csv(&rows));

@@ -157,6 +157,18 @@ pub enum CatalogError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A name with a NUL character, which the ledger cannot keep with the product's receipts.
+    #[error("{file}:{position}: product {id} has a name with a NUL character ({name:?})")]
+    NulInName {
+        /// The catalog file.
+        file: String,
+        /// The product.
+        position: FilePosition,
+        /// The product id.
+        id: ProductId,
+        /// The name.
+        name: String,
+    },
     /// A blank name.
     #[error("{file}:{position}: product {id} has an empty name")]
     EmptyName {
@@ -258,6 +270,14 @@ fn validate(
                 file: file.to_owned(),
                 position: at(i),
                 id: p.id,
+            });
+        }
+        if p.name.contains('\0') {
+            return Err(CatalogError::NulInName {
+                file: file.to_owned(),
+                position: at(i),
+                id: p.id,
+                name: p.name.clone(),
             });
         }
         if !(MIN_PRICE..=MAX_PRICE).contains(&p.price) {

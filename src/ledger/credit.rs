@@ -69,6 +69,9 @@ pub enum CreditError {
         /// The order id given.
         order_id: String,
     },
+    /// A text of the request cannot be kept as written.
+    #[error(transparent)]
+    InvalidText(#[from] super::InvalidText),
     /// The order was credited before, to another user or with another amount.
     #[error(
         "order {order_id} of {store} already credited {amount} to user {user}; a retry must name the same user and amount"

@@ -2,8 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::rules::REFUND;
-use super::{LedgerAudit, MAX_BALANCE};
+use super::{JournalKind, LedgerAudit, MAX_BALANCE};
 use crate::ids::{PurchaseId, UserId};
 use crate::receipt::ReceiptState;
 
@@ -31,6 +30,8 @@ impl LedgerAudit {
     /// Checks that the ledger adds up:
     /// - every balance is the sum of its journal (the starting balance is its first entry) and
     ///   within `0..=MAX_BALANCE`;
+    /// - every journal entry moves the balance the way its kind does (a purchase debits, a
+    ///   refund credits), and only purchases and refunds name a receipt;
     /// - every purchase debit names a receipt of the same user for the same amount, and every
     ///   receipt that cost something has exactly one debit;
     /// - every refunded receipt has its refund record, and exactly one refund credit when it cost
@@ -43,20 +44,38 @@ impl LedgerAudit {
         let mut refunds: HashMap<&PurchaseId, Vec<(UserId, i64)>> = HashMap::new();
         for entry in &self.journal {
             *journaled.entry(entry.user).or_default() += i128::from(entry.delta);
-            match (&entry.purchase_id, entry.reason.as_str()) {
-                (Some(id), "purchase") => debits
-                    .entry(id)
-                    .or_default()
-                    .push((entry.user, entry.delta)),
-                (Some(id), REFUND) => refunds
-                    .entry(id)
-                    .or_default()
-                    .push((entry.user, entry.delta)),
-                (None, "purchase") => problems.push(format!(
-                    "journal: a purchase debit of user {} ({}) names no receipt",
-                    entry.user, entry.delta
+            let (user, delta, kind) = (entry.user, entry.delta, entry.kind);
+            let sign_ok = match kind {
+                JournalKind::StartingBalance | JournalKind::Refund | JournalKind::TopUp => {
+                    delta > 0
+                }
+                JournalKind::Purchase
+                | JournalKind::TopUpReversal
+                | JournalKind::ShortfallRepaid => delta < 0,
+                JournalKind::Adjustment => delta != 0,
+            };
+            if !sign_ok {
+                problems.push(format!(
+                    "journal: a {} entry of user {user} changes the balance by {delta}",
+                    kind.as_str()
+                ));
+            }
+            match (&entry.purchase_id, kind) {
+                (Some(id), JournalKind::Purchase) => {
+                    debits.entry(id).or_default().push((user, delta))
+                }
+                (Some(id), JournalKind::Refund) => {
+                    refunds.entry(id).or_default().push((user, delta))
+                }
+                (None, JournalKind::Purchase | JournalKind::Refund) => problems.push(format!(
+                    "journal: a {} entry of user {user} ({delta}) names no receipt",
+                    kind.as_str()
                 )),
-                _ => {}
+                (Some(id), _) => problems.push(format!(
+                    "journal: a {} entry of user {user} ({delta}) names receipt {id}",
+                    kind.as_str()
+                )),
+                (None, _) => {}
             }
         }
         for (user, (balance, _)) in &self.accounts {

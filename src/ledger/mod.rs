@@ -33,6 +33,7 @@ mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
+mod text;
 mod worker;
 
 pub use backend::LedgerBackend;
@@ -52,7 +53,8 @@ pub use protocol::{
 pub(crate) use protocol::{Answer, Completed};
 pub(crate) use records::purchase_debits;
 pub use records::{
-    JournalEntry, LeaseFence, LeaseRecord, LedgerAudit, PlayerSnapshot, StoredReceipt,
+    JournalEntry, JournalKind, LeaseFence, LeaseRecord, LedgerAudit, PlayerSnapshot, StoredReceipt,
+    utc,
 };
 pub use refund::{Clawback, RefundError, RefundOutcome, RefundRecord, RefundRequest};
 pub use reports::{
@@ -64,6 +66,8 @@ pub use rules::MAX_BALANCE;
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
 pub use store::{LedgerError, LedgerStore, StoreFactory, call, read, transact};
 pub(crate) use store::{now_ms, transact_timed};
+pub use text::InvalidText;
+pub(crate) use text::keepable;
 pub(crate) use worker::Worker;
 pub use worker::{DEFAULT_MAX_BATCH, LedgerStatus, WorkerLoad};
 

@@ -8,7 +8,7 @@ use std::fmt::Debug;
 
 use super::{
     CreditError, CreditOutcome, CreditRequest, HistoryCursor, HistoryFilter, HistoryPage,
-    LeaseFence, LedgerAudit, LedgerError, PlayerSnapshot, RefundError, RefundOutcome,
+    InvalidText, LeaseFence, LedgerAudit, LedgerError, PlayerSnapshot, RefundError, RefundOutcome,
     RefundRequest, ReversalOutcome, SalesQuery, SalesRow, ServerId,
 };
 use crate::ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
@@ -290,6 +290,8 @@ pub enum ChargeReply {
         /// The holder now, if any.
         owner: Option<String>,
     },
+    /// The product's name holds text no store can keep; nothing was written.
+    InvalidText(InvalidText),
 }
 
 /// Save a player's persisted state, marking receipts granted in the same transaction.
@@ -322,10 +324,16 @@ pub enum SaveReply {
         newly_granted: Vec<PurchaseId>,
         /// Refunds whose clawback this save settled.
         newly_settled: Vec<PurchaseId>,
-        /// Receipts the save granted that had been refunded meanwhile: their effect is now
-        /// committed, so it must be taken back.
-        clawbacks_due: Vec<ReceiptInfo>,
     },
+    /// Receipts this save would grant were refunded before any grant of theirs committed: their
+    /// currency is back, so they are never granted. Nothing was written; the game undoes their
+    /// handlers' changes and saves again without them.
+    GrantsRefunded {
+        /// The refunded receipts.
+        refunded: Vec<PurchaseId>,
+    },
+    /// The save holds text no store can keep; nothing was written.
+    InvalidText(InvalidText),
     /// The saving server no longer holds the player's lease; nothing was written.
     LeaseLost {
         /// The holder now, if any.
@@ -364,6 +372,8 @@ pub enum AdjustReply {
         /// Balance now.
         balance: u64,
     },
+    /// The reason holds text no store can keep; nothing changed.
+    InvalidText(InvalidText),
 }
 
 /// The store refunded a top-up: take its currency back (never below zero; the rest becomes the

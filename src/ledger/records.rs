@@ -69,6 +69,59 @@ pub struct LeaseRecord {
     pub token: i64,
 }
 
+/// What a balance change was, as the journal records it: the ledger's checks and reports read
+/// this, never the free text of a reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum JournalKind {
+    /// A new account's starting balance.
+    StartingBalance,
+    /// A purchase's debit (names its receipt).
+    Purchase,
+    /// A refund's credit (names its receipt).
+    Refund,
+    /// A store top-up's credit.
+    TopUp,
+    /// What a store's reversal of a top-up took back.
+    TopUpReversal,
+    /// A top-up's part that paid the account's shortfall.
+    ShortfallRepaid,
+    /// Currency granted or taken outside a purchase
+    /// ([`MarketplaceService::grant_premium_currency`](crate::MarketplaceService::grant_premium_currency),
+    /// a support grant).
+    Adjustment,
+}
+
+impl JournalKind {
+    /// Every kind, in the order above.
+    pub const ALL: [Self; 7] = [
+        Self::StartingBalance,
+        Self::Purchase,
+        Self::Refund,
+        Self::TopUp,
+        Self::TopUpReversal,
+        Self::ShortfallRepaid,
+        Self::Adjustment,
+    ];
+
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StartingBalance => "starting_balance",
+            Self::Purchase => "purchase",
+            Self::Refund => "refund",
+            Self::TopUp => "top_up",
+            Self::TopUpReversal => "top_up_reversal",
+            Self::ShortfallRepaid => "shortfall_repaid",
+            Self::Adjustment => "adjustment",
+        }
+    }
+
+    /// The kind for a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == s)
+    }
+}
+
 /// One change of a balance, as the journal keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct JournalEntry {
@@ -76,9 +129,12 @@ pub struct JournalEntry {
     pub user: UserId,
     /// Signed change.
     pub delta: i64,
-    /// `"purchase"`, or the reason given to an adjustment.
+    /// What the change was.
+    pub kind: JournalKind,
+    /// Why, in words: the reason given to an adjustment or a refund, the store order of a
+    /// top-up. Free text, kept as written.
     pub reason: String,
-    /// The receipt of a purchase.
+    /// The receipt of a purchase or a refund.
     pub purchase_id: Option<PurchaseId>,
 }
 
@@ -117,7 +173,17 @@ impl LedgerAudit {
 pub(crate) fn purchase_debits(journal: &[JournalEntry]) -> u64 {
     journal
         .iter()
-        .filter(|e| e.reason == "purchase")
+        .filter(|e| e.kind == JournalKind::Purchase)
         .map(|e| e.delta.unsigned_abs())
         .sum()
+}
+
+/// A time in Unix milliseconds as a UTC date and time (`2026-12-02T17:25:35.123Z`).
+pub fn utc(ms: i64) -> String {
+    let time = if ms >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
+    } else {
+        std::time::UNIX_EPOCH - std::time::Duration::from_millis(ms.unsigned_abs())
+    };
+    humantime::format_rfc3339_millis(time).to_string()
 }

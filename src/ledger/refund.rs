@@ -72,8 +72,11 @@ pub enum RefundError {
     /// No receipt has this id.
     #[error("no receipt has purchase id {0}")]
     UnknownPurchase(PurchaseId),
+    /// A text of the request cannot be kept as written.
+    #[error(transparent)]
+    InvalidText(#[from] super::InvalidText),
     /// It was refunded before.
-    #[error("receipt {purchase_id} was already refunded (at {at_ms} Unix ms)")]
+    #[error("receipt {purchase_id} was already refunded at {}", super::utc(*at_ms))]
     AlreadyRefunded {
         /// The receipt.
         purchase_id: PurchaseId,

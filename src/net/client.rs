@@ -114,7 +114,6 @@ fn apply_server_messages(
             test_purchase: prompt.test_purchase,
             state: prompt.state.clone(),
             request_id: RequestId::new(),
-            charge_attempts: 0,
             fence: None,
         });
     }

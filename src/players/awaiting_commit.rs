@@ -1,10 +1,12 @@
-//! The set of receipts granted in memory whose commit has not been confirmed.
+//! The receipts a handler worked on in memory (granted, or their refund settled) whose commit has
+//! not been confirmed.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use bevy::platform::collections::{Equivalent, HashMap};
 use bevy::platform::hash::FixedHasher;
 
+use super::player::{Task, Work};
 use crate::ids::PurchaseId;
 use crate::receipt::ReceiptInfo;
 
@@ -47,30 +49,37 @@ fn probe(id: &PurchaseId) -> Probe<'_> {
     }
 }
 
-/// Receipts granted in memory on this server, by purchase id, until their save commits. A receipt
-/// in here is never handed to a handler again. Values are boxed so growing the map moves little.
+/// Receipts a handler worked on in memory on this server, by purchase id, until the save that
+/// commits the work: a receipt in here is never handed to a handler for that task again. Values
+/// are boxed so growing the map moves little.
 #[derive(Debug, Default)]
-pub(crate) struct AwaitingCommit(HashMap<PrehashedId, Box<ReceiptInfo>>);
+pub(crate) struct AwaitingCommit(HashMap<PrehashedId, Box<(ReceiptInfo, Work)>>);
 
 impl AwaitingCommit {
-    pub(crate) fn contains(&self, id: &PurchaseId) -> bool {
-        self.0.contains_key(&probe(id))
+    /// Whether a handler did `task` on `id` and its commit is in flight.
+    pub(crate) fn holds(&self, id: &PurchaseId, task: Task) -> bool {
+        self.0.get(&probe(id)).is_some_and(|work| {
+            matches!(
+                (work.1, task),
+                (Work::Granted, Task::Grant) | (Work::Settled(_), Task::TakeBack)
+            )
+        })
     }
 
-    pub(crate) fn insert(&mut self, receipt: ReceiptInfo) {
+    pub(crate) fn insert(&mut self, receipt: ReceiptInfo, work: Work) {
         let hash = probe(&receipt.purchase_id).hash;
         let key = PrehashedId {
             hash,
             id: receipt.purchase_id.clone(),
         };
-        self.0.insert(key, Box::new(receipt));
+        self.0.insert(key, Box::new((receipt, work)));
     }
 
-    pub(crate) fn remove(&mut self, id: &PurchaseId) -> Option<ReceiptInfo> {
-        self.0.remove(&probe(id)).map(|receipt| *receipt)
+    pub(crate) fn remove(&mut self, id: &PurchaseId) -> Option<(ReceiptInfo, Work)> {
+        self.0.remove(&probe(id)).map(|work| *work)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &ReceiptInfo> {
-        self.0.values().map(|receipt| &**receipt)
+        self.0.values().map(|work| &work.0)
     }
 }

@@ -68,9 +68,9 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
     let open_in_flight = world
         .get::<PlayerSession>(entity)
         .is_some_and(|s| s.open_in_flight);
-    let unsaved = world
+    let (uncommitted, carried) = world
         .get::<PlayerSession>(entity)
-        .map(|s| s.unsaved.clone())
+        .map(|s| (s.uncommitted.clone(), s.carried.clone()))
         .unwrap_or_default();
     let ending = farewell(&world, entity, user);
     let server = world.resource::<MarketplaceSettings>().server_id.clone();
@@ -88,6 +88,8 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
                 user,
                 Departed {
                     request: save.clone(),
+                    uncommitted,
+                    carried,
                     in_flight: true,
                     failures: 0,
                     rejoined: None,
@@ -101,8 +103,8 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
         } => {
             // Their grants die with the unsaved state: back to pending in the ledger, so the
             // next session delivers them again (their effects were never committed).
-            for id in &unsaved {
-                sessions.awaiting_commit.remove(id);
+            for work in &uncommitted {
+                sessions.awaiting_commit.remove(&work.receipt.purchase_id);
             }
             tracing::error!(
                 "user {user} left and cannot be saved: {reason}; progress since the last save is lost and {uncommitted_grants} uncommitted grant(s) will be delivered again next time"

@@ -11,13 +11,15 @@ mod persist;
 mod player;
 mod refresh;
 mod save;
+mod save_answers;
 mod sessions;
 mod wakes;
 mod work_queue;
 
 pub use committed::{ReceiptRefunded, ReceiptResolved};
 pub use persist::PersistRegistry;
-pub use player::{PendingReceipt, Player, PlayerSession, SessionPhase};
+pub use player::{PendingReceipt, Player, PlayerSession, SessionPhase, Task};
+pub(crate) use player::{Uncommitted, Work};
 pub use save::PlayerSaveFailed;
 pub use sessions::Sessions;
 
@@ -25,7 +27,8 @@ pub(crate) use join_leave::{on_player_added, on_player_removed};
 pub(crate) use open::{handle_releases, handle_session_openings, watch_ledger_status};
 pub(crate) use persist::short_type_name;
 pub(crate) use refresh::handle_player_readings;
-pub(crate) use save::{Farewell, farewell, handle_save_answers, queue_save, save_players};
+pub(crate) use save::{Farewell, farewell, queue_save, save_players, save_without};
+pub(crate) use save_answers::handle_save_answers;
 pub(crate) use wakes::run_wakes;
 pub(crate) use work_queue::DeliveryQueue;
 

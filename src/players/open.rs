@@ -5,7 +5,7 @@ use bevy::prelude::*;
 
 use super::join_leave::open_request;
 use super::persist::PersistRegistry;
-use super::player::{PlayerSession, SessionPhase};
+use super::player::{PlayerSession, SessionPhase, Task};
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
 use crate::currency::PremiumBalance;
@@ -78,12 +78,15 @@ pub(crate) fn handle_session_openings(
                         session.carried = carried;
                         session.phase = SessionPhase::Active;
                         for receipt in pending {
-                            if !sessions.awaiting_commit.contains(&receipt.purchase_id) {
+                            if !sessions
+                                .awaiting_commit
+                                .holds(&receipt.purchase_id, Task::Grant)
+                            {
                                 session.add_pending(receipt, answer.seq);
                             }
                         }
                         for receipt in clawbacks {
-                            session.add_clawback(receipt);
+                            session.add_clawback(receipt, answer.seq);
                         }
                         deliveries.now.push(entity);
                         wakes.after(now, settings.autosave_interval, Wake::Autosave(entity));
@@ -111,7 +114,8 @@ pub(crate) fn handle_session_openings(
                 session.open_failures += 1;
                 let wait = settings.retry.delay(session.open_failures);
                 tracing::warn!(
-                    "user {user} is held by server {owner} until {expires_at_ms} (Unix ms); asking again in {wait:?}"
+                    "user {user} is held by server {owner} until {}; asking again in {wait:?}",
+                    crate::ledger::utc(expires_at_ms)
                 );
                 wakes.after(now, wait, Wake::Open(entity));
             }

@@ -58,6 +58,11 @@ impl PersistRegistry {
         &mut self,
         name: &str,
     ) -> Result<(), String> {
+        if name.contains('\0') {
+            return Err(format!(
+                "a persisted component's name cannot hold a NUL character ({name:?}): the ledger keys its value by the name"
+            ));
+        }
         if self.entries.iter().any(|e| e.name == name) {
             return Err(format!(
                 "a persisted component named {name:?} is already registered"
@@ -144,4 +149,34 @@ pub(crate) fn short_type_name<C>() -> &'static str {
     let full = std::any::type_name::<C>();
     let base = full.split('<').next().unwrap_or(full);
     base.rsplit("::").next().unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Component, Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Note(String);
+
+    /// A component's text holding a NUL is saved as RON that holds none (RON escapes it), so any
+    /// store keeps it, and it loads back as it was.
+    #[test]
+    fn a_nul_in_a_component_is_saved_escaped_and_loads_back() {
+        let mut world = World::new();
+        let entity = world.spawn(Note("a\0b".into())).id();
+        let mut registry = PersistRegistry::default();
+        registry.register::<Note>("Note").unwrap();
+        assert!(registry.register::<Note>("No\0te").is_err());
+        let snapshot = registry.snapshot(&world.entity(entity)).unwrap();
+        assert!(
+            !snapshot.0["Note"].contains('\0'),
+            "{:?}",
+            snapshot.0["Note"]
+        );
+        world.entity_mut(entity).remove::<Note>();
+        registry
+            .roll_back(&mut world.entity_mut(entity), &snapshot)
+            .unwrap();
+        assert_eq!(world.get::<Note>(entity), Some(&Note("a\0b".into())));
+    }
 }

@@ -39,6 +39,34 @@ pub enum SessionPhase {
     Failed(String),
 }
 
+/// What a handler is asked to do with a receipt: grant it (a product handler), or take a refunded
+/// purchase's effect back (a refund handler).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// Grant the purchase.
+    Grant,
+    /// Take a refunded purchase's effect back.
+    TakeBack,
+}
+
+/// What a handler did in memory, until the save that commits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// The product handler granted the receipt.
+    Granted,
+    /// The refund's effect was taken back (`Done`), or is kept for want of a refund handler.
+    Settled(Clawback),
+}
+
+/// A handler's work on a receipt, done in memory and not yet committed, with the buyer's persisted
+/// components from just before it: what they go back to if the ledger refuses it.
+#[derive(Clone, Debug)]
+pub(crate) struct Uncommitted {
+    pub(crate) receipt: ReceiptInfo,
+    pub(crate) work: Work,
+    pub(crate) before: PlayerSnapshot,
+}
+
 /// A receipt waiting for its handler on this server.
 #[derive(Clone, Debug)]
 pub struct PendingReceipt {
@@ -49,8 +77,8 @@ pub struct PendingReceipt {
     /// Earliest time (real time since start) of the next timed retry.
     pub next_attempt: Duration,
     warned_no_handler: bool,
-    /// The number of the ledger request whose answer told this server of the receipt.
-    #[allow(dead_code)]
+    /// The number of the ledger request whose answer told this server of the receipt: a later
+    /// reading of the ledger that no longer lists it drops it (refunded, or settled elsewhere).
     pub(crate) learned_at: u64,
 }
 
@@ -72,8 +100,9 @@ pub struct PlayerSession {
     pub(crate) user: UserId,
     pub(crate) phase: SessionPhase,
     pub(crate) pending: Vec<PendingReceipt>,
-    /// Granted in memory; their effects are in the components but not yet committed.
-    pub(crate) unsaved: Vec<PurchaseId>,
+    /// Grants and clawbacks done in memory, in the order their handlers ran: their effects are in
+    /// the components but not yet committed.
+    pub(crate) uncommitted: Vec<Uncommitted>,
     /// Granted and committed during this session. A receipt learnt of twice — from a refresh
     /// and then from its own charge's answer, handled frames later — is granted once.
     pub(crate) committed: std::collections::HashSet<PurchaseId>,
@@ -82,9 +111,6 @@ pub struct PlayerSession {
     pub(crate) settled: std::collections::HashSet<PurchaseId>,
     /// Refunded receipts whose effect this server is to take back.
     pub(crate) clawbacks: Vec<PendingReceipt>,
-    /// Clawbacks settled in memory (taken back, or kept for want of a refund handler), not yet
-    /// committed.
-    pub(crate) unsaved_settled: Vec<(PurchaseId, Clawback)>,
     /// Currency owed from reversed store top-ups.
     pub(crate) shortfall: u64,
     /// Stored components that no registered type claims; saved back untouched.
@@ -105,11 +131,10 @@ impl PlayerSession {
             user,
             phase: SessionPhase::Loading,
             pending: Vec::new(),
-            unsaved: Vec::new(),
+            uncommitted: Vec::new(),
             committed: Default::default(),
             settled: Default::default(),
             clawbacks: Vec::new(),
-            unsaved_settled: Vec::new(),
             shortfall: 0,
             carried: PlayerSnapshot::default(),
             save_failures: 0,
@@ -141,8 +166,12 @@ impl PlayerSession {
     }
 
     /// Receipts granted in memory whose commit has not been confirmed yet.
-    pub fn uncommitted_grants(&self) -> &[PurchaseId] {
-        &self.unsaved
+    pub fn uncommitted_grants(&self) -> Vec<&PurchaseId> {
+        self.uncommitted
+            .iter()
+            .filter(|u| u.work == Work::Granted)
+            .map(|u| &u.receipt.purchase_id)
+            .collect()
     }
 
     /// Refunded receipts whose effect waits to be taken back by their refund handler here.
@@ -188,21 +217,42 @@ impl PlayerSession {
             .pending
             .iter()
             .any(|p| p.info.purchase_id == receipt.purchase_id)
-            && !self.unsaved.contains(&receipt.purchase_id)
+            && !self.is_uncommitted(&receipt.purchase_id, Task::Grant)
             && !self.committed.contains(&receipt.purchase_id)
         {
             self.pending.push(PendingReceipt::new(receipt, learned_at));
         }
     }
 
-    /// Adds a refund whose effect is to be taken back here, unless it is known already.
-    pub(crate) fn add_clawback(&mut self, receipt: ReceiptInfo) {
+    /// Adds a refund whose effect is to be taken back here, learnt from the answer to ledger
+    /// request number `learned_at`, unless it is known already.
+    pub(crate) fn add_clawback(&mut self, receipt: ReceiptInfo, learned_at: u64) {
         let id = &receipt.purchase_id;
         if !self.clawbacks.iter().any(|p| &p.info.purchase_id == id)
-            && !self.unsaved_settled.iter().any(|(s, _)| s == id)
+            && !self.is_uncommitted(id, Task::TakeBack)
             && !self.settled.contains(id)
         {
-            self.clawbacks.push(PendingReceipt::new(receipt, 0));
+            self.clawbacks
+                .push(PendingReceipt::new(receipt, learned_at));
+        }
+    }
+
+    /// Whether a handler did `task` on `id` in memory, uncommitted.
+    pub(crate) fn is_uncommitted(&self, id: &PurchaseId, task: Task) -> bool {
+        self.uncommitted.iter().any(|u| {
+            u.receipt.purchase_id == *id
+                && matches!(
+                    (u.work, task),
+                    (Work::Granted, Task::Grant) | (Work::Settled(_), Task::TakeBack)
+                )
+        })
+    }
+
+    /// The receipts waiting for `task`.
+    pub(crate) fn waiting(&mut self, task: Task) -> &mut Vec<PendingReceipt> {
+        match task {
+            Task::Grant => &mut self.pending,
+            Task::TakeBack => &mut self.clawbacks,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use bevy::prelude::*;
 
-use super::player::PlayerSession;
+use super::player::{PlayerSession, Task};
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
 use crate::currency::PremiumBalance;
@@ -41,14 +41,32 @@ pub(crate) fn handle_player_readings(
         }
         balance.set_if_neq(PremiumBalance(stored_balance));
         session.shortfall = shortfall;
+        // What this server learnt of before the reading was sent, and the ledger no longer
+        // holds, was refunded or settled elsewhere meanwhile: it must not be delivered now.
+        let read_at = answer.seq;
+        session.pending.retain(|known| {
+            known.learned_at > read_at
+                || pending
+                    .iter()
+                    .any(|p| p.purchase_id == known.info.purchase_id)
+        });
+        session.clawbacks.retain(|known| {
+            known.learned_at > read_at
+                || clawbacks
+                    .iter()
+                    .any(|p| p.purchase_id == known.info.purchase_id)
+        });
         let known = (session.pending.len(), session.clawbacks.len());
         for receipt in pending {
-            if !sessions.awaiting_commit.contains(&receipt.purchase_id) {
-                session.add_pending(receipt, answer.seq);
+            if !sessions
+                .awaiting_commit
+                .holds(&receipt.purchase_id, Task::Grant)
+            {
+                session.add_pending(receipt, read_at);
             }
         }
         for receipt in clawbacks {
-            session.add_clawback(receipt);
+            session.add_clawback(receipt, read_at);
         }
         if (session.pending.len(), session.clawbacks.len()) != known {
             deliveries.now.push(e);

@@ -3,15 +3,13 @@
 
 use bevy::prelude::*;
 
-use super::committed::{ReceiptRefunded, ReceiptResolved};
-use super::open::open_again;
 use super::persist::PersistRegistry;
-use super::player::{PlayerSession, SessionPhase};
+use super::player::{PlayerSession, SessionPhase, Uncommitted, Work};
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
-use crate::ids::UserId;
-use crate::ledger::{Answer, SaveReply, SaveRequest};
-use crate::link::{Ledger, LedgerAnswers};
+use crate::ids::{PurchaseId, UserId};
+use crate::ledger::{Clawback, PlayerSnapshot, SaveRequest};
+use crate::link::Ledger;
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 use crate::wake::{Wake, WakeSchedule};
 
@@ -68,7 +66,7 @@ pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBu
             return SaveBuild::Unserializable {
                 user: session.user,
                 reason,
-                uncommitted_grants: session.unsaved.len(),
+                uncommitted_grants: session.uncommitted_grants().len(),
             };
         }
     };
@@ -79,11 +77,59 @@ pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBu
         user: session.user,
         fence,
         state,
-        granted: session.unsaved.clone(),
-        settled: session.unsaved_settled.clone(),
+        granted: work_of(&session.uncommitted).0,
+        settled: work_of(&session.uncommitted).1,
         release,
         lease_ms: settings.lease_ms(),
     })
+}
+
+/// The grants and the settled clawbacks in `uncommitted`, as a save carries them.
+pub(crate) fn work_of(
+    uncommitted: &[Uncommitted],
+) -> (Vec<PurchaseId>, Vec<(PurchaseId, Clawback)>) {
+    let (mut granted, mut settled) = (Vec::new(), Vec::new());
+    for u in uncommitted {
+        match u.work {
+            Work::Granted => granted.push(u.receipt.purchase_id.clone()),
+            Work::Settled(clawback) => settled.push((u.receipt.purchase_id.clone(), clawback)),
+        }
+    }
+    (granted, settled)
+}
+
+/// The ledger refused `save` because it would grant the `refunded` receipts: the same save made
+/// again from the state before the earliest of them, carrying only the work done before it.
+/// `None` if the save carries none of them.
+pub(crate) fn save_without(
+    save: &SaveRequest,
+    uncommitted: &[Uncommitted],
+    carried: &PlayerSnapshot,
+    refunded: &[PurchaseId],
+) -> Option<(SaveRequest, usize)> {
+    let first = first_refused(uncommitted, refunded)?;
+    let mut state = uncommitted[first].before.clone();
+    for (name, text) in &carried.0 {
+        state.0.entry(name.clone()).or_insert_with(|| text.clone());
+    }
+    let (granted, settled) = work_of(&uncommitted[..first]);
+    Some((
+        SaveRequest {
+            state,
+            granted,
+            settled,
+            ..save.clone()
+        },
+        first,
+    ))
+}
+
+/// Where the work the ledger refused starts in `uncommitted`: the earliest grant of a refunded
+/// receipt. Everything done after it was done on a state that holds its effect.
+pub(crate) fn first_refused(uncommitted: &[Uncommitted], refunded: &[PurchaseId]) -> Option<usize> {
+    uncommitted
+        .iter()
+        .position(|u| u.work == Work::Granted && refunded.contains(&u.receipt.purchase_id))
 }
 
 /// How a player's session ends: when they leave, or when the game exits.
@@ -172,146 +218,4 @@ pub(crate) fn save_players(world: &mut World) {
         }
     }
     world.resource_mut::<DeliveryQueue>().saves.extend(saves);
-}
-
-/// Where a save's outcome is told: grants committed, clawbacks committed, saves that failed.
-#[derive(bevy::ecs::system::SystemParam)]
-pub(crate) struct SaveNews<'w> {
-    resolved: MessageWriter<'w, ReceiptResolved>,
-    refunded: MessageWriter<'w, ReceiptRefunded>,
-    failed: MessageWriter<'w, PlayerSaveFailed>,
-}
-
-/// Applies the ledger's answers to saves: committed grants and clawbacks are reported and
-/// forgotten, a lost lease ends the session, a failed save is retried with backoff.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn handle_save_answers(
-    mut answers: ResMut<LedgerAnswers<SaveRequest>>,
-    mut sessions: ResMut<Sessions>,
-    mut players: Query<&mut PlayerSession>,
-    settings: Res<MarketplaceSettings>,
-    time: Res<Time<Real>>,
-    mut ledger: ResMut<Ledger>,
-    mut wakes: ResMut<WakeSchedule>,
-    mut deliveries: ResMut<DeliveryQueue>,
-    mut news: SaveNews,
-    mut stats: ResMut<MarketplaceStats>,
-    deadline: Res<FrameDeadline>,
-) {
-    let now = time.elapsed();
-    for Answer {
-        call: save, result, ..
-    } in answers.drain_within(&deadline)
-    {
-        let departed = save.release;
-        let live = (!departed)
-            .then(|| sessions.by_user.get(&save.user).copied())
-            .flatten();
-        let landed = matches!(
-            result,
-            Ok(SaveReply::Saved { .. } | SaveReply::LeaseLost { .. })
-        );
-        match result {
-            Ok(SaveReply::Saved { clawbacks_due, .. }) => {
-                stats.saves += 1;
-                for id in &save.granted {
-                    if let Some(receipt) = sessions.awaiting_commit.remove(id) {
-                        stats.granted += 1;
-                        news.resolved.write(ReceiptResolved { receipt });
-                    }
-                }
-                for (id, _) in &save.settled {
-                    if let Some((receipt, clawback)) = sessions.settling.remove(id) {
-                        stats.refunds_settled += 1;
-                        news.refunded.write(ReceiptRefunded { receipt, clawback });
-                    }
-                }
-                if let Some(entity) = live
-                    && let Ok(mut session) = players.get_mut(entity)
-                {
-                    session.unsaved.retain(|id| !save.granted.contains(id));
-                    session.committed.extend(save.granted.iter().cloned());
-                    session
-                        .unsaved_settled
-                        .retain(|settled| !save.settled.contains(settled));
-                    session
-                        .settled
-                        .extend(save.settled.iter().map(|(id, _)| id.clone()));
-                    session.save_failures = 0;
-                    session.last_save_error = None;
-                    if !clawbacks_due.is_empty() {
-                        for receipt in clawbacks_due {
-                            session.add_clawback(receipt);
-                        }
-                        deliveries.now.push(entity);
-                    }
-                }
-            }
-            Ok(SaveReply::LeaseLost { owner }) => {
-                tracing::error!(
-                    "server {} lost the session lease of user {} to {}; dropping {} uncommitted grant(s) instead of writing",
-                    settings.server_id,
-                    save.user,
-                    owner.as_deref().unwrap_or("nobody"),
-                    save.granted.len()
-                );
-                stats.lease_losses += 1;
-                for id in &save.granted {
-                    sessions.awaiting_commit.remove(id);
-                }
-                for (id, _) in &save.settled {
-                    sessions.settling.remove(id);
-                }
-                if let Some(mut session) = live.and_then(|e| players.get_mut(e).ok()) {
-                    session.unsaved.clear();
-                    session.pending.clear();
-                    session.unsaved_settled.clear();
-                    session.clawbacks.clear();
-                    session.phase = SessionPhase::Failed("session lease lost".into());
-                }
-            }
-            Err(e) => {
-                stats.save_failures += 1;
-                news.failed.write(PlayerSaveFailed {
-                    user_id: save.user,
-                    reason: e.to_string(),
-                    uncommitted_grants: save.granted.len(),
-                });
-                if departed {
-                    if let Some(gone) = sessions.departed.get_mut(&save.user) {
-                        gone.in_flight = false;
-                        gone.failures += 1;
-                        let wait = settings.retry.delay(gone.failures);
-                        tracing::warn!(
-                            "final save of user {} failed: {e}; retrying in {wait:?}",
-                            save.user
-                        );
-                        wakes.after(now, wait, Wake::Departed(save.user));
-                    }
-                } else if let Some(entity) = live
-                    && let Ok(mut session) = players.get_mut(entity)
-                {
-                    session.save_failures += 1;
-                    session.last_save_error = Some(e.to_string());
-                    let wait = settings.retry.delay(session.save_failures);
-                    tracing::warn!(
-                        "saving user {} failed: {e}; {} grant(s) stay pending, retrying in {wait:?}",
-                        save.user,
-                        session.unsaved.len()
-                    );
-                    wakes.after(now, wait, Wake::Save(entity));
-                }
-            }
-        }
-        // A final save landed: a player who came back meanwhile can load now.
-        if departed && landed {
-            open_again(
-                save.user,
-                &mut sessions,
-                &mut players,
-                &mut ledger,
-                &settings,
-            );
-        }
-    }
 }

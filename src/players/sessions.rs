@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use bevy::prelude::*;
 
 use super::awaiting_commit::AwaitingCommit;
+use super::player::Uncommitted;
 use crate::ids::UserId;
 use crate::ledger::{PlayerSnapshot, SaveRequest};
 use crate::receipt::ReceiptInfo;
@@ -14,6 +15,11 @@ use crate::receipt::ReceiptInfo;
 #[derive(Debug)]
 pub(crate) struct Departed {
     pub(crate) request: SaveRequest,
+    /// The work of handlers that save carries, with the state before each: if the ledger refuses
+    /// a grant in it, the final save is made again from before that grant.
+    pub(crate) uncommitted: Vec<Uncommitted>,
+    /// Their stored components that no registered type claims, saved back untouched.
+    pub(crate) carried: PlayerSnapshot,
     /// The save is with the ledger, unanswered (else it waits for a timed retry).
     pub(crate) in_flight: bool,
     pub(crate) failures: u32,
@@ -25,11 +31,9 @@ pub(crate) struct Departed {
 #[derive(Resource, Default, Debug)]
 pub struct Sessions {
     pub(crate) by_user: HashMap<UserId, Entity>,
-    /// Receipts granted in memory on this server and not yet confirmed committed. A receipt in
-    /// this set is never handed to a handler again.
+    /// Receipts granted, or their refunds settled, in memory on this server and not yet
+    /// confirmed committed. A receipt in here is never handed to a handler for that again.
     pub(crate) awaiting_commit: AwaitingCommit,
-    /// Refunds whose clawback was settled in memory here and not yet confirmed committed.
-    pub(crate) settling: HashMap<crate::ids::PurchaseId, (ReceiptInfo, crate::ledger::Clawback)>,
     pub(crate) departed: HashMap<UserId, Departed>,
     /// Per user, answers still to come to `OpenSession`s of visits that ended while loading.
     /// They must not be applied to the user's next visit: its own answer is the one to use.
@@ -46,7 +50,7 @@ impl Sessions {
         self.by_user.get(&user).copied()
     }
 
-    /// Receipts granted in memory whose commit is in flight.
+    /// Receipts granted (or their refunds settled) in memory whose commit is in flight.
     pub fn awaiting_commit(&self) -> impl Iterator<Item = &ReceiptInfo> {
         self.awaiting_commit.iter()
     }

@@ -4,7 +4,7 @@
 mod charge;
 mod prompt;
 
-pub(crate) use charge::handle_charge_replies;
+pub(crate) use charge::{Charges, handle_charge_replies, retry_unconfirmed_charges};
 pub use prompt::{
     ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
     PurchaseError, PurchaseFailed, PurchasePrompt, TopUpOffer, TopUpRequested,
@@ -20,14 +20,20 @@ pub(crate) struct PurchasePlugin;
 
 impl Plugin for PurchasePlugin {
     fn build(&self, app: &mut App) {
-        app.add_message::<PromptAnswer>()
+        app.init_resource::<Charges>()
+            .add_message::<PromptAnswer>()
             .add_message::<PromptProductPurchaseFinished>()
             .add_message::<PurchaseFailed>()
             .add_message::<TopUpRequested>()
             .add_observer(close_prompt_of_leaving_buyer)
             .add_systems(
                 PreUpdate,
-                (handle_charge_replies, open_prompts, answer_prompts)
+                (
+                    retry_unconfirmed_charges,
+                    handle_charge_replies,
+                    open_prompts,
+                    answer_prompts,
+                )
                     .chain()
                     .in_set(MarketplaceSystems::Prompts),
             );

@@ -4,6 +4,7 @@ use std::collections::{HashSet, VecDeque};
 
 use bevy::prelude::*;
 
+use super::charge::Charges;
 use crate::catalog::ProductInfo;
 use crate::currency::PremiumBalance;
 use crate::ids::{ProductId, RequestId, UserId};
@@ -150,6 +151,12 @@ pub enum PromptState {
     Purchasing,
     /// Charged; the receipt is on its way to the handler. Waiting for OK.
     Purchased(ReceiptInfo),
+    /// The ledger could not say whether the charge went through (the database stopped answering
+    /// after it was sent). It is asked again, with the same request id, until it answers: if the
+    /// charge went through, the purchase is delivered, and it is never charged twice. The prompt
+    /// moves on to `Purchased` or `Failed` when the answer comes; closed before (OK), its
+    /// [`PromptProductPurchaseFinished`] tells the outcome once it is known.
+    Unconfirmed,
     /// Failed; waiting for OK.
     Failed(PurchaseError),
 }
@@ -171,7 +178,6 @@ pub struct PurchasePrompt {
     /// Where the prompt is.
     pub state: PromptState,
     pub(crate) request_id: RequestId,
-    pub(crate) charge_attempts: u32,
     /// The buyer's session lease when the prompt opened: the charge must show it.
     pub(crate) fence: Option<LeaseFence>,
 }
@@ -196,9 +202,6 @@ pub enum ConfirmPolicy {
     /// Only [`PromptAnswer`] messages answer (a purchase UI).
     Manual,
 }
-
-/// How many times a charge is retried with the same request id after a storage error.
-pub(crate) const CHARGE_ATTEMPTS: u32 = 3;
 
 pub(crate) fn charge_request(
     prompt: &PurchasePrompt,
@@ -297,7 +300,6 @@ pub(crate) fn open_prompts(
             test_purchase: settings.test_purchases,
             state: failure.map_or(PromptState::AwaitingConfirmation, PromptState::Failed),
             request_id: RequestId::new(),
-            charge_attempts: 0,
             fence: session.and_then(|s| s.fence(&settings.server_id)),
         });
     }
@@ -312,6 +314,7 @@ pub(crate) fn answer_prompts(
     service: Res<MarketplaceService>,
     settings: Res<MarketplaceSettings>,
     mut ledger: ResMut<Ledger>,
+    mut charges: ResMut<Charges>,
     mut finished: MessageWriter<PromptProductPurchaseFinished>,
     mut failed: MessageWriter<PurchaseFailed>,
     mut top_ups: MessageWriter<TopUpRequested>,
@@ -372,7 +375,10 @@ pub(crate) fn answer_prompts(
                     }
                     Some(_) => {
                         prompt.state = PromptState::Purchasing;
-                        ledger.send(charge_request(&prompt, player.user_id, &settings));
+                        charges.send(
+                            charge_request(&prompt, player.user_id, &settings),
+                            &mut ledger,
+                        );
                     }
                     None => prompt.state = PromptState::Failed(PurchaseError::UnknownProduct),
                 }
@@ -396,6 +402,15 @@ pub(crate) fn answer_prompts(
                 PromptState::Failed(_),
             ) => Some(false),
             (PromptAction::Close | PromptAction::Confirm, PromptState::Purchased(_)) => Some(true),
+            // The outcome is not known yet: the prompt closes, and the outcome is told when it is.
+            (
+                PromptAction::Close | PromptAction::Confirm | PromptAction::Cancel,
+                PromptState::Unconfirmed,
+            ) => {
+                charges.prompt_closed(prompt.request_id);
+                commands.entity(entity).remove::<PurchasePrompt>();
+                None
+            }
             _ => None,
         };
         if let Some(is_purchased) = close {
@@ -421,9 +436,15 @@ pub(crate) fn answer_prompts(
 pub(crate) fn close_prompt_of_leaving_buyer(
     remove: On<Remove, Player>,
     buyers: Query<(&Player, &PurchasePrompt)>,
+    mut charges: ResMut<Charges>,
     mut finished: MessageWriter<PromptProductPurchaseFinished>,
 ) {
     if let Ok((player, prompt)) = buyers.get(remove.entity) {
+        if prompt.state == PromptState::Unconfirmed {
+            // Told when the ledger answers.
+            charges.prompt_closed(prompt.request_id);
+            return;
+        }
         finished.write(PromptProductPurchaseFinished {
             user_id: player.user_id,
             product_id: prompt.product_id,

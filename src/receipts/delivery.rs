@@ -1,13 +1,18 @@
-//! Receipt delivery: runs the right handler for each pending receipt of a present buyer.
+//! Delivery: runs the right handler for each receipt of a present buyer that waits for one — a
+//! product handler to grant a purchase, a refund handler to take a refunded one's effect back —
+//! as a transaction on the buyer's persisted components, and queues the save that commits it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bevy::prelude::*;
 
 use super::handlers::{ReceiptHandler, ReceiptHandlers};
+use super::refund_handlers::RefundHandlers;
+use crate::ledger::{Clawback, PlayerSnapshot};
 use crate::panic_message::panic_message;
-use crate::players::PersistRegistry;
-use crate::players::{DeliveryQueue, PlayerSession, Sessions, queue_save};
+use crate::players::{
+    DeliveryQueue, PersistRegistry, PlayerSession, Sessions, Task, Uncommitted, Work, queue_save,
+};
 use crate::receipt::{ProductPurchaseDecision, ReceiptInfo};
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 use crate::wake::{Wake, WakeSchedule};
@@ -26,6 +31,17 @@ pub enum DeliveryFailure {
     /// The buyer's persisted components could not be read before the handler would run, so its
     /// changes could not have been undone: the handler was not run.
     StateUnreadable(String),
+}
+
+/// A refund handler did not take the effect back; it is retried like a grant.
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct ClawbackFailed {
+    /// The refunded receipt.
+    pub receipt: ReceiptInfo,
+    /// Why.
+    pub reason: DeliveryFailure,
+    /// Failed attempts so far on this server.
+    pub attempts: u32,
 }
 
 /// A delivery attempt did not grant; the receipt stays pending and is retried.
@@ -59,17 +75,16 @@ pub(crate) fn deliver_receipts(world: &mut World) {
 
 /// Runs one handler as a transaction on the buyer's persisted components: if it does not grant
 /// (`false`, `Err`, a panic), they are put back as they were, so an undecided handler's changes
-/// are never saved by a later autosave or another receipt's grant and then applied again.
-pub(super) fn run_handler(
+/// are never saved by a later autosave or another receipt's grant and then applied again. On
+/// success, returns the components from before it ran (what they go back to if the ledger
+/// refuses the work).
+fn run_handler(
     world: &mut World,
     entity: Entity,
     handler: &ReceiptHandler,
     receipt: &ReceiptInfo,
-) -> Result<(), DeliveryFailure> {
-    let before = world
-        .resource::<PersistRegistry>()
-        .snapshot(&world.entity(entity))
-        .map_err(DeliveryFailure::StateUnreadable)?;
+) -> Result<PlayerSnapshot, DeliveryFailure> {
+    let before = snapshot(world, entity)?;
     world.resource_mut::<Sessions>().handler_running = Some((entity, before));
     let player = world.entity_mut(entity);
     let outcome = match catch_unwind(AssertUnwindSafe(|| handler(receipt, player))) {
@@ -95,32 +110,52 @@ pub(super) fn run_handler(
             }
         });
     }
-    outcome
+    outcome.map(|()| before)
+}
+
+/// The buyer's persisted components now.
+fn snapshot(world: &World, entity: Entity) -> Result<PlayerSnapshot, DeliveryFailure> {
+    world
+        .resource::<PersistRegistry>()
+        .snapshot(&world.entity(entity))
+        .map_err(DeliveryFailure::StateUnreadable)
 }
 
 /// Grants the player's due receipts and takes back their due refunds, then saves what changed.
 fn deliver_to(world: &mut World, entity: Entity, forced: bool, now: std::time::Duration) {
-    let granted_any = grant_due(world, entity, forced, now);
-    let settled_any = super::clawbacks::take_back(world, entity, forced, now);
+    let granted_any = run_due(world, entity, Task::Grant, forced, now);
+    let settled_any = run_due(world, entity, Task::TakeBack, forced, now);
     if granted_any || settled_any {
-        // The grants, the clawbacks and the state they changed go to the ledger in one save.
+        // The work, and the state it changed, go to the ledger in one save.
         queue_save(world, entity);
     }
 }
 
-/// Runs the handlers of the player's due receipts; `true` if any granted.
-fn grant_due(world: &mut World, entity: Entity, forced: bool, now: std::time::Duration) -> bool {
-    let receipts: Vec<ReceiptInfo> = match world.get::<PlayerSession>(entity) {
-        Some(session) if session.is_active() => PlayerSession::due(&session.pending, forced, now),
+/// Runs the handlers of the player's receipts due for `task`; `true` if any did its work.
+fn run_due(
+    world: &mut World,
+    entity: Entity,
+    task: Task,
+    forced: bool,
+    now: std::time::Duration,
+) -> bool {
+    let receipts: Vec<ReceiptInfo> = match world.get_mut::<PlayerSession>(entity) {
+        Some(mut session) if session.is_active() => {
+            PlayerSession::due(session.waiting(task), forced, now)
+        }
         _ => return false,
     };
     let retry = world.resource::<MarketplaceSettings>().retry;
     let user = world.get::<PlayerSession>(entity).map(|s| s.user);
-    let mut granted_any = false;
+    let mut worked = false;
     for receipt in receipts {
         let id = receipt.purchase_id.clone();
-        // One invocation at a time per receipt: skip it while its grant is being committed.
-        if world.resource::<Sessions>().awaiting_commit.contains(&id) {
+        // One invocation at a time per receipt: skip it while its work is being committed.
+        if world
+            .resource::<Sessions>()
+            .awaiting_commit
+            .holds(&id, task)
+        {
             continue;
         }
         if !world
@@ -129,12 +164,22 @@ fn grant_due(world: &mut World, entity: Entity, forced: bool, now: std::time::Du
         {
             break;
         }
-        let handler = world
-            .resource::<ReceiptHandlers>()
-            .route(receipt.product_id);
-        let outcome = match handler {
-            None => Err(DeliveryFailure::NoHandler),
-            Some(handler) => run_handler(world, entity, &handler, &receipt),
+        let outcome = match task {
+            Task::Grant => match world
+                .resource::<ReceiptHandlers>()
+                .route(receipt.product_id)
+            {
+                None => Err(DeliveryFailure::NoHandler),
+                Some(handler) => {
+                    run_handler(world, entity, &handler, &receipt).map(|b| (Work::Granted, b))
+                }
+            },
+            Task::TakeBack => match world.resource::<RefundHandlers>().route(receipt.product_id) {
+                // No refund handler: the buyer keeps the effect, and the refund says so.
+                None => snapshot(world, entity).map(|b| (Work::Settled(Clawback::Kept), b)),
+                Some(handler) => run_handler(world, entity, &handler, &receipt)
+                    .map(|b| (Work::Settled(Clawback::Done), b)),
+            },
         };
         // The handler may have despawned its buyer, or removed `Player`: they left, and their
         // final save was made from the state before the handler ran. Nothing to record.
@@ -147,41 +192,57 @@ fn grant_due(world: &mut World, entity: Entity, forced: bool, now: std::time::Du
             return false;
         };
         match outcome {
-            Ok(()) => {
-                session.pending.retain(|p| p.info.purchase_id != id);
-                session.unsaved.push(id.clone());
+            Ok((work, before)) => {
+                if work == Work::Settled(Clawback::Kept) {
+                    tracing::warn!(
+                        "receipt {id} of user {} was refunded but product {} has no refund handler and there is no catch-all: the buyer keeps its effect",
+                        session.user,
+                        receipt.product_id
+                    );
+                }
+                session.waiting(task).retain(|p| p.info.purchase_id != id);
+                session.uncommitted.push(Uncommitted {
+                    receipt: receipt.clone(),
+                    work,
+                    before,
+                });
                 world
                     .resource_mut::<Sessions>()
                     .awaiting_commit
-                    .insert(receipt);
-                granted_any = true;
+                    .insert(receipt, work);
+                worked = true;
             }
             Err(reason) => {
                 let user = session.user;
                 let warn_no_handler =
                     reason == DeliveryFailure::NoHandler && session.warn_no_handler_once(&id);
                 let (attempts, wait) =
-                    PlayerSession::note_failure_in(&mut session.pending, &id, now, retry);
+                    PlayerSession::note_failure_in(session.waiting(task), &id, now, retry);
+                let what = match task {
+                    Task::Grant => "handler",
+                    Task::TakeBack => "refund handler",
+                };
                 match &reason {
                     DeliveryFailure::NoHandler if warn_no_handler => tracing::warn!(
                         "receipt {id} of user {user} is for product {} which has no handler and there is no catch-all; it stays pending (it is not auto-acknowledged)",
                         receipt.product_id
                     ),
+                    DeliveryFailure::NoHandler => {}
+                    DeliveryFailure::NotProcessedYet => tracing::debug!(
+                        "{what} for product {} did not process receipt {id} of user {user} yet; retrying in {wait:?}",
+                        receipt.product_id
+                    ),
                     DeliveryFailure::HandlerError(e) => tracing::error!(
-                        "handler for product {} failed on receipt {id} of user {user}: {e}; retrying in {:?}",
-                        receipt.product_id,
-                        wait
+                        "{what} for product {} failed on receipt {id} of user {user}: {e}; retrying in {wait:?}",
+                        receipt.product_id
                     ),
                     DeliveryFailure::HandlerPanicked(e) => tracing::error!(
-                        "handler for product {} panicked on receipt {id} of user {user}: {e}; retrying in {:?}",
-                        receipt.product_id,
-                        wait
+                        "{what} for product {} panicked on receipt {id} of user {user}: {e}; retrying in {wait:?}",
+                        receipt.product_id
                     ),
                     DeliveryFailure::StateUnreadable(e) => tracing::error!(
-                        "receipt {id} of user {user} waits: {e}; retrying in {:?}",
-                        wait
+                        "receipt {id} of user {user} waits: {e}; retrying in {wait:?}"
                     ),
-                    _ => {}
                 }
                 world
                     .resource_mut::<WakeSchedule>()
@@ -191,13 +252,24 @@ fn grant_due(world: &mut World, entity: Entity, forced: bool, now: std::time::Du
                 if matches!(reason, DeliveryFailure::HandlerPanicked(_)) {
                     stats.handler_panics += 1;
                 }
-                world.write_message(ReceiptDeliveryFailed {
-                    receipt,
-                    reason,
-                    attempts,
-                });
+                match task {
+                    Task::Grant => {
+                        world.write_message(ReceiptDeliveryFailed {
+                            receipt,
+                            reason,
+                            attempts,
+                        });
+                    }
+                    Task::TakeBack => {
+                        world.write_message(ClawbackFailed {
+                            receipt,
+                            reason,
+                            attempts,
+                        });
+                    }
+                }
             }
         }
     }
-    granted_any
+    worked
 }

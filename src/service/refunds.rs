@@ -53,7 +53,7 @@ pub(crate) fn handle_refund_answers(
                         .pending
                         .retain(|p| p.info.purchase_id != outcome.receipt.purchase_id);
                     if outcome.clawback == Clawback::Pending && session.is_active() {
-                        session.add_clawback(outcome.receipt.clone());
+                        session.add_clawback(outcome.receipt.clone(), answer.seq);
                         deliveries.now.push(e);
                     }
                 }

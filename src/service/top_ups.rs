@@ -70,6 +70,9 @@ pub(crate) fn handle_currency_answers(
             Ok(AdjustReply::TooHigh { balance }) => {
                 tracing::warn!("balance of user {user} cannot go higher (it is {balance})");
             }
+            Ok(AdjustReply::InvalidText(invalid)) => {
+                tracing::error!("the balance of user {user} was not changed: {invalid}");
+            }
             Err(e) => tracing::error!("changing the balance of user {user} failed: {e}"),
         }
     }

@@ -1,16 +1,18 @@
 //! The exit save: on `AppExit`, every player is saved, every session lease released, before the
 //! process ends.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 
+use crate::ids::UserId;
+use crate::ledger::PlayerSnapshot;
 use crate::ledger::{
     Completed, LedgerError, LedgerRequest, LedgerStatus, ReleaseSession, SaveReply,
 };
 use crate::link::Ledger;
-use crate::players::PlayerSession;
-use crate::players::{Farewell, Sessions, farewell};
+use crate::players::{Farewell, PlayerSession, Sessions, Uncommitted, farewell, save_without};
 use crate::settings::MarketplaceSettings;
 
 /// The exit save's place: in bevy's [`Main`] schedule, after `Main::run_main` has run every
@@ -69,6 +71,8 @@ pub(crate) fn save_on_exit(world: &mut World) {
         .map(|(&user, &entity)| (user, entity))
         .collect();
     let mut requests = Vec::new();
+    // What each final save carries, to make it again without a grant the ledger refuses.
+    let mut work: HashMap<UserId, (Vec<Uncommitted>, PlayerSnapshot)> = HashMap::new();
     for (user, entity) in players {
         let release = LedgerRequest::ReleaseSession(ReleaseSession {
             user,
@@ -78,7 +82,12 @@ pub(crate) fn save_on_exit(world: &mut World) {
                 .and_then(|s| s.lease_token),
         });
         match farewell(world, entity, user) {
-            Farewell::Save(save) => requests.push(LedgerRequest::Save(save)),
+            Farewell::Save(save) => {
+                if let Some(session) = world.get::<PlayerSession>(entity) {
+                    work.insert(user, (session.uncommitted.clone(), session.carried.clone()));
+                }
+                requests.push(LedgerRequest::Save(save));
+            }
             Farewell::Unsaveable { reason, .. } => {
                 tracing::error!("exit: user {user} cannot be saved: {reason}");
                 requests.push(release);
@@ -88,7 +97,8 @@ pub(crate) fn save_on_exit(world: &mut World) {
         }
     }
     let mut sessions = world.resource_mut::<Sessions>();
-    for gone in sessions.departed.values_mut() {
+    for (&user, gone) in sessions.departed.iter_mut() {
+        work.insert(user, (gone.uncommitted.clone(), gone.carried.clone()));
         // Those in flight are answered during the wait below; the others wait for a retry.
         if !gone.in_flight {
             gone.in_flight = true;
@@ -101,7 +111,7 @@ pub(crate) fn save_on_exit(world: &mut World) {
         ledger.send_request(request);
     }
     ledger.flush();
-    let report = wait_for_ledger(&mut ledger, started, timeout);
+    let report = wait_for_ledger(&mut ledger, &work, started, timeout);
     if report.unfinished == 0 {
         // Idle: stop the worker now, closing the store (its connection, its file lock), since a
         // windowed game's process may end without dropping the world.
@@ -127,7 +137,12 @@ pub(crate) fn save_on_exit(world: &mut World) {
 
 /// Polls the ledger until everything sent is answered or the time runs out. Final saves and
 /// releases that fail with a storage error are sent again while there is time.
-fn wait_for_ledger(ledger: &mut Ledger, started: Instant, timeout: Duration) -> ExitReport {
+fn wait_for_ledger(
+    ledger: &mut Ledger,
+    work: &HashMap<UserId, (Vec<Uncommitted>, PlayerSnapshot)>,
+    started: Instant,
+    timeout: Duration,
+) -> ExitReport {
     let deadline = started.checked_add(timeout);
     let mut report = ExitReport::default();
     let mut answers = Vec::new();
@@ -147,6 +162,34 @@ fn wait_for_ledger(ledger: &mut Ledger, started: Instant, timeout: Duration) -> 
                             answer.call.user,
                             owner.as_deref().unwrap_or("nobody")
                         );
+                        continue;
+                    }
+                    Ok(SaveReply::GrantsRefunded { refunded }) => {
+                        let user = answer.call.user;
+                        let again = work.get(&user).and_then(|(uncommitted, carried)| {
+                            save_without(&answer.call, uncommitted, carried, &refunded)
+                        });
+                        tracing::warn!(
+                            "exit: the final save of user {user} granted {} receipt(s) refunded meanwhile; saving again without them",
+                            refunded.len()
+                        );
+                        match again {
+                            Some((save, _)) => ledger.send(save),
+                            None => ledger.send(ReleaseSession {
+                                user,
+                                server: answer.call.fence.server.clone(),
+                                token: Some(answer.call.fence.token),
+                            }),
+                        };
+                        ledger.flush();
+                        continue;
+                    }
+                    Ok(SaveReply::InvalidText(invalid)) => {
+                        tracing::error!(
+                            "exit: user {} could not be saved: {invalid}",
+                            answer.call.user
+                        );
+                        report.unfinished += 1;
                         continue;
                     }
                     Err(e) => (

@@ -170,6 +170,21 @@ pub fn prompt_modal(ctx: &egui::Context, view: &PromptView) -> Option<PromptActi
                     ui.label("Purchasing…");
                 });
             }
+            PromptState::Unconfirmed => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(RichText::new("We could not confirm your purchase yet.").strong());
+                });
+                ui.label(
+                    "If it went through, it will be delivered; you will never be charged twice. \
+                     You can close this and keep playing.",
+                );
+                ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                    if ui.button("  OK  ").clicked() || enter || escape {
+                        action = Some(PromptAction::Close);
+                    }
+                });
+            }
             PromptState::Purchased(_) | PromptState::Failed(_) => {
                 if let PromptState::Failed(error) = &view.state {
                     ui.label(RichText::new(format!("⚠ {error}")).color(BAD).strong());

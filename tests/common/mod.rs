@@ -193,7 +193,7 @@ impl GameServer {
         server: &str,
         configure: impl FnOnce(MarketplacePlugin) -> MarketplacePlugin,
     ) -> Self {
-        let id = bevy_marketplace::ledger::ServerId(server.into());
+        let id = bevy_marketplace::ledger::ServerId::new(server).unwrap();
         let (app, log, faults) = faulty_game(open, |p| {
             configure(MarketplacePlugin {
                 server_id: Some(id),

@@ -101,7 +101,7 @@ fn race_child(url: &str, server: &str, seed: u64, settings: ChildSettings) {
         std::process::exit(3);
     });
     let mut plugin = MarketplacePlugin {
-        server_id: Some(ServerId(server.into())),
+        server_id: Some(ServerId::new(server).unwrap()),
         starting_balance: START_BALANCE,
         ..MarketplacePlugin::default()
             .with_catalog(crate::common::catalog())

@@ -96,6 +96,26 @@ impl TestStore {
         }
     }
 
+    /// Applies `call` in a transaction of its own, outside any game (the admin tool, a store's web
+    /// hook, another server), and returns its typed reply.
+    pub fn call_outside<C: bevy_marketplace::ledger::LedgerCall>(&self, call: C) -> C::Reply {
+        use bevy_marketplace::ledger::call as apply;
+        match self {
+            Self::Memory(ledger) => apply(&mut ledger.clone(), call),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite { path, .. } => apply(
+                &mut bevy_marketplace::ledger::SqliteLedger::open(path).unwrap(),
+                call,
+            ),
+            #[cfg(feature = "postgres")]
+            Self::Postgres { url } => apply(
+                &mut bevy_marketplace::ledger::PostgresLedger::connect(url.as_str()).unwrap(),
+                call,
+            ),
+        }
+        .expect("the ledger answers")
+    }
+
     /// Applies `request` in a transaction of its own, outside any game (the admin tool, a store's
     /// web hook, another server).
     pub fn apply_outside(&self, request: LedgerRequest) -> LedgerReply {

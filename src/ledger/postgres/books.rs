@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 use super::conn::{Conn, PgError};
 use super::sql::*;
 use crate::ids::{PurchaseId, RequestId, UserId};
-use crate::ledger::rules::{AccountRow, Books, ReceiptStatus, may_create_account, storable};
+use crate::ledger::rules::{AccountRow, Books, ReceiptStatus, may_create_account, texts_keepable};
 use crate::ledger::{
     Clawback, CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, LedgerAudit,
     LedgerRequest, OpenSession, PlayerSnapshot, ReadPlayer, RefundRecord, SalesQuery, SalesRow,
@@ -95,17 +95,18 @@ impl CachedBooks {
         // Refunds and reversals name a receipt or an order: read whose they are first, so their
         // accounts are locked in order with the others.
         let (mut refunded, mut orders) = (Vec::new(), (Vec::<String>::new(), Vec::<String>::new()));
-        for request in batch {
+        // A request whose text no store keeps is refused by the rules before they read; its text
+        // must not reach the database either (PostgreSQL refuses NUL, failing the whole batch).
+        for request in batch.iter().filter(|r| texts_keepable(r)) {
             match request {
                 LedgerRequest::Refund(refund) => refunded.push(refund.purchase_id.as_str()),
-                // Looked up as the rules will: as the store keeps text.
                 LedgerRequest::ReverseCredit(reverse) => {
-                    orders.0.push(storable(&reverse.source).into_owned());
-                    orders.1.push(storable(&reverse.order_id).into_owned());
+                    orders.0.push(reverse.source.clone());
+                    orders.1.push(reverse.order_id.clone());
                 }
                 LedgerRequest::Credit(credit) => {
-                    orders.0.push(storable(&credit.source).into_owned());
-                    orders.1.push(storable(&credit.order_id).into_owned());
+                    orders.0.push(credit.source.clone());
+                    orders.1.push(credit.order_id.clone());
                 }
                 _ => {}
             }
@@ -152,7 +153,7 @@ impl CachedBooks {
         creating.sort_unstable();
         creating.dedup();
         let (mut request_ids, mut grant_ids, mut loading) = (Vec::new(), Vec::new(), Vec::new());
-        for request in batch {
+        for request in batch.iter().filter(|r| texts_keepable(r)) {
             match request {
                 LedgerRequest::Charge(charge) => {
                     books.requests_read.insert(charge.request_id);
@@ -187,8 +188,11 @@ impl CachedBooks {
         if begin {
             queries.push((BEGIN, &[]));
         }
-        let reads: [(&'static str, &[&(dyn ToSql + Sync)]); 8] = [
+        let reads: [(&'static str, &[&(dyn ToSql + Sync)]); 9] = [
             (DATABASE_NOW, &[]),
+            // Store orders before accounts, in key order, like every server: two servers crediting
+            // one order take turns, and the second reads the first's order below.
+            (LOCK_ORDERS, &[&orders.0, &orders.1]),
             (LOCK_ACCOUNTS, &[&users]),
             (RESERVE_ACCOUNTS, &[&creating, &now_ms]),
             (RECEIPTS_BY_REQUEST, &[&request_ids]),
@@ -207,6 +211,7 @@ impl CachedBooks {
             .first()
             .ok_or_else(|| PgError::Corrupt("the database gave no time".into()))?
             .try_get(0)?;
+        next(); // the order locks
         for row in next() {
             let (user, account) = account_from_row(&row)?;
             books.accounts.insert(user, account);
@@ -391,6 +396,7 @@ impl CachedBooks {
         let j_users: Vec<i64> = journal.iter().map(|e| e.user.0).collect();
         let j_deltas: Vec<i64> = journal.iter().map(|e| e.delta).collect();
         let j_reasons: Vec<&str> = journal.iter().map(|e| e.reason.as_str()).collect();
+        let j_kinds: Vec<&str> = journal.iter().map(|e| e.kind.as_str()).collect();
         let j_purchases: Vec<Option<&str>> = journal
             .iter()
             .map(|e| e.purchase_id.as_ref().map(PurchaseId::as_str))
@@ -456,6 +462,8 @@ impl CachedBooks {
             &o_reversed,
             &o_taken,
             &o_short,
+            &j_kinds,
+            &(credits.len() as i64),
         ];
         if commit {
             conn.pipeline(&[(WRITE_BACK, write_back), (COMMIT, &[])])?;

@@ -15,8 +15,8 @@ mod sql;
 
 use super::rules::{self, LeasePolicy};
 use super::{
-    JournalEntry, LeaseRecord, LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore,
-    PlayerSnapshot, purchase_debits,
+    JournalEntry, JournalKind, LeaseRecord, LedgerAudit, LedgerError, LedgerReply, LedgerRequest,
+    LedgerStore, PlayerSnapshot, purchase_debits,
 };
 use crate::ids::{PurchaseId, UserId};
 
@@ -345,6 +345,11 @@ fn audit(conn: &mut Conn) -> Result<LedgerAudit, PgError> {
             delta: row.try_get(1)?,
             reason: row.try_get(2)?,
             purchase_id: row.try_get::<_, Option<String>>(3)?.map(PurchaseId),
+            kind: {
+                let kind: String = row.try_get(4)?;
+                JournalKind::parse(&kind)
+                    .ok_or_else(|| PgError::Corrupt(format!("journal kind {kind:?}")))?
+            },
         });
     }
     for row in conn.query(ALL_CREDITS, &[])? {

@@ -1,10 +1,10 @@
 //! The PostgreSQL schema: migrations, the version check that refuses a foreign or newer database.
 
 use super::conn::{Conn, PgError};
-use crate::ledger::schema::{HISTORY, POSTGRES, lease_token, refunds, tables_v1};
+use crate::ledger::schema::{HISTORY, JOURNAL_KINDS, POSTGRES, lease_token, refunds, tables_v1};
 
 /// The schema version this build writes (in `bevy_marketplace_meta`).
-pub const PG_SCHEMA_VERSION: i64 = 4;
+pub const PG_SCHEMA_VERSION: i64 = 5;
 
 /// Marks the database as ours in `bevy_marketplace_meta.application`.
 pub(super) const APPLICATION: &str = "bevy_marketplace";
@@ -20,8 +20,14 @@ pub(super) fn migrations() -> [String; PG_SCHEMA_VERSION as usize] {
         lease_token(&POSTGRES),
         HISTORY.to_owned(),
         refunds(&POSTGRES),
+        format!("{JOURNAL_KINDS}\n{REFUSE}"),
     ]
 }
+
+/// Fails the statement it is called in with `message` (version 5): how a write-back refuses a
+/// row it did not decide on.
+const REFUSE: &str = "CREATE FUNCTION bevy_marketplace_refuse(message TEXT) RETURNS BIGINT
+    LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '%', message; END $$;";
 
 /// Where a database says it is ours, and at which version (created with version 1).
 const META: &str = "

@@ -28,6 +28,12 @@ pub(super) const COMMIT: &str = "COMMIT";
 /// The database's time at the start of the transaction, Unix ms: the clock leases expire by.
 pub(super) const DATABASE_NOW: &str =
     "SELECT (extract(epoch FROM transaction_timestamp()) * 1000)::bigint";
+/// Locks the store orders a batch credits or reverses, in key order (a transaction-scoped
+/// advisory lock per order, so an order not credited yet is locked too).
+pub(super) const LOCK_ORDERS: &str = "SELECT count(pg_advisory_xact_lock(k)) FROM (
+        SELECT DISTINCT hashtextextended(s || chr(31) || o, 0) AS k
+        FROM unnest($1::text[], $2::text[]) AS t (s, o) ORDER BY k
+    ) AS keys";
 /// Locks the existing accounts of a batch, in user order.
 pub(super) const LOCK_ACCOUNTS: &str =
     "SELECT user_id, balance, lease_owner, lease_expires_ms, lease_token, shortfall
@@ -109,7 +115,7 @@ pub(super) const ALL_ACCOUNTS: &str =
     "SELECT user_id, balance, lease_owner, lease_expires_ms, lease_token FROM accounts";
 pub(super) const ALL_STATES: &str = "SELECT user_id, name, value FROM player_components";
 pub(super) const ALL_JOURNAL: &str =
-    "SELECT user_id, delta, reason, purchase_id FROM balance_journal ORDER BY id";
+    "SELECT user_id, delta, reason, purchase_id, kind FROM balance_journal ORDER BY id";
 
 /// Writes back everything a batch changed, in one statement: accounts (balance, lease,
 /// shortfall), new receipts (in their final state), state changes of older receipts (grant,
@@ -140,10 +146,10 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
             AS c (purchase_id, state, granted, refunded, reason, clawback)
         WHERE r.purchase_id = c.purchase_id
     ), journal AS (
-        INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
-        SELECT u, d, r, p, $1
-        FROM unnest($19::bigint[], $20::bigint[], $21::text[], $22::text[]) WITH ORDINALITY
-            AS j (u, d, r, p, n)
+        INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms, kind)
+        SELECT u, d, r, p, $1, k
+        FROM unnest($19::bigint[], $20::bigint[], $21::text[], $22::text[], $47::text[])
+            WITH ORDINALITY AS j (u, d, r, p, k, n)
         ORDER BY n
     ), saved AS (
         SELECT * FROM unnest($23::bigint[], $24::text[]) AS s (user_id, names)
@@ -163,8 +169,14 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
                              $44::bigint[], $45::bigint[], $46::bigint[])
         ON CONFLICT (source, order_id) DO UPDATE SET reversed_ms = EXCLUDED.reversed_ms,
             reversed_taken = EXCLUDED.reversed_taken, reversed_shortfall = EXCLUDED.reversed_shortfall
+        WHERE credits.user_id = EXCLUDED.user_id AND credits.amount = EXCLUDED.amount
+        RETURNING 1
     )
-    SELECT 1";
+    -- Store orders are locked while a batch reads them, so each one written back is the one the
+    -- rules decided on; one that is not (another writer's order under the same key) fails the
+    -- batch rather than credit one order twice.
+    SELECT CASE WHEN (SELECT count(*) FROM credits_kept) = $48 THEN 1
+        ELSE bevy_marketplace_refuse('a store order was credited by another writer meanwhile; the batch is not kept') END";
 
 /// A PostgreSQL array literal of `items` (`{"a","b"}`).
 pub(super) fn array_literal<'a>(items: impl Iterator<Item = &'a String>) -> String {

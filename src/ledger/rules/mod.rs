@@ -10,8 +10,8 @@ mod money;
 mod sessions;
 
 use super::{
-    CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, LeaseFence, LedgerAudit,
-    LedgerReply, LedgerRequest, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow,
+    CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, JournalKind, LeaseFence,
+    LedgerAudit, LedgerReply, LedgerRequest, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow,
 };
 use crate::ids::{PurchaseId, RequestId, ServerId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
@@ -59,11 +59,11 @@ impl AccountRow {
     }
 
     pub(super) fn owned_by(&self, server: &ServerId) -> bool {
-        self.lease_owner.as_deref() == Some(&*storable(&server.0))
+        self.lease_owner.as_deref() == Some(server.as_str())
     }
 
     pub(super) fn take_lease(&mut self, server: &ServerId, until_ms: i64) {
-        self.lease_owner = Some(storable(&server.0).into_owned());
+        self.lease_owner = Some(server.as_str().to_owned());
         self.lease_expires_ms = Some(until_ms);
         self.lease_token += 1;
     }
@@ -193,11 +193,6 @@ pub(crate) fn apply<B: Books>(
     })
 }
 
-/// The journal's reason for currency given back by a refund (with the receipt's id).
-pub(crate) const REFUND: &str = "refund";
-/// The start of the journal's reason for a store top-up (`top-up SOURCE:ORDER`).
-pub(crate) const TOP_UP: &str = "top-up";
-
 /// The user's account, or a new one with the starting balance. A new account is not written yet,
 /// but its starting balance is journaled, so every balance is the sum of its journal.
 pub(super) fn account_or_new<B: Books>(
@@ -215,7 +210,8 @@ pub(super) fn account_or_new<B: Books>(
                     JournalEntry {
                         user,
                         delta: account.balance as i64,
-                        reason: STARTING_BALANCE.into(),
+                        kind: JournalKind::StartingBalance,
+                        reason: "starting balance".into(),
                         purchase_id: None,
                     },
                     now_ms,
@@ -226,17 +222,24 @@ pub(super) fn account_or_new<B: Books>(
     })
 }
 
-/// The journal's reason for a new account's starting balance.
-pub(crate) const STARTING_BALANCE: &str = "starting balance";
-
-/// Text as every store can keep it: PostgreSQL refuses a NUL character in text, and one request
-/// carrying one (a top-up reason, a server id) would fail its whole batch, so it is kept as U+FFFD
-/// in every store alike.
-pub(crate) fn storable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains('\0') {
-        text.replace('\0', "\u{FFFD}").into()
-    } else {
-        text.into()
+/// Whether a store can apply `request` as written: a request holding text no store can keep (a
+/// NUL character) is refused by the rules without reading anything, so the PostgreSQL store must
+/// not send its text to the database either.
+#[cfg(feature = "postgres")]
+pub(crate) fn texts_keepable(request: &LedgerRequest) -> bool {
+    use super::keepable;
+    match request {
+        LedgerRequest::Refund(refund) => {
+            keepable("", refund.purchase_id.as_str()).is_ok()
+                && keepable("", &refund.reason).is_ok()
+        }
+        LedgerRequest::Credit(credit) => {
+            keepable("", &credit.source).is_ok() && keepable("", &credit.order_id).is_ok()
+        }
+        LedgerRequest::ReverseCredit(reverse) => {
+            keepable("", &reverse.source).is_ok() && keepable("", &reverse.order_id).is_ok()
+        }
+        _ => true,
     }
 }
 

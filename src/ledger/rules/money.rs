@@ -1,10 +1,11 @@
 //! Money: charges, balance adjustments, refunds, store top-ups and their reversals.
 
-use super::{Books, REFUND, TOP_UP, account_or_new, storable};
+use super::{Books, account_or_new};
 use crate::ledger::{
     AdjustBalance, AdjustReply, ChargeReply, ChargeRequest, Clawback, CreditError, CreditOutcome,
-    CreditRecord, CreditRequest, CreditReversal, JournalEntry, MAX_BALANCE, RefundError,
-    RefundOutcome, RefundRecord, RefundRequest, ReversalOutcome, ReverseCredit,
+    CreditRecord, CreditRequest, CreditReversal, JournalEntry, JournalKind, MAX_BALANCE,
+    RefundError, RefundOutcome, RefundRecord, RefundRequest, ReversalOutcome, ReverseCredit,
+    keepable,
 };
 use crate::receipt::ReceiptState;
 
@@ -15,6 +16,9 @@ pub(super) fn charge<B: Books>(
     charge: &ChargeRequest,
     now_ms: i64,
 ) -> Result<ChargeReply, B::Error> {
+    if let Err(invalid) = keepable("product name", &charge.product_name) {
+        return Ok(ChargeReply::InvalidText(invalid));
+    }
     // A retried charge gets the receipt of the first attempt, whoever holds the lease now:
     // nothing moves.
     if let Some(receipt) = books.receipt_by_request(charge.request_id)? {
@@ -34,8 +38,8 @@ pub(super) fn charge<B: Books>(
                 });
             }
         },
-        // Bought outside any game server (a store page, a tool): the receipt waits for
-        // the player's session, wherever it is.
+        // Bought outside any game server (a store page, a tool): the receipt waits for the
+        // player's session, wherever it is.
         None => account_or_new(books, charge.user, charge.starting_balance, now_ms)?,
     };
     if account.balance < charge.price {
@@ -50,19 +54,15 @@ pub(super) fn charge<B: Books>(
     account.balance -= charge.price;
     books.put_account(charge.user, &account, created, now_ms)?;
     let receipt = charge.new_receipt();
-    books.insert_receipt(
-        &receipt,
-        charge.request_id,
-        &storable(&charge.product_name),
-        now_ms,
-    )?;
+    books.insert_receipt(&receipt, charge.request_id, &charge.product_name, now_ms)?;
     if charge.price > 0 {
         books.journal(
             JournalEntry {
                 user: charge.user,
                 // The price is at most the balance, so at most `MAX_BALANCE`.
                 delta: -(charge.price as i64),
-                reason: "purchase".into(),
+                kind: JournalKind::Purchase,
+                reason: charge.product_name.clone(),
                 purchase_id: Some(receipt.purchase_id.clone()),
             },
             now_ms,
@@ -81,6 +81,9 @@ pub(super) fn adjust<B: Books>(
     request: &AdjustBalance,
     now_ms: i64,
 ) -> Result<AdjustReply, B::Error> {
+    if let Err(invalid) = keepable("reason", &request.reason) {
+        return Ok(AdjustReply::InvalidText(invalid));
+    }
     let (mut account, created) =
         account_or_new(books, request.user, request.starting_balance, now_ms)?;
     let refusal = match account.balance.checked_add_signed(request.delta) {
@@ -104,7 +107,8 @@ pub(super) fn adjust<B: Books>(
             JournalEntry {
                 user: request.user,
                 delta: request.delta,
-                reason: storable(&request.reason).into_owned(),
+                kind: JournalKind::Adjustment,
+                reason: request.reason.clone(),
                 purchase_id: None,
             },
             now_ms,
@@ -115,30 +119,35 @@ pub(super) fn adjust<B: Books>(
     })
 }
 
-/// Refunds a receipt: the currency goes back; a granted receipt's effect waits for its clawback.
+/// Refunds a receipt: the currency goes back; a granted receipt's effect waits for its clawback,
+/// and a receipt not granted yet can never be granted after.
 pub(super) fn refund<B: Books>(
     books: &mut B,
     request: &RefundRequest,
     now_ms: i64,
 ) -> Result<Result<RefundOutcome, RefundError>, B::Error> {
     let id = &request.purchase_id;
-    let refused = |e| Ok(Err(e));
+    if let Err(invalid) = keepable("purchase id", id.as_str())
+        .and_then(|()| keepable("refund reason", &request.reason))
+    {
+        return Ok(Err(RefundError::InvalidText(invalid)));
+    }
     let Some(receipt) = books.receipt(id)? else {
-        return refused(RefundError::UnknownPurchase(id.clone()));
+        return Ok(Err(RefundError::UnknownPurchase(id.clone())));
     };
     if let Some(place) = request.place
         && receipt.info.place_id_where_purchased != place
     {
-        return refused(RefundError::OtherGame {
+        return Ok(Err(RefundError::OtherGame {
             purchase_id: id.clone(),
             place: receipt.info.place_id_where_purchased,
-        });
+        }));
     }
     if let Some(done) = &receipt.refund {
-        return refused(RefundError::AlreadyRefunded {
+        return Ok(Err(RefundError::AlreadyRefunded {
             purchase_id: id.clone(),
             at_ms: done.at_ms,
-        });
+        }));
     }
     let user = receipt.info.player_id;
     let spent = receipt.info.currency_spent;
@@ -148,10 +157,10 @@ pub(super) fn refund<B: Books>(
         .checked_add(spent)
         .filter(|b| *b <= MAX_BALANCE)
     else {
-        return refused(RefundError::BalanceTooHigh {
+        return Ok(Err(RefundError::BalanceTooHigh {
             purchase_id: id.clone(),
             balance: account.balance,
-        });
+        }));
     };
     account.balance = balance;
     books.put_account(user, &account, created, now_ms)?;
@@ -160,7 +169,8 @@ pub(super) fn refund<B: Books>(
             JournalEntry {
                 user,
                 delta: spent as i64,
-                reason: REFUND.into(),
+                kind: JournalKind::Refund,
+                reason: request.reason.clone(),
                 purchase_id: Some(id.clone()),
             },
             now_ms,
@@ -174,7 +184,7 @@ pub(super) fn refund<B: Books>(
         id,
         &RefundRecord {
             at_ms: now_ms,
-            reason: storable(&request.reason).into_owned(),
+            reason: request.reason.clone(),
             clawback,
         },
     )?;
@@ -185,28 +195,37 @@ pub(super) fn refund<B: Books>(
     }))
 }
 
-/// Credits a store top-up once per order; a shortfall is paid first.
+/// `Ok` when a store order's key can be kept as written.
+fn order_key(source: &str, order_id: &str) -> Result<(), CreditError> {
+    if source.is_empty() || order_id.is_empty() {
+        return Err(CreditError::MissingOrder {
+            store: source.to_owned(),
+            order_id: order_id.to_owned(),
+        });
+    }
+    keepable("store name", source)
+        .and_then(|()| keepable("order id", order_id))
+        .map_err(CreditError::InvalidText)
+}
+
+/// Credits a store top-up once per order, to one user with one amount; a shortfall is paid first.
 pub(super) fn credit<B: Books>(
     books: &mut B,
     request: &CreditRequest,
     now_ms: i64,
 ) -> Result<Result<CreditOutcome, CreditError>, B::Error> {
-    let refused = |e| Ok(Err(e));
-    let (source, order_id) = (storable(&request.source), storable(&request.order_id));
-    if source.is_empty() || order_id.is_empty() {
-        return refused(CreditError::MissingOrder {
-            store: request.source.clone(),
-            order_id: request.order_id.clone(),
-        });
+    let (source, order_id) = (&request.source, &request.order_id);
+    if let Err(refused) = order_key(source, order_id) {
+        return Ok(Err(refused));
     }
-    if let Some(done) = books.credit(&source, &order_id)? {
+    if let Some(done) = books.credit(source, order_id)? {
         if done.user != request.user || done.amount != request.amount {
-            return refused(CreditError::OrderMismatch {
+            return Ok(Err(CreditError::OrderMismatch {
                 store: done.source,
                 order_id: done.order_id,
                 user: done.user,
                 amount: done.amount,
-            });
+            }));
         }
         let account = books.account(done.user)?.unwrap_or_default();
         return Ok(Ok(CreditOutcome {
@@ -216,9 +235,9 @@ pub(super) fn credit<B: Books>(
         }));
     }
     if request.amount == 0 || request.amount > MAX_BALANCE {
-        return refused(CreditError::InvalidAmount {
+        return Ok(Err(CreditError::InvalidAmount {
             amount: request.amount,
-        });
+        }));
     }
     let user = request.user;
     let (mut account, created) = account_or_new(books, user, request.starting_balance, now_ms)?;
@@ -231,11 +250,11 @@ pub(super) fn credit<B: Books>(
         if created {
             books.put_account(user, &account, true, now_ms)?;
         }
-        return refused(CreditError::BalanceTooHigh {
+        return Ok(Err(CreditError::BalanceTooHigh {
             user,
             balance: account.balance,
             amount: request.amount,
-        });
+        }));
     };
     account.balance = balance;
     account.shortfall -= repaid;
@@ -245,7 +264,8 @@ pub(super) fn credit<B: Books>(
         JournalEntry {
             user,
             delta: request.amount as i64,
-            reason: format!("{TOP_UP} {order}"),
+            kind: JournalKind::TopUp,
+            reason: order.clone(),
             purchase_id: None,
         },
         now_ms,
@@ -255,7 +275,8 @@ pub(super) fn credit<B: Books>(
             JournalEntry {
                 user,
                 delta: -(repaid as i64),
-                reason: format!("shortfall repaid by {order}"),
+                kind: JournalKind::ShortfallRepaid,
+                reason: order,
                 purchase_id: None,
             },
             now_ms,
@@ -263,8 +284,8 @@ pub(super) fn credit<B: Books>(
     }
     books.put_credit(
         &CreditRecord {
-            source: source.into_owned(),
-            order_id: order_id.into_owned(),
+            source: source.clone(),
+            order_id: order_id.clone(),
             user,
             amount: request.amount,
             credited_at_ms: now_ms,
@@ -285,11 +306,14 @@ pub(super) fn reverse_credit<B: Books>(
     request: &ReverseCredit,
     now_ms: i64,
 ) -> Result<Result<ReversalOutcome, CreditError>, B::Error> {
-    let (source, order_id) = (storable(&request.source), storable(&request.order_id));
-    let Some(mut record) = books.credit(&source, &order_id)? else {
+    let (source, order_id) = (&request.source, &request.order_id);
+    if let Err(refused) = order_key(source, order_id) {
+        return Ok(Err(refused));
+    }
+    let Some(mut record) = books.credit(source, order_id)? else {
         return Ok(Err(CreditError::UnknownOrder {
-            store: source.into_owned(),
-            order_id: order_id.into_owned(),
+            store: source.clone(),
+            order_id: order_id.clone(),
         }));
     };
     let mut account = books.account(record.user)?.unwrap_or_default();
@@ -311,7 +335,8 @@ pub(super) fn reverse_credit<B: Books>(
             JournalEntry {
                 user: record.user,
                 delta: -(taken as i64),
-                reason: format!("{TOP_UP} reversed {source}:{order_id}"),
+                kind: JournalKind::TopUpReversal,
+                reason: format!("{source}:{order_id}"),
                 purchase_id: None,
             },
             now_ms,

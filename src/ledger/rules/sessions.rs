@@ -4,7 +4,7 @@
 use super::{Books, LeasePolicy, Notice, ReceiptStatus, account_or_new};
 use crate::ledger::{
     Clawback, OpenSession, OpenSessionReply, OpenedSession, PlayerReading, ReadPlayer,
-    ReleaseSession, SaveReply, SaveRequest,
+    ReleaseSession, SaveReply, SaveRequest, keepable,
 };
 use crate::receipt::ReceiptState;
 
@@ -64,12 +64,21 @@ pub(super) fn release<B: Books>(
     Ok(())
 }
 
-/// Saves the player's state under the lease, granting and settling what the save carries.
+/// Saves the player's state under the lease, granting and settling what the save carries. A
+/// save that would grant a receipt refunded before it was granted writes nothing: its state holds
+/// the effect of a purchase whose currency went back.
 pub(super) fn save<B: Books>(
     books: &mut B,
     save: &SaveRequest,
     now_ms: i64,
 ) -> Result<SaveReply, B::Error> {
+    for (name, value) in &save.state.0 {
+        if let Err(invalid) = keepable("component name", name)
+            .and_then(|()| keepable(&format!("value of component {name:?}"), value))
+        {
+            return Ok(SaveReply::InvalidText(invalid));
+        }
+    }
     let mut account = match books.account(save.user)? {
         Some(account) if account.held_by(&save.fence) => account,
         other => {
@@ -78,15 +87,8 @@ pub(super) fn save<B: Books>(
             });
         }
     };
-    if save.release {
-        account.release_lease();
-    } else {
-        account.lease_expires_ms = Some(now_ms.saturating_add(save.lease_ms));
-    }
-    books.put_account(save.user, &account, false, now_ms)?;
-    books.put_state(save.user, &save.state)?;
-    let (mut newly_granted, mut newly_settled, mut clawbacks_due) =
-        (Vec::new(), Vec::new(), Vec::new());
+    // Decide every grant before writing anything.
+    let (mut grants, mut refunded) = (Vec::new(), Vec::new());
     for id in &save.granted {
         let Some(receipt) = books.receipt(id)? else {
             continue;
@@ -95,22 +97,32 @@ pub(super) fn save<B: Books>(
             continue;
         }
         match (receipt.state, receipt.refund) {
-            (ReceiptState::Pending, _) => {
-                books.grant_receipt(id, now_ms)?;
-                newly_granted.push(id.clone());
+            (ReceiptState::Pending, _) => grants.push(id),
+            // Refunded before any grant committed: its currency is back, so it is never granted.
+            (ReceiptState::Refunded, Some(refund)) if refund.clawback == Clawback::NotNeeded => {
+                refunded.push(id.clone());
             }
-            // Refunded while its grant waited to be saved: the effect is committed with
-            // this save's state now, so it has to be taken back after all.
-            (ReceiptState::Refunded, Some(mut refund))
-                if refund.clawback == Clawback::NotNeeded =>
-            {
-                refund.clawback = Clawback::Pending;
-                books.put_refund(id, &refund)?;
-                clawbacks_due.push(receipt.info);
-            }
+            // Granted already (this save is a retry of one whose answer was lost), perhaps
+            // refunded since, with its effect to be taken back by its clawback.
             _ => {}
         }
     }
+    if !refunded.is_empty() {
+        return Ok(SaveReply::GrantsRefunded { refunded });
+    }
+    if save.release {
+        account.release_lease();
+    } else {
+        account.lease_expires_ms = Some(now_ms.saturating_add(save.lease_ms));
+    }
+    books.put_account(save.user, &account, false, now_ms)?;
+    books.put_state(save.user, &save.state)?;
+    let mut newly_granted = Vec::with_capacity(grants.len());
+    for id in grants {
+        books.grant_receipt(id, now_ms)?;
+        newly_granted.push(id.clone());
+    }
+    let mut newly_settled = Vec::new();
     for (id, outcome) in &save.settled {
         if let Some(ReceiptStatus {
             info,
@@ -129,7 +141,6 @@ pub(super) fn save<B: Books>(
     Ok(SaveReply::Saved {
         newly_granted,
         newly_settled,
-        clawbacks_due,
     })
 }
 

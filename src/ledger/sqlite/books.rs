@@ -9,8 +9,8 @@ use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::ledger::rules::{AccountRow, Books, ReceiptStatus};
 use crate::ledger::{
     Clawback, CreditRecord, CreditReversal, HISTORY_PAGE_SIZE, HistoryCursor, HistoryFilter,
-    HistoryPage, JournalEntry, LedgerAudit, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow,
-    StoredReceipt,
+    HistoryPage, JournalEntry, JournalKind, LedgerAudit, PlayerSnapshot, RefundRecord, SalesQuery,
+    SalesRow, StoredReceipt,
 };
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
@@ -204,12 +204,13 @@ impl Books for SqliteBooks<'_> {
     fn journal(&mut self, entry: JournalEntry, now_ms: i64) -> rusqlite::Result<()> {
         self.conn
             .prepare_cached(
-                "INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO balance_journal (user_id, delta, kind, reason, purchase_id, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 entry.user.0,
                 entry.delta,
+                entry.kind.as_str(),
                 entry.reason,
                 entry.purchase_id.map(|p| p.0),
                 now_ms
@@ -434,7 +435,7 @@ pub(super) fn audit(conn: &Connection) -> rusqlite::Result<LedgerAudit> {
         audit.leases.insert(user, lease);
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT user_id, delta, reason, purchase_id FROM balance_journal ORDER BY id",
+        "SELECT user_id, delta, reason, purchase_id, kind FROM balance_journal ORDER BY id",
     )?;
     audit.journal = stmt
         .query_map([], |r| {
@@ -443,6 +444,16 @@ pub(super) fn audit(conn: &Connection) -> rusqlite::Result<LedgerAudit> {
                 delta: r.get(1)?,
                 reason: r.get(2)?,
                 purchase_id: r.get::<_, Option<String>>(3)?.map(PurchaseId),
+                kind: {
+                    let kind: String = r.get(4)?;
+                    JournalKind::parse(&kind).ok_or_else(|| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            4,
+                            rusqlite::types::Type::Text,
+                            format!("journal kind {kind:?}").into(),
+                        )
+                    })?
+                },
             })
         })?
         .collect::<Result<_, _>>()?;
