@@ -252,7 +252,7 @@ pub struct ChargeRequest {
 
 impl ChargeRequest {
     /// The receipt this charge creates.
-    pub(crate) fn new_receipt(&self) -> ReceiptInfo {
+    pub fn new_receipt(&self) -> ReceiptInfo {
         ReceiptInfo {
             purchase_id: PurchaseId::of_request(self.request_id),
             player_id: self.user,
