@@ -4,9 +4,14 @@
 //! stalls or cuts a server's connection to the database. The servers run with the plugin's default
 //! settings — five-minute leases, 30 s autosave, 1–60 s retries, 8 s database deadlines.
 //!
+//! Meanwhile an admin process (the `marketplace` tool, on its own connection) refunds purchases,
+//! pending and granted, and credits, credits again and reverses store top-ups, some orders for two
+//! players at once.
+//!
 //! Afterwards every player rejoins, and the checker reads the database: no receipt granted twice,
 //! no debit without its receipt, every balance the starting balance plus its journal, every
-//! player's persisted Gold the sum of the products granted to them, every receipt granted.
+//! player's persisted Gold the sum of the products granted to them less those taken back, every
+//! receipt granted or refunded and settled, every store order credited once to one user.
 //!
 //! ```sh
 //! cargo test --all-features --test nemesis -- --nocapture   # prints the counts
@@ -88,6 +93,88 @@ fn sql(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).unwrap()
 }
 
+/// What the admin process did.
+#[derive(Debug, Default)]
+struct Admin {
+    refunded: u32,
+    refund_refused: u32,
+    credited: u32,
+    credit_refused: u32,
+    reversed: u32,
+    failed: u32,
+}
+
+/// Until `until`: the `marketplace` tool refunds random purchases, credits store orders (few
+/// order ids, so some are credited again, some for another player, which must be refused) and
+/// reverses some, on its own connection to the database.
+fn admin_process(url: &str, until: Instant) -> Admin {
+    let mut admin = Admin::default();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let tool = |args: &[String]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_marketplace"))
+            .arg("--postgres")
+            .arg(url)
+            .args(args)
+            .output()
+            .map(|out| out.status.code())
+            .ok()
+            .flatten()
+    };
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(150 + next() % 300));
+        let args: Vec<String> = match next() % 5 {
+            0 | 1 => {
+                let ids: Vec<String> = sql(url)
+                    .query("SELECT purchase_id FROM receipts", &[])
+                    .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                    .unwrap_or_default();
+                if ids.is_empty() {
+                    continue;
+                }
+                let id = ids[next() as usize % ids.len()].clone();
+                vec!["refund".into(), id, "--reason".into(), "nemesis".into()]
+            }
+            2 | 3 => {
+                let user = next() % PLAYERS as u64 + 1;
+                vec![
+                    "credit".into(),
+                    user.to_string(),
+                    "50".into(),
+                    "--source".into(),
+                    "nemesis".into(),
+                    "--order-id".into(),
+                    format!("o{}", next() % 12),
+                    "--starting-balance".into(),
+                    START_BALANCE.to_string(),
+                ]
+            }
+            _ => vec![
+                "reverse-credit".into(),
+                "--source".into(),
+                "nemesis".into(),
+                "--order-id".into(),
+                format!("o{}", next() % 12),
+            ],
+        };
+        let code = tool(&args);
+        match (args[0].as_str(), code) {
+            ("refund", Some(0)) => admin.refunded += 1,
+            ("refund", Some(2)) => admin.refund_refused += 1,
+            ("credit", Some(0)) => admin.credited += 1,
+            ("credit", Some(2)) => admin.credit_refused += 1,
+            ("reverse-credit", Some(0 | 2)) => admin.reversed += 1,
+            _ => admin.failed += 1,
+        }
+    }
+    admin
+}
+
 #[test]
 fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
     let started = Instant::now();
@@ -121,6 +208,10 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
     }
     let mut trouble = [Trouble::None; SERVERS];
     let run_until = Instant::now() + Duration::from_secs(30);
+    let admin = std::thread::spawn({
+        let url = url.clone();
+        move || admin_process(&url, run_until)
+    });
     let mut next_strike = Instant::now() + Duration::from_secs(2);
     while Instant::now() < run_until {
         let now = Instant::now();
@@ -202,6 +293,7 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
         seen.pump(&events, Duration::from_millis(100));
     }
 
+    let admin = admin.join().unwrap();
     // Recovery: the nemesis stops, nobody buys, every player goes back to the server holding
     // their lease (a killed server's lease outlives it by the lease length unless its server id
     // comes back) and rejoins there.
@@ -273,7 +365,7 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
         count(
             &mut db,
             "SELECT count(*) FROM receipts r WHERE currency_spent > 0 AND (SELECT count(*)
-             FROM balance_journal j WHERE j.purchase_id = r.purchase_id) <> 1"
+             FROM balance_journal j WHERE j.purchase_id = r.purchase_id AND j.kind = 'purchase') <> 1"
         ),
         0,
         "every paid receipt has exactly one debit"
@@ -304,13 +396,28 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
     assert_eq!(
         count(
             &mut db,
-            "SELECT count(*) FROM receipts WHERE state <> 'granted'"
+            "SELECT count(*) FROM receipts WHERE state = 'pending' OR clawback = 'pending'"
         ),
         0,
-        "every receipt granted"
+        "every receipt granted, or refunded and settled"
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM credits c WHERE (SELECT count(*) FROM balance_journal j
+             WHERE j.kind = 'top_up' AND j.reason = c.source || ':' || c.order_id
+               AND j.user_id = c.user_id AND j.delta = c.amount) <> 1
+             OR (SELECT count(*) FROM balance_journal j WHERE j.kind = 'top_up'
+               AND j.reason = c.source || ':' || c.order_id) <> 1"
+        ),
+        0,
+        "every store order credited once, to the one user it names"
     );
     let receipts = db
-        .query("SELECT purchase_id, user_id, product_id FROM receipts", &[])
+        .query(
+            "SELECT purchase_id, user_id, product_id, state, clawback FROM receipts",
+            &[],
+        )
         .unwrap();
     let mut gold: BTreeMap<i64, u64> = BTreeMap::new();
     // Granted in the ledger with no report: the server was killed between the commit and the
@@ -319,14 +426,30 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
     let mut unreported = 0;
     for r in &receipts {
         let product: i64 = r.get(2);
-        *gold.entry(r.get(1)).or_default() += match product {
+        let amount = match product {
             p if p == GOLD_100.0 => 100,
             p if p == GOLD_1000.0 => 1000,
             other => panic!("unexpected product {other}"),
         };
+        let state: String = r.get(3);
+        let clawback: Option<String> = r.get(4);
         let id: String = r.get(0);
-        if !seen.granted.contains_key(&id) {
+        // Granted and kept, or granted and taken back, or refunded before any grant.
+        let (granted, kept) = match (state.as_str(), clawback.as_deref()) {
+            ("granted", _) => (true, true),
+            ("refunded", Some("done")) => (true, false),
+            ("refunded", Some("kept")) => (true, true),
+            ("refunded", Some("not_needed")) => (false, false),
+            other => panic!("receipt {id} ended as {other:?}"),
+        };
+        if kept {
+            *gold.entry(r.get(1)).or_default() += amount;
+        }
+        if granted != seen.granted.contains_key(&id) && granted {
             unreported += 1;
+        }
+        if !granted && seen.granted.contains_key(&id) {
+            panic!("receipt {id} was refunded before any grant, yet a server reported its grant");
         }
     }
     for user in 1..=PLAYERS {
@@ -344,10 +467,12 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
             "persisted Gold of user {user} is the sum of their grants"
         );
     }
+    assert!(admin.refunded > 0, "the admin refunded something: {admin:?}");
+    assert!(admin.credited > 0, "the admin credited something: {admin:?}");
     eprintln!(
-        "nemesis: {} servers, {PLAYERS} players, {} receipts granted once each ({unreported} \
-         committed without a report); {} kills, {} stops, {} stalls, {} cuts, {} hops; \
-         {:.0} s in all",
+        "nemesis: {} servers, {PLAYERS} players, {} receipts granted at most once each \
+         ({unreported} committed without a report); admin {admin:?}; {} kills, {} stops, {} \
+         stalls, {} cuts, {} hops; {:.0} s in all",
         SERVERS,
         receipts.len(),
         nemesis.kills,

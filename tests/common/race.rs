@@ -52,6 +52,15 @@ fn gold_handler(player: &mut EntityWorldMut, amount: u64) -> bool {
     true
 }
 
+/// A refunded Gold pack's Gold goes back (never below zero: the player may have spent it).
+fn take_back(player: &mut EntityWorldMut, amount: u64) -> bool {
+    let Some(mut gold) = player.get_mut::<Gold>() else {
+        return false;
+    };
+    gold.0 = gold.0.saturating_sub(amount);
+    true
+}
+
 /// The plugin settings a race server runs with: the defaults unless the parent sets
 /// `RACE_LEASE_MS`, `RACE_AUTOSAVE_MS` and `RACE_RETRY_MAX_MS` (a short lease for a race about
 /// lease take-over).
@@ -135,6 +144,8 @@ fn race_child(url: &str, server: &str, seed: u64, settings: ChildSettings) {
     })
     .add_product_handler(GOLD_100, |_, mut player| gold_handler(&mut player, 100))
     .add_product_handler(GOLD_1000, |_, mut player| gold_handler(&mut player, 1000))
+    .add_refund_handler(GOLD_100, |_, mut player| take_back(&mut player, 100))
+    .add_refund_handler(GOLD_1000, |_, mut player| take_back(&mut player, 1000))
     .add_systems(Update, (race_commands, race_buy, race_report).chain());
     app.run();
 }
@@ -366,7 +377,7 @@ pub fn pending_users(url: &str) -> Vec<i64> {
     postgres::Client::connect(url, postgres::NoTls)
         .unwrap()
         .query(
-            "SELECT DISTINCT user_id FROM receipts WHERE state = 'pending' ORDER BY 1",
+            "SELECT DISTINCT user_id FROM receipts WHERE state = 'pending' OR clawback = 'pending' ORDER BY 1",
             &[],
         )
         .unwrap()
@@ -375,7 +386,8 @@ pub fn pending_users(url: &str) -> Vec<i64> {
         .collect()
 }
 
-/// Pumps `events` until no receipt in the database at `url` is pending, at most `limit`. Every
+/// Pumps `events` until no receipt in the database at `url` is pending (nor a refund's clawback),
+/// at most `limit`. Every
 /// `nudge_every` it hands the users whose receipts are still pending to `nudge` (which makes them
 /// rejoin somewhere: a charge that landed after a session opened is picked up on the next join).
 pub fn await_all_granted(
