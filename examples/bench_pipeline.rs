@@ -394,13 +394,14 @@ fn live_ops(total: i64) -> (f64, f64, f64, f64) {
         })
     };
     let (first, reply) = timed(history(0, None));
-    if !matches!(reply, LedgerReply::History(ref p) if p.entries.len() == 50 && !p.is_finished) {
+    if !matches!(reply, LedgerReply::History(Ok(ref p)) if p.entries.len() == 50 && !p.is_finished)
+    {
         fail(format!("history page 0 of 10,000 receipts: {reply:?}"));
     }
     // The last page, asked by number (the store skips 199 pages) and from the cursor the page
     // before ends at (as `request_next_history_page` asks).
     let (by_number, reply) = timed(history(199, None));
-    let LedgerReply::History(last_page) = reply else {
+    let LedgerReply::History(Ok(last_page)) = reply else {
         fail("no history".into());
     };
     if !(last_page.entries.len() == 50 && last_page.is_finished) {
@@ -409,11 +410,11 @@ fn live_ops(total: i64) -> (f64, f64, f64, f64) {
         ));
     }
     let (_, reply) = timed(history(198, None));
-    let LedgerReply::History(before) = reply else {
+    let LedgerReply::History(Ok(before)) = reply else {
         fail("no history".into());
     };
     let (from_cursor, reply) = timed(history(199, before.next_cursor()));
-    if !matches!(reply, LedgerReply::History(ref p) if *p == last_page) {
+    if !matches!(reply, LedgerReply::History(Ok(ref p)) if *p == last_page) {
         fail(format!(
             "page 199 from a cursor differs from page 199 by number: {reply:?}"
         ));

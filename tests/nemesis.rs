@@ -467,8 +467,14 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
             "persisted Gold of user {user} is the sum of their grants"
         );
     }
-    assert!(admin.refunded > 0, "the admin refunded something: {admin:?}");
-    assert!(admin.credited > 0, "the admin credited something: {admin:?}");
+    assert!(
+        admin.refunded > 0,
+        "the admin refunded something: {admin:?}"
+    );
+    assert!(
+        admin.credited > 0,
+        "the admin credited something: {admin:?}"
+    );
     eprintln!(
         "nemesis: {} servers, {PLAYERS} players, {} receipts granted at most once each \
          ({unreported} committed without a report); admin {admin:?}; {} kills, {} stops, {} \

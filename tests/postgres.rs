@@ -198,6 +198,7 @@ fn a_charge_retried_with_the_same_request_id_charges_once() {
         receipt: first,
         balance,
         replayed: false,
+        ..
     }) = apply_at(&mut store, 2, charge(2, id, 100))
     else {
         panic!("the first charge charges");
@@ -207,6 +208,7 @@ fn a_charge_retried_with_the_same_request_id_charges_once() {
         receipt: again,
         balance,
         replayed: true,
+        ..
     }) = apply_at(&mut store, 3, charge(2, id, 100))
     else {
         panic!("the retry is a replay");
@@ -264,6 +266,7 @@ fn comparable(reply: &LedgerReply) -> String {
             receipt,
             balance,
             replayed,
+            ..
         }) => format!(
             "charged user {} product {} price {} balance {balance} replayed {replayed}",
             receipt.player_id, receipt.product_id, receipt.currency_spent

@@ -307,6 +307,7 @@ fn the_same_request_id_never_charges_twice_in_the_store() {
             receipt: b,
             replayed: true,
             balance,
+            ..
         }),
     ) = (first, second)
     else {

@@ -248,7 +248,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     page,
                     after: None,
                 })
-                .map_err(fail)?;
+                .map_err(fail)?
+                .map_err(|e| e.to_string())?;
             for entry in &history.entries {
                 if json {
                     println!(

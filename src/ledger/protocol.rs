@@ -129,7 +129,7 @@ ledger_calls! {
     /// Read everything.
     Audit(Audit) -> LedgerAudit;
     /// A page of a player's purchase history.
-    History(HistoryRequest) -> HistoryPage;
+    History(HistoryRequest) -> Result<HistoryPage, InvalidText>;
     /// Sales per product per day or hour.
     Sales(SalesQuery) -> Vec<SalesRow>;
 }
@@ -277,6 +277,9 @@ pub enum ChargeReply {
         balance: u64,
         /// `true` if this request id had already charged (nothing was debited now).
         replayed: bool,
+        /// The receipt still waits for its grant (`false` for a replay of a receipt granted or
+        /// refunded since: it must not be delivered from this answer).
+        pending: bool,
     },
     /// Not enough premium currency; nothing changed.
     InsufficientFunds {
@@ -411,7 +414,18 @@ pub struct PlayerReading {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Audit;
 
-/// A page of a player's purchase history, newest first. Answered with a [`HistoryPage`].
+impl HistoryRequest {
+    /// `Ok` unless the cursor names a purchase id no store can keep.
+    pub(crate) fn cursor_keepable(&self) -> Result<(), InvalidText> {
+        match &self.after {
+            Some(cursor) => super::keepable("history cursor", cursor.purchase_id.as_str()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A page of a player's purchase history, newest first. Answered with a [`HistoryPage`], or
+/// refused when the cursor's purchase id holds text no store can keep.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryRequest {
     /// Whose.

@@ -142,25 +142,30 @@ CREATE TABLE credits (
 
 /// Journal entries say what they are (SQLite version 6, PostgreSQL version 5), so checks and
 /// reports read a kind instead of a reason's words. Entries written before are classified by the
-/// words this crate wrote then, matched against the receipt or store order they name; any other
-/// entry was an adjustment.
-pub(crate) const JOURNAL_KINDS: &str = "ALTER TABLE balance_journal ADD COLUMN kind TEXT NOT NULL DEFAULT 'adjustment'
+/// words this crate wrote then, matched against the receipt or store order they name (one
+/// statement per kind, each a join, so the migration costs a pass over the journal); any other
+/// entry was an adjustment. Both dialects spell it alike.
+pub(crate) const JOURNAL_KINDS: &str =
+    "ALTER TABLE balance_journal ADD COLUMN kind TEXT NOT NULL DEFAULT 'adjustment'
     CHECK (kind = 'starting_balance' OR kind = 'purchase' OR kind = 'refund' OR kind = 'top_up'
         OR kind = 'top_up_reversal' OR kind = 'shortfall_repaid' OR kind = 'adjustment');
-UPDATE balance_journal SET kind = CASE
-    WHEN purchase_id IS NOT NULL AND reason = 'purchase' AND delta < 0 THEN 'purchase'
-    WHEN purchase_id IS NOT NULL AND reason = 'refund' AND delta > 0 THEN 'refund'
-    WHEN purchase_id IS NULL AND reason = 'starting balance' AND delta > 0
-        AND balance_journal.id = (SELECT min(first.id) FROM balance_journal first
-                                  WHERE first.user_id = balance_journal.user_id
-                                    AND first.reason = 'starting balance') THEN 'starting_balance'
-    WHEN purchase_id IS NULL AND delta > 0 AND EXISTS (SELECT 1 FROM credits c
-        WHERE c.user_id = balance_journal.user_id
-          AND balance_journal.reason = 'top-up ' || c.source || ':' || c.order_id) THEN 'top_up'
-    WHEN purchase_id IS NULL AND delta < 0 AND EXISTS (SELECT 1 FROM credits c
-        WHERE c.user_id = balance_journal.user_id
-          AND balance_journal.reason = 'top-up reversed ' || c.source || ':' || c.order_id) THEN 'top_up_reversal'
-    WHEN purchase_id IS NULL AND delta < 0 AND EXISTS (SELECT 1 FROM credits c
-        WHERE c.user_id = balance_journal.user_id
-          AND balance_journal.reason = 'shortfall repaid by ' || c.source || ':' || c.order_id) THEN 'shortfall_repaid'
-    ELSE 'adjustment' END;";
+UPDATE balance_journal SET kind = 'purchase'
+    WHERE purchase_id IS NOT NULL AND reason = 'purchase' AND delta < 0;
+UPDATE balance_journal SET kind = 'refund'
+    WHERE purchase_id IS NOT NULL AND reason = 'refund' AND delta > 0;
+UPDATE balance_journal SET kind = 'starting_balance'
+    WHERE id IN (SELECT min(id) FROM balance_journal
+                 WHERE purchase_id IS NULL AND reason = 'starting balance' AND delta > 0
+                 GROUP BY user_id);
+UPDATE balance_journal SET kind = 'top_up' FROM credits AS c
+    WHERE balance_journal.purchase_id IS NULL AND balance_journal.delta > 0
+      AND c.user_id = balance_journal.user_id
+      AND balance_journal.reason = 'top-up ' || c.source || ':' || c.order_id;
+UPDATE balance_journal SET kind = 'top_up_reversal' FROM credits AS c
+    WHERE balance_journal.purchase_id IS NULL AND balance_journal.delta < 0
+      AND c.user_id = balance_journal.user_id
+      AND balance_journal.reason = 'top-up reversed ' || c.source || ':' || c.order_id;
+UPDATE balance_journal SET kind = 'shortfall_repaid' FROM credits AS c
+    WHERE balance_journal.purchase_id IS NULL AND balance_journal.delta < 0
+      AND c.user_id = balance_journal.user_id
+      AND balance_journal.reason = 'shortfall repaid by ' || c.source || ':' || c.order_id;";

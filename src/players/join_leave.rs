@@ -104,7 +104,9 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
             // Their grants die with the unsaved state: back to pending in the ledger, so the
             // next session delivers them again (their effects were never committed).
             for work in &uncommitted {
-                sessions.awaiting_commit.remove(&work.receipt.purchase_id);
+                sessions
+                    .awaiting_commit
+                    .remove(&work.receipt.purchase_id, work.work.task());
             }
             tracing::error!(
                 "user {user} left and cannot be saved: {reason}; progress since the last save is lost and {uncommitted_grants} uncommitted grant(s) will be delivered again next time"

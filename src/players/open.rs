@@ -73,6 +73,7 @@ pub(crate) fn handle_session_openings(
                 balance.0 = stored_balance;
                 session.shortfall = shortfall;
                 session.lease_token = Some(lease_token);
+                session.opened_at = answer.seq;
                 match registry.restore(&mut commands.entity(entity), &state) {
                     Ok(carried) => {
                         session.carried = carried;

@@ -58,6 +58,16 @@ pub(crate) enum Work {
     Settled(Clawback),
 }
 
+impl Work {
+    /// The task this work did.
+    pub(crate) fn task(self) -> Task {
+        match self {
+            Self::Granted => Task::Grant,
+            Self::Settled(_) => Task::TakeBack,
+        }
+    }
+}
+
 /// A handler's work on a receipt, done in memory and not yet committed, with the buyer's persisted
 /// components from just before it: what they go back to if the ledger refuses it.
 #[derive(Clone, Debug)]
@@ -65,6 +75,8 @@ pub(crate) struct Uncommitted {
     pub(crate) receipt: ReceiptInfo,
     pub(crate) work: Work,
     pub(crate) before: PlayerSnapshot,
+    /// When this server learnt of the receipt (see [`PendingReceipt`]'s), kept if it waits again.
+    pub(crate) learned_at: u64,
 }
 
 /// A receipt waiting for its handler on this server.
@@ -123,6 +135,13 @@ pub struct PlayerSession {
     pub(crate) open_in_flight: bool,
     /// The token of the session lease this server took for them, once their data loaded.
     pub(crate) lease_token: Option<i64>,
+    /// The number of the ledger request that opened this session: an answer to an older request
+    /// tells of the player's previous visit, which the opening already read, and is ignored.
+    pub(crate) opened_at: u64,
+    /// Receipts this session learnt are no longer waiting for their grant (refunded, or dropped by
+    /// a reading), with the number of the request that told it: an older answer that still lists
+    /// them does not bring them back.
+    pub(crate) gone: std::collections::HashMap<PurchaseId, u64>,
 }
 
 impl PlayerSession {
@@ -142,6 +161,8 @@ impl PlayerSession {
             open_failures: 0,
             open_in_flight: false,
             lease_token: None,
+            opened_at: 0,
+            gone: Default::default(),
         }
     }
 
@@ -213,6 +234,14 @@ impl PlayerSession {
     /// Adds a receipt to deliver, learnt from the answer to ledger request number `learned_at`,
     /// unless it is known already.
     pub(crate) fn add_pending(&mut self, receipt: ReceiptInfo, learned_at: u64) {
+        if learned_at < self.opened_at
+            || self
+                .gone
+                .get(&receipt.purchase_id)
+                .is_some_and(|&gone| gone >= learned_at)
+        {
+            return;
+        }
         if !self
             .pending
             .iter()
@@ -228,6 +257,9 @@ impl PlayerSession {
     /// request number `learned_at`, unless it is known already.
     pub(crate) fn add_clawback(&mut self, receipt: ReceiptInfo, learned_at: u64) {
         let id = &receipt.purchase_id;
+        if learned_at < self.opened_at {
+            return;
+        }
         if !self.clawbacks.iter().any(|p| &p.info.purchase_id == id)
             && !self.is_uncommitted(id, Task::TakeBack)
             && !self.settled.contains(id)
@@ -239,13 +271,9 @@ impl PlayerSession {
 
     /// Whether a handler did `task` on `id` in memory, uncommitted.
     pub(crate) fn is_uncommitted(&self, id: &PurchaseId, task: Task) -> bool {
-        self.uncommitted.iter().any(|u| {
-            u.receipt.purchase_id == *id
-                && matches!(
-                    (u.work, task),
-                    (Work::Granted, Task::Grant) | (Work::Settled(_), Task::TakeBack)
-                )
-        })
+        self.uncommitted
+            .iter()
+            .any(|u| u.receipt.purchase_id == *id && u.work.task() == task)
     }
 
     /// The receipts waiting for `task`.
@@ -257,11 +285,22 @@ impl PlayerSession {
     }
 
     /// The receipts of `list` to try now: all of them when `forced`, else those due.
-    pub(crate) fn due(list: &[PendingReceipt], forced: bool, now: Duration) -> Vec<ReceiptInfo> {
+    pub(crate) fn due(
+        list: &[PendingReceipt],
+        forced: bool,
+        now: Duration,
+    ) -> Vec<(ReceiptInfo, u64)> {
         list.iter()
             .filter(|p| forced || p.next_attempt <= now)
-            .map(|p| p.info.clone())
+            .map(|p| (p.info.clone(), p.learned_at))
             .collect()
+    }
+
+    /// The receipt `id` no longer waits for its grant, as the answer to request `seq` told.
+    pub(crate) fn forget_pending(&mut self, id: &PurchaseId, seq: u64) {
+        self.pending.retain(|p| p.info.purchase_id != *id);
+        let at = self.gone.entry(id.clone()).or_insert(seq);
+        *at = (*at).max(seq);
     }
 
     /// Records a failed attempt on `id` in `list` and when to try again; returns its failures

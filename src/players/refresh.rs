@@ -36,7 +36,8 @@ pub(crate) fn handle_player_readings(
         let Ok((mut session, mut balance)) = players.get_mut(e) else {
             continue;
         };
-        if !session.is_active() {
+        // Inactive, or an answer about the player's previous visit, which the opening read.
+        if !session.is_active() || answer.seq < session.opened_at {
             continue;
         }
         balance.set_if_neq(PremiumBalance(stored_balance));
@@ -44,12 +45,20 @@ pub(crate) fn handle_player_readings(
         // What this server learnt of before the reading was sent, and the ledger no longer
         // holds, was refunded or settled elsewhere meanwhile: it must not be delivered now.
         let read_at = answer.seq;
-        session.pending.retain(|known| {
-            known.learned_at > read_at
-                || pending
-                    .iter()
-                    .any(|p| p.purchase_id == known.info.purchase_id)
-        });
+        let dropped: Vec<_> = session
+            .pending
+            .iter()
+            .filter(|known| {
+                known.learned_at < read_at
+                    && !pending
+                        .iter()
+                        .any(|p| p.purchase_id == known.info.purchase_id)
+            })
+            .map(|known| known.info.purchase_id.clone())
+            .collect();
+        for id in &dropped {
+            session.forget_pending(id, read_at);
+        }
         session.clawbacks.retain(|known| {
             known.learned_at > read_at
                 || clawbacks

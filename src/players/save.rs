@@ -55,9 +55,15 @@ pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBu
     if session.phase != SessionPhase::Active {
         return SaveBuild::Inactive;
     }
-    let state = match &world.resource::<Sessions>().handler_running {
+    let sessions = world.resource::<Sessions>();
+    let state = match (
+        &sessions.handler_running,
+        sessions.rolling_back.get(&entity),
+    ) {
         // A handler is running on this player and has not decided: save what it started from.
-        Some((running, before)) if *running == entity => Ok(before.clone()),
+        (Some((running, before)), _) if *running == entity => Ok(before.clone()),
+        // The components are about to be put back to before a refused grant.
+        (_, Some(before)) => Ok(before.clone()),
         _ => world.resource::<PersistRegistry>().snapshot(&entity_ref),
     };
     let mut state = match state {

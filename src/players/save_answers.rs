@@ -6,7 +6,7 @@ use bevy::prelude::*;
 use super::committed::{ReceiptRefunded, ReceiptResolved};
 use super::open::open_again;
 use super::persist::PersistRegistry;
-use super::player::{PlayerSession, SessionPhase, Work};
+use super::player::{PlayerSession, SessionPhase, Task, Work};
 use super::save::{PlayerSaveFailed, first_refused, save_without};
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
@@ -42,7 +42,9 @@ pub(crate) fn handle_save_answers(
 ) {
     let now = time.elapsed();
     for Answer {
-        call: save, result, ..
+        call: save,
+        result,
+        seq,
     } in answers.drain_within(&deadline)
     {
         let departed = save.release;
@@ -56,21 +58,18 @@ pub(crate) fn handle_save_answers(
         match result {
             Ok(SaveReply::Saved { .. }) => {
                 stats.saves += 1;
-                for id in save
-                    .granted
-                    .iter()
-                    .chain(save.settled.iter().map(|(id, _)| id))
-                {
-                    match sessions.awaiting_commit.remove(id) {
-                        Some((receipt, Work::Granted)) => {
-                            stats.granted += 1;
-                            news.resolved.write(ReceiptResolved { receipt });
-                        }
-                        Some((receipt, Work::Settled(clawback))) => {
-                            stats.refunds_settled += 1;
-                            news.refunded.write(ReceiptRefunded { receipt, clawback });
-                        }
-                        None => {}
+                for id in &save.granted {
+                    if let Some((receipt, _)) = sessions.awaiting_commit.remove(id, Task::Grant) {
+                        stats.granted += 1;
+                        news.resolved.write(ReceiptResolved { receipt });
+                    }
+                }
+                for (id, _) in &save.settled {
+                    if let Some((receipt, Work::Settled(clawback))) =
+                        sessions.awaiting_commit.remove(id, Task::TakeBack)
+                    {
+                        stats.refunds_settled += 1;
+                        news.refunded.write(ReceiptRefunded { receipt, clawback });
                     }
                 }
                 if let Some(entity) = live
@@ -100,15 +99,19 @@ pub(crate) fn handle_save_answers(
                     save.granted.len()
                 );
                 stats.lease_losses += 1;
-                for id in save
-                    .granted
-                    .iter()
-                    .chain(save.settled.iter().map(|(id, _)| id))
-                {
-                    sessions.awaiting_commit.remove(id);
+                for id in &save.granted {
+                    sessions.awaiting_commit.remove(id, Task::Grant);
+                }
+                for (id, _) in &save.settled {
+                    sessions.awaiting_commit.remove(id, Task::TakeBack);
                 }
                 if let Some(mut session) = live.and_then(|e| players.get_mut(e).ok()) {
-                    session.uncommitted.clear();
+                    // Work done since this save was built is not written either.
+                    for work in std::mem::take(&mut session.uncommitted) {
+                        sessions
+                            .awaiting_commit
+                            .remove(&work.receipt.purchase_id, work.work.task());
+                    }
                     session.pending.clear();
                     session.clawbacks.clear();
                     session.phase = SessionPhase::Failed("session lease lost".into());
@@ -143,7 +146,7 @@ pub(crate) fn handle_save_answers(
                         entity,
                         &mut session,
                         &mut sessions,
-                        &refunded,
+                        (&refunded, seq),
                         &mut commands,
                     );
                     deliveries.now.push(entity);
@@ -193,29 +196,38 @@ fn undo_refused(
     entity: Entity,
     session: &mut PlayerSession,
     sessions: &mut Sessions,
-    refunded: &[PurchaseId],
+    (refunded, seq): (&[PurchaseId], u64),
     commands: &mut Commands,
 ) {
-    session
-        .pending
-        .retain(|p| !refunded.contains(&p.info.purchase_id));
+    for id in refunded {
+        session.forget_pending(id, seq);
+    }
     let Some(first) = first_refused(&session.uncommitted, refunded) else {
         return;
     };
     let undone: Vec<_> = session.uncommitted.drain(first..).collect();
     let before = undone[0].before.clone();
     for work in undone {
-        sessions.awaiting_commit.remove(&work.receipt.purchase_id);
+        sessions
+            .awaiting_commit
+            .remove(&work.receipt.purchase_id, work.work.task());
         if refunded.contains(&work.receipt.purchase_id) {
             continue;
         }
-        // Known since forever: a later reading of the ledger that no longer lists it drops it.
         match work.work {
-            Work::Granted => session.add_pending(work.receipt, 0),
-            Work::Settled(_) => session.add_clawback(work.receipt, 0),
+            Work::Granted => session.add_pending(work.receipt, work.learned_at),
+            Work::Settled(_) => session.add_clawback(work.receipt, work.learned_at),
         }
     }
+    // Until the components are put back (commands run before the next stage), a save made of
+    // this player is made from the state to put back.
+    sessions.rolling_back.insert(entity, before.clone());
     commands.queue(move |world: &mut World| {
+        let before = world
+            .resource_mut::<Sessions>()
+            .rolling_back
+            .remove(&entity)
+            .unwrap_or(before);
         if world.get_entity(entity).is_err() {
             return;
         }
@@ -250,7 +262,7 @@ fn save_departed_again(
     };
     // What was done from the refused grant on is not saved: it is delivered again next visit.
     for work in gone.uncommitted.drain(kept..) {
-        awaiting_commit.remove(&work.receipt.purchase_id);
+        awaiting_commit.remove(&work.receipt.purchase_id, work.work.task());
     }
     gone.request = save.clone();
     gone.in_flight = true;

@@ -42,6 +42,9 @@ pub struct Sessions {
     /// A save made meanwhile (the handler despawned its buyer) uses these, so an undecided
     /// handler's changes never reach the ledger.
     pub(crate) handler_running: Option<(Entity, PlayerSnapshot)>,
+    /// Players whose persisted components are about to be put back to these (the ledger refused
+    /// a grant their state holds): a save made meanwhile is made from them.
+    pub(crate) rolling_back: HashMap<Entity, PlayerSnapshot>,
 }
 
 impl Sessions {

@@ -11,7 +11,7 @@ use bevy::prelude::*;
 use super::prompt::{PromptProductPurchaseFinished, PromptState, PurchaseError, PurchasePrompt};
 use crate::currency::PremiumBalance;
 use crate::ids::RequestId;
-use crate::ledger::{Answer, ChargeReply, ChargeRequest, LedgerError};
+use crate::ledger::{Answer, ChargeReply, ChargeRequest, LedgerError, LedgerStatus};
 use crate::link::{Ledger, LedgerAnswers};
 use crate::players::{DeliveryQueue, PlayerSession, Sessions};
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
@@ -69,9 +69,20 @@ impl Charges {
 pub(crate) fn retry_unconfirmed_charges(
     mut charges: ResMut<Charges>,
     mut ledger: ResMut<Ledger>,
+    settings: Res<MarketplaceSettings>,
     time: Res<Time<Real>>,
 ) {
     let now = time.elapsed();
+    if ledger.is_changed() && matches!(ledger.status(), LedgerStatus::Failed(_)) {
+        // The worker stopped: a charge it had may or may not have committed, and its answer will
+        // not come. Ask again later (a replay finds the receipt if there is one).
+        for charge in charges.0.values_mut() {
+            if charge.retry_at.is_none() {
+                charge.failures = charge.failures.max(1);
+                charge.retry_at = Some(now.saturating_add(settings.retry.delay(1)));
+            }
+        }
+    }
     for charge in charges.0.values_mut() {
         if charge.retry_at.is_some_and(|at| at <= now) {
             charge.retry_at = None;
@@ -122,6 +133,7 @@ pub(crate) fn handle_charge_replies(
                 receipt,
                 balance: new_balance,
                 replayed,
+                pending,
             }) => {
                 if !replayed {
                     stats.charges += 1;
@@ -135,7 +147,7 @@ pub(crate) fn handle_charge_replies(
                         .fence
                         .as_ref()
                         .is_some_and(|fence| session.lease_token == Some(fence.token));
-                    if session.is_active() && charged_here {
+                    if session.is_active() && charged_here && pending {
                         session.add_pending(receipt.clone(), seq);
                         deliveries.now.push(*entity);
                     }
@@ -171,8 +183,14 @@ pub(crate) fn handle_charge_replies(
                 tracing::error!("charging user {} was refused: {invalid}", charge.user);
                 Outcome::Known(Err(PurchaseError::PurchaseFailed(invalid.to_string())))
             }
-            // The request never reached a store: nothing was charged.
-            Err(LedgerError::Unavailable(why)) => {
+            // The request never reached a store: nothing was charged by it — unless an earlier
+            // attempt's outcome was already unknown.
+            Err(LedgerError::Unavailable(why))
+                if charges
+                    .0
+                    .get(&charge.request_id)
+                    .is_none_or(|followed| followed.failures == 0) =>
+            {
                 Outcome::Known(Err(PurchaseError::PurchaseFailed(why)))
             }
             Err(e) => {

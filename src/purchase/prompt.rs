@@ -440,8 +440,11 @@ pub(crate) fn close_prompt_of_leaving_buyer(
     mut finished: MessageWriter<PromptProductPurchaseFinished>,
 ) {
     if let Ok((player, prompt)) = buyers.get(remove.entity) {
-        if prompt.state == PromptState::Unconfirmed {
-            // Told when the ledger answers.
+        if matches!(
+            prompt.state,
+            PromptState::Purchasing | PromptState::Unconfirmed
+        ) {
+            // The charge is on its way: the outcome is told when the ledger answers.
             charges.prompt_closed(prompt.request_id);
             return;
         }

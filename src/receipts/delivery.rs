@@ -139,7 +139,7 @@ fn run_due(
     forced: bool,
     now: std::time::Duration,
 ) -> bool {
-    let receipts: Vec<ReceiptInfo> = match world.get_mut::<PlayerSession>(entity) {
+    let receipts: Vec<(ReceiptInfo, u64)> = match world.get_mut::<PlayerSession>(entity) {
         Some(mut session) if session.is_active() => {
             PlayerSession::due(session.waiting(task), forced, now)
         }
@@ -148,7 +148,7 @@ fn run_due(
     let retry = world.resource::<MarketplaceSettings>().retry;
     let user = world.get::<PlayerSession>(entity).map(|s| s.user);
     let mut worked = false;
-    for receipt in receipts {
+    for (receipt, learned_at) in receipts {
         let id = receipt.purchase_id.clone();
         // One invocation at a time per receipt: skip it while its work is being committed.
         if world
@@ -205,6 +205,7 @@ fn run_due(
                     receipt: receipt.clone(),
                     work,
                     before,
+                    learned_at,
                 });
                 world
                     .resource_mut::<Sessions>()

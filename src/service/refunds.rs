@@ -45,13 +45,13 @@ pub(crate) fn handle_refund_answers(
             Ok(Ok(outcome)) => {
                 if let Some(&e) = sessions.by_user.get(&outcome.receipt.player_id)
                     && let Ok((mut session, mut balance)) = players.get_mut(e)
+                    // An answer older than the session's opening is about a previous visit.
+                    && answer.seq >= session.opened_at
                 {
                     balance.0 = outcome.balance;
                     // Not granted yet: it must not be now. (One granted in memory and not yet
-                    // saved is taken back once its save commits.)
-                    session
-                        .pending
-                        .retain(|p| p.info.purchase_id != outcome.receipt.purchase_id);
+                    // saved is refused by the ledger when its save comes, and undone.)
+                    session.forget_pending(&outcome.receipt.purchase_id, answer.seq);
                     if outcome.clawback == Clawback::Pending && session.is_active() {
                         session.add_clawback(outcome.receipt.clone(), answer.seq);
                         deliveries.now.push(e);

@@ -53,7 +53,11 @@ pub(crate) fn handle_report_answers(
             filter,
             page,
             after,
-            result: answer.result.map_err(|e| e.to_string()),
+            result: match answer.result {
+                Ok(Ok(page)) => Ok(page),
+                Ok(Err(invalid)) => Err(invalid.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
         });
     }
     for answer in sales.drain_within(&deadline) {

@@ -8,10 +8,11 @@ use bevy::prelude::*;
 
 use crate::ids::UserId;
 use crate::ledger::PlayerSnapshot;
+use crate::ledger::SaveRequest;
 use crate::ledger::{
     Completed, LedgerError, LedgerRequest, LedgerStatus, ReleaseSession, SaveReply,
 };
-use crate::link::Ledger;
+use crate::link::{Ledger, LedgerAnswers};
 use crate::players::{Farewell, PlayerSession, Sessions, Uncommitted, farewell, save_without};
 use crate::settings::MarketplaceSettings;
 
@@ -105,13 +106,24 @@ pub(crate) fn save_on_exit(world: &mut World) {
             requests.push(LedgerRequest::Save(gone.request.clone()));
         }
     }
+    // Answers already in, not handled yet (the frame's budget ran out): a final save among them
+    // that failed or was refused is made again below, like one answered during the wait.
+    let mut waiting: Vec<Completed> = Vec::new();
+    let mut saves = world.resource_mut::<LedgerAnswers<SaveRequest>>();
+    while let Some(answer) = saves.pop() {
+        waiting.push(Completed::Save(answer));
+    }
+    let mut releases = world.resource_mut::<LedgerAnswers<ReleaseSession>>();
+    while let Some(answer) = releases.pop() {
+        waiting.push(Completed::ReleaseSession(answer));
+    }
     let timeout = settings.exit_timeout;
     let mut ledger = world.resource_mut::<Ledger>();
     for request in requests {
         ledger.send_request(request);
     }
     ledger.flush();
-    let report = wait_for_ledger(&mut ledger, &work, started, timeout);
+    let report = wait_for_ledger(&mut ledger, waiting, &work, started, timeout);
     if report.unfinished == 0 {
         // Idle: stop the worker now, closing the store (its connection, its file lock), since a
         // windowed game's process may end without dropping the world.
@@ -139,13 +151,13 @@ pub(crate) fn save_on_exit(world: &mut World) {
 /// releases that fail with a storage error are sent again while there is time.
 fn wait_for_ledger(
     ledger: &mut Ledger,
+    mut answers: Vec<Completed>,
     work: &HashMap<UserId, (Vec<Uncommitted>, PlayerSnapshot)>,
     started: Instant,
     timeout: Duration,
 ) -> ExitReport {
     let deadline = started.checked_add(timeout);
     let mut report = ExitReport::default();
-    let mut answers = Vec::new();
     loop {
         ledger.poll(|chunk| answers.extend(chunk));
         for answer in answers.drain(..) {

@@ -113,23 +113,28 @@ impl CachedBooks {
         }
         let mut owners = Vec::new();
         let mut begin = begin;
+        let mut orders_locked = false;
         if !refunded.is_empty()
             || batch
                 .iter()
                 .any(|r| matches!(r, LedgerRequest::ReverseCredit(_)))
         {
-            let mut queries: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(3);
+            let mut queries: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(4);
             if begin {
                 queries.push((BEGIN, &[]));
             }
             let (by_receipt, by_order): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
                 (&[&refunded], &[&orders.0, &orders.1]);
+            // The orders are locked before their owners are read: a credit of one committing
+            // meanwhile is then seen, and its owner's account locked with the others.
+            queries.push((LOCK_ORDERS, by_order));
             queries.push((USERS_OF_RECEIPTS, by_receipt));
             queries.push((USERS_OF_CREDITS, by_order));
+            orders_locked = true;
             for rows in conn
                 .pipeline(&queries)?
                 .into_iter()
-                .skip(usize::from(begin))
+                .skip(usize::from(begin) + 1)
             {
                 for row in rows {
                     owners.push(row.try_get::<_, i64>(0)?);
@@ -191,8 +196,16 @@ impl CachedBooks {
         let reads: [(&'static str, &[&(dyn ToSql + Sync)]); 9] = [
             (DATABASE_NOW, &[]),
             // Store orders before accounts, in key order, like every server: two servers crediting
-            // one order take turns, and the second reads the first's order below.
-            (LOCK_ORDERS, &[&orders.0, &orders.1]),
+            // one order take turns, and the second reads the first's order below. (Locked in the
+            // first round trip already when the batch reads the owners of orders.)
+            (
+                if orders_locked {
+                    NO_ORDERS
+                } else {
+                    LOCK_ORDERS
+                },
+                &[&orders.0, &orders.1],
+            ),
             (LOCK_ACCOUNTS, &[&users]),
             (RESERVE_ACCOUNTS, &[&creating, &now_ms]),
             (RECEIPTS_BY_REQUEST, &[&request_ids]),

@@ -213,6 +213,18 @@ impl Conn {
         self.note(rows)
     }
 
+    /// Runs statements without parameters that may take long (a migration of a large ledger),
+    /// waiting up to an hour.
+    pub(super) fn batch_execute_long(&mut self, sql: &str) -> Result<(), PgError> {
+        let done = within(
+            &self.runtime,
+            Duration::from_secs(3600),
+            "a migration",
+            self.client.batch_execute(sql),
+        );
+        self.note(done)
+    }
+
     /// Runs statements without parameters.
     pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), PgError> {
         let done = within(

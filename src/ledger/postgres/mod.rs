@@ -254,6 +254,9 @@ impl PostgresLedger {
 /// Answers a request that reads the stored ledger as a whole.
 fn read_ledger(conn: &mut Conn, request: &LedgerRequest) -> Result<LedgerReply, PgError> {
     Ok(match request {
+        LedgerRequest::History(history) if history.cursor_keepable().is_err() => {
+            LedgerReply::History(history.cursor_keepable().map(|()| Default::default()))
+        }
         LedgerRequest::History(super::HistoryRequest {
             user,
             filter,
@@ -279,7 +282,7 @@ fn read_ledger(conn: &mut Conn, request: &LedgerRequest) -> Result<LedgerReply, 
                 .iter()
                 .map(|row| Ok(receipt_from_row(row)?.stored().history_entry()))
                 .collect::<Result<Vec<_>, PgError>>()?;
-            LedgerReply::History(super::HistoryPage::of(entries.into_iter(), 0, None))
+            LedgerReply::History(Ok(super::HistoryPage::of(entries.into_iter(), 0, None)))
         }
         LedgerRequest::Sales(query) => {
             let rows = conn.query(

@@ -20,7 +20,7 @@ pub(super) fn migrations() -> [String; PG_SCHEMA_VERSION as usize] {
         lease_token(&POSTGRES),
         HISTORY.to_owned(),
         refunds(&POSTGRES),
-        format!("{JOURNAL_KINDS}\n{REFUSE}"),
+        format!("{JOURNAL_KINDS}\n{NO_KIND_DEFAULT}\n{REFUSE}"),
     ]
 }
 
@@ -28,6 +28,12 @@ pub(super) fn migrations() -> [String; PG_SCHEMA_VERSION as usize] {
 /// row it did not decide on.
 const REFUSE: &str = "CREATE FUNCTION bevy_marketplace_refuse(message TEXT) RETURNS BIGINT
     LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '%', message; END $$;";
+
+/// After the kinds are filled, a journal entry must name its kind: a server of an older version
+/// still connected (it checked the schema when it connected) fails to write one instead of
+/// writing it with a wrong kind. (Servers of one ledger run one version: stop the old ones
+/// before starting a new one.)
+const NO_KIND_DEFAULT: &str = "ALTER TABLE balance_journal ALTER COLUMN kind DROP DEFAULT;";
 
 /// Where a database says it is ours, and at which version (created with version 1).
 const META: &str = "
@@ -119,8 +125,13 @@ fn migrate_in_transaction(conn: &mut Conn) -> Result<(), MigrateError> {
     if from > PG_SCHEMA_VERSION {
         return Err(MigrateError::Newer(from));
     }
+    if (from as usize) < migrations().len() {
+        // A migration rewrites tables: no statement deadline (for this transaction only).
+        conn.batch_execute("SET LOCAL statement_timeout = 0")
+            .map_err(db)?;
+    }
     for sql in migrations().iter().skip(from as usize) {
-        conn.batch_execute(sql).map_err(db)?;
+        conn.batch_execute_long(sql).map_err(db)?;
     }
     conn.query(
         "UPDATE bevy_marketplace_meta SET schema_version = $1",

@@ -34,6 +34,9 @@ pub(super) const LOCK_ORDERS: &str = "SELECT count(pg_advisory_xact_lock(k)) FRO
         SELECT DISTINCT hashtextextended(s || chr(31) || o, 0) AS k
         FROM unnest($1::text[], $2::text[]) AS t (s, o) ORDER BY k
     ) AS keys";
+/// [`LOCK_ORDERS`]'s place in a batch whose orders are locked already.
+pub(super) const NO_ORDERS: &str =
+    "SELECT count(*) FROM unnest($1::text[], $2::text[]) AS t (s, o) WHERE false";
 /// Locks the existing accounts of a batch, in user order.
 pub(super) const LOCK_ACCOUNTS: &str =
     "SELECT user_id, balance, lease_owner, lease_expires_ms, lease_token, shortfall
@@ -170,6 +173,8 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
         ON CONFLICT (source, order_id) DO UPDATE SET reversed_ms = EXCLUDED.reversed_ms,
             reversed_taken = EXCLUDED.reversed_taken, reversed_shortfall = EXCLUDED.reversed_shortfall
         WHERE credits.user_id = EXCLUDED.user_id AND credits.amount = EXCLUDED.amount
+          AND credits.credited_ms = EXCLUDED.credited_ms
+          AND (credits.reversed_ms IS NULL OR credits.reversed_ms = EXCLUDED.reversed_ms)
         RETURNING 1
     )
     -- Store orders are locked while a batch reads them, so each one written back is the one the

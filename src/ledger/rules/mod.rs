@@ -183,12 +183,15 @@ pub(crate) fn apply<B: Books>(
             LedgerReply::ReverseCredit(money::reverse_credit(books, reverse, now_ms)?)
         }
         LedgerRequest::Audit(_) => LedgerReply::Audit(books.audit()?),
-        LedgerRequest::History(history) => LedgerReply::History(books.history(
-            history.user,
-            &history.filter,
-            history.page,
-            history.after.as_ref(),
-        )?),
+        LedgerRequest::History(history) => LedgerReply::History(match history.cursor_keepable() {
+            Err(invalid) => Err(invalid),
+            Ok(()) => Ok(books.history(
+                history.user,
+                &history.filter,
+                history.page,
+                history.after.as_ref(),
+            )?),
+        }),
         LedgerRequest::Sales(query) => LedgerReply::Sales(books.sales(query)?),
     })
 }

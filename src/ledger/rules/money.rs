@@ -23,10 +23,14 @@ pub(super) fn charge<B: Books>(
     // nothing moves.
     if let Some(receipt) = books.receipt_by_request(charge.request_id)? {
         let balance = books.account(charge.user)?.map_or(0, |a| a.balance);
+        let pending = books
+            .receipt(&receipt.purchase_id)?
+            .is_some_and(|status| status.state == ReceiptState::Pending);
         return Ok(ChargeReply::Charged {
             receipt,
             balance,
             replayed: true,
+            pending,
         });
     }
     let (mut account, created) = match &charge.fence {
@@ -72,6 +76,7 @@ pub(super) fn charge<B: Books>(
         receipt,
         balance: account.balance,
         replayed: false,
+        pending: true,
     })
 }
 
