@@ -1,5 +1,4 @@
 #![doc = include_str!("../README.md")]
-#![warn(missing_docs)]
 
 // Floors, bottom to top: ids, currency, receipt, retry, wake, panic_message → catalog, ledger, settings → link → players →
 // receipts, service → purchase → shutdown → plugin → ui. A module imports only from floors
@@ -33,19 +32,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use catalog::{
-    Catalog, CatalogError, CatalogIndex, CatalogLoadError, CatalogLoader, CatalogStatus,
-    FilePosition, MAX_PRICE, MIN_PRICE, PAGE_SIZE, Pages, PagesFinished, ProductDefinition,
-    ProductInfo,
+    Catalog, CatalogError, CatalogIndex, CatalogStatus, FilePosition, MAX_PRICE, MIN_PRICE,
+    PAGE_SIZE, Pages, PagesFinished, ProductDefinition, ProductInfo,
 };
 pub use currency::{PremiumBalance, PremiumCurrency};
 pub use ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
 pub use ledger::Clawback;
 pub use link::Ledger;
 pub use players::{
-    PendingReceipt, PersistRegistry, Player, PlayerSaveFailed, PlayerSession, ReceiptRefunded,
-    ReceiptResolved, SessionPhase, Sessions,
+    PendingReceipt, Player, PlayerSaveFailed, PlayerSession, ReceiptRefunded, ReceiptResolved,
+    SessionPhase, Sessions,
 };
-pub use plugin::{CatalogSource, MIN_AUTOSAVE_INTERVAL, MIN_REFRESH_INTERVAL, MarketplacePlugin};
+pub use plugin::{CatalogSource, MarketplacePlugin};
 pub use purchase::{
     ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
     PurchaseError, PurchaseFailed, PurchasePrompt, TopUpOffer, TopUpRequested,
@@ -192,7 +190,9 @@ impl MarketplaceAppExt for App {
         &mut self,
         name: &str,
     ) -> &mut Self {
-        let mut registry = self.world_mut().get_resource_or_init::<PersistRegistry>();
+        let mut registry = self
+            .world_mut()
+            .get_resource_or_init::<players::PersistRegistry>();
         if let Err(e) = registry.register::<C>(name) {
             panic!("persist_component: {e}");
         }

@@ -63,7 +63,7 @@ pub struct MarketplacePlugin {
     /// Premium balance of a user the ledger has never seen. Default: 0.
     pub starting_balance: u64,
     /// How often each player's persisted components are saved. Default: 30 s; at least
-    /// [`MIN_AUTOSAVE_INTERVAL`] (a shorter one is raised to it, with a warning).
+    /// [`MIN_AUTOSAVE_INTERVAL`](Self::MIN_AUTOSAVE_INTERVAL) (a shorter one is raised to it, with a warning).
     pub autosave_interval: Duration,
     /// How long a session lease lasts without a save renewing it. Default: 5 min.
     pub lease_duration: Duration,
@@ -80,16 +80,9 @@ pub struct MarketplacePlugin {
     /// How often the ledger is asked again about each player online here, so that what changed
     /// elsewhere reaches them without a rejoin: refunds and top-ups made by the `marketplace`
     /// tool or another server, purchases made outside the game. Default: 2 s; at least
-    /// [`MIN_REFRESH_INTERVAL`] (a shorter one is raised to it, with a warning).
+    /// [`MIN_REFRESH_INTERVAL`](Self::MIN_REFRESH_INTERVAL) (a shorter one is raised to it, with a warning).
     pub refresh_interval: Duration,
 }
-
-/// The shortest [`MarketplacePlugin::autosave_interval`] (about a frame): a timer that fires
-/// again at once would never let the frame end.
-pub const MIN_AUTOSAVE_INTERVAL: Duration = Duration::from_millis(10);
-
-/// The shortest [`MarketplacePlugin::refresh_interval`] (about a frame), for the same reason.
-pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
 
 /// `value`, raised to `min` with a warning naming the setting when it is shorter.
 fn at_least(setting: &str, value: Duration, min: Duration) -> Duration {
@@ -127,6 +120,14 @@ impl Default for MarketplacePlugin {
 }
 
 impl MarketplacePlugin {
+    /// The shortest [`autosave_interval`](Self::autosave_interval) (about a frame): a timer that
+    /// fires again at once would never let the frame end.
+    pub const MIN_AUTOSAVE_INTERVAL: Duration = Duration::from_millis(10);
+
+    /// The shortest [`refresh_interval`](Self::refresh_interval) (about a frame), for the same
+    /// reason.
+    pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
+
     /// Uses a catalog built in code.
     pub fn with_catalog(mut self, catalog: Catalog) -> Self {
         self.catalog = CatalogSource::Inline(catalog);
@@ -198,7 +199,7 @@ impl Plugin for MarketplacePlugin {
             autosave_interval: at_least(
                 "autosave_interval",
                 self.autosave_interval,
-                MIN_AUTOSAVE_INTERVAL,
+                Self::MIN_AUTOSAVE_INTERVAL,
             ),
             lease_duration: self.lease_duration,
             frame_budget: self.frame_budget,
@@ -206,7 +207,7 @@ impl Plugin for MarketplacePlugin {
             refresh_interval: at_least(
                 "refresh_interval",
                 self.refresh_interval,
-                MIN_REFRESH_INTERVAL,
+                Self::MIN_REFRESH_INTERVAL,
             ),
         };
         let ledger = Ledger::spawn(

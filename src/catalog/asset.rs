@@ -9,11 +9,11 @@ use super::{Catalog, CatalogError};
 /// Loads `*.ron` catalogs as [`Catalog`]s. Validation runs in the loader, so a broken file never
 /// replaces the catalog in use.
 #[derive(Default, TypePath)]
-pub struct CatalogLoader;
+pub(crate) struct CatalogLoader;
 
 /// Why a catalog asset failed to load.
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogLoadError {
+pub(crate) enum CatalogLoadError {
     /// Reading the file failed.
     #[error("cannot read catalog: {0}")]
     Io(#[from] std::io::Error),

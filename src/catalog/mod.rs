@@ -13,8 +13,9 @@ mod parallel_parse;
 mod positions;
 mod product_info;
 
+pub(crate) use asset::CatalogLoader;
+pub use asset::CatalogStatus;
 pub(crate) use asset::start_catalog_load;
-pub use asset::{CatalogLoadError, CatalogLoader, CatalogStatus};
 pub use index::CatalogIndex;
 pub use product_info::{PAGE_SIZE, Pages, PagesFinished, ProductInfo};
 

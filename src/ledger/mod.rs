@@ -11,13 +11,15 @@
 //! debits, replays or is refused; which receipts a save grants; how far a balance may go): each
 //! is only storage around them, and a test holds all three to the same answers.
 //!
-//! Only the plugin talks to its worker ([`Ledger`] sends and polls inside the crate): games use
+//! Only the plugin talks to its worker (its [`Ledger`](crate::Ledger) resource sends and polls
+//! inside the crate): games use
 //! [`MarketplaceService`](crate::MarketplaceService), and tools and tests may drive a store
 //! directly, where every charge and save must show the session lease it writes under
 //! ([`LeaseFence`]).
 
 mod backend;
 mod credit;
+#[cfg(feature = "testing")]
 mod faults;
 mod integrity;
 mod memory;
@@ -40,6 +42,7 @@ pub use backend::LedgerBackend;
 pub use credit::{
     CreditError, CreditOutcome, CreditRecord, CreditRequest, CreditReversal, ReversalOutcome,
 };
+#[cfg(feature = "testing")]
 pub use faults::{FaultPlan, FaultyStore};
 pub use integrity::IntegrityReport;
 pub use memory::InMemoryLedger;
@@ -52,9 +55,9 @@ pub use protocol::{
 };
 pub(crate) use protocol::{Answer, Completed};
 pub(crate) use records::purchase_debits;
+pub(crate) use records::utc;
 pub use records::{
     JournalEntry, JournalKind, LeaseFence, LeaseRecord, LedgerAudit, PlayerSnapshot, StoredReceipt,
-    utc,
 };
 pub use refund::{Clawback, RefundError, RefundOutcome, RefundRecord, RefundRequest};
 pub use reports::{

@@ -179,7 +179,7 @@ pub(crate) fn purchase_debits(journal: &[JournalEntry]) -> u64 {
 }
 
 /// A time in Unix milliseconds as a UTC date and time (`2026-12-02T17:25:35.123Z`).
-pub fn utc(ms: i64) -> String {
+pub(crate) fn utc(ms: i64) -> String {
     let time = if ms >= 0 {
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
     } else {

@@ -1,5 +1,36 @@
 //! The contract between the storage worker and a store, and the one loop that runs a transaction
 //! on a store, for the worker and for tools alike.
+//!
+//! # Writing a store
+//!
+//! A store keeps the ledger's rows; the crate's rules decide. The reference is
+//! [`InMemoryLedger`](super::InMemoryLedger): a store must answer every request as it does, and
+//! end with the same ledger (the crate's differential test holds the SQLite and PostgreSQL stores
+//! to it). What a store must guarantee:
+//!
+//! - **Transactions.** Everything applied between [`begin`](LedgerStore::begin) and
+//!   [`commit`](LedgerStore::commit) commits together or not at all; [`rollback`](LedgerStore::rollback)
+//!   leaves no trace. A commit that returns `Ok` is durable. A commit whose outcome is unknown
+//!   (the connection dropped after `COMMIT` was sent) returns `Err`: the plugin retries every
+//!   request of it, and each request is idempotent (charges by request id, saves by receipt
+//!   state, top-ups by store order), so nothing applies twice.
+//! - **Isolation.** Requests see the effects of earlier requests of their transaction, and of every
+//!   transaction committed before theirs began. Several games may use one store at once (the
+//!   PostgreSQL store): then concurrent transactions must end as some serial order of them would
+//!   (the crate's races test checks this) — lock what a decision reads.
+//! - **Answers.** `apply` answers each request with the reply of its own kind
+//!   ([`LedgerCall::Reply`]); a business refusal (not enough funds, a lost lease, a refunded
+//!   receipt) is an `Ok` reply, and `Err` is only for storage failures. A store that answers a
+//!   request with another kind's reply breaks the protocol: the plugin turns it into a storage
+//!   error.
+//! - **Text.** Text is kept exactly as given. Requests holding text the store cannot keep are
+//!   refused by the rules before anything is read; a store must not send such text anywhere.
+//! - **No panics for bad data.** A row the store cannot read is an error naming it, not a guess.
+//!   (A panic fails its transaction and the store is opened again.)
+//!
+//! Wrapping a built-in store (to count, to fail on command as
+//! [`FaultyStore`](super::FaultyStore) does with the `testing` feature) is the usual way to make a
+//! custom one; give it to the plugin with [`LedgerBackend::custom`](super::LedgerBackend::custom).
 
 use std::sync::Arc;
 

@@ -160,7 +160,6 @@ fn apply_server_messages(
 /// again (an answer lost with a connection that came back).
 const CONFIRM_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-#[allow(clippy::too_many_arguments)]
 fn send_requests(
     mut service: ResMut<MarketplaceService>,
     mut prompts: MessageReader<PromptProductPurchase>,

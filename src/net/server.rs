@@ -230,7 +230,6 @@ fn unindex_buyer(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn receive_client_requests(
     mut requests: MessageReader<FromClient<NetPromptRequest>>,
     mut answers: MessageReader<FromClient<NetPromptAnswer>>,
@@ -328,7 +327,6 @@ fn send_catalog(
     }
 }
 
-#[allow(clippy::type_complexity)]
 fn send_prompts_and_balances(
     prompts: Query<(&BuyerClient, &PurchasePrompt), Changed<PurchasePrompt>>,
     balances: Query<(&BuyerClient, &PremiumBalance), Changed<PremiumBalance>>,
@@ -357,7 +355,6 @@ fn send_prompts_and_balances(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn send_outcomes(
     sessions: Res<Sessions>,
     mut finished: MessageReader<PromptProductPurchaseFinished>,

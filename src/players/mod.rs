@@ -17,9 +17,9 @@ mod wakes;
 mod work_queue;
 
 pub use committed::{ReceiptRefunded, ReceiptResolved};
-pub use persist::PersistRegistry;
-pub use player::{PendingReceipt, Player, PlayerSession, SessionPhase, Task};
-pub(crate) use player::{Uncommitted, Work};
+pub(crate) use persist::PersistRegistry;
+pub use player::{PendingReceipt, Player, PlayerSession, SessionPhase};
+pub(crate) use player::{Task, Uncommitted, Work};
 pub use save::PlayerSaveFailed;
 pub use sessions::Sessions;
 

@@ -18,7 +18,6 @@ use crate::wake::{Wake, WakeSchedule};
 
 /// Applies the ledger's answers to `OpenSession`: the player becomes active with their stored
 /// data, waits for another server's lease, or fails.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn handle_session_openings(
     mut answers: ResMut<LedgerAnswers<OpenSession>>,
     mut sessions: ResMut<Sessions>,

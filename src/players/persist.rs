@@ -16,7 +16,7 @@ struct PersistedComponent {
 
 /// The components registered with [`MarketplaceAppExt::persist_component`](crate::MarketplaceAppExt::persist_component).
 #[derive(Resource, Default)]
-pub struct PersistRegistry {
+pub(crate) struct PersistRegistry {
     entries: Vec<PersistedComponent>,
 }
 
@@ -77,11 +77,6 @@ impl PersistRegistry {
         Ok(())
     }
 
-    /// Names of the registered components.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|e| e.name.as_str())
-    }
-
     /// Serialises the registered components the entity has. Fails (and nothing should be saved)
     /// if one cannot be serialised, so a save never drops a component.
     pub fn snapshot(&self, entity: &EntityRef) -> Result<PlayerSnapshot, String> {
@@ -136,11 +131,6 @@ impl PersistRegistry {
                 .map_err(|e| format!("component {:?} cannot be restored: {e}", entry.name))?;
         }
         Ok(())
-    }
-
-    /// `true` if no component is registered.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

@@ -42,7 +42,7 @@ pub enum SessionPhase {
 /// What a handler is asked to do with a receipt: grant it (a product handler), or take a refunded
 /// purchase's effect back (a refund handler).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Task {
+pub(crate) enum Task {
     /// Grant the purchase.
     Grant,
     /// Take a refunded purchase's effect back.

@@ -25,7 +25,6 @@ pub(crate) struct SaveNews<'w> {
 }
 
 /// Applies the ledger's answers to saves.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn handle_save_answers(
     mut answers: ResMut<LedgerAnswers<SaveRequest>>,
     mut sessions: ResMut<Sessions>,

@@ -100,7 +100,6 @@ enum Outcome {
 }
 
 /// Applies charge answers to prompts and sessions.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn handle_charge_replies(
     mut answers: ResMut<LedgerAnswers<ChargeRequest>>,
     mut charges: ResMut<Charges>,

@@ -227,7 +227,6 @@ pub(crate) fn charge_request(
 }
 
 /// Opens prompts for new requests (messages and [`MarketplaceService::prompt_product_purchase`]).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn open_prompts(
     mut requests: MessageReader<PromptProductPurchase>,
     mut service: ResMut<MarketplaceService>,
@@ -306,7 +305,6 @@ pub(crate) fn open_prompts(
 }
 
 /// Applies answers from the UI, or from the [`ConfirmPolicy`], and closes finished prompts.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn answer_prompts(
     mut answers: MessageReader<PromptAnswer>,
     mut policy: ResMut<ConfirmPolicy>,

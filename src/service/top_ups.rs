@@ -47,7 +47,6 @@ pub struct CreditReversalFinished {
 
 /// Applies the ledger's answers to balance grants, top-ups and reversals: the player's balance
 /// shows the outcome, and [`CreditFinished`] and [`CreditReversalFinished`] tell the game.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn handle_currency_answers(
     mut adjustments: ResMut<LedgerAnswers<AdjustBalance>>,
     mut credits: ResMut<LedgerAnswers<CreditRequest>>,

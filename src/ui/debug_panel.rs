@@ -122,7 +122,6 @@ fn record_receipts(
     recent.entries.truncate(RECENT);
 }
 
-#[allow(clippy::too_many_arguments)]
 fn draw_debug_panel(
     mut contexts: EguiContexts,
     mut panel: ResMut<DebugPanel>,

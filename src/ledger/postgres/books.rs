@@ -488,7 +488,6 @@ impl CachedBooks {
 }
 
 /// The grant time and refund columns of receipts, as write-back arrays.
-#[allow(clippy::type_complexity)]
 fn refund_columns(
     receipts: &[&CachedReceipt],
 ) -> (

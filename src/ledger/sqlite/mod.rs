@@ -121,7 +121,7 @@ impl SqliteLedger {
     /// Holding the lock, this store is the only game using the file, so a session lease that names
     /// another server was left by a game that stopped without releasing it (a crash, a kill):
     /// [`LedgerRequest::OpenSession`] takes it over at once instead of answering
-    /// [`LedgerReply::SessionBusy`] until it expires. (A lease that a store opened with
+    /// [`OpenSessionReply::Busy`](super::OpenSessionReply::Busy) until it expires. (A lease that a store opened with
     /// [`SqliteLedger::open`] takes meanwhile is taken over as well: such stores are for tools.)
     ///
     /// Otherwise as [`SqliteLedger::open`]. A file refused as not a ledger or as a newer schema

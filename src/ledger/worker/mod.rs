@@ -364,6 +364,12 @@ fn run_worker(
             .map(|Envelope { seq, request }| (seq, request))
             .unzip();
         let started = Instant::now();
+        let span = tracing::debug_span!(
+            "ledger_transaction",
+            requests = batch.len(),
+            first_user = batch.first().and_then(|r| r.user()).map(|u| u.0)
+        );
+        let _in_transaction = span.enter();
         // A store that panics (a bug, an `expect` on a surprise) fails its transaction, not the
         // game: every request in it gets an error, and the store is opened afresh.
         let outcome = catch_unwind(AssertUnwindSafe(|| {
