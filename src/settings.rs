@@ -92,15 +92,32 @@ impl FrameDeadline {
 
 /// The plugin's systems, all in `PreUpdate`, in this order. Order your systems against them:
 /// for example, UI that reads prompts goes after [`MarketplaceSystems::Prompts`].
+///
+/// One purchase, stage by stage (each line names the file that handles it):
+///
+/// 1. The game asks for a prompt (`PromptProductPurchase`); `Prompts` opens it
+///    (`purchase/prompt.rs`) and, when the player confirms, sends the charge
+///    (`purchase/charge.rs`); `Send` hands it to the storage worker (`link/`).
+/// 2. The worker charges in one transaction with other requests (`ledger/rules/money.rs`).
+/// 3. `Receive` puts the answer on the charge queue; `Prompts` reads it (`purchase/charge.rs`):
+///    the prompt shows "Purchased" and the receipt waits for its handler.
+/// 4. `Deliver` runs the product handler as a transaction on the buyer's persisted components
+///    (`receipts/delivery.rs`) and queues the save that commits the grant (`players/save.rs`).
+/// 5. The worker grants and saves in one transaction (`ledger/rules/sessions.rs`).
+/// 6. `Sessions` reads the save's answer (`players/save_answers.rs`): the grant is committed,
+///    [`ReceiptResolved`](crate::ReceiptResolved) is sent.
+/// 7. The player presses OK; `Prompts` closes the prompt and sends
+///    [`PromptProductPurchaseFinished`](crate::PromptProductPurchaseFinished).
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MarketplaceSystems {
-    /// Takes ledger answers and catalog (re)loads.
+    /// Takes ledger answers onto their queues, and catalog (re)loads.
     Receive,
-    /// Loads joining players, applies saves, fires timed retries.
+    /// Session answers (joins, saves, readings), timed retries, and the service's answers and
+    /// requests (refunds, top-ups, reports).
     Sessions,
     /// Charge answers, new prompts, prompt answers.
     Prompts,
-    /// Runs product handlers (exclusive).
+    /// Runs product handlers and refund handlers (exclusive).
     Deliver,
     /// Autosaves and save retries (exclusive).
     Persist,

@@ -8,6 +8,8 @@
 
 mod money;
 mod sessions;
+#[cfg(test)]
+mod tests;
 
 use super::{
     CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, JournalKind, LeaseFence,
