@@ -190,6 +190,7 @@ fn shop(
             // What one click on "Buy" sends.
             answers.write(PromptAnswer {
                 player: entity,
+                prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                 action: PromptAction::Confirm,
             });
             shopper.confirmed = true;
@@ -203,6 +204,7 @@ fn shop(
             );
             answers.write(PromptAnswer {
                 player: entity,
+                prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                 action: PromptAction::Close,
             });
         }
@@ -214,6 +216,7 @@ fn shop(
             println!("CLIENT {e}; asking again");
             answers.write(PromptAnswer {
                 player: entity,
+                prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                 action: PromptAction::Close,
             });
             shopper.asked_at = None;

@@ -84,6 +84,18 @@ macro_rules! display_inner {
 }
 display_inner!(ProductId, UserId, PlaceId, PurchaseId, RequestId);
 
+/// One purchase prompt: every prompt gets a new one (from the server, in a networked game), and
+/// every answer names the prompt it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PromptId(pub u64);
+
+impl fmt::Display for PromptId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "prompt {}", self.0)
+    }
+}
+
 /// Identifies one game server process to the ledger (session leases name their owner with it).
 /// Any text without a NUL character (which PostgreSQL cannot keep):
 ///

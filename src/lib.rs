@@ -36,7 +36,7 @@ pub use catalog::{
     PAGE_SIZE, Pages, PagesFinished, ProductDefinition, ProductInfo,
 };
 pub use currency::{PremiumBalance, PremiumCurrency};
-pub use ids::{PlaceId, ProductId, PurchaseId, RequestId, UserId};
+pub use ids::{PlaceId, ProductId, PromptId, PurchaseId, RequestId, UserId};
 pub use ledger::Clawback;
 pub use link::Ledger;
 pub use players::{
@@ -45,8 +45,9 @@ pub use players::{
 };
 pub use plugin::{CatalogSource, MarketplacePlugin};
 pub use purchase::{
-    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
-    PurchaseError, PurchaseFailed, PurchasePrompt, TopUpOffer, TopUpRequested,
+    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptRefusal,
+    PromptRefused, PromptState, PurchaseError, PurchaseFailed, PurchasePrompt, TopUpOffer,
+    TopUpRequested,
 };
 pub use receipt::{
     CurrencyType, ProductPurchaseChannel, ProductPurchaseDecision, ReceiptInfo, ReceiptState,

@@ -34,7 +34,7 @@ mod server;
 pub use client::{LocalBuyer, MarketplaceClientPlugin};
 pub use protocol::{
     MAX_CLIENT_MESSAGE_BYTES, MarketplaceProtocolPlugin, NetBalance, NetCatalog, NetPrompt,
-    NetPromptAnswer, NetPromptClosed, NetPromptRequest, NetPromptUpdate, NetPurchaseFailed,
-    NetReceiptResolved, NetTopUpRequested,
+    NetPromptAnswer, NetPromptFinished, NetPromptRefused, NetPromptRequest, NetPromptState,
+    NetPurchaseFailed, NetReceiptResolved, NetTopUpRequested,
 };
 pub use server::{BuyerClient, DistrustedClient, MarketplaceServerPlugin, NetLimits};

@@ -171,7 +171,11 @@ fn draw_prompt(
     let mut view = PromptView::new(prompt, balance.0, &service, &icons);
     view.top_up = offer.map(|offer| offer.label.clone());
     if let Some(action) = prompt_modal(contexts.ctx_mut()?, &view) {
-        answers.write(PromptAnswer { player, action });
+        answers.write(PromptAnswer {
+            player,
+            prompt: prompt.id,
+            action,
+        });
     }
     Ok(())
 }

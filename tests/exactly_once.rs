@@ -16,8 +16,8 @@ use bevy_marketplace::ledger::{
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{
-    MarketplaceError, MarketplaceStats, PlayerSaveFailed, PlayerSession, PromptAction,
-    PromptAnswer, PromptState, PurchaseError, ReceiptState, RetryPolicy, SessionPhase, Sessions,
+    MarketplaceError, MarketplaceStats, PlayerSaveFailed, PlayerSession, PromptAction, PromptState,
+    PurchaseError, ReceiptState, RetryPolicy, SessionPhase, Sessions,
 };
 use common::*;
 use serde::{Deserialize, Serialize};
@@ -496,10 +496,9 @@ fn leaving_while_the_prompt_shows_purchased_reports_the_purchase() {
         product_id: GOLD_100,
     });
     shop.app.update();
-    shop.app.world_mut().write_message(PromptAnswer {
-        player,
-        action: PromptAction::Confirm,
-    });
+    shop.app
+        .world_mut()
+        .answer_prompt(player, PromptAction::Confirm);
     shop.app.update_until("the prompt shows Purchased", |w| {
         w.get::<PurchasePrompt>(player)
             .is_some_and(|p| matches!(p.state, PromptState::Purchased(_)))

@@ -274,10 +274,7 @@ fn a_charge_whose_outcome_is_unknown_is_told_as_unknown_then_settled() {
     shop.faults.lose_next_acks(1);
     shop.app
         .world_mut()
-        .write_message(bevy_marketplace::PromptAnswer {
-            player: p,
-            action: bevy_marketplace::PromptAction::Confirm,
-        });
+        .answer_prompt(p, bevy_marketplace::PromptAction::Confirm);
     shop.app.update();
     shop.faults.disconnect();
     let mut shown = Vec::new();
@@ -295,10 +292,7 @@ fn a_charge_whose_outcome_is_unknown_is_told_as_unknown_then_settled() {
     // The player closes it; the outcome is not known yet, so nothing is told.
     shop.app
         .world_mut()
-        .write_message(bevy_marketplace::PromptAnswer {
-            player: p,
-            action: bevy_marketplace::PromptAction::Close,
-        });
+        .answer_prompt(p, bevy_marketplace::PromptAction::Close);
     for _ in 0..5 {
         shop.app.update();
     }

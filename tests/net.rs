@@ -3,266 +3,26 @@
 //! a transport would carry.
 
 mod common;
+#[path = "common/net_harness.rs"]
+mod net_harness;
 
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy::state::app::StatesPlugin;
-use bevy_marketplace::ledger::{InMemoryLedger, LedgerBackend};
 use bevy_marketplace::net::{
-    BuyerClient, DistrustedClient, LocalBuyer, MAX_CLIENT_MESSAGE_BYTES, MarketplaceClientPlugin,
-    MarketplaceServerPlugin, NetBalance, NetPromptClosed,
+    BuyerClient, DistrustedClient, MAX_CLIENT_MESSAGE_BYTES, NetBalance, NetPromptFinished,
 };
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::{
-    PlayerSession, PromptAction, PromptAnswer, PromptState, PurchaseError, ReceiptState, Sessions,
+    PlayerSession, PromptAction, PromptRefusal, PromptRefused, PromptState, PurchaseError,
+    ReceiptState, Sessions,
 };
 use bevy_replicon::bytes::Bytes;
 use bevy_replicon::prelude::*;
 use bevy_replicon::test_app::{ServerTestAppExt, TestClientEntity};
 use common::*;
 
-/// A server with two connected clients. Client `i` owns the player of user `i + 1`.
-struct Net {
-    server: App,
-    clients: Vec<App>,
-    ledger: InMemoryLedger,
-    players: Vec<Entity>,
-    /// Payload bytes carried so far: client to server, server to client.
-    bytes_up: usize,
-    bytes_down: usize,
-    /// Connections the server asked the transport to drop.
-    disconnects: Vec<Entity>,
-}
-
-fn server_app(ledger: &InMemoryLedger) -> App {
-    let mut app = App::new();
-    app.add_plugins((
-        MinimalPlugins,
-        StatesPlugin,
-        RepliconPlugins.set(ServerPlugin::new(PostUpdate)),
-        plugin(LedgerBackend::InMemory(ledger.clone())),
-        MarketplaceServerPlugin,
-    ))
-    .init_resource::<HandlerMode>()
-    .persist_component::<Gold>();
-    add_sample_handlers(&mut app, HandlerLog::default());
-    app.finish();
-    app
-}
-
-fn client_app() -> App {
-    let mut app = App::new();
-    app.add_plugins((
-        MinimalPlugins,
-        StatesPlugin,
-        RepliconPlugins.set(ServerPlugin::new(PostUpdate)),
-        MarketplaceClientPlugin,
-    ));
-    app.world_mut().spawn(LocalBuyer);
-    app.finish();
-    app
-}
-
-/// Connects `client` and spawns the player of `user` on the server, owned by it.
-fn join(server: &mut App, client: &mut App, user: i64) -> Entity {
-    server.connect_client(client);
-    let connection = **client.world().resource::<TestClientEntity>();
-    // The one line a game writes: this client owns this player.
-    server
-        .world_mut()
-        .spawn((
-            Player::new(UserId(user)),
-            Health {
-                current: 10,
-                max: 100,
-            },
-            Gold(0),
-            BuyerClient(connection),
-        ))
-        .id()
-}
-
-impl Net {
-    fn new() -> Self {
-        let ledger = InMemoryLedger::default();
-        let mut server = server_app(&ledger);
-        let mut clients = vec![client_app(), client_app()];
-        let mut players = Vec::new();
-        for (i, client) in clients.iter_mut().enumerate() {
-            players.push(join(&mut server, client, i as i64 + 1));
-        }
-        let mut net = Self {
-            server,
-            clients,
-            ledger,
-            players,
-            bytes_up: 0,
-            bytes_down: 0,
-            disconnects: Vec::new(),
-        };
-        net.run_until("both players to load and both catalogs to arrive", |net| {
-            net.players.iter().all(|&p| {
-                net.server
-                    .world()
-                    .get::<PlayerSession>(p)
-                    .is_some_and(PlayerSession::is_active)
-            }) && net.clients.iter().all(|c| {
-                !c.world()
-                    .resource::<MarketplaceService>()
-                    .catalog()
-                    .is_empty()
-            })
-        });
-        net
-    }
-
-    /// One frame everywhere, with the bytes exchanged both ways (as replicon's test exchange
-    /// does, counting them).
-    fn step(&mut self) {
-        self.step_tampering(|_, message| message);
-    }
-
-    /// One frame, with each client's outgoing bytes passed through `tamper(client, bytes)`: what
-    /// a hacked client can put on the wire.
-    fn step_tampering(&mut self, mut tamper: impl FnMut(usize, Bytes) -> Bytes) {
-        self.server.update();
-        self.disconnects.extend(
-            self.server
-                .world_mut()
-                .resource_mut::<Messages<DisconnectRequest>>()
-                .drain()
-                .map(|request| request.client),
-        );
-        for (i, client) in self.clients.iter_mut().enumerate() {
-            let connection = **client.world().resource::<TestClientEntity>();
-            let mut client_messages = client.world_mut().resource_mut::<ClientMessages>();
-            let mut server_messages = self.server.world_mut().resource_mut::<ServerMessages>();
-            for (channel, message) in client_messages.drain_sent() {
-                let message = tamper(i, message);
-                self.bytes_up += message.len();
-                server_messages.insert_received(connection, channel, message);
-            }
-            let bytes_down = &mut self.bytes_down;
-            server_messages.retain_sent(|(to, channel, message)| {
-                if *to != connection {
-                    return true;
-                }
-                *bytes_down += message.len();
-                client_messages.insert_received(*channel, message.clone());
-                false
-            });
-            client.update();
-        }
-    }
-
-    fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            self.step();
-            std::thread::sleep(Duration::from_micros(300));
-        }
-    }
-
-    /// A few frames, for what should not happen.
-    fn idle(&mut self) {
-        for _ in 0..30 {
-            self.step();
-            std::thread::sleep(Duration::from_micros(300));
-        }
-    }
-
-    /// Client `i` disconnects and the game despawns its player, as for anyone leaving; returns
-    /// once the player's final save is done.
-    fn leave(&mut self, i: usize) {
-        let mut client = self.clients.remove(i);
-        self.server.disconnect_client(&mut client);
-        let player = self.players.remove(i);
-        self.server.world_mut().despawn(player);
-        self.run_until("the final save", |net| {
-            net.server.world().resource::<Sessions>().departing() == 0
-        });
-    }
-
-    /// Client `i` (user `i + 1`) comes back on a new connection; returns its new player.
-    fn rejoin(&mut self, i: usize) -> Entity {
-        let mut back = client_app();
-        let player = join(&mut self.server, &mut back, i as i64 + 1);
-        self.clients.insert(i, back);
-        self.players.insert(i, player);
-        player
-    }
-
-    fn client(&mut self, i: usize) -> &mut App {
-        &mut self.clients[i]
-    }
-
-    fn buyer(&mut self, i: usize) -> Entity {
-        self.clients[i]
-            .world_mut()
-            .query_filtered::<Entity, With<LocalBuyer>>()
-            .single(self.clients[i].world())
-            .unwrap()
-    }
-
-    fn client_prompt(&mut self, i: usize) -> Option<PurchasePrompt> {
-        let buyer = self.buyer(i);
-        self.clients[i]
-            .world()
-            .get::<PurchasePrompt>(buyer)
-            .cloned()
-    }
-
-    fn client_balance(&mut self, i: usize) -> u64 {
-        let buyer = self.buyer(i);
-        self.clients[i]
-            .world()
-            .get::<PremiumBalance>(buyer)
-            .unwrap()
-            .0
-    }
-
-    fn server_prompt(&self, i: usize) -> Option<PurchasePrompt> {
-        self.server
-            .world()
-            .get::<PurchasePrompt>(self.players[i])
-            .cloned()
-    }
-
-    /// The client asks for a prompt the way a game does: through its `MarketplaceService`.
-    fn ask(&mut self, i: usize, product: ProductId) {
-        let buyer = self.buyer(i);
-        self.client(i)
-            .world_mut()
-            .resource_mut::<MarketplaceService>()
-            .prompt_product_purchase(buyer, product);
-    }
-
-    /// The client asks for a prompt and waits until it shows, awaiting the player's answer.
-    fn open_prompt(&mut self, i: usize, product: ProductId) {
-        self.ask(i, product);
-        self.run_until("the prompt on the client", |net| {
-            net.client_prompt(i)
-                .is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
-        });
-    }
-
-    fn answer(&mut self, i: usize, action: PromptAction) {
-        let player = self.buyer(i);
-        self.client(i)
-            .world_mut()
-            .write_message(PromptAnswer { player, action });
-    }
-
-    fn drain<M: Message>(&mut self, i: usize) -> Vec<M> {
-        self.client(i)
-            .world_mut()
-            .resource_mut::<Messages<M>>()
-            .drain()
-            .collect()
-    }
-}
+use net_harness::*;
 
 #[test]
 fn a_client_prompts_confirms_and_sees_its_purchase_granted_on_the_server() {
@@ -442,18 +202,25 @@ fn prompts_are_rate_limited_per_client() {
     for _ in 0..8 {
         net.ask(0, GOLD_100);
     }
-    let mut failures = Vec::new();
+    let mut refusals = Vec::new();
     net.run_until("the refusals", |net| {
-        failures.extend(net.drain::<PurchaseFailed>(0));
-        failures.len() >= 3
+        refusals.extend(net.drain::<PromptRefused>(0));
+        refusals.len() >= 7
     });
     net.idle();
-    failures.extend(net.drain::<PurchaseFailed>(0));
-    assert_eq!(failures.len(), 3, "a burst of 5 passes, 3 are refused");
-    assert!(
-        failures
-            .iter()
-            .all(|f| f.error == PurchaseError::TooManyRequests)
+    refusals.extend(net.drain::<PromptRefused>(0));
+    let too_many = refusals
+        .iter()
+        .filter(|r| r.reason == PromptRefusal::TooManyRequests)
+        .count();
+    let open = refusals
+        .iter()
+        .filter(|r| matches!(r.reason, PromptRefusal::AlreadyOpen(_)))
+        .count();
+    assert_eq!(
+        (too_many, open),
+        (3, 4),
+        "a burst of 5 passes (one opens the prompt, four are told it is open), 3 are refused: {refusals:?}"
     );
     // The other client is not limited by this one.
     net.ask(1, GOLD_100);
@@ -585,10 +352,9 @@ fn a_listen_server_hosts_its_own_player_beside_remote_clients() {
             && awaiting(net.client_prompt(0).as_ref())
     });
     // The host answers its prompt on the server (what its own egui prompt sends).
-    net.server.world_mut().write_message(PromptAnswer {
-        player: host,
-        action: PromptAction::Confirm,
-    });
+    net.server
+        .world_mut()
+        .answer_prompt(host, PromptAction::Confirm);
     net.answer(0, PromptAction::Confirm);
     let mut heard = [Vec::new(), Vec::new()];
     net.run_until("both grants", |net| {
@@ -668,7 +434,8 @@ fn a_client_that_sends_the_servers_own_messages_gets_nothing() {
     let forged = [
         encode(&|b| {
             to_extend_mut(
-                &NetPromptClosed {
+                &NetPromptFinished {
+                    prompt: bevy_marketplace::PromptId(1),
                     product_id: GOLD_100,
                     is_purchased: true,
                 },
@@ -782,8 +549,16 @@ fn a_double_click_on_buy_buys_once_and_leaves_purchase_successful_open() {
     assert!(net.drain::<PromptProductPurchaseFinished>(0).is_empty());
     assert_eq!(net.ledger.audit().receipts.len(), 1, "bought once");
 
-    // A click after the answer is the player's OK, and closes it.
+    // Another click on Buy is refused, not taken as the OK; the OK closes it.
     net.answer(0, PromptAction::Confirm);
+    let mut refused = Vec::new();
+    net.run_until("the refusal", |net| {
+        refused.extend(net.drain::<PromptRefused>(0));
+        !refused.is_empty()
+    });
+    assert!(matches!(refused[0].reason, PromptRefusal::NotNow { .. }));
+    assert!(net.client_prompt(0).is_some(), "still showing the purchase");
+    net.answer(0, PromptAction::Close);
     let mut finished = Vec::new();
     net.run_until("the prompt to close", |net| {
         finished.extend(net.drain::<PromptProductPurchaseFinished>(0));

@@ -129,6 +129,8 @@ fn a_stalled_database_is_reported_unavailable_and_the_game_runs_on_and_recovers(
         player: q,
         product_id: GOLD_100,
     });
+    // It opens failed, and the auto-confirm policy closes it the frame after.
+    game.app.update();
     game.app.update();
     let failures: Vec<PurchaseError> = game
         .app

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
-use bevy_marketplace::{PromptAction, PromptAnswer, ReceiptState};
+use bevy_marketplace::{PromptAction, ReceiptState};
 use common::*;
 use proptest::prelude::*;
 
@@ -152,21 +152,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     } else {
                         PromptAction::Cancel
                     };
+                    shop.app.world_mut().answer_prompt(player, action);
+                    idle(&mut shop);
                     shop.app
                         .world_mut()
-                        .write_message(PromptAnswer { player, action });
-                    idle(&mut shop);
-                    shop.app.world_mut().write_message(PromptAnswer {
-                        player,
-                        action: PromptAction::Close,
-                    });
+                        .answer_prompt(player, PromptAction::Close);
                 }
             }
             Op::Answer(u, action) => {
                 if let Some(player) = players[u] {
-                    shop.app
-                        .world_mut()
-                        .write_message(PromptAnswer { player, action });
+                    shop.app.world_mut().answer_prompt(player, action);
                 }
             }
             Op::Mode(mode) => shop.set_mode(mode),

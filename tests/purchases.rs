@@ -10,8 +10,8 @@ use bevy_marketplace::ledger::{ChargeRequest, InMemoryLedger, LedgerRequest, Led
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{
-    CurrencyType, DeliveryFailure, PlaceId, ProductPurchaseChannel, PromptAction, PromptAnswer,
-    PromptState, PurchaseError, ReceiptHandlers, ReceiptState, RequestId, Sessions,
+    CurrencyType, DeliveryFailure, PlaceId, ProductPurchaseChannel, PromptAction, PromptState,
+    PurchaseError, ReceiptHandlers, ReceiptState, RequestId, Sessions,
 };
 use common::*;
 
@@ -114,14 +114,16 @@ fn a_second_prompt_while_one_is_open_is_ignored() {
             .product_id,
         FULL_HEAL
     );
-    shop.app.world_mut().write_message(PromptAnswer {
-        player,
-        action: PromptAction::Cancel,
-    });
+    let prompt = shop.world().get::<PurchasePrompt>(player).unwrap().id;
+    shop.app
+        .world_mut()
+        .answer_prompt(player, PromptAction::Cancel);
     shop.app.settle();
     assert_eq!(
         shop.collected().finished,
         vec![PromptProductPurchaseFinished {
+            player,
+            prompt,
             user_id: UserId(4),
             product_id: FULL_HEAL,
             is_purchased: false
@@ -137,10 +139,9 @@ fn finished_fires_once_and_is_purchased_only_after_a_purchase() {
     let player = shop.join(5);
     shop.buy(player, GOLD_100);
     assert!(shop.collected().finished.is_empty(), "still open");
-    shop.app.world_mut().write_message(PromptAnswer {
-        player,
-        action: PromptAction::Confirm,
-    });
+    shop.app
+        .world_mut()
+        .answer_prompt(player, PromptAction::Confirm);
     shop.app.settle();
     let state = &shop.world().get::<PurchasePrompt>(player).unwrap().state;
     assert!(
@@ -153,15 +154,17 @@ fn finished_fires_once_and_is_purchased_only_after_a_purchase() {
         100,
         "granted through the receipt, before the prompt closed"
     );
-    shop.app.world_mut().write_message(PromptAnswer {
-        player,
-        action: PromptAction::Close,
-    });
+    let prompt = shop.world().get::<PurchasePrompt>(player).unwrap().id;
+    shop.app
+        .world_mut()
+        .answer_prompt(player, PromptAction::Close);
     shop.app.settle();
     shop.app.settle();
     assert_eq!(
         shop.collected().finished,
         vec![PromptProductPurchaseFinished {
+            player,
+            prompt,
             user_id: UserId(5),
             product_id: GOLD_100,
             is_purchased: true
@@ -186,10 +189,15 @@ fn assert_refused(product: ProductId, balance: u64, expected: fn(&PurchaseError)
         PromptState::Failed(e) => assert!(expected(e), "wrong error: {e:?}"),
         other => panic!("expected a failed prompt, got {other:?}"),
     }
-    shop.app.world_mut().write_message(PromptAnswer {
-        player,
-        action: PromptAction::Confirm,
-    });
+    // "Buy" again (a double click) is refused, so the failure stays on screen; "OK" closes it.
+    shop.app
+        .world_mut()
+        .answer_prompt(player, PromptAction::Confirm);
+    shop.app.settle();
+    assert!(shop.world().get::<PurchasePrompt>(player).is_some());
+    shop.app
+        .world_mut()
+        .answer_prompt(player, PromptAction::Close);
     shop.app.settle();
     assert_eq!(shop.collected().finished.len(), 1);
     assert!(!shop.collected().finished[0].is_purchased);
@@ -233,10 +241,9 @@ fn a_price_change_between_prompt_and_confirm_fails_the_purchase() {
         .world_mut()
         .resource_mut::<MarketplaceService>()
         .set_catalog(&repriced);
-    shop.app.world_mut().write_message(PromptAnswer {
-        player,
-        action: PromptAction::Confirm,
-    });
+    shop.app
+        .world_mut()
+        .answer_prompt(player, PromptAction::Confirm);
     shop.app.settle();
     let state = shop
         .world()
@@ -599,6 +606,8 @@ fn a_spoofed_prompt_finished_message_grants_nothing() {
     shop.app
         .world_mut()
         .write_message(PromptProductPurchaseFinished {
+            player,
+            prompt: bevy_marketplace::PromptId(1),
             user_id: UserId(19),
             product_id: GOLD_100,
             is_purchased: true,
@@ -774,9 +783,7 @@ fn a_prompt_short_of_funds_can_ask_for_the_games_top_up_flow() {
     let player = shop.join(7); // 1000
     shop.buy(player, GOLD_1000); // 700: affordable, waits for an answer
     let answer = |shop: &mut TestShop, action| {
-        shop.app
-            .world_mut()
-            .write_message(PromptAnswer { player, action });
+        shop.app.world_mut().answer_prompt(player, action);
         shop.app.update();
     };
     // Not short of funds: "Get more" does nothing.
@@ -793,10 +800,9 @@ fn a_prompt_short_of_funds_can_ask_for_the_games_top_up_flow() {
         PromptState::Failed(PurchaseError::NotEnoughFunds { missing: 400, .. })
     ));
     let mut asked = Vec::new();
-    shop.app.world_mut().write_message(PromptAnswer {
-        player,
-        action: PromptAction::TopUp,
-    });
+    shop.app
+        .world_mut()
+        .answer_prompt(player, PromptAction::TopUp);
     shop.app.update_until("the top-up request", |w| {
         asked.extend(
             w.resource_mut::<Messages<bevy_marketplace::TopUpRequested>>()

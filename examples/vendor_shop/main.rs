@@ -753,13 +753,25 @@ fn shop_window(
 }
 
 /// A pretend store: a real game opens its store page here, and credits the order once the store
-/// confirms it (with the store's order id, so a retried confirmation credits once).
+/// confirms it, with the store's order id, so a retried confirmation credits once. Here the order
+/// is the prompt "get more" was pressed on (in this run of the game): asked twice for one prompt,
+/// it credits once.
 fn demo_store(
     mut asked: MessageReader<bevy_marketplace::TopUpRequested>,
     mut service: ResMut<MarketplaceService>,
+    run: Local<StoreRun>,
 ) {
     for request in asked.read() {
-        let order = bevy_marketplace::RequestId::new().0.to_string();
+        let order = format!("{}-{}", run.0, request.prompt.0);
         service.credit_premium_currency(request.user_id, 500, "demo store", order);
+    }
+}
+
+/// This run of the demo store: prompt ids start again with each run of the game.
+struct StoreRun(String);
+
+impl Default for StoreRun {
+    fn default() -> Self {
+        Self(bevy_marketplace::RequestId::new().0.simple().to_string())
     }
 }

@@ -452,6 +452,7 @@ fn run_client_script(
                     // What the prompt's "Buy" button sends.
                     answers.write(PromptAnswer {
                         player: entity,
+                        prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                         action: PromptAction::Confirm,
                     });
                     script.asked = Some(Instant::now());
@@ -471,6 +472,7 @@ fn run_client_script(
                 println!("CLIENT {user}: {e}; buying again");
                 answers.write(PromptAnswer {
                     player: entity,
+                    prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                     action: PromptAction::Close,
                 });
                 script.next(ClientStep::Buy);
@@ -494,6 +496,7 @@ fn run_client_script(
                 if script.frames >= 25 {
                     answers.write(PromptAnswer {
                         player: entity,
+                        prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                         action: PromptAction::Close,
                     });
                     script.next(ClientStep::WaitForGrant);

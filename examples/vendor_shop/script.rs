@@ -234,6 +234,7 @@ fn run_script(
             // What the prompt's "Buy" button sends.
             answers.write(PromptAnswer {
                 player: entity,
+                prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                 action: PromptAction::Confirm,
             });
             script.next(Step::ShootPurchased);
@@ -246,6 +247,7 @@ fn run_script(
                 if script.frames >= 25 {
                     answers.write(PromptAnswer {
                         player: entity,
+                        prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                         action: PromptAction::Close,
                     });
                     script.next(Step::CloseAndCheck);
@@ -301,12 +303,14 @@ fn run_script(
             Some(PromptState::AwaitingConfirmation) => {
                 answers.write(PromptAnswer {
                     player: entity,
+                    prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                     action: PromptAction::Confirm,
                 });
             }
             Some(PromptState::Purchased(_)) => {
                 answers.write(PromptAnswer {
                     player: entity,
+                    prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                     action: PromptAction::Close,
                 });
             }
@@ -365,6 +369,7 @@ fn run_script(
                 // What the prompt's "Buy R$ 500" button sends.
                 answers.write(PromptAnswer {
                     player: entity,
+                    prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
                     action: PromptAction::TopUp,
                 });
             }

@@ -11,7 +11,7 @@ use crate::ids::{RequestId, UserId};
 use crate::players::Player;
 use crate::players::ReceiptResolved;
 use crate::purchase::{
-    PromptAction, PromptAnswer, PromptProductPurchaseFinished, PurchaseFailed, PurchasePrompt,
+    PromptAnswer, PromptProductPurchaseFinished, PromptRefused, PurchaseFailed, PurchasePrompt,
     TopUpRequested,
 };
 use crate::service::{MarketplaceService, PromptProductPurchase};
@@ -37,6 +37,7 @@ impl Plugin for MarketplaceClientPlugin {
             .add_message::<PromptAnswer>()
             .add_message::<PromptProductPurchaseFinished>()
             .add_message::<PurchaseFailed>()
+            .add_message::<PromptRefused>()
             .add_message::<ReceiptResolved>()
             .add_message::<TopUpRequested>()
             .add_systems(
@@ -50,7 +51,8 @@ impl Plugin for MarketplaceClientPlugin {
                 send_requests
                     .before(ClientSystems::Send)
                     .run_if(in_state(ClientState::Connected)),
-            );
+            )
+            .add_systems(OnExit(ClientState::Connected), forget_prompt_on_disconnect);
     }
 }
 
@@ -58,9 +60,10 @@ impl Plugin for MarketplaceClientPlugin {
 #[derive(bevy::ecs::system::SystemParam)]
 struct ServerNews<'w, 's> {
     catalogs: MessageReader<'w, 's, NetCatalog>,
-    prompts: MessageReader<'w, 's, NetPromptUpdate>,
-    closed: MessageReader<'w, 's, NetPromptClosed>,
+    prompts: MessageReader<'w, 's, NetPromptState>,
+    finished: MessageReader<'w, 's, NetPromptFinished>,
     failures: MessageReader<'w, 's, NetPurchaseFailed>,
+    refusals: MessageReader<'w, 's, NetPromptRefused>,
     balances: MessageReader<'w, 's, NetBalance>,
     receipts: MessageReader<'w, 's, NetReceiptResolved>,
     top_ups: MessageReader<'w, 's, NetTopUpRequested>,
@@ -71,6 +74,7 @@ struct ServerNews<'w, 's> {
 struct LocalNews<'w> {
     finished: MessageWriter<'w, PromptProductPurchaseFinished>,
     failed: MessageWriter<'w, PurchaseFailed>,
+    refused: MessageWriter<'w, PromptRefused>,
     resolved: MessageWriter<'w, ReceiptResolved>,
     top_ups: MessageWriter<'w, TopUpRequested>,
 }
@@ -100,38 +104,54 @@ fn apply_server_messages(
         Some((entity, balance, _)) => (Some(entity), Some(balance)),
         None => (None, None),
     };
-    for update in news.prompts.read() {
-        let Some(entity) = entity else {
-            tracing::warn!("a prompt arrived but no entity has LocalBuyer");
-            continue;
-        };
-        let prompt = &update.prompt;
-        commands.entity(entity).insert(PurchasePrompt {
-            product_id: prompt.product_id,
-            product: service.get_product_info(prompt.product_id).ok(),
-            balance_before: prompt.balance_before,
-            price: prompt.price,
-            test_purchase: prompt.test_purchase,
-            state: prompt.state.clone(),
-            request_id: RequestId::new(),
-            fence: None,
-        });
-    }
-    for closed in news.closed.read() {
-        if let Some(entity) = entity {
-            commands.entity(entity).remove::<PurchasePrompt>();
+    // The prompt is the server's: the last state it sent this frame is the one shown.
+    if let Some(state) = news.prompts.read().last() {
+        match (entity, &state.prompt) {
+            (None, _) => tracing::warn!("a prompt arrived but no entity has LocalBuyer"),
+            (Some(entity), Some(prompt)) => {
+                commands.entity(entity).insert(PurchasePrompt {
+                    id: prompt.id,
+                    product_id: prompt.product_id,
+                    product: service.get_product_info(prompt.product_id).ok(),
+                    balance_before: prompt.balance_before,
+                    price: prompt.price,
+                    test_purchase: prompt.test_purchase,
+                    state: prompt.state.clone(),
+                    request_id: RequestId::new(),
+                    fence: None,
+                    told: true,
+                });
+            }
+            (Some(entity), None) => {
+                commands.entity(entity).remove::<PurchasePrompt>();
+            }
         }
+    }
+    let player = entity.unwrap_or(Entity::PLACEHOLDER);
+    for f in news.finished.read() {
         local.finished.write(PromptProductPurchaseFinished {
+            player,
+            prompt: f.prompt,
             user_id: user,
-            product_id: closed.product_id,
-            is_purchased: closed.is_purchased,
+            product_id: f.product_id,
+            is_purchased: f.is_purchased,
         });
     }
     for failure in news.failures.read() {
         local.failed.write(PurchaseFailed {
+            player,
+            prompt: failure.prompt,
             user_id: user,
             product_id: failure.product_id,
             error: failure.error.clone(),
+        });
+    }
+    for refusal in news.refusals.read() {
+        local.refused.write(PromptRefused {
+            player,
+            prompt: refusal.prompt,
+            product_id: refusal.product_id,
+            reason: refusal.reason.clone(),
         });
     }
     for update in news.balances.read() {
@@ -148,6 +168,7 @@ fn apply_server_messages(
         if let Some(player) = entity {
             local.top_ups.write(TopUpRequested {
                 player,
+                prompt: top_up.prompt,
                 user_id: user,
                 product_id: top_up.product_id,
                 missing: top_up.missing,
@@ -156,9 +177,15 @@ fn apply_server_messages(
     }
 }
 
-/// How long a Confirm waits for the server's answer before the same prompt may be confirmed
-/// again (an answer lost with a connection that came back).
-const CONFIRM_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// A connection that ended takes its prompt with it: the next one is told its own.
+fn forget_prompt_on_disconnect(
+    buyers: Query<Entity, (With<LocalBuyer>, With<PurchasePrompt>)>,
+    mut commands: Commands,
+) {
+    for buyer in &buyers {
+        commands.entity(buyer).remove::<PurchasePrompt>();
+    }
+}
 
 fn send_requests(
     mut service: ResMut<MarketplaceService>,
@@ -166,11 +193,6 @@ fn send_requests(
     mut answers: MessageReader<PromptAnswer>,
     mut requests: MessageWriter<NetPromptRequest>,
     mut net_answers: MessageWriter<NetPromptAnswer>,
-    shown: Query<&PurchasePrompt, With<LocalBuyer>>,
-    time: Res<Time<Real>>,
-    // The prompt update a Confirm was last sent for (each update from the server gets a new
-    // `request_id` here), and when.
-    mut last_confirm: Local<Option<(RequestId, std::time::Duration)>>,
 ) {
     let queued = std::mem::take(&mut service.queued_prompts);
     for prompt in queued.iter().chain(prompts.read()) {
@@ -178,22 +200,9 @@ fn send_requests(
             product_id: prompt.product_id,
         });
     }
-    let shown = shown.single().ok().map(|prompt| prompt.request_id);
-    let now = time.elapsed();
     for answer in answers.read() {
-        // A second Confirm before the server has answered the first (a double click on Buy)
-        // would reach the server after the purchase, as the "OK" that closes "Purchase
-        // successful" before the player saw it.
-        if answer.action == PromptAction::Confirm {
-            if let (Some(shown), Some((confirmed, at))) = (shown, *last_confirm)
-                && shown == confirmed
-                && now.saturating_sub(at) < CONFIRM_ANSWER_WAIT
-            {
-                continue;
-            }
-            *last_confirm = shown.map(|shown| (shown, now));
-        }
         net_answers.write(NetPromptAnswer {
+            prompt: answer.prompt,
             action: answer.action,
         });
     }

@@ -5,8 +5,8 @@ use bevy_replicon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::ProductDefinition;
-use crate::ids::ProductId;
-use crate::purchase::{PromptAction, PromptState, PurchaseError};
+use crate::ids::{ProductId, PromptId};
+use crate::purchase::{PromptAction, PromptRefusal, PromptState, PurchaseError};
 use crate::receipt::ReceiptInfo;
 
 /// Client → server: "show me the purchase prompt of this product". It names no player: the
@@ -17,9 +17,12 @@ pub struct NetPromptRequest {
     pub product_id: ProductId,
 }
 
-/// Client → server: the player's answer to their own open prompt.
+/// Client → server: the player's answer to their own prompt, naming it. An answer to a prompt
+/// that is not the open one is refused ([`NetPromptRefused`]) and changes nothing.
 #[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetPromptAnswer {
+    /// The prompt answered.
+    pub prompt: PromptId,
     /// The button.
     pub action: PromptAction,
 }
@@ -34,9 +37,11 @@ pub struct NetCatalog {
     pub currency: crate::currency::PremiumCurrency,
 }
 
-/// The owning client's view of its open prompt.
+/// The owning client's view of its open prompt: all of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetPrompt {
+    /// The prompt (answers name it).
+    pub id: PromptId,
     /// The product.
     pub product_id: ProductId,
     /// The price the server charges.
@@ -49,29 +54,47 @@ pub struct NetPrompt {
     pub state: PromptState,
 }
 
-/// Server → owning client: its prompt opened or moved on.
+/// Server → owning client: its whole prompt, as the server has it — sent on every change (open,
+/// moved on, closed: `None`), on connect, and when the client asks while one is open. The client
+/// shows exactly this.
 #[derive(Message, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetPromptUpdate {
-    /// The prompt now.
-    pub prompt: NetPrompt,
+pub struct NetPromptState {
+    /// The open prompt, if any.
+    pub prompt: Option<NetPrompt>,
 }
 
-/// Server → owning client: its prompt closed.
+/// Server → owning client: a prompt of its closed, and how
+/// ([`PromptProductPurchaseFinished`](crate::PromptProductPurchaseFinished)).
 #[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetPromptClosed {
+pub struct NetPromptFinished {
+    /// The prompt.
+    pub prompt: PromptId,
     /// The product.
     pub product_id: ProductId,
     /// `true` if the purchase went through.
     pub is_purchased: bool,
 }
 
-/// Server → owning client: a prompt could not be made, or closed on an error.
+/// Server → owning client: a prompt closed on an error.
 #[derive(Message, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetPurchaseFailed {
+    /// The prompt.
+    pub prompt: PromptId,
     /// The product.
     pub product_id: ProductId,
     /// Why.
     pub error: PurchaseError,
+}
+
+/// Server → owning client: its request or answer was refused, and why; nothing changed.
+#[derive(Message, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPromptRefused {
+    /// The prompt an answer named.
+    pub prompt: Option<PromptId>,
+    /// The product a request asked for.
+    pub product_id: Option<ProductId>,
+    /// Why.
+    pub reason: PromptRefusal,
 }
 
 /// Server → owning client: its premium balance.
@@ -92,6 +115,8 @@ pub struct NetReceiptResolved {
 /// afford; the client opens the game's top-up flow.
 #[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetTopUpRequested {
+    /// The prompt "get more" was pressed on.
+    pub prompt: PromptId,
     /// The product they wanted.
     pub product_id: ProductId,
     /// How much more they need.
@@ -131,9 +156,10 @@ impl Plugin for MarketplaceProtocolPlugin {
         app.add_client_message::<NetPromptRequest>(Channel::Ordered)
             .add_client_message::<NetPromptAnswer>(Channel::Ordered)
             .add_server_message::<NetCatalog>(Channel::Ordered)
-            .add_server_message::<NetPromptUpdate>(Channel::Ordered)
-            .add_server_message::<NetPromptClosed>(Channel::Ordered)
+            .add_server_message::<NetPromptState>(Channel::Ordered)
+            .add_server_message::<NetPromptFinished>(Channel::Ordered)
             .add_server_message::<NetPurchaseFailed>(Channel::Ordered)
+            .add_server_message::<NetPromptRefused>(Channel::Ordered)
             .add_server_message::<NetBalance>(Channel::Ordered)
             .add_server_message::<NetReceiptResolved>(Channel::Ordered)
             .add_server_message::<NetTopUpRequested>(Channel::Ordered);

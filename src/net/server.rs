@@ -13,8 +13,8 @@ use crate::currency::PremiumBalance;
 use crate::players::ReceiptResolved;
 use crate::players::Sessions;
 use crate::purchase::{
-    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
-    PurchaseError, PurchaseFailed, PurchasePrompt, TopUpRequested,
+    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptRefusal,
+    PromptRefused, PromptState, PurchaseFailed, PurchasePrompt, TopUpRequested,
 };
 use crate::service::{MarketplaceService, PromptProductPurchase};
 use crate::settings::MarketplaceSystems;
@@ -34,14 +34,24 @@ pub struct DistrustedClient {
     pub reason: String,
 }
 
-/// How many prompts a client may ask for: a burst, refilled at a steady rate. Asking faster is
-/// refused with [`PurchaseError::TooManyRequests`] and logged.
+/// How many prompts a client may ask for, and how many answers it may send: each a burst,
+/// refilled at a steady rate. A prompt asked faster is refused with
+/// [`PromptRefusal::TooManyRequests`]; an answer sent faster is dropped (logged once a second),
+/// since a player presses a few buttons a second at most.
+///
+/// What a client costs the server, whatever it sends: two token buckets and the answers of one
+/// frame; each message over its limit costs a bucket check and nothing else. Every other answer
+/// changes at most its own open prompt, and a prompt takes one answer.
 #[derive(Resource, Clone, Copy, Debug, PartialEq)]
 pub struct NetLimits {
     /// Prompts a client may ask for at once.
     pub prompt_burst: u32,
     /// Prompts a client may ask for per minute, once the burst is spent.
     pub prompts_per_minute: u32,
+    /// Answers a client may send at once.
+    pub answer_burst: u32,
+    /// Answers a client may send per minute, once the burst is spent.
+    pub answers_per_minute: u32,
 }
 
 impl Default for NetLimits {
@@ -49,6 +59,8 @@ impl Default for NetLimits {
         Self {
             prompt_burst: 5,
             prompts_per_minute: 30,
+            answer_burst: 10,
+            answers_per_minute: 240,
         }
     }
 }
@@ -65,6 +77,7 @@ impl Plugin for MarketplaceServerPlugin {
             .init_resource::<PromptBuckets>()
             .init_resource::<CatalogSent>()
             .init_resource::<PlayerOfClient>()
+            .init_resource::<PromptStateDue>()
             .add_observer(index_buyer)
             .add_observer(unindex_buyer)
             .add_observer(send_catalog_on_authorization)
@@ -85,7 +98,7 @@ impl Plugin for MarketplaceServerPlugin {
             )
             .add_systems(
                 PostUpdate,
-                (send_catalog, send_prompts_and_balances, send_outcomes)
+                (send_catalog, send_outcomes, send_prompts_and_balances)
                     .before(ServerSystems::Send)
                     .run_if(in_state(ServerState::Running)),
             );
@@ -96,17 +109,26 @@ impl Plugin for MarketplaceServerPlugin {
     }
 }
 
-/// Token buckets of prompts, per connected client.
+/// Token buckets of prompts and of answers, per connected client.
 #[derive(Resource, Default)]
-struct PromptBuckets(HashMap<Entity, (f64, Duration)>);
+struct PromptBuckets {
+    prompts: HashMap<Entity, (f64, Duration)>,
+    answers: HashMap<Entity, (f64, Duration)>,
+    /// When dropped answers were last logged.
+    logged: Duration,
+}
 
 impl PromptBuckets {
-    /// Takes a token for `client` at `now`; `false` when it has none left.
-    fn take(&mut self, client: Entity, now: Duration, limits: &NetLimits) -> bool {
-        let burst = f64::from(limits.prompt_burst.max(1));
-        let (tokens, at) = self.0.entry(client).or_insert((burst, now));
-        let refill =
-            now.saturating_sub(*at).as_secs_f64() * f64::from(limits.prompts_per_minute) / 60.0;
+    /// Takes a token from `bucket` for `client` at `now`; `false` when it has none left.
+    fn take(
+        bucket: &mut HashMap<Entity, (f64, Duration)>,
+        client: Entity,
+        now: Duration,
+        (burst, per_minute): (u32, u32),
+    ) -> bool {
+        let burst = f64::from(burst.max(1));
+        let (tokens, at) = bucket.entry(client).or_insert((burst, now));
+        let refill = now.saturating_sub(*at).as_secs_f64() * f64::from(per_minute) / 60.0;
         *tokens = (*tokens + refill).min(burst);
         *at = now;
         if *tokens >= 1.0 {
@@ -202,10 +224,13 @@ fn index_buyer(
     insert: On<Insert, BuyerClient>,
     buyers: Query<&BuyerClient>,
     mut index: ResMut<PlayerOfClient>,
+    mut due: ResMut<PromptStateDue>,
 ) {
     let Ok(owner) = buyers.get(insert.entity) else {
         return;
     };
+    // The client is told its prompt (or that it has none) as soon as it owns the player.
+    due.0.push(insert.entity);
     if let Some(other) = index.0.insert(owner.0, insert.entity)
         && other != insert.entity
     {
@@ -239,43 +264,66 @@ fn receive_client_requests(
     time: Res<Time<Real>>,
     mut prompts: MessageWriter<PromptProductPurchase>,
     mut prompt_answers: MessageWriter<PromptAnswer>,
-    mut refusals: MessageWriter<ToClients<NetPurchaseFailed>>,
+    mut refusals: MessageWriter<ToClients<NetPromptRefused>>,
 ) {
+    let now = time.elapsed();
     for FromClient { client_id, message } in requests.read() {
-        let Some(player) = owners.get(*client_id) else {
-            tracing::warn!(
-                "client {client_id} asked for the prompt of product {} but owns no player; ignored",
-                message.product_id
-            );
-            continue;
-        };
         let Some(client) = client_id.entity() else {
             continue;
         };
-        if !buckets.take(client, time.elapsed(), &limits) {
+        let refuse = |reason| ToClients {
+            targets: SendTargets::Single(*client_id),
+            message: NetPromptRefused {
+                prompt: None,
+                product_id: Some(message.product_id),
+                reason,
+            },
+        };
+        if !PromptBuckets::take(
+            &mut buckets.prompts,
+            client,
+            now,
+            (limits.prompt_burst, limits.prompts_per_minute),
+        ) {
             tracing::warn!(
                 "client {client_id} asks for prompts faster than {} a minute; refused",
                 limits.prompts_per_minute
             );
-            refusals.write(ToClients {
-                targets: SendTargets::Single(*client_id),
-                message: NetPurchaseFailed {
-                    product_id: message.product_id,
-                    error: PurchaseError::TooManyRequests,
-                },
-            });
+            refusals.write(refuse(PromptRefusal::TooManyRequests));
             continue;
         }
+        let Some(player) = owners.get(*client_id) else {
+            tracing::warn!(
+                "client {client_id} asked for the prompt of product {} but owns no player; refused",
+                message.product_id
+            );
+            refusals.write(refuse(PromptRefusal::NotAPlayer));
+            continue;
+        };
         prompts.write(PromptProductPurchase {
             player,
             product_id: message.product_id,
         });
     }
+    let mut dropped = 0u32;
     for FromClient { client_id, message } in answers.read() {
+        let Some(client) = client_id.entity() else {
+            continue;
+        };
+        if !PromptBuckets::take(
+            &mut buckets.answers,
+            client,
+            now,
+            (limits.answer_burst, limits.answers_per_minute),
+        ) {
+            dropped += 1;
+            continue;
+        }
         match owners.get(*client_id) {
             Some(player) => {
                 prompt_answers.write(PromptAnswer {
                     player,
+                    prompt: message.prompt,
                     action: message.action,
                 });
             }
@@ -283,6 +331,13 @@ fn receive_client_requests(
                 tracing::warn!("client {client_id} answered a prompt but owns no player; ignored")
             }
         }
+    }
+    if dropped > 0 && now.saturating_sub(buckets.logged) >= Duration::from_secs(1) {
+        buckets.logged = now;
+        tracing::warn!(
+            "{dropped} prompt answer(s) over the clients' limit of {} a minute dropped",
+            limits.answers_per_minute
+        );
     }
 }
 
@@ -327,23 +382,40 @@ fn send_catalog(
     }
 }
 
+/// Players whose client is to be sent their whole prompt this frame, besides those whose prompt
+/// changed: a client that asked while one was open, a client that just took its player.
+#[derive(Resource, Default)]
+struct PromptStateDue(Vec<Entity>);
+
 fn send_prompts_and_balances(
-    prompts: Query<(&BuyerClient, &PurchasePrompt), Changed<PurchasePrompt>>,
+    changed: Query<Entity, (Changed<PurchasePrompt>, With<BuyerClient>)>,
+    mut removed: RemovedComponents<PurchasePrompt>,
+    mut due: ResMut<PromptStateDue>,
+    buyers: Query<(&BuyerClient, Option<&PurchasePrompt>)>,
     balances: Query<(&BuyerClient, &PremiumBalance), Changed<PremiumBalance>>,
-    mut prompt_updates: MessageWriter<ToClients<NetPromptUpdate>>,
+    mut prompt_states: MessageWriter<ToClients<NetPromptState>>,
     mut balance_updates: MessageWriter<ToClients<NetBalance>>,
 ) {
-    for (owner, prompt) in &prompts {
-        prompt_updates.write(ToClients {
+    // Each player's final state once, whatever happened to their prompt this frame.
+    let mut players: Vec<Entity> = changed.iter().chain(removed.read()).collect();
+    players.append(&mut due.0);
+    players.sort_unstable();
+    players.dedup();
+    for player in players {
+        let Ok((owner, prompt)) = buyers.get(player) else {
+            continue;
+        };
+        prompt_states.write(ToClients {
             targets: SendTargets::Single(ClientId::Client(owner.0)),
-            message: NetPromptUpdate {
-                prompt: NetPrompt {
+            message: NetPromptState {
+                prompt: prompt.map(|prompt| NetPrompt {
+                    id: prompt.id,
                     product_id: prompt.product_id,
                     price: prompt.price,
                     balance_before: prompt.balance_before,
                     test_purchase: prompt.test_purchase,
                     state: prompt.state.clone(),
-                },
+                }),
             },
         });
     }
@@ -355,48 +427,86 @@ fn send_prompts_and_balances(
     }
 }
 
+/// The client that owns `player`, as a send target.
+fn owner_of(buyers: &Query<&BuyerClient>, player: Entity) -> Option<SendTargets> {
+    let owner = buyers.get(player).ok()?;
+    Some(SendTargets::Single(ClientId::Client(owner.0)))
+}
+
+/// Where the server's prompt systems tell the game what happened, read to tell the clients.
+#[derive(bevy::ecs::system::SystemParam)]
+struct PromptOutcomes<'w, 's> {
+    finished: MessageReader<'w, 's, PromptProductPurchaseFinished>,
+    failed: MessageReader<'w, 's, PurchaseFailed>,
+    refused: MessageReader<'w, 's, PromptRefused>,
+    resolved: MessageReader<'w, 's, ReceiptResolved>,
+    top_ups: MessageReader<'w, 's, TopUpRequested>,
+}
+
+/// What the owning clients are told.
+#[derive(bevy::ecs::system::SystemParam)]
+struct ToOwners<'w> {
+    finished: MessageWriter<'w, ToClients<NetPromptFinished>>,
+    failures: MessageWriter<'w, ToClients<NetPurchaseFailed>>,
+    refusals: MessageWriter<'w, ToClients<NetPromptRefused>>,
+    receipts: MessageWriter<'w, ToClients<NetReceiptResolved>>,
+    top_ups: MessageWriter<'w, ToClients<NetTopUpRequested>>,
+}
+
+/// Tells each outcome to the connection of the player it is about — not to whichever player holds
+/// the user id: a second connection of one user hears only of its own prompts.
 fn send_outcomes(
     sessions: Res<Sessions>,
-    mut finished: MessageReader<PromptProductPurchaseFinished>,
-    mut failed: MessageReader<PurchaseFailed>,
-    mut resolved: MessageReader<ReceiptResolved>,
-    mut top_ups: MessageReader<TopUpRequested>,
+    mut outcomes: PromptOutcomes,
     buyers: Query<&BuyerClient>,
-    mut closed: MessageWriter<ToClients<NetPromptClosed>>,
-    mut failures: MessageWriter<ToClients<NetPurchaseFailed>>,
-    mut receipts: MessageWriter<ToClients<NetReceiptResolved>>,
-    mut top_up_requests: MessageWriter<ToClients<NetTopUpRequested>>,
+    mut to: ToOwners,
+    mut due: ResMut<PromptStateDue>,
 ) {
-    let owner_of = |user: crate::UserId| {
-        let player = sessions.player(user)?;
-        let owner = buyers.get(player).ok()?;
-        Some(SendTargets::Single(ClientId::Client(owner.0)))
-    };
-    for f in finished.read() {
-        if let Some(targets) = owner_of(f.user_id) {
-            closed.write(ToClients {
+    for f in outcomes.finished.read() {
+        if let Some(targets) = owner_of(&buyers, f.player) {
+            to.finished.write(ToClients {
                 targets,
-                message: NetPromptClosed {
+                message: NetPromptFinished {
+                    prompt: f.prompt,
                     product_id: f.product_id,
                     is_purchased: f.is_purchased,
                 },
             });
         }
     }
-    for f in failed.read() {
-        if let Some(targets) = owner_of(f.user_id) {
-            failures.write(ToClients {
+    for f in outcomes.failed.read() {
+        if let Some(targets) = owner_of(&buyers, f.player) {
+            to.failures.write(ToClients {
                 targets,
                 message: NetPurchaseFailed {
+                    prompt: f.prompt,
                     product_id: f.product_id,
                     error: f.error.clone(),
                 },
             });
         }
     }
-    for r in resolved.read() {
-        if let Some(targets) = owner_of(r.receipt.player_id) {
-            receipts.write(ToClients {
+    for r in outcomes.refused.read() {
+        if let Some(targets) = owner_of(&buyers, r.player) {
+            to.refusals.write(ToClients {
+                targets,
+                message: NetPromptRefused {
+                    prompt: r.prompt,
+                    product_id: r.product_id,
+                    reason: r.reason.clone(),
+                },
+            });
+            // Whatever the client thought, this is the prompt it has.
+            due.0.push(r.player);
+        }
+    }
+    for r in outcomes.resolved.read() {
+        // A grant is the account's: told to the connection whose player holds the session.
+        if let Some(targets) = sessions
+            .player(r.receipt.player_id)
+            .and_then(|player| owner_of(&buyers, player))
+        {
+            to.receipts.write(ToClients {
                 targets,
                 message: NetReceiptResolved {
                     receipt: r.receipt.clone(),
@@ -404,11 +514,12 @@ fn send_outcomes(
             });
         }
     }
-    for t in top_ups.read() {
-        if let Ok(owner) = buyers.get(t.player) {
-            top_up_requests.write(ToClients {
-                targets: SendTargets::Single(ClientId::Client(owner.0)),
+    for t in outcomes.top_ups.read() {
+        if let Some(targets) = owner_of(&buyers, t.player) {
+            to.top_ups.write(ToClients {
+                targets,
                 message: NetTopUpRequested {
+                    prompt: t.prompt,
                     product_id: t.product_id,
                     missing: t.missing,
                 },
@@ -426,11 +537,13 @@ fn cancel_prompts_of_departed_client(
     mut buckets: ResMut<PromptBuckets>,
     mut answers: MessageWriter<PromptAnswer>,
 ) {
-    buckets.0.remove(&remove.entity);
+    buckets.prompts.remove(&remove.entity);
+    buckets.answers.remove(&remove.entity);
     for (player, owner, prompt) in &owners {
         if owner.0 == remove.entity && prompt.state == PromptState::AwaitingConfirmation {
             answers.write(PromptAnswer {
                 player,
+                prompt: prompt.id,
                 action: PromptAction::Cancel,
             });
         }

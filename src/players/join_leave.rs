@@ -38,10 +38,13 @@ pub(crate) fn on_player_added(
     if let Some(&other) = sessions.by_user.get(&user)
         && other != entity
     {
-        tracing::error!(
-            "user {user} is already playing as entity {other}; the second Player on {entity} gets no session"
+        tracing::warn!(
+            "user {user} is already playing as entity {other}; the second Player on {entity} waits: its session opens when the first leaves"
         );
-        session.phase = SessionPhase::Failed(format!("user {user} is already playing here"));
+        session.phase = SessionPhase::Failed(format!(
+            "user {user} is already playing here on another connection; this one can buy once that one leaves"
+        ));
+        sessions.waiting.entry(user).or_default().push(entity);
         commands.entity(entity).insert(session);
         return;
     }
@@ -63,7 +66,25 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
         return;
     };
     if world.resource::<Sessions>().by_user.get(&user) != Some(&entity) {
-        return; // a duplicate Player that never had the session
+        // A second Player of the user, waiting for the first to leave: it waits no more.
+        if let Some(waiting) = world.resource_mut::<Sessions>().waiting.get_mut(&user) {
+            waiting.retain(|&e| e != entity);
+        }
+        return;
+    }
+    // The user's next waiting Player (another connection of theirs) takes the session over.
+    let next = world
+        .resource_mut::<Sessions>()
+        .waiting
+        .get_mut(&user)
+        .and_then(|waiting| (!waiting.is_empty()).then(|| waiting.remove(0)));
+    if let Some(next) = next {
+        world.commands().queue(move |world: &mut World| {
+            // Added again, it opens its session as any joining player does.
+            if let Some(player) = world.get::<Player>(next).copied() {
+                world.entity_mut(next).remove::<Player>().insert(player);
+            }
+        });
     }
     let open_in_flight = world
         .get::<PlayerSession>(entity)

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 
-use super::prompt::{PromptProductPurchaseFinished, PromptState, PurchaseError, PurchasePrompt};
+use super::messages::{PromptProductPurchaseFinished, PurchaseError};
+use super::prompt::{PromptState, PurchasePrompt};
 use crate::currency::PremiumBalance;
-use crate::ids::RequestId;
+use crate::ids::{PromptId, RequestId};
 use crate::ledger::{Answer, ChargeReply, ChargeRequest, LedgerError, LedgerStatus};
 use crate::link::{Ledger, LedgerAnswers};
 use crate::players::{DeliveryQueue, PlayerSession, Sessions};
@@ -27,6 +28,8 @@ pub(crate) struct Charges(HashMap<RequestId, Charge>);
 /// A prompt's charge on its way.
 struct Charge {
     request: ChargeRequest,
+    /// The player and the prompt that charged.
+    prompt: (Entity, PromptId),
     /// Storage errors so far: each left it unknown whether the charge committed.
     failures: u32,
     /// When to send it again (it is with the ledger when `None`).
@@ -38,12 +41,18 @@ struct Charge {
 
 impl Charges {
     /// Sends a prompt's charge and follows it until its outcome is known.
-    pub(crate) fn send(&mut self, request: ChargeRequest, ledger: &mut Ledger) {
+    pub(crate) fn send(
+        &mut self,
+        request: ChargeRequest,
+        prompt: (Entity, PromptId),
+        ledger: &mut Ledger,
+    ) {
         ledger.send(request.clone());
         self.0.insert(
             request.request_id,
             Charge {
                 request,
+                prompt,
                 failures: 0,
                 retry_at: None,
                 prompt_closed: false,
@@ -216,8 +225,15 @@ pub(crate) fn handle_charge_replies(
                         };
                     }
                     // The player closed the prompt while the outcome was unknown: now it is known.
-                    None if followed.is_some_and(|c| c.prompt_closed) => {
+                    None if let Some(Charge {
+                        prompt: (player, prompt),
+                        prompt_closed: true,
+                        ..
+                    }) = followed =>
+                    {
                         finished.write(PromptProductPurchaseFinished {
+                            player,
+                            prompt,
                             user_id: charge.user,
                             product_id: charge.product_id,
                             is_purchased: known.is_ok(),

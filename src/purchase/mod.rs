@@ -2,14 +2,16 @@
 //! it sends to the ledger.
 
 mod charge;
+mod messages;
 mod prompt;
 
 pub(crate) use charge::{Charges, handle_charge_replies, retry_unconfirmed_charges};
-pub use prompt::{
-    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptState,
-    PurchaseError, PurchaseFailed, PurchasePrompt, TopUpOffer, TopUpRequested,
+pub use messages::{
+    PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptRefusal, PromptRefused,
+    PurchaseError, PurchaseFailed, TopUpOffer, TopUpRequested,
 };
-pub(crate) use prompt::{answer_prompts, close_prompt_of_leaving_buyer, open_prompts};
+pub use prompt::{ConfirmPolicy, PromptState, PurchasePrompt};
+pub(crate) use prompt::{NextPromptId, answer_prompts, close_prompt_taken_away, open_prompts};
 
 use bevy::prelude::*;
 
@@ -21,18 +23,22 @@ pub(crate) struct PurchasePlugin;
 impl Plugin for PurchasePlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Charges>()
+            .init_resource::<NextPromptId>()
             .add_message::<PromptAnswer>()
+            .add_message::<PromptRefused>()
             .add_message::<PromptProductPurchaseFinished>()
             .add_message::<PurchaseFailed>()
             .add_message::<TopUpRequested>()
-            .add_observer(close_prompt_of_leaving_buyer)
+            .add_observer(close_prompt_taken_away)
             .add_systems(
                 PreUpdate,
+                // Answers before new prompts: "OK" and a new "Buy" in one frame close the old
+                // prompt and open the new one.
                 (
                     retry_unconfirmed_charges,
                     handle_charge_replies,
-                    open_prompts,
                     answer_prompts,
+                    open_prompts,
                 )
                     .chain()
                     .in_set(MarketplaceSystems::Prompts),

@@ -1,13 +1,17 @@
 //! The purchase prompt: one open prompt per player, confirmed by a UI or a headless policy.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use bevy::prelude::*;
 
 use super::charge::Charges;
+use super::messages::{
+    PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptRefusal, PromptRefused,
+    PurchaseError, PurchaseFailed, TopUpRequested,
+};
 use crate::catalog::ProductInfo;
 use crate::currency::PremiumBalance;
-use crate::ids::{ProductId, RequestId, UserId};
+use crate::ids::{ProductId, PromptId, RequestId, UserId};
 use crate::ledger::{ChargeRequest, LeaseFence, LedgerStatus};
 use crate::link::Ledger;
 use crate::players::{DeliveryQueue, Player, PlayerSession, SessionPhase};
@@ -15,132 +19,6 @@ use crate::receipt::{ProductPurchaseChannel, ReceiptInfo};
 use crate::service::MarketplaceService;
 use crate::service::PromptProductPurchase;
 use crate::settings::MarketplaceSettings;
-
-/// The prompt closed. Fires exactly once per opened prompt. `is_purchased` is `true` only when the
-/// player closed it after a successful purchase.
-///
-/// **Never grant from this.** It says what the buyer saw, not what was committed; grants happen
-/// in product handlers, and [`ReceiptResolved`](crate::ReceiptResolved) reports them.
-#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PromptProductPurchaseFinished {
-    /// The buyer's user id.
-    pub user_id: UserId,
-    /// The product.
-    pub product_id: ProductId,
-    /// `true` if the purchase went through before the prompt closed.
-    pub is_purchased: bool,
-}
-
-/// A prompt closed without a purchase because of an error (not a cancel): what the prompt
-/// showed, for logs and UIs that were not watching the prompt.
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-pub struct PurchaseFailed {
-    /// The buyer's user id.
-    pub user_id: UserId,
-    /// The product.
-    pub product_id: ProductId,
-    /// Why.
-    pub error: PurchaseError,
-}
-
-/// What the player did with their prompt: sent by the purchase UI or a test.
-#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PromptAnswer {
-    /// The player whose prompt it is.
-    pub player: Entity,
-    /// The action.
-    pub action: PromptAction,
-}
-
-/// A button on the prompt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum PromptAction {
-    /// "Buy": charge the player.
-    Confirm,
-    /// "Cancel": close without buying (only before buying).
-    Cancel,
-    /// "OK": close a prompt that shows its result.
-    Close,
-    /// "Get more": on a prompt that failed for want of funds, close it and ask the game to open
-    /// its own top-up flow ([`TopUpRequested`]).
-    TopUp,
-}
-
-/// The game's top-up flow, offered where a prompt says "You need N more": with this resource,
-/// the egui prompt shows a button with `label`, and pressing it (or any UI's
-/// [`PromptAction::TopUp`]) closes the prompt and sends [`TopUpRequested`]. Without it the prompt
-/// stays as it is. What the flow is — a store page, an in-game shop — is the game's.
-#[derive(Resource, Clone, Debug, PartialEq, Eq)]
-pub struct TopUpOffer {
-    /// The button's text, e.g. "Get more Robux".
-    pub label: String,
-}
-
-impl TopUpOffer {
-    /// An offer with this button text.
-    pub fn new(label: impl Into<String>) -> Self {
-        Self {
-            label: label.into(),
-        }
-    }
-}
-
-/// A player who could not afford a product asked for more premium currency: open your top-up
-/// flow (and credit what they buy with
-/// [`MarketplaceService::credit_premium_currency`](crate::MarketplaceService::credit_premium_currency)).
-#[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TopUpRequested {
-    /// The player.
-    pub player: Entity,
-    /// Their user id.
-    pub user_id: UserId,
-    /// The product they wanted.
-    pub product_id: ProductId,
-    /// How much more they need for it.
-    pub missing: u64,
-}
-
-/// Why a purchase could not be made. Nothing was charged unless the variant says so.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum PurchaseError {
-    /// The product id is not in the catalog.
-    #[error("This item is not available.")]
-    UnknownProduct,
-    /// The product is not for sale.
-    #[error("This item is not currently for sale.")]
-    NotForSale,
-    /// The balance is below the price.
-    #[error("You need {missing} more to buy this item.")]
-    NotEnoughFunds {
-        /// Balance at the time.
-        balance: u64,
-        /// Price.
-        price: u64,
-        /// Price minus balance.
-        missing: u64,
-    },
-    /// The price changed after the prompt opened.
-    #[error("The price of this item changed from {shown} to {now}. Please try again.")]
-    PriceChanged {
-        /// Price on the prompt.
-        shown: u64,
-        /// Price now.
-        now: u64,
-    },
-    /// The player's data is still loading.
-    #[error("Your account is still loading. Please try again in a moment.")]
-    ProfileNotReady,
-    /// Purchases cannot be made for this player now: the ledger cannot be opened, their data did
-    /// not load, or another server holds their session. The string says which.
-    #[error("Purchases are unavailable right now ({0}). You have not been charged.")]
-    Unavailable(String),
-    /// The ledger could not charge; the player was not charged.
-    #[error("Purchase failed: {0}. You have not been charged.")]
-    PurchaseFailed(String),
-    /// Too many prompts asked in a short time (a networked client over its rate limit).
-    #[error("Too many purchase requests. Please wait a moment.")]
-    TooManyRequests,
-}
 
 /// Where an open prompt is.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -165,6 +43,8 @@ pub enum PromptState {
 /// with [`PromptAnswer`].
 #[derive(Component, Clone, Debug)]
 pub struct PurchasePrompt {
+    /// This prompt (answers name it).
+    pub id: PromptId,
     /// The product asked for.
     pub product_id: ProductId,
     /// Its metadata, if it exists.
@@ -180,9 +60,17 @@ pub struct PurchasePrompt {
     pub(crate) request_id: RequestId,
     /// The buyer's session lease when the prompt opened: the charge must show it.
     pub(crate) fence: Option<LeaseFence>,
+    /// Its closing was told already (by the answer that closed it).
+    pub(crate) told: bool,
 }
 
 impl PurchasePrompt {
+    /// The idempotency key of this prompt's charge: its receipt's purchase id is
+    /// [`PurchaseId::of_request`](crate::PurchaseId::of_request) of it.
+    pub fn charge_request_id(&self) -> RequestId {
+        self.request_id
+    }
+
     /// Balance after the purchase, if affordable.
     pub fn balance_after(&self) -> Option<u64> {
         self.balance_before.checked_sub(self.price)
@@ -226,7 +114,28 @@ pub(crate) fn charge_request(
     }
 }
 
+/// The next prompt's id.
+#[derive(Resource, Default)]
+pub(crate) struct NextPromptId(u64);
+
+impl NextPromptId {
+    fn take(&mut self) -> PromptId {
+        self.0 += 1;
+        PromptId(self.0)
+    }
+}
+
+/// Where the prompt systems tell the game what happened to a prompt.
+#[derive(bevy::ecs::system::SystemParam)]
+pub(crate) struct PromptNews<'w> {
+    finished: MessageWriter<'w, PromptProductPurchaseFinished>,
+    failed: MessageWriter<'w, PurchaseFailed>,
+    top_ups: MessageWriter<'w, TopUpRequested>,
+    refused: MessageWriter<'w, PromptRefused>,
+}
+
 /// Opens prompts for new requests (messages and [`MarketplaceService::prompt_product_purchase`]).
+/// A request for a player who has a prompt open is refused with [`PromptRefusal::AlreadyOpen`].
 pub(crate) fn open_prompts(
     mut requests: MessageReader<PromptProductPurchase>,
     mut service: ResMut<MarketplaceService>,
@@ -234,28 +143,41 @@ pub(crate) fn open_prompts(
         &Player,
         Option<&PlayerSession>,
         &PremiumBalance,
-        Has<PurchasePrompt>,
+        Option<&PurchasePrompt>,
     )>,
     settings: Res<MarketplaceSettings>,
     ledger: Res<Ledger>,
+    mut ids: ResMut<NextPromptId>,
     mut deliveries: ResMut<DeliveryQueue>,
+    mut refused: MessageWriter<PromptRefused>,
     mut commands: Commands,
 ) {
     let queued = std::mem::take(&mut service.queued_prompts);
-    let mut opened = HashSet::new();
+    let mut opened: HashMap<Entity, PromptId> = HashMap::new();
     for request in requests.read().copied().chain(queued) {
-        let Ok((player, session, balance, has_prompt)) = players.get(request.player) else {
+        let refuse = |reason| PromptRefused {
+            player: request.player,
+            prompt: None,
+            product_id: Some(request.product_id),
+            reason,
+        };
+        let Ok((player, session, balance, open)) = players.get(request.player) else {
             tracing::warn!(
-                "PromptProductPurchase for {} ignored: it is not a Player",
+                "PromptProductPurchase for {} refused: it is not a Player",
                 request.player
             );
+            refused.write(refuse(PromptRefusal::NotAPlayer));
             continue;
         };
-        if has_prompt || !opened.insert(request.player) {
+        if let Some(id) = open
+            .map(|p| p.id)
+            .or_else(|| opened.get(&request.player).copied())
+        {
             tracing::debug!(
-                "PromptProductPurchase for user {} ignored: a prompt is already open",
+                "PromptProductPurchase for user {} refused: {id} is open",
                 player.user_id
             );
+            refused.write(refuse(PromptRefusal::AlreadyOpen(id)));
             continue;
         }
         let product = service.get_product_info(request.product_id).ok();
@@ -291,7 +213,10 @@ pub(crate) fn open_prompts(
             // Roblox delivers pending receipts when a purchase prompt appears.
             deliveries.now.push(request.player);
         }
+        let id = ids.take();
+        opened.insert(request.player, id);
         commands.entity(request.player).insert(PurchasePrompt {
+            id,
             product_id: request.product_id,
             product,
             balance_before: balance.0,
@@ -300,11 +225,72 @@ pub(crate) fn open_prompts(
             state: failure.map_or(PromptState::AwaitingConfirmation, PromptState::Failed),
             request_id: RequestId::new(),
             fence: session.and_then(|s| s.fence(&settings.server_id)),
+            told: false,
         });
     }
 }
 
-/// Applies answers from the UI, or from the [`ConfirmPolicy`], and closes finished prompts.
+/// The [`ConfirmPolicy`]'s answer to a prompt where it is, if it has one.
+fn policy_answer(policy: &mut ConfirmPolicy, state: &PromptState) -> Option<PromptAction> {
+    match (state, policy) {
+        (PromptState::AwaitingConfirmation, ConfirmPolicy::AutoConfirm) => {
+            Some(PromptAction::Confirm)
+        }
+        (PromptState::AwaitingConfirmation, ConfirmPolicy::AutoCancel) => {
+            Some(PromptAction::Cancel)
+        }
+        (PromptState::AwaitingConfirmation, ConfirmPolicy::Scripted(script)) => {
+            script.pop_front().map(|buy| {
+                if buy {
+                    PromptAction::Confirm
+                } else {
+                    PromptAction::Cancel
+                }
+            })
+        }
+        (PromptState::Purchased(_) | PromptState::Failed(_), _) => Some(PromptAction::Close),
+        _ => None,
+    }
+}
+
+/// What an answer does to a prompt where it is.
+enum Effect {
+    /// Charge (or fail at once: the price moved, the product left the catalog).
+    Confirm,
+    /// Close it, purchased or not.
+    Close { is_purchased: bool },
+    /// Close it and ask the game for a top-up.
+    TopUp { missing: u64 },
+    /// Close it; its outcome is told when the ledger says it.
+    CloseUnconfirmed,
+}
+
+fn effect(action: PromptAction, state: &PromptState) -> Option<Effect> {
+    Some(match (action, state) {
+        (PromptAction::Confirm, PromptState::AwaitingConfirmation) => Effect::Confirm,
+        (PromptAction::Cancel, PromptState::AwaitingConfirmation) => Effect::Close {
+            is_purchased: false,
+        },
+        (
+            PromptAction::TopUp,
+            PromptState::Failed(PurchaseError::NotEnoughFunds { missing, .. }),
+        ) => Effect::TopUp { missing: *missing },
+        // A second Buy (a double click) answers a prompt that moved on: it is refused rather than
+        // taken as the OK that closes the result before the player saw it.
+        (PromptAction::Close | PromptAction::Cancel, PromptState::Failed(_)) => Effect::Close {
+            is_purchased: false,
+        },
+        (PromptAction::Close, PromptState::Purchased(_)) => Effect::Close { is_purchased: true },
+        (PromptAction::Close | PromptAction::Cancel, PromptState::Unconfirmed) => {
+            Effect::CloseUnconfirmed
+        }
+        _ => return None,
+    })
+}
+
+/// Applies answers from the UI, or from the [`ConfirmPolicy`], each to the prompt it names. A
+/// prompt takes one answer: the first that applies moves it on or closes it at once, and any other
+/// answer to it in the same frame is refused.
 pub(crate) fn answer_prompts(
     mut answers: MessageReader<PromptAnswer>,
     mut policy: ResMut<ConfirmPolicy>,
@@ -313,9 +299,7 @@ pub(crate) fn answer_prompts(
     settings: Res<MarketplaceSettings>,
     mut ledger: ResMut<Ledger>,
     mut charges: ResMut<Charges>,
-    mut finished: MessageWriter<PromptProductPurchaseFinished>,
-    mut failed: MessageWriter<PurchaseFailed>,
-    mut top_ups: MessageWriter<TopUpRequested>,
+    mut news: PromptNews,
     mut commands: Commands,
 ) {
     let mut explicit: Vec<PromptAnswer> = answers.read().copied().collect();
@@ -324,132 +308,129 @@ pub(crate) fn answer_prompts(
             if explicit.iter().any(|a| a.player == entity) {
                 continue;
             }
-            let action = match (&prompt.state, &mut *policy) {
-                (PromptState::AwaitingConfirmation, ConfirmPolicy::AutoConfirm) => {
-                    Some(PromptAction::Confirm)
-                }
-                (PromptState::AwaitingConfirmation, ConfirmPolicy::AutoCancel) => {
-                    Some(PromptAction::Cancel)
-                }
-                (PromptState::AwaitingConfirmation, ConfirmPolicy::Scripted(script)) => {
-                    script.pop_front().map(|buy| {
-                        if buy {
-                            PromptAction::Confirm
-                        } else {
-                            PromptAction::Cancel
-                        }
-                    })
-                }
-                (PromptState::Purchased(_) | PromptState::Failed(_), _) => {
-                    Some(PromptAction::Close)
-                }
-                _ => None,
-            };
-            if let Some(action) = action {
+            if let Some(action) = policy_answer(&mut policy, &prompt.state) {
                 explicit.push(PromptAnswer {
                     player: entity,
+                    prompt: prompt.id,
                     action,
                 });
             }
         }
     }
+    // Prompts answered in this frame: later answers to them are refused.
+    let mut answered: HashSet<PromptId> = HashSet::new();
     for answer in explicit {
+        let refuse = |reason| PromptRefused {
+            player: answer.player,
+            prompt: Some(answer.prompt),
+            product_id: None,
+            reason,
+        };
         let Ok((entity, player, mut prompt)) = prompts.get_mut(answer.player) else {
+            news.refused.write(refuse(PromptRefusal::NotOpen));
             continue;
         };
-        let close = match (answer.action, &prompt.state) {
-            (PromptAction::Confirm, PromptState::AwaitingConfirmation) => {
+        if prompt.id != answer.prompt {
+            news.refused.write(refuse(PromptRefusal::NotOpen));
+            continue;
+        }
+        if answered.contains(&prompt.id) {
+            news.refused.write(refuse(PromptRefusal::AlreadyAnswered));
+            continue;
+        }
+        let Some(effect) = effect(answer.action, &prompt.state) else {
+            news.refused.write(refuse(PromptRefusal::NotNow {
+                action: answer.action,
+            }));
+            continue;
+        };
+        answered.insert(prompt.id);
+        let is_purchased = match effect {
+            Effect::Confirm => {
                 // Roblox sends the expected price; a price that moved since the prompt opened fails.
                 let now = service.get_product_info(prompt.product_id).ok();
-                match now {
-                    Some(p) if !p.is_for_sale => {
-                        prompt.state = PromptState::Failed(PurchaseError::NotForSale);
-                    }
+                prompt.state = match now {
+                    Some(p) if !p.is_for_sale => PromptState::Failed(PurchaseError::NotForSale),
                     Some(p) if !prompt.test_purchase && p.price != prompt.price => {
-                        prompt.state = PromptState::Failed(PurchaseError::PriceChanged {
+                        PromptState::Failed(PurchaseError::PriceChanged {
                             shown: prompt.price,
                             now: p.price,
-                        });
+                        })
                     }
                     Some(_) => {
-                        prompt.state = PromptState::Purchasing;
-                        charges.send(
-                            charge_request(&prompt, player.user_id, &settings),
-                            &mut ledger,
-                        );
+                        let request = charge_request(&prompt, player.user_id, &settings);
+                        charges.send(request, (entity, prompt.id), &mut ledger);
+                        PromptState::Purchasing
                     }
-                    None => prompt.state = PromptState::Failed(PurchaseError::UnknownProduct),
-                }
-                None
+                    None => PromptState::Failed(PurchaseError::UnknownProduct),
+                };
+                continue;
             }
-            (PromptAction::Cancel, PromptState::AwaitingConfirmation) => Some(false),
-            (
-                PromptAction::TopUp,
-                PromptState::Failed(PurchaseError::NotEnoughFunds { missing, .. }),
-            ) => {
-                top_ups.write(TopUpRequested {
-                    player: entity,
-                    user_id: player.user_id,
-                    product_id: prompt.product_id,
-                    missing: *missing,
-                });
-                Some(false)
-            }
-            (
-                PromptAction::Close | PromptAction::Cancel | PromptAction::Confirm,
-                PromptState::Failed(_),
-            ) => Some(false),
-            (PromptAction::Close | PromptAction::Confirm, PromptState::Purchased(_)) => Some(true),
-            // The outcome is not known yet: the prompt closes, and the outcome is told when it is.
-            (
-                PromptAction::Close | PromptAction::Confirm | PromptAction::Cancel,
-                PromptState::Unconfirmed,
-            ) => {
-                charges.prompt_closed(prompt.request_id);
+            Effect::CloseUnconfirmed => {
+                // Told when the ledger answers (the observer below marks the charge).
                 commands.entity(entity).remove::<PurchasePrompt>();
-                None
+                continue;
             }
-            _ => None,
-        };
-        if let Some(is_purchased) = close {
-            commands.entity(entity).remove::<PurchasePrompt>();
-            if let PromptState::Failed(error) = &prompt.state {
-                failed.write(PurchaseFailed {
+            Effect::TopUp { missing } => {
+                news.top_ups.write(TopUpRequested {
+                    player: entity,
+                    prompt: prompt.id,
                     user_id: player.user_id,
                     product_id: prompt.product_id,
-                    error: error.clone(),
+                    missing,
                 });
+                false
             }
-            finished.write(PromptProductPurchaseFinished {
+            Effect::Close { is_purchased } => is_purchased,
+        };
+        prompt.told = true;
+        commands.entity(entity).remove::<PurchasePrompt>();
+        if let PromptState::Failed(error) = &prompt.state {
+            news.failed.write(PurchaseFailed {
+                player: entity,
+                prompt: prompt.id,
                 user_id: player.user_id,
                 product_id: prompt.product_id,
-                is_purchased,
+                error: error.clone(),
             });
         }
+        news.finished.write(PromptProductPurchaseFinished {
+            player: entity,
+            prompt: prompt.id,
+            user_id: player.user_id,
+            product_id: prompt.product_id,
+            is_purchased,
+        });
     }
 }
 
-/// A buyer who leaves with a prompt open: the prompt closes. If it showed "Purchased", the
-/// purchase went through, whether or not they pressed OK.
-pub(crate) fn close_prompt_of_leaving_buyer(
-    remove: On<Remove, Player>,
-    buyers: Query<(&Player, &PurchasePrompt)>,
+/// A prompt that goes without an answer closing it — its buyer left, game code removed or
+/// replaced it — closes all the same: `PromptProductPurchaseFinished` says whether it was
+/// purchased; one whose charge is on its way is told when the ledger answers.
+pub(crate) fn close_prompt_taken_away(
+    discard: On<Discard, PurchasePrompt>,
+    prompts: Query<(&PurchasePrompt, Option<&Player>)>,
     mut charges: ResMut<Charges>,
     mut finished: MessageWriter<PromptProductPurchaseFinished>,
 ) {
-    if let Ok((player, prompt)) = buyers.get(remove.entity) {
-        if matches!(
-            prompt.state,
-            PromptState::Purchasing | PromptState::Unconfirmed
-        ) {
-            // The charge is on its way: the outcome is told when the ledger answers.
-            charges.prompt_closed(prompt.request_id);
-            return;
-        }
-        finished.write(PromptProductPurchaseFinished {
-            user_id: player.user_id,
-            product_id: prompt.product_id,
-            is_purchased: matches!(prompt.state, PromptState::Purchased(_)),
-        });
+    let Ok((prompt, player)) = prompts.get(discard.entity) else {
+        return;
+    };
+    if prompt.told {
+        return;
     }
+    if matches!(
+        prompt.state,
+        PromptState::Purchasing | PromptState::Unconfirmed
+    ) {
+        charges.prompt_closed(prompt.request_id);
+        return;
+    }
+    finished.write(PromptProductPurchaseFinished {
+        player: discard.entity,
+        prompt: prompt.id,
+        user_id: player.map_or(UserId(0), |p| p.user_id),
+        product_id: prompt.product_id,
+        is_purchased: matches!(prompt.state, PromptState::Purchased(_)),
+    });
 }

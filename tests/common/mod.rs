@@ -500,3 +500,23 @@ pub fn asset_app(dir: &Dir) -> App {
     ));
     app
 }
+
+/// Answers a player's open prompt (naming it, as a UI does) from a test.
+pub trait AnswerPrompt {
+    /// Writes a [`PromptAnswer`] with `action` for the prompt `player` has open (a prompt id no
+    /// prompt has, if none is open: the answer is then refused).
+    fn answer_prompt(&mut self, player: Entity, action: bevy_marketplace::PromptAction);
+}
+
+impl AnswerPrompt for World {
+    fn answer_prompt(&mut self, player: Entity, action: bevy_marketplace::PromptAction) {
+        let prompt = self
+            .get::<bevy_marketplace::PurchasePrompt>(player)
+            .map_or(bevy_marketplace::PromptId(u64::MAX), |p| p.id);
+        self.write_message(bevy_marketplace::PromptAnswer {
+            player,
+            prompt,
+            action,
+        });
+    }
+}
