@@ -124,6 +124,8 @@ struct Args {
     user: i64,
     /// What a scripted client buys.
     buy: ProductId,
+    /// A scripted client that double-clicks Buy, and later presses Cancel and Buy in one frame.
+    hasty: bool,
     scripted: bool,
     /// Print the player's state to stdout (for scripts that drive the window from outside).
     print_state: bool,
@@ -140,6 +142,7 @@ fn args() -> Args {
         mode: Mode::Local,
         user: 1,
         buy: GOLD_POUCH,
+        hasty: false,
         debug_grants: false,
         scripted: false,
         print_state: false,
@@ -152,6 +155,7 @@ fn args() -> Args {
         let mut value = |what: &str| it.next().unwrap_or_else(|| panic!("{arg} needs {what}"));
         match arg.as_str() {
             "--scripted" => args.scripted = true,
+            "--hasty" => args.hasty = true,
             "--print-state" => args.print_state = true,
             "--exit-when-active" => args.exit_when_active = true,
             "--screenshots" => args.screenshots = value("a directory").into(),
@@ -169,7 +173,7 @@ fn args() -> Args {
             "--user" => args.user = value("a user id").parse().expect("--user N"),
             "--buy" => args.buy = ProductId(value("a product id").parse().expect("--buy ID")),
             other => panic!(
-                "unknown argument {other:?} (use --scripted, --screenshots DIR, --ledger FILE, --print-state, --exit-when-active, --debug-grants, --server PORT, --host PORT, --client IP:PORT, --user N, --buy PRODUCT)"
+                "unknown argument {other:?} (use --scripted, --screenshots DIR, --ledger FILE, --print-state, --exit-when-active, --debug-grants, --server PORT, --host PORT, --client IP:PORT, --user N, --buy PRODUCT, --hasty)"
             ),
         }
     }
@@ -344,7 +348,7 @@ fn main() -> AppExit {
         {
             #[cfg(feature = "net")]
             if args.scripted {
-                net::add_scripted_client(&mut app, args.screenshots, args.buy);
+                net::add_scripted_client(&mut app, args.screenshots, args.buy, args.hasty);
             }
         }
     }

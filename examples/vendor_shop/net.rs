@@ -316,7 +316,7 @@ fn apply_player_stats(
 /// `--client … --scripted`: walks to the vendor, buys `product` through the prompt, checks the
 /// server granted it, takes two screenshots (`client<user>_prompt.png`, `client<user>_done.png`
 /// in `dir`) and exits 0.
-pub fn add_scripted_client(app: &mut App, dir: PathBuf, product: ProductId) {
+pub fn add_scripted_client(app: &mut App, dir: PathBuf, product: ProductId, hasty: bool) {
     app.insert_resource(crate::Scripted)
         .insert_resource(ClientScript {
             step: ClientStep::WaitForServer,
@@ -326,6 +326,7 @@ pub fn add_scripted_client(app: &mut App, dir: PathBuf, product: ProductId) {
             dir,
             product,
             before: (0, 0),
+            hasty,
         })
         .add_systems(Update, run_client_script.before(crate::keyboard_walk));
 }
@@ -338,6 +339,10 @@ enum ClientStep {
     ShootPrompt,
     ShootPurchased,
     WaitForGrant,
+    /// A hasty player: Buy again, then Cancel and Buy in one frame.
+    CancelAndBuy,
+    /// Nothing more may be bought.
+    ExpectNoPurchase,
     Done,
 }
 
@@ -352,6 +357,8 @@ struct ClientScript {
     product: ProductId,
     /// Gold and Arrows before the purchase.
     before: (u64, u32),
+    /// Double-click Buy, and press Cancel and Buy in one frame on a second prompt.
+    hasty: bool,
 }
 
 impl ClientScript {
@@ -421,7 +428,8 @@ fn run_client_script(
             // Players stand side by side at the stall.
             let spot = match user.0 {
                 1 => Vec2::new(-60.0, 0.0),
-                _ => Vec2::new(-40.0, -70.0),
+                2 => Vec2::new(-40.0, -70.0),
+                _ => Vec2::new(-80.0, -60.0),
             };
             walk.0 = (VENDOR_AT + spot) - at;
             if near_vendor(at) {
@@ -449,12 +457,14 @@ fn run_client_script(
                     crate::script::shoot(&mut commands, &script.dir, &shot("prompt"));
                 }
                 if script.frames >= 30 {
-                    // What the prompt's "Buy" button sends.
-                    answers.write(PromptAnswer {
-                        player: entity,
-                        prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
-                        action: PromptAction::Confirm,
-                    });
+                    // What the prompt's "Buy" button sends (twice, for a double click).
+                    for _ in 0..if script.hasty { 2 } else { 1 } {
+                        answers.write(PromptAnswer {
+                            player: entity,
+                            prompt: prompt.map_or(bevy_marketplace::PromptId(0), |p| p.id),
+                            action: PromptAction::Confirm,
+                        });
+                    }
                     script.asked = Some(Instant::now());
                     script.next(ClientStep::ShootPurchased);
                 }
@@ -520,6 +530,47 @@ fn run_client_script(
                     "CLIENT {user}: the server granted it: Gold {gold_before} -> {}, Arrows {arrows_before} -> {}",
                     gold.0, arrows.0
                 );
+                script.before = (gold.0, arrows.0);
+                let next = if script.hasty {
+                    ClientStep::CancelAndBuy
+                } else {
+                    ClientStep::Done
+                };
+                script.next(next);
+            }
+        }
+        ClientStep::CancelAndBuy => match prompt {
+            None if script.frames == 20 => {
+                prompts.write(PromptProductPurchase {
+                    player: entity,
+                    product_id: script.product,
+                });
+            }
+            Some(p) if p.state == PromptState::AwaitingConfirmation => {
+                // Cancel and Buy in one frame: the first answer closes the prompt.
+                for action in [PromptAction::Cancel, PromptAction::Confirm] {
+                    answers.write(PromptAnswer {
+                        player: entity,
+                        prompt: p.id,
+                        action,
+                    });
+                }
+                println!("CLIENT {user}: pressed Cancel and Buy in one frame");
+                script.next(ClientStep::ExpectNoPurchase);
+            }
+            None if script.frames > 600 => {
+                eprintln!("CLIENT {user}: no second prompt");
+                exit.write(AppExit::error());
+            }
+            _ => {}
+        },
+        ClientStep::ExpectNoPurchase => {
+            let (gold_before, arrows_before) = script.before;
+            if (gold.0, arrows.0) != (gold_before, arrows_before) {
+                eprintln!("CLIENT {user}: the cancelled prompt bought something");
+                exit.write(AppExit::error());
+            } else if prompt.is_none() && script.frames > 120 {
+                println!("CLIENT {user}: SCREENS SHOWED 1 purchase");
                 script.next(ClientStep::Done);
             }
         }
