@@ -214,7 +214,8 @@ impl Plugin for MarketplacePlugin {
             self.ledger.factory(&settings.server_id),
             self.ledger.reader_factory(),
             self.max_batch,
-        );
+        )
+        .with_change_notices(self.ledger.change_notices());
         if !app.world().contains_resource::<Time<Real>>() {
             app.init_resource::<Time<Real>>();
         }

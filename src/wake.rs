@@ -22,9 +22,6 @@ pub(crate) enum Wake {
     Open(Entity),
     /// Retry the final save of a player who left.
     Departed(UserId),
-    /// Re-read this player's balance, pending receipts and clawbacks (reschedules itself), so
-    /// changes made outside this server reach them.
-    Refresh(Entity),
 }
 
 /// A min-heap of wake-ups by time: checking it each frame is one peek.

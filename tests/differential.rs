@@ -3,7 +3,8 @@
 //! server, retried), saving with grants, releasing, lease expiry on a controlled clock, top-ups
 //! including absurd amounts — are applied to the in-memory store (the reference model) and to
 //! SQLite and PostgreSQL, each both one request per transaction and a batch per transaction (the
-//! way the storage worker groups them). Every answer and the final ledger — balances, receipts and
+//! way the storage worker groups them). The change feed (which players changed since a point) is
+//! asked among them. Every answer and the final ledger — balances, receipts and
 //! their states, the journal, persisted components, lease owners and tokens — must be identical.
 //!
 //! `PROPTEST_CASES=1000 cargo test --all-features --test differential` runs longer searches.
@@ -13,7 +14,8 @@ mod pg;
 
 use bevy_marketplace::ledger::{
     AdjustBalance, AdjustReply, Audit, ChargeReply, HistoryRequest, OpenSession, OpenSessionReply,
-    OpenedSession, PlayerReading, ReadPlayer, ReleaseSession, ReverseCredit, SaveReply,
+    OpenedSession, PlayerReading, ReadChanges, ReadPlayer, ReleaseSession, ReverseCredit,
+    SaveReply,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -110,6 +112,10 @@ enum Op {
     Sales {
         hourly: bool,
     },
+    /// The change feed: where it is, or what changed after a point of it.
+    Changes {
+        since: Option<u8>,
+    },
     /// Ends the batch and moves the clock.
     Advance {
         ms: i64,
@@ -202,6 +208,7 @@ fn op() -> impl Strategy<Value = Op> {
                 after,
             }),
         1 => any::<bool>().prop_map(|hourly| Op::Sales { hourly }),
+        2 => proptest::option::weighted(0.8, 0u8..12).prop_map(|since| Op::Changes { since }),
         2 => prop_oneof![Just(0i64), Just(700), Just(70_000)].prop_map(|ms| Op::Advance { ms }),
     ]
 }
@@ -422,6 +429,9 @@ fn concretize(ops: &[Op]) -> Story {
                     },
                 }),
             }),
+            Op::Changes { since } => LedgerRequest::ReadChanges(ReadChanges {
+                since: since.map(i64::from),
+            }),
             Op::Sales { hourly } => LedgerRequest::Sales(SalesQuery {
                 from_ms: 0,
                 to_ms: i64::MAX,
@@ -546,7 +556,7 @@ impl Stores {
         .unwrap();
         client
             .batch_execute(
-                "TRUNCATE accounts, player_components, receipts, balance_journal, credits RESTART IDENTITY",
+                "TRUNCATE accounts, player_components, receipts, balance_journal, credits, changes RESTART IDENTITY",
             )
             .unwrap();
         assert!(store.audit().unwrap().accounts.is_empty());

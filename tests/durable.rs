@@ -192,6 +192,7 @@ fn downgrade_to_version_1(path: &Path) {
          ALTER TABLE accounts DROP COLUMN lease_token;
          ALTER TABLE accounts DROP COLUMN shortfall;
          DROP TABLE credits;
+         DROP TABLE changes;
          PRAGMA user_version = 1;
          COMMIT;",
     )
@@ -274,6 +275,7 @@ fn a_version_5_journal_gets_its_kinds_from_what_it_names_not_from_its_words() {
          );
          CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
          CREATE INDEX balance_journal_by_user ON balance_journal (user_id);
+         DROP TABLE changes;
          INSERT INTO accounts (user_id, balance, created_ms, updated_ms, shortfall) VALUES (1, 1020, 1, 1, 0);
          INSERT INTO credits (source, order_id, user_id, amount, credited_ms, reversed_ms, reversed_taken, reversed_shortfall)
              VALUES ('web', 'o1', 1, 500, 2, 3, 500, 0), ('web', 'o2', 1, 100, 4, NULL, NULL, NULL);

@@ -83,6 +83,16 @@ impl LedgerBackend {
         }
     }
 
+    /// A flag the store sets when its change feed moves, for stores that can tell (PostgreSQL
+    /// listens for the notification every batch adding to the feed sends); others are polled.
+    pub(crate) fn change_notices(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(options) => Some(postgres::listen(options)),
+            _ => None,
+        }
+    }
+
     /// Opens a second connection to the same store for reports (history, sales), so that a
     /// report over a large ledger never holds purchases up. Only stores that several connections
     /// can share have one: an SQLite file (WAL lets it read while the game writes; the game

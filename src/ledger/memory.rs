@@ -1,13 +1,13 @@
 //! An in-memory ledger, for tests or throwaway demos.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::reports::sales_of;
 use super::rules::{self, AccountRow, Books, LeasePolicy, ReceiptStatus};
 use super::{
-    Clawback, CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, LeaseRecord,
-    LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
+    ChangeFeed, Clawback, CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry,
+    LeaseRecord, LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, PlayerSnapshot,
     RefundRecord, SalesQuery, SalesRow, StoredReceipt, purchase_debits,
 };
 use crate::ids::{PurchaseId, RequestId, UserId};
@@ -34,6 +34,9 @@ struct MemoryState {
     credits: BTreeMap<(String, String), CreditRecord>,
     journal: Vec<JournalEntry>,
     receipts_made: u64,
+    /// The change feed: the newest changes, by id.
+    changes: VecDeque<(i64, UserId)>,
+    changes_made: i64,
 }
 
 impl MemoryState {
@@ -86,6 +89,7 @@ enum Undo {
     Credit((String, String), Option<CreditRecord>),
     Journal(usize),
     ReceiptsMade(u64),
+    Change,
 }
 
 #[derive(Debug, Default)]
@@ -175,7 +179,15 @@ impl InMemoryLedger {
                 }
                 Undo::Journal(len) => state.journal.truncate(len),
                 Undo::ReceiptsMade(made) => state.receipts_made = made,
+                Undo::Change => {
+                    state.changes.pop_back();
+                    state.changes_made -= 1;
+                }
             }
+        }
+        // Committed (or rolled back): the feed keeps its newest changes.
+        while state.changes.len() as i64 > super::CHANGES_KEPT {
+            state.changes.pop_front();
         }
         guarded.writing = false;
         drop(guarded);
@@ -414,6 +426,27 @@ impl Books for MemoryBooks<'_> {
                 .values()
                 .map(|(_, r)| (&r.info, r.state, r.purchased_at_ms)),
             query,
+        ))
+    }
+
+    fn note_change(&mut self, user: UserId, _now_ms: i64) -> Result<(), Self::Error> {
+        self.undo.push(Undo::Change);
+        self.state.changes_made += 1;
+        let id = self.state.changes_made;
+        self.state.changes.push_back((id, user));
+        Ok(())
+    }
+
+    fn changes(&mut self, since: Option<i64>) -> Result<ChangeFeed, Self::Error> {
+        let changes = &self.state.changes;
+        let after = since.unwrap_or(i64::MAX);
+        let start = changes.partition_point(|(id, _)| *id <= after);
+        let oldest = changes.front().map_or(self.state.changes_made + 1, |c| c.0);
+        Ok(ChangeFeed::of(
+            since,
+            changes.range(start..).copied(),
+            self.state.changes_made,
+            oldest,
         ))
     }
 }

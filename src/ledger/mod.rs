@@ -49,9 +49,10 @@ pub use memory::InMemoryLedger;
 #[cfg(feature = "postgres")]
 pub use postgres::{LeaseClock, PG_SCHEMA_VERSION, PostgresLedger, PostgresOptions};
 pub use protocol::{
-    AdjustBalance, AdjustReply, Audit, ChargeReply, ChargeRequest, HistoryRequest, LedgerCall,
-    LedgerReply, LedgerRequest, OpenSession, OpenSessionReply, OpenedSession, PlayerReading,
-    ReadPlayer, ReleaseSession, ReverseCredit, SaveReply, SaveRequest,
+    AdjustBalance, AdjustReply, Audit, CHANGES_ANSWERED, CHANGES_KEPT, ChangeFeed, ChargeReply,
+    ChargeRequest, HistoryRequest, LedgerCall, LedgerReply, LedgerRequest, OpenSession,
+    OpenSessionReply, OpenedSession, PlayerReading, ReadChanges, ReadPlayer, ReleaseSession,
+    ReverseCredit, SaveReply, SaveRequest,
 };
 pub(crate) use protocol::{Answer, Completed};
 pub(crate) use records::purchase_debits;

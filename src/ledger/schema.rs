@@ -169,3 +169,19 @@ UPDATE balance_journal SET kind = 'shortfall_repaid' FROM credits AS c
     WHERE balance_journal.purchase_id IS NULL AND balance_journal.delta < 0
       AND c.user_id = balance_journal.user_id
       AND balance_journal.reason = 'shortfall repaid by ' || c.source || ':' || c.order_id;";
+
+/// The change feed (SQLite version 7, PostgreSQL version 6): one row per write a running game
+/// must hear about, numbered in the order made, so a game asks "what changed since N" in one read
+/// however many players it has. Only the newest are kept.
+pub(crate) fn changes(d: &Dialect) -> String {
+    let Dialect {
+        int, serial_key, ..
+    } = d;
+    format!(
+        "CREATE TABLE changes (
+    id      {serial_key},
+    user_id {int} NOT NULL,
+    at_ms   {int} NOT NULL
+);"
+    )
+}

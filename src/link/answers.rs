@@ -8,8 +8,8 @@ use bevy::prelude::*;
 
 use crate::ledger::{
     AdjustBalance, Answer, Audit, ChargeRequest, Completed, CreditRequest, HistoryRequest,
-    LedgerCall, OpenSession, ReadPlayer, RefundRequest, ReleaseSession, ReverseCredit, SalesQuery,
-    SaveRequest,
+    LedgerCall, OpenSession, ReadChanges, ReadPlayer, RefundRequest, ReleaseSession, ReverseCredit,
+    SalesQuery, SaveRequest,
 };
 use crate::settings::FrameDeadline;
 
@@ -96,6 +96,7 @@ answer_queues! {
     credits: Credit(CreditRequest),
     reversals: ReverseCredit(ReverseCredit),
     readings: ReadPlayer(ReadPlayer),
+    changes: ReadChanges(ReadChanges),
     audits: Audit(Audit),
     histories: History(HistoryRequest),
     sales: Sales(SalesQuery),

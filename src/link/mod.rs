@@ -29,6 +29,8 @@ use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceSystems};
 #[derive(Resource)]
 pub struct Ledger {
     worker: Worker,
+    /// Set by the store's listener when the change feed moved (PostgreSQL's notifications).
+    change_notices: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Ledger {
@@ -43,7 +45,24 @@ impl Ledger {
     ) -> Self {
         Self {
             worker: Worker::spawn(open, reader, max_batch),
+            change_notices: None,
         }
+    }
+
+    /// The ledger's store tells of new changes by setting `notices`.
+    pub(crate) fn with_change_notices(
+        mut self,
+        notices: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Self {
+        self.change_notices = notices;
+        self
+    }
+
+    /// Whether the store said the change feed moved since this was last asked.
+    pub(crate) fn take_change_notice(&mut self) -> bool {
+        self.change_notices
+            .as_ref()
+            .is_some_and(|n| n.swap(false, std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Queues a request; it is sent at the end of the frame, and its answer comes back on

@@ -26,7 +26,9 @@ pub use sessions::Sessions;
 pub(crate) use join_leave::{on_player_added, on_player_removed};
 pub(crate) use open::{handle_releases, handle_session_openings, watch_ledger_status};
 pub(crate) use persist::short_type_name;
-pub(crate) use refresh::handle_player_readings;
+pub(crate) use refresh::{
+    ChangeFollower, follow_changes, handle_change_feed, handle_player_readings,
+};
 pub(crate) use save::{Farewell, farewell, queue_save, save_players, save_without};
 pub(crate) use save_answers::handle_save_answers;
 pub(crate) use wakes::run_wakes;
@@ -46,6 +48,7 @@ impl Plugin for PlayersPlugin {
             .init_resource::<Sessions>()
             .init_resource::<DeliveryQueue>()
             .init_resource::<WakeSchedule>()
+            .init_resource::<ChangeFollower>()
             .add_message::<PlayerSaveFailed>()
             .add_message::<ReceiptResolved>()
             .add_message::<ReceiptRefunded>()
@@ -60,7 +63,9 @@ impl Plugin for PlayersPlugin {
                         handle_releases,
                         handle_save_answers,
                         handle_player_readings,
+                        handle_change_feed,
                         run_wakes,
+                        follow_changes,
                     )
                         .chain()
                         .in_set(MarketplaceSystems::Sessions),

@@ -90,7 +90,6 @@ pub(crate) fn handle_session_openings(
                         }
                         deliveries.now.push(entity);
                         wakes.after(now, settings.autosave_interval, Wake::Autosave(entity));
-                        wakes.after(now, settings.refresh_interval, Wake::Refresh(entity));
                     }
                     Err(e) => {
                         tracing::error!(

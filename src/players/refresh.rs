@@ -1,5 +1,6 @@
-//! What changed elsewhere reaches a player online here: their balance, pending receipts and
-//! pending clawbacks, read again from the ledger.
+//! What changed elsewhere reaches a player online here: the game follows the ledger's change
+//! feed — one read per refresh interval, or at once when the ledger says something changed — and
+//! reads again the balance, pending receipts and pending clawbacks of the players it names.
 
 use bevy::prelude::*;
 
@@ -7,9 +8,80 @@ use super::player::{PlayerSession, Task};
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
 use crate::currency::PremiumBalance;
-use crate::ledger::{PlayerReading, ReadPlayer};
-use crate::link::LedgerAnswers;
-use crate::settings::FrameDeadline;
+use crate::ledger::{ChangeFeed, PlayerReading, ReadChanges, ReadPlayer};
+use crate::link::{Ledger, LedgerAnswers};
+use crate::settings::{FrameDeadline, MarketplaceSettings};
+
+/// Where this game is in the ledger's change feed.
+#[derive(Resource, Default)]
+pub(crate) struct ChangeFollower {
+    /// The feed's point read up to (`None` until the first answer).
+    since: Option<i64>,
+    /// A `ReadChanges` is with the ledger.
+    asking: bool,
+    /// When to ask next without being told.
+    next_ask: std::time::Duration,
+}
+
+/// Asks the ledger what changed, once per refresh interval — or at once when it says something
+/// did (PostgreSQL's notifications) — one read however many players are online.
+pub(crate) fn follow_changes(
+    mut follower: ResMut<ChangeFollower>,
+    mut ledger: ResMut<Ledger>,
+    settings: Res<MarketplaceSettings>,
+    time: Res<Time<Real>>,
+) {
+    let now = time.elapsed();
+    // Taking the notice is no change to the ledger's status (systems watch that).
+    let told = ledger.bypass_change_detection().take_change_notice();
+    if follower.asking || (!told && now < follower.next_ask) {
+        return;
+    }
+    follower.asking = true;
+    follower.next_ask = now.saturating_add(settings.refresh_interval);
+    let since = follower.since;
+    ledger.send(ReadChanges { since });
+}
+
+/// Reads again the players the feed names (all of them, when it cannot say).
+pub(crate) fn handle_change_feed(
+    mut answers: ResMut<LedgerAnswers<ReadChanges>>,
+    mut follower: ResMut<ChangeFollower>,
+    sessions: Res<Sessions>,
+    mut ledger: ResMut<Ledger>,
+    deadline: Res<FrameDeadline>,
+) {
+    for answer in answers.drain_within(&deadline) {
+        follower.asking = false;
+        let Ok(ChangeFeed {
+            users,
+            latest,
+            complete,
+        }) = answer.result
+        else {
+            continue; // asked again at the next interval
+        };
+        let first = follower.since.is_none();
+        follower.since = Some(latest);
+        if first {
+            continue; // where the feed is now: every session opened after reads its own
+        }
+        if complete {
+            for user in users {
+                if sessions.by_user.contains_key(&user) {
+                    ledger.send(ReadPlayer { user });
+                }
+            }
+        } else {
+            tracing::warn!(
+                "the ledger's change feed cannot say all that changed since this game last asked; reading every player online again"
+            );
+            for &user in sessions.by_user.keys() {
+                ledger.send(ReadPlayer { user });
+            }
+        }
+    }
+}
 
 /// Applies the ledger's readings of players: the balance and shortfall they show, receipts to
 /// deliver and refunds to take back that this server did not know of.

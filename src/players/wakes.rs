@@ -6,7 +6,6 @@ use super::join_leave::open_request;
 use super::player::{PlayerSession, SessionPhase};
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
-use crate::ledger::ReadPlayer;
 use crate::link::Ledger;
 use crate::settings::MarketplaceSettings;
 use crate::wake::{Wake, WakeSchedule};
@@ -30,14 +29,6 @@ pub(crate) fn run_wakes(
                 if sessions_q.get(e).is_ok_and(|s| s.is_active()) {
                     deliveries.saves.push(e);
                     wakes.after(now, settings.autosave_interval, Wake::Autosave(e));
-                }
-            }
-            Wake::Refresh(e) => {
-                if let Ok(session) = sessions_q.get(e)
-                    && session.is_active()
-                {
-                    ledger.send(ReadPlayer { user: session.user });
-                    wakes.after(now, settings.refresh_interval, Wake::Refresh(e));
                 }
             }
             Wake::Open(e) => {

@@ -45,6 +45,8 @@ pub(super) struct CachedBooks {
     accounts_changed: BTreeSet<UserId>,
     states_changed: BTreeSet<UserId>,
     journal: Vec<JournalEntry>,
+    /// Players added to the change feed, in order.
+    changes: Vec<UserId>,
     /// Store orders read or made, and whether to write them back.
     credits: HashMap<(String, String), (CreditRecord, bool)>,
     /// Store orders looked up (found or not).
@@ -323,6 +325,7 @@ impl CachedBooks {
             journal,
             reserved,
             credits,
+            changes,
             ..
         } = self;
         let credits: Vec<&CreditRecord> = credits
@@ -335,6 +338,7 @@ impl CachedBooks {
             && journal.is_empty()
             && reserved.is_empty()
             && credits.is_empty()
+            && changes.is_empty()
             && !receipts.values().any(|r| r.new || r.changed)
         {
             if commit {
@@ -477,12 +481,18 @@ impl CachedBooks {
             &o_short,
             &j_kinds,
             &(credits.len() as i64),
+            &changes.iter().map(|u| u.0).collect::<Vec<i64>>(),
+            &crate::ledger::CHANGES_KEPT,
         ];
-        if commit {
-            conn.pipeline(&[(WRITE_BACK, write_back), (COMMIT, &[])])?;
-        } else {
-            conn.pipeline(&[(WRITE_BACK, write_back)])?;
+        let mut statements: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(3);
+        if !changes.is_empty() {
+            statements.push((LOCK_CHANGES, &[]));
         }
+        statements.push((WRITE_BACK, write_back));
+        if commit {
+            statements.push((COMMIT, &[]));
+        }
+        conn.pipeline(&statements)?;
         Ok(())
     }
 }
@@ -637,6 +647,15 @@ impl Books for CachedBooks {
             (credit.clone(), true),
         );
         Ok(())
+    }
+
+    fn note_change(&mut self, user: UserId, _now_ms: i64) -> Result<(), PgError> {
+        self.changes.push(user);
+        Ok(())
+    }
+
+    fn changes(&mut self, _since: Option<i64>) -> Result<crate::ledger::ChangeFeed, PgError> {
+        Err(unread("the change feed".into()))
     }
 
     fn journal(&mut self, entry: JournalEntry, _now_ms: i64) -> Result<(), PgError> {

@@ -9,6 +9,7 @@
 
 mod books;
 mod conn;
+mod listen;
 mod options;
 mod schema;
 mod sql;
@@ -22,6 +23,7 @@ use crate::ids::{PurchaseId, UserId};
 
 use books::CachedBooks;
 use conn::{Conn, PgError};
+pub(crate) use listen::listen;
 pub use options::{LeaseClock, PostgresOptions};
 pub use schema::PG_SCHEMA_VERSION;
 use schema::{MigrateError, VersionError, migrate, read_version};
@@ -283,6 +285,29 @@ fn read_ledger(conn: &mut Conn, request: &LedgerRequest) -> Result<LedgerReply, 
                 .map(|row| Ok(receipt_from_row(row)?.stored().history_entry()))
                 .collect::<Result<Vec<_>, PgError>>()?;
             LedgerReply::History(Ok(super::HistoryPage::of(entries.into_iter(), 0, None)))
+        }
+        LedgerRequest::ReadChanges(read) => {
+            let span = conn.query(CHANGES_SPAN, &[])?;
+            let row = span
+                .first()
+                .ok_or_else(|| PgError::Corrupt("the change feed gave no span".into()))?;
+            let latest: i64 = row.try_get(0)?;
+            let oldest: Option<i64> = row.try_get(1)?;
+            let mut changes = Vec::new();
+            if let Some(since) = read.since {
+                for row in conn.query(
+                    CHANGES_AFTER,
+                    &[&since, &(super::CHANGES_ANSWERED as i64 + 1)],
+                )? {
+                    changes.push((row.try_get::<_, i64>(0)?, UserId(row.try_get(1)?)));
+                }
+            }
+            LedgerReply::ReadChanges(super::ChangeFeed::of(
+                read.since,
+                changes,
+                latest,
+                oldest.unwrap_or(latest + 1),
+            ))
         }
         LedgerRequest::Sales(query) => {
             let rows = conn.query(

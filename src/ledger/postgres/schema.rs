@@ -1,10 +1,12 @@
 //! The PostgreSQL schema: migrations, the version check that refuses a foreign or newer database.
 
 use super::conn::{Conn, PgError};
-use crate::ledger::schema::{HISTORY, JOURNAL_KINDS, POSTGRES, lease_token, refunds, tables_v1};
+use crate::ledger::schema::{
+    HISTORY, JOURNAL_KINDS, POSTGRES, changes, lease_token, refunds, tables_v1,
+};
 
 /// The schema version this build writes (in `bevy_marketplace_meta`).
-pub const PG_SCHEMA_VERSION: i64 = 5;
+pub const PG_SCHEMA_VERSION: i64 = 6;
 
 /// Marks the database as ours in `bevy_marketplace_meta.application`.
 pub(super) const APPLICATION: &str = "bevy_marketplace";
@@ -21,6 +23,7 @@ pub(super) fn migrations() -> [String; PG_SCHEMA_VERSION as usize] {
         HISTORY.to_owned(),
         refunds(&POSTGRES),
         format!("{JOURNAL_KINDS}\n{NO_KIND_DEFAULT}\n{REFUSE}"),
+        changes(&POSTGRES),
     ]
 }
 

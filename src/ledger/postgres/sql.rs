@@ -80,6 +80,17 @@ pub(super) const RECEIPTS_BY_ID: &str = concat!(
     receipt_columns!(),
     " FROM receipts WHERE purchase_id = ANY ($1::text[])"
 );
+/// The change feed after $1, at most $2 changes.
+pub(super) const CHANGES_AFTER: &str =
+    "SELECT id, user_id FROM changes WHERE id > $1 ORDER BY id LIMIT $2";
+/// The newest change id (0: none yet), and the oldest kept. (Changes commit in id order: see
+/// [`LOCK_CHANGES`]; so the newest visible is a prefix of the feed.)
+pub(super) const CHANGES_SPAN: &str = "SELECT coalesce(max(id), 0), min(id) FROM changes";
+/// Taken by a batch that adds to the change feed, before its ids are drawn, until it commits: the
+/// feed's ids commit in order, so a game that read up to id N never misses a smaller one
+/// committed after. (Writes that add changes — refunds, top-ups, grants of currency, purchases
+/// outside a game — are few beside purchases and saves, which add none.)
+pub(super) const LOCK_CHANGES: &str = "SELECT pg_advisory_xact_lock(4776784521245132101)";
 /// The players' pending receipts and refunds waiting for a clawback.
 pub(super) const PENDING_OF: &str = concat!(
     "SELECT ",
@@ -176,12 +187,21 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
           AND credits.credited_ms = EXCLUDED.credited_ms
           AND (credits.reversed_ms IS NULL OR credits.reversed_ms = EXCLUDED.reversed_ms)
         RETURNING 1
+    ), changes_made AS (
+        INSERT INTO changes (user_id, at_ms)
+        SELECT u, $1 FROM unnest($49::bigint[]) WITH ORDINALITY AS c (u, n) ORDER BY n
+        RETURNING id
+    ), changes_dropped AS (
+        DELETE FROM changes WHERE id <= (SELECT coalesce(max(id), 0) FROM changes) - $50
     )
     -- Store orders are locked while a batch reads them, so each one written back is the one the
     -- rules decided on; one that is not (another writer's order under the same key) fails the
     -- batch rather than credit one order twice.
     SELECT CASE WHEN (SELECT count(*) FROM credits_kept) = $48 THEN 1
-        ELSE bevy_marketplace_refuse('a store order was credited by another writer meanwhile; the batch is not kept') END";
+        ELSE bevy_marketplace_refuse('a store order was credited by another writer meanwhile; the batch is not kept') END,
+    -- Games listening hear of the feed's new changes when this commits.
+        (SELECT count(pg_notify('bevy_marketplace_changes', ''))
+         FROM (SELECT 1 FROM changes_made LIMIT 1) AS made)";
 
 /// A PostgreSQL array literal of `items` (`{"a","b"}`).
 pub(super) fn array_literal<'a>(items: impl Iterator<Item = &'a String>) -> String {

@@ -137,6 +137,10 @@ pub(crate) trait Books {
     ) -> Result<HistoryPage, Self::Error>;
     /// Sales per product per bucket.
     fn sales(&mut self, query: &SalesQuery) -> Result<Vec<SalesRow>, Self::Error>;
+    /// Adds `user` to the change feed: a running game must hear their data changed.
+    fn note_change(&mut self, user: UserId, now_ms: i64) -> Result<(), Self::Error>;
+    /// The change feed after `since`.
+    fn changes(&mut self, since: Option<i64>) -> Result<super::ChangeFeed, Self::Error>;
 }
 
 /// How a store lets sessions be taken.
@@ -195,6 +199,7 @@ pub(crate) fn apply<B: Books>(
             )?),
         }),
         LedgerRequest::Sales(query) => LedgerReply::Sales(books.sales(query)?),
+        LedgerRequest::ReadChanges(read) => LedgerReply::ReadChanges(books.changes(read.since)?),
     })
 }
 

@@ -59,6 +59,10 @@ pub(super) fn charge<B: Books>(
     books.put_account(charge.user, &account, created, now_ms)?;
     let receipt = charge.new_receipt();
     books.insert_receipt(&receipt, charge.request_id, &charge.product_name, now_ms)?;
+    if charge.fence.is_none() {
+        // Bought outside any game: the player's game must hear of the receipt.
+        books.note_change(charge.user, now_ms)?;
+    }
     if charge.price > 0 {
         books.journal(
             JournalEntry {
@@ -118,6 +122,7 @@ pub(super) fn adjust<B: Books>(
             },
             now_ms,
         )?;
+        books.note_change(request.user, now_ms)?;
     }
     Ok(AdjustReply::Adjusted {
         balance: account.balance,
@@ -193,6 +198,7 @@ pub(super) fn refund<B: Books>(
             clawback,
         },
     )?;
+    books.note_change(user, now_ms)?;
     Ok(Ok(RefundOutcome {
         receipt: receipt.info,
         balance: account.balance,
@@ -298,6 +304,7 @@ pub(super) fn credit<B: Books>(
         },
         true,
     )?;
+    books.note_change(user, now_ms)?;
     Ok(Ok(CreditOutcome {
         balance: account.balance,
         shortfall: account.shortfall,
@@ -353,6 +360,7 @@ pub(super) fn reverse_credit<B: Books>(
         shortfall: owed,
     });
     books.put_credit(&record, false)?;
+    books.note_change(record.user, now_ms)?;
     Ok(Ok(ReversalOutcome {
         record,
         balance: account.balance,

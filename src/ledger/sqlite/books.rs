@@ -8,9 +8,9 @@ use crate::ids::ProductId;
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::ledger::rules::{AccountRow, Books, ReceiptStatus};
 use crate::ledger::{
-    Clawback, CreditRecord, CreditReversal, HISTORY_PAGE_SIZE, HistoryCursor, HistoryFilter,
-    HistoryPage, JournalEntry, JournalKind, LedgerAudit, PlayerSnapshot, RefundRecord, SalesQuery,
-    SalesRow, StoredReceipt,
+    CHANGES_ANSWERED, CHANGES_KEPT, ChangeFeed, Clawback, CreditRecord, CreditReversal,
+    HISTORY_PAGE_SIZE, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, JournalKind,
+    LedgerAudit, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow, StoredReceipt,
 };
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
@@ -314,6 +314,45 @@ impl Books for SqliteBooks<'_> {
             },
         )?;
         rows.collect()
+    }
+
+    fn note_change(&mut self, user: UserId, now_ms: i64) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO changes (user_id, at_ms) VALUES (?1, ?2)")?
+            .execute(params![user.0, now_ms])?;
+        let id = self.conn.last_insert_rowid();
+        // Now and then, the oldest go: the feed keeps at least the newest `CHANGES_KEPT`.
+        if id % 1000 == 0 {
+            self.conn
+                .prepare_cached("DELETE FROM changes WHERE id <= ?1")?
+                .execute(params![id - CHANGES_KEPT])?;
+        }
+        Ok(())
+    }
+
+    fn changes(&mut self, since: Option<i64>) -> rusqlite::Result<ChangeFeed> {
+        let (latest, oldest): (i64, Option<i64>) = self.conn.query_row(
+            "SELECT coalesce(max(id), 0), min(id) FROM changes",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut rows = Vec::new();
+        if let Some(since) = since {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, user_id FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            rows = stmt
+                .query_map(params![since, CHANGES_ANSWERED as i64 + 1], |r| {
+                    Ok((r.get(0)?, UserId(r.get(1)?)))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+        Ok(ChangeFeed::of(
+            since,
+            rows,
+            latest,
+            oldest.unwrap_or(latest + 1),
+        ))
     }
 }
 

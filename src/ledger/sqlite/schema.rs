@@ -7,13 +7,15 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::sidecar;
 use crate::ledger::LedgerError;
-use crate::ledger::schema::{HISTORY, JOURNAL_KINDS, SQLITE, lease_token, refunds, tables_v1};
+use crate::ledger::schema::{
+    HISTORY, JOURNAL_KINDS, SQLITE, changes, lease_token, refunds, tables_v1,
+};
 
 /// Marks a SQLite file as ours (`PRAGMA application_id`, "BMKT").
 pub(super) const APPLICATION_ID: i64 = 0x424D_4B54;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Schema migrations: entry `n` moves a database from version `n` to `n + 1`.
 pub(super) fn migrations() -> [String; SCHEMA_VERSION as usize] {
@@ -24,6 +26,7 @@ pub(super) fn migrations() -> [String; SCHEMA_VERSION as usize] {
         HISTORY.to_owned(),
         refunds(&SQLITE),
         JOURNAL_KINDS.to_owned(),
+        changes(&SQLITE),
     ]
 }
 
