@@ -62,8 +62,11 @@ pub struct MarketplacePlugin {
     pub allow_debug_grants: bool,
     /// Premium balance of a user the ledger has never seen. Default: 0.
     pub starting_balance: u64,
-    /// How often each player's persisted components are saved. Default: 30 s; at least
-    /// [`MIN_AUTOSAVE_INTERVAL`](Self::MIN_AUTOSAVE_INTERVAL) (a shorter one is raised to it, with a warning).
+    /// How often each player's persisted components are looked at and saved if they changed
+    /// (grants are saved at once, whatever this is). A player with nothing new is saved only
+    /// every half [`lease_duration`](Self::lease_duration), which renews their lease.
+    /// Default: 30 s; at least [`MIN_AUTOSAVE_INTERVAL`](Self::MIN_AUTOSAVE_INTERVAL) (a shorter
+    /// one is raised to it, with a warning).
     pub autosave_interval: Duration,
     /// How long a session lease lasts without a save renewing it. Default: 5 min.
     pub lease_duration: Duration,
@@ -77,9 +80,12 @@ pub struct MarketplacePlugin {
     /// On `AppExit`, the longest the game waits for the ledger to commit every player's final
     /// save and lease release before the process ends. Default: 5 s.
     pub exit_timeout: Duration,
-    /// How often the ledger is asked again about each player online here, so that what changed
+    /// How often the ledger is asked what changed for players online here, so that what changed
     /// elsewhere reaches them without a rejoin: refunds and top-ups made by the `marketplace`
-    /// tool or another server, purchases made outside the game. Default: 2 s; at least
+    /// tool or another server, purchases made outside the game. One read of the ledger's change
+    /// feed per interval, however many players are online, then a read of each player it names.
+    /// On PostgreSQL the database also notifies the game of each change, so it arrives at once
+    /// and this interval is the fallback. Default: 2 s; at least
     /// [`MIN_REFRESH_INTERVAL`](Self::MIN_REFRESH_INTERVAL) (a shorter one is raised to it, with a warning).
     pub refresh_interval: Duration,
 }

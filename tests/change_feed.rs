@@ -10,10 +10,11 @@ mod stores;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
 use bevy_marketplace::ledger::{LedgerBackend, RefundRequest};
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::testing::MarketplaceTestExt;
-use bevy_marketplace::{Ledger, PlayerSession};
+use bevy_marketplace::{Ledger, MarketplaceStats, PlayerSession, SessionPhase};
 use common::*;
 use stores::TestStore;
 
@@ -69,7 +70,90 @@ fn a_thousand_players_cost_one_read_per_interval(store: &TestStore) {
     assert!(after <= 6, "{after} requests to learn of one refund");
 }
 
-on_every_store!(a_thousand_players_cost_one_read_per_interval);
+/// Autosaves on the default settings (every 30 s, a 5 min lease): a player whose persisted
+/// components did not change is not saved again until half their lease has gone by, and that
+/// save keeps the lease, so another server still cannot take them after the lease's length.
+fn an_idle_player_is_saved_once_per_half_lease(store: &TestStore) {
+    let defaults = MarketplacePlugin::default();
+    let mut game = store.game("a", |p| MarketplacePlugin {
+        autosave_interval: defaults.autosave_interval,
+        lease_duration: defaults.lease_duration,
+        ..p
+    });
+    let players: Vec<Entity> = (1..=100).map(|user| game.spawn(user)).collect();
+    game.app.update_until("everyone to load", |w| {
+        players.iter().all(|&p| {
+            w.get::<PlayerSession>(p)
+                .is_some_and(PlayerSession::is_active)
+        })
+    });
+    let saves = |game: &GameServer| game.app.world().resource::<MarketplaceStats>().saves;
+    let before = saves(&game);
+    // New players: nothing of theirs is stored yet, so the first autosave saves each once.
+    game.advance(defaults.autosave_interval);
+    assert_eq!(saves(&game) - before, 100, "the first autosave saves new players");
+    for _ in 0..2 {
+        game.advance(defaults.autosave_interval);
+    }
+    assert_eq!(
+        saves(&game) - before,
+        100,
+        "two autosave intervals with nothing changed save nothing"
+    );
+    game.app.world_mut().get_mut::<Gold>(players[0]).unwrap().0 = 7;
+    game.advance(defaults.autosave_interval);
+    assert_eq!(saves(&game) - before, 101, "the changed player is saved");
+    game.advance(defaults.autosave_interval);
+    assert_eq!(saves(&game) - before, 101);
+    // Half the lease since the others' first save: they are saved to renew it.
+    game.advance(defaults.autosave_interval);
+    assert_eq!(saves(&game) - before, 200, "the other 99 renew their leases");
+    assert_eq!(game.gold(players[0]), 7);
+}
+
+/// The same with a lease of 1 s and autosaves every 100 ms, in real time: an idle player's
+/// lease is renewed by those saves, so after three lease lengths another server's join still
+/// waits for it.
+fn an_idle_players_lease_is_kept_by_its_saves(store: &TestStore) {
+    let mut game = store.game("a", |p| MarketplacePlugin {
+        autosave_interval: Duration::from_millis(100),
+        lease_duration: Duration::from_secs(1),
+        ..p
+    });
+    let player = game.join(1);
+    assert!(
+        game.app
+            .world()
+            .get::<PlayerSession>(player)
+            .unwrap()
+            .is_active()
+    );
+    let mut other = store.game("b", |p| p);
+    // The game's clock is the real one, as the ledger's is.
+    game.app.insert_resource(TimeUpdateStrategy::Automatic);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        game.app.update();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let taken = other.spawn(1);
+    for _ in 0..30 {
+        other.app.update();
+        game.app.update();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        other.phase(taken),
+        SessionPhase::Loading,
+        "the lease of an idle player online on server a is still held"
+    );
+}
+
+on_every_store!(
+    a_thousand_players_cost_one_read_per_interval,
+    an_idle_player_is_saved_once_per_half_lease,
+    an_idle_players_lease_is_kept_by_its_saves
+);
 
 /// On PostgreSQL, a refund made by the admin tool reaches the online buyer well within the
 /// refresh interval: the ledger notifies the game. (Real time, default settings.)

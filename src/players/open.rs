@@ -76,6 +76,8 @@ pub(crate) fn handle_session_openings(
                 match registry.restore(&mut commands.entity(entity), &state) {
                     Ok(carried) => {
                         session.carried = carried;
+                        // The opening renewed the lease; the state is what the ledger holds.
+                        session.last_save = Some((state, now));
                         session.phase = SessionPhase::Active;
                         for receipt in pending {
                             if !sessions

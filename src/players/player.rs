@@ -142,6 +142,9 @@ pub struct PlayerSession {
     /// a reading), with the number of the request that told it: an older answer that still lists
     /// them does not bring them back.
     pub(crate) gone: std::collections::HashMap<PurchaseId, u64>,
+    /// The state the last save sent for them (or the opening read), and when (`Time<Real>`): an
+    /// autosave with nothing new is skipped until half the lease has gone by.
+    pub(crate) last_save: Option<(PlayerSnapshot, std::time::Duration)>,
 }
 
 impl PlayerSession {
@@ -163,6 +166,7 @@ impl PlayerSession {
             lease_token: None,
             opened_at: 0,
             gone: Default::default(),
+            last_save: None,
         }
     }
 

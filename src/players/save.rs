@@ -178,9 +178,7 @@ pub(crate) fn farewell(world: &World, entity: Entity, user: UserId) -> Farewell 
 pub(crate) fn queue_save(world: &mut World, entity: Entity) {
     match build_save(world, entity, false) {
         SaveBuild::Inactive => {}
-        SaveBuild::Ready(request) => {
-            world.resource_mut::<Ledger>().send(request);
-        }
+        SaveBuild::Ready(request) => send_save(world, entity, request),
         SaveBuild::Unserializable {
             user,
             reason,
@@ -210,18 +208,63 @@ pub(crate) fn queue_save(world: &mut World, entity: Entity) {
     }
 }
 
+/// Sends `request` and remembers what it saved and when (it renews the lease).
+fn send_save(world: &mut World, entity: Entity, request: SaveRequest) {
+    let now = world.resource::<Time<Real>>().elapsed();
+    if let Some(mut session) = world.get_mut::<PlayerSession>(entity) {
+        session.last_save = Some((request.state.clone(), now));
+    }
+    world.resource_mut::<Ledger>().send(request);
+}
+
+/// An autosave: the player is saved if anything of theirs changed since their last save, or if
+/// half their lease has gone by since (a save renews it). An idle player costs the ledger one
+/// save per half lease instead of one per autosave interval.
+fn autosave(world: &mut World, entity: Entity) {
+    let SaveBuild::Ready(request) = build_save(world, entity, false) else {
+        // Inactive, or unserialisable: a save says why and retries.
+        return queue_save(world, entity);
+    };
+    let now = world.resource::<Time<Real>>().elapsed();
+    let renew_every = world.resource::<MarketplaceSettings>().lease_duration / 2;
+    let unchanged = request.granted.is_empty()
+        && request.settled.is_empty()
+        && world
+            .get::<PlayerSession>(entity)
+            .and_then(|s| s.last_save.as_ref())
+            .is_some_and(|(state, at)| {
+                *state == request.state && now.saturating_sub(*at) < renew_every
+            });
+    if !unchanged {
+        send_save(world, entity, request);
+    }
+}
+
 /// Saves the players queued by autosave and save retries.
 pub(crate) fn save_players(world: &mut World) {
-    let saves = std::mem::take(&mut world.resource_mut::<DeliveryQueue>().saves);
-    if saves.is_empty() {
+    let mut queue = world.resource_mut::<DeliveryQueue>();
+    if queue.saves.is_empty() && queue.autosaves.is_empty() {
         return;
     }
+    let saves = std::mem::take(&mut queue.saves);
+    let autosaves = std::mem::take(&mut queue.autosaves);
     let mut saves = saves.into_iter();
+    let mut autosaves = autosaves.into_iter();
     for entity in saves.by_ref() {
         queue_save(world, entity);
         if world.resource::<FrameDeadline>().passed() {
             break;
         }
     }
-    world.resource_mut::<DeliveryQueue>().saves.extend(saves);
+    if !world.resource::<FrameDeadline>().passed() {
+        for entity in autosaves.by_ref() {
+            autosave(world, entity);
+            if world.resource::<FrameDeadline>().passed() {
+                break;
+            }
+        }
+    }
+    let mut queue = world.resource_mut::<DeliveryQueue>();
+    queue.saves.extend(saves);
+    queue.autosaves.extend(autosaves);
 }

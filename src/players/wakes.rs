@@ -27,7 +27,7 @@ pub(crate) fn run_wakes(
             Wake::Save(e) => deliveries.saves.push(e),
             Wake::Autosave(e) => {
                 if sessions_q.get(e).is_ok_and(|s| s.is_active()) {
-                    deliveries.saves.push(e);
+                    deliveries.autosaves.push(e);
                     wakes.after(now, settings.autosave_interval, Wake::Autosave(e));
                 }
             }

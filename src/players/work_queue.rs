@@ -12,8 +12,10 @@ pub(crate) struct DeliveryQueue {
     pub(crate) now: Vec<Entity>,
     /// Deliver receipts whose retry time has come.
     pub(crate) due: Vec<Entity>,
-    /// Save these players (autosave or save retry).
+    /// Save these players (a save retry).
     pub(crate) saves: Vec<Entity>,
+    /// Save these players if anything changed since their last save, or their lease wants renewing.
+    pub(crate) autosaves: Vec<Entity>,
     /// Players waiting for delivery, oldest first, each once; with a burst this spans frames.
     backlog: VecDeque<Entity>,
     /// The players in `backlog`, and whether all their receipts are due (`now`) or only those
@@ -48,7 +50,11 @@ impl DeliveryQueue {
 
     /// Players waiting for delivery or a save.
     pub(crate) fn len(&self) -> usize {
-        self.backlog.len() + self.now.len() + self.due.len() + self.saves.len()
+        self.backlog.len()
+            + self.now.len()
+            + self.due.len()
+            + self.saves.len()
+            + self.autosaves.len()
     }
 
     pub(crate) fn next(&mut self) -> Option<(Entity, bool)> {
