@@ -108,9 +108,11 @@ enum Op {
         /// Start after a cursor: which receipt made so far, at the present time or 700 ms before.
         after: Option<(u8, bool)>,
     },
-    /// Sales per day or hour.
+    /// Sales per day or hour: of all time, or from and to points back from now (SQL stores read
+    /// whole hours from their totals and the parts of an hour at the edges from receipts).
     Sales {
         hourly: bool,
+        window: Option<(u8, u8)>,
     },
     /// The change feed: where it is, or what changed after a point of it.
     Changes {
@@ -121,6 +123,9 @@ enum Op {
         ms: i64,
     },
 }
+
+/// How far back from now a sales window's ends may lie (ms).
+const BACK: [i64; 5] = [3, 61_000, 3_700_000, 7_200_000, 86_400_000];
 
 fn op() -> impl Strategy<Value = Op> {
     let user = 0..USERS;
@@ -207,9 +212,12 @@ fn op() -> impl Strategy<Value = Op> {
                 page,
                 after,
             }),
-        1 => any::<bool>().prop_map(|hourly| Op::Sales { hourly }),
+        1 => (any::<bool>(), proptest::option::of((0u8..5, 0u8..5)))
+            .prop_map(|(hourly, window)| Op::Sales { hourly, window }),
         2 => proptest::option::weighted(0.8, 0u8..12).prop_map(|since| Op::Changes { since }),
-        2 => prop_oneof![Just(0i64), Just(700), Just(70_000)].prop_map(|ms| Op::Advance { ms }),
+        // Half an hour now and then, so that purchases and refunds fall in several hours.
+        2 => prop_oneof![Just(0i64), Just(700), Just(70_000), Just(1_800_000)]
+            .prop_map(|ms| Op::Advance { ms }),
     ]
 }
 
@@ -432,9 +440,10 @@ fn concretize(ops: &[Op]) -> Story {
             Op::Changes { since } => LedgerRequest::ReadChanges(ReadChanges {
                 since: since.map(i64::from),
             }),
-            Op::Sales { hourly } => LedgerRequest::Sales(SalesQuery {
-                from_ms: 0,
-                to_ms: i64::MAX,
+            Op::Sales { hourly, window } => LedgerRequest::Sales(SalesQuery {
+                // Points back from now: a few ms, a minute, an hour and a bit, two hours, a day.
+                from_ms: window.map_or(0, |(a, _)| now - BACK[usize::from(a)]),
+                to_ms: window.map_or(i64::MAX, |(_, b)| now + 1 - BACK[usize::from(b)]),
                 bucket: if *hourly {
                     SalesBucket::Hour
                 } else {
@@ -556,7 +565,7 @@ impl Stores {
         .unwrap();
         client
             .batch_execute(
-                "TRUNCATE accounts, player_components, receipts, balance_journal, credits, changes RESTART IDENTITY",
+                "TRUNCATE accounts, player_components, receipts, balance_journal, credits, changes, sales_hours RESTART IDENTITY",
             )
             .unwrap();
         assert!(store.audit().unwrap().accounts.is_empty());

@@ -193,6 +193,7 @@ fn downgrade_to_version_1(path: &Path) {
          ALTER TABLE accounts DROP COLUMN shortfall;
          DROP TABLE credits;
          DROP TABLE changes;
+         DROP TABLE sales_hours;
          PRAGMA user_version = 1;
          COMMIT;",
     )
@@ -276,6 +277,7 @@ fn a_version_5_journal_gets_its_kinds_from_what_it_names_not_from_its_words() {
          CREATE INDEX balance_journal_by_purchase ON balance_journal (purchase_id) WHERE purchase_id IS NOT NULL;
          CREATE INDEX balance_journal_by_user ON balance_journal (user_id);
          DROP TABLE changes;
+         DROP TABLE sales_hours;
          INSERT INTO accounts (user_id, balance, created_ms, updated_ms, shortfall) VALUES (1, 1020, 1, 1, 0);
          INSERT INTO credits (source, order_id, user_id, amount, credited_ms, reversed_ms, reversed_taken, reversed_shortfall)
              VALUES ('web', 'o1', 1, 500, 2, 3, 500, 0), ('web', 'o2', 1, 100, 4, NULL, NULL, NULL);
@@ -838,5 +840,81 @@ fn a_second_app_on_the_same_file_is_refused_and_the_first_keeps_working() {
     assert!(
         matches!(app_status(&path), LedgerStatus::Ready(_)),
         "the file is free once the first app is gone"
+    );
+}
+
+/// A version 7 ledger (no sales totals) holding purchases, a test purchase and a refund: the
+/// migration makes the totals from its receipts, and sales reports read them.
+#[test]
+fn a_version_7_ledger_gets_its_sales_totals_from_its_receipts() {
+    use bevy_marketplace::ledger::{
+        ChargeReply, ChargeRequest, RefundRequest, SalesBucket, SalesQuery, call,
+    };
+    use bevy_marketplace::{PlaceId, ProductPurchaseChannel, RequestId};
+    let (_dir, path) = temp_db();
+    let mut store = SqliteLedger::open(&path).unwrap();
+    let charge = |product: i64, price: u64, test_purchase: bool| ChargeRequest {
+        request_id: RequestId::new(),
+        user: UserId(1),
+        product_id: ProductId(product),
+        product_name: "item".into(),
+        price,
+        test_purchase,
+        place_id: PlaceId(1),
+        channel: ProductPurchaseChannel::InExperience,
+        starting_balance: 1000,
+        fence: None,
+    };
+    let mut bought = Vec::new();
+    for request in [
+        charge(456456, 80, false),
+        charge(456456, 80, false),
+        charge(111222, 15, false),
+        charge(111222, 0, true),
+    ] {
+        let ChargeReply::Charged { receipt, .. } = call(&mut store, request).unwrap() else {
+            panic!("the charge was refused");
+        };
+        bought.push(receipt.purchase_id);
+    }
+    call(
+        &mut store,
+        RefundRequest {
+            purchase_id: bought[1].clone(),
+            reason: "chargeback".into(),
+            place: None,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let everything = SalesQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        bucket: SalesBucket::Day,
+    };
+    let before = call(&mut store, everything).unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE sales_hours; PRAGMA user_version = 7;")
+        .unwrap();
+    drop(conn);
+
+    let mut store = SqliteLedger::open(&path).unwrap();
+    let audit = store.audit().unwrap();
+    assert!(audit.check().is_sound(), "{:?}", audit.check().problems);
+    let units: Vec<(i64, u64, u64, u64, u64)> = audit
+        .sales_hours
+        .iter()
+        .map(|r| (r.product_id.0, r.units, r.currency, r.refunded_units, r.test_units))
+        .collect();
+    assert_eq!(
+        units,
+        [(111222, 1, 15, 0, 1), (456456, 2, 160, 1, 0)],
+        "the totals the migration made"
+    );
+    assert_eq!(
+        call(&mut store, everything).unwrap(),
+        before,
+        "the report is the same"
     );
 }

@@ -364,7 +364,7 @@ impl RaceStore for Postgres {
         let mut client = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
         client
             .batch_execute(
-                "TRUNCATE accounts, player_components, receipts, balance_journal, credits, changes RESTART IDENTITY",
+                "TRUNCATE accounts, player_components, receipts, balance_journal, credits, changes, sales_hours RESTART IDENTITY",
             )
             .unwrap();
         Box::new(connect)

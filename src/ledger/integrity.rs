@@ -1,7 +1,8 @@
 //! Whether a ledger adds up: the checks `marketplace check` runs and the tests rely on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::reports::hourly_sales;
 use super::{JournalKind, LedgerAudit, MAX_BALANCE};
 use crate::ids::{PurchaseId, UserId};
 use crate::receipt::ReceiptState;
@@ -36,7 +37,8 @@ impl LedgerAudit {
     ///   receipt that cost something has exactly one debit;
     /// - every refunded receipt has its refund record, and exactly one refund credit when it cost
     ///   something; no other receipt has either;
-    /// - every receipt's buyer has an account.
+    /// - every receipt's buyer has an account;
+    /// - the sales totals per product per hour are what the receipts add up to.
     pub fn check(&self) -> IntegrityReport {
         let mut problems = Vec::new();
         let mut journaled: BTreeMap<UserId, i128> = BTreeMap::new();
@@ -156,6 +158,27 @@ impl LedgerAudit {
             problems.push(format!(
                 "journal: purchase debit(s) {found:?} for receipt {id}, which does not exist"
             ));
+        }
+        let totals = hourly_sales(&self.receipts);
+        if totals != self.sales_hours {
+            let kept: std::collections::BTreeMap<_, _> = self
+                .sales_hours
+                .iter()
+                .map(|r| ((r.bucket_start_ms, r.product_id), r))
+                .collect();
+            let added: std::collections::BTreeMap<_, _> = totals
+                .iter()
+                .map(|r| ((r.bucket_start_ms, r.product_id), r))
+                .collect();
+            for key in kept.keys().chain(added.keys()).collect::<BTreeSet<_>>() {
+                let (kept, added) = (kept.get(key), added.get(key));
+                if kept != added {
+                    problems.push(format!(
+                        "sales totals of product {} in the hour from {} ms: kept {kept:?}, the receipts add up to {added:?}",
+                        key.1, key.0
+                    ));
+                }
+            }
         }
         IntegrityReport {
             accounts: self.accounts.len(),

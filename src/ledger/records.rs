@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CreditRecord, HistoryEntry, RefundRecord, ServerId};
+use super::{CreditRecord, HistoryEntry, RefundRecord, SalesRow, ServerId};
 use crate::ids::{PurchaseId, RequestId, UserId};
 use crate::receipt::{ReceiptInfo, ReceiptState};
 
@@ -155,6 +155,9 @@ pub struct LedgerAudit {
     pub credits: Vec<CreditRecord>,
     /// Sum of all purchase debits.
     pub purchase_debits: u64,
+    /// The sales totals the store keeps, per product per hour, in order (the in-memory store
+    /// keeps none and gives what its receipts add up to).
+    pub sales_hours: Vec<SalesRow>,
 }
 
 impl LedgerAudit {

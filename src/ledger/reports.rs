@@ -251,3 +251,208 @@ pub(crate) fn sales_of<'a>(
     }
     rows.into_values().collect()
 }
+
+/// Sales per product per hour of `receipts`, in order: what the totals a store keeps must be.
+pub(crate) fn hourly_sales(receipts: &[super::StoredReceipt]) -> Vec<SalesRow> {
+    sales_of(
+        receipts
+            .iter()
+            .map(|r| (&r.info, r.state, r.purchased_at_ms)),
+        &SalesQuery {
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            bucket: SalesBucket::Hour,
+        },
+    )
+}
+
+/// What one purchase or refund adds to the sales totals of the hour the purchase was made in
+/// (SQL stores keep them as purchases and refunds commit, so a report reads totals, not
+/// receipts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SalesDelta {
+    /// The start of the purchase's hour (Unix ms, UTC).
+    pub(crate) hour_ms: i64,
+    pub(crate) product_id: ProductId,
+    pub(crate) units: u64,
+    pub(crate) currency: u64,
+    pub(crate) refunded_units: u64,
+    pub(crate) refunded_currency: u64,
+    pub(crate) test_units: u64,
+}
+
+impl SalesDelta {
+    /// Nothing yet, for the hour starting at `hour_ms`.
+    pub(crate) fn none(hour_ms: i64, product_id: ProductId) -> Self {
+        Self {
+            hour_ms,
+            product_id,
+            units: 0,
+            currency: 0,
+            refunded_units: 0,
+            refunded_currency: 0,
+            test_units: 0,
+        }
+    }
+
+    /// A purchase made at `at_ms`.
+    pub(crate) fn purchase(receipt: &ReceiptInfo, at_ms: i64) -> Self {
+        let mut delta = Self::none(SalesBucket::Hour.start_of(at_ms), receipt.product_id);
+        if receipt.is_test_purchase {
+            delta.test_units = 1;
+        } else {
+            delta.units = 1;
+            delta.currency = receipt.currency_spent;
+        }
+        delta
+    }
+
+    /// The refund of a purchase made at `purchased_at_ms`; `None` for a test purchase (its
+    /// refunds are not counted).
+    pub(crate) fn refund(receipt: &ReceiptInfo, purchased_at_ms: i64) -> Option<Self> {
+        (!receipt.is_test_purchase).then(|| Self {
+            refunded_units: 1,
+            refunded_currency: receipt.currency_spent,
+            ..Self::none(
+                SalesBucket::Hour.start_of(purchased_at_ms),
+                receipt.product_id,
+            )
+        })
+    }
+
+    /// Adds `other`'s counts (same hour and product) to these.
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.units += other.units;
+        self.currency += other.currency;
+        self.refunded_units += other.refunded_units;
+        self.refunded_currency += other.refunded_currency;
+        self.test_units += other.test_units;
+    }
+}
+
+/// How a store answers a sales query from hourly totals: the whole hours in it from the totals,
+/// and the parts of an hour at its edges (at most two) from the receipts.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SalesSpans {
+    /// Whole hours `[start, end)`, if any.
+    pub(crate) hours: Option<(i64, i64)>,
+    /// Ranges `[from, to)` shorter than an hour, read from the receipts.
+    pub(crate) edges: Vec<(i64, i64)>,
+}
+
+impl SalesQuery {
+    /// Splits the query into whole hours and edges.
+    pub(crate) fn spans(&self) -> SalesSpans {
+        let hour = SalesBucket::Hour.millis();
+        let (from, to) = (self.from_ms, self.to_ms);
+        if from >= to {
+            return SalesSpans {
+                hours: None,
+                edges: Vec::new(),
+            };
+        }
+        // The first hour starting at or after `from`, the last hour start at or before `to`.
+        let first_hour = from.div_euclid(hour) + i64::from(from.rem_euclid(hour) != 0);
+        let first = first_hour.checked_mul(hour);
+        let last = to.div_euclid(hour).checked_mul(hour);
+        match (first, last) {
+            (Some(first), Some(last)) if first < last => SalesSpans {
+                hours: Some((first, last)),
+                edges: [(from, first), (last, to)]
+                    .into_iter()
+                    .filter(|(a, b)| a < b)
+                    .collect(),
+            },
+            _ => SalesSpans {
+                hours: None,
+                edges: vec![(from, to)],
+            },
+        }
+    }
+}
+
+/// Rows gathered from several reads (totals and edges), summed by bucket and product, in order.
+#[derive(Default)]
+pub(crate) struct SalesRows(std::collections::BTreeMap<(i64, ProductId), SalesRow>);
+
+impl SalesRows {
+    /// Adds `row` to the row of its bucket and product.
+    pub(crate) fn add(&mut self, row: SalesRow) {
+        match self.0.entry((row.bucket_start_ms, row.product_id)) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(row);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                let sum = slot.get_mut();
+                sum.units += row.units;
+                sum.currency += row.currency;
+                sum.refunded_units += row.refunded_units;
+                sum.refunded_currency += row.refunded_currency;
+                sum.test_units += row.test_units;
+            }
+        }
+    }
+
+    pub(crate) fn into_rows(self) -> Vec<SalesRow> {
+        self.0.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+
+    fn spans(from_ms: i64, to_ms: i64) -> SalesSpans {
+        SalesQuery {
+            from_ms,
+            to_ms,
+            bucket: SalesBucket::Day,
+        }
+        .spans()
+    }
+
+    #[test]
+    fn a_query_splits_into_whole_hours_and_its_edges() {
+        assert_eq!(
+            spans(0, i64::MAX),
+            SalesSpans {
+                hours: Some((0, i64::MAX.div_euclid(H) * H)),
+                edges: vec![(i64::MAX.div_euclid(H) * H, i64::MAX)],
+            }
+        );
+        assert_eq!(
+            spans(H + 5, 3 * H + 7),
+            SalesSpans {
+                hours: Some((2 * H, 3 * H)),
+                edges: vec![(H + 5, 2 * H), (3 * H, 3 * H + 7)],
+            }
+        );
+        assert_eq!(
+            spans(H, 3 * H),
+            SalesSpans {
+                hours: Some((H, 3 * H)),
+                edges: vec![],
+            }
+        );
+        // Within one hour, or across one boundary with no whole hour: receipts only.
+        assert_eq!(spans(H + 5, H + 9).edges, vec![(H + 5, H + 9)]);
+        assert_eq!(spans(H + 5, 2 * H + 9).edges, vec![(H + 5, 2 * H + 9)]);
+        assert_eq!(
+            spans(i64::MIN, i64::MAX).hours,
+            Some(((i64::MIN.div_euclid(H) + 1) * H, i64::MAX.div_euclid(H) * H))
+        );
+        assert_eq!(
+            spans(5, 5),
+            SalesSpans {
+                hours: None,
+                edges: vec![]
+            }
+        );
+        assert_eq!(
+            spans(i64::MAX - 3, i64::MAX).edges,
+            vec![(i64::MAX - 3, i64::MAX)]
+        );
+    }
+}

@@ -185,3 +185,30 @@ pub(crate) fn changes(d: &Dialect) -> String {
 );"
     )
 }
+
+/// Sales totals per product per hour (SQLite version 8, PostgreSQL version 7), added to in the
+/// transaction of every purchase and refund, so that a sales report reads totals instead of
+/// receipts. Filled from the receipts already there.
+pub(crate) fn sales_hours(d: &Dialect) -> String {
+    let Dialect { int, clustered, .. } = d;
+    format!(
+        "CREATE TABLE sales_hours (
+    hour_ms           {int} NOT NULL,
+    product_id        {int} NOT NULL,
+    units             {int} NOT NULL,
+    currency          {int} NOT NULL,
+    refunded_units    {int} NOT NULL,
+    refunded_currency {int} NOT NULL,
+    test_units        {int} NOT NULL,
+    PRIMARY KEY (hour_ms, product_id)
+){clustered};
+INSERT INTO sales_hours
+SELECT (created_ms / 3600000) * 3600000, product_id,
+    sum(CASE WHEN is_test THEN 0 ELSE 1 END),
+    sum(CASE WHEN is_test THEN 0 ELSE currency_spent END),
+    sum(CASE WHEN NOT is_test AND state = 'refunded' THEN 1 ELSE 0 END),
+    sum(CASE WHEN NOT is_test AND state = 'refunded' THEN currency_spent ELSE 0 END),
+    sum(CASE WHEN is_test THEN 1 ELSE 0 END)
+FROM receipts GROUP BY 1, 2;"
+    )
+}

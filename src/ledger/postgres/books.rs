@@ -2,13 +2,14 @@
 //! ledger rules to this cache, so a batch of any size costs a few round trips and decides exactly
 //! as its requests would one at a time.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tokio_postgres::types::ToSql;
 
 use super::conn::{Conn, PgError};
 use super::sql::*;
 use crate::ids::{PurchaseId, RequestId, UserId};
+use crate::ledger::reports::SalesDelta;
 use crate::ledger::rules::{AccountRow, Books, ReceiptStatus, may_create_account, texts_keepable};
 use crate::ledger::{
     Clawback, CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, LedgerAudit,
@@ -47,6 +48,9 @@ pub(super) struct CachedBooks {
     journal: Vec<JournalEntry>,
     /// Players added to the change feed, in order.
     changes: Vec<UserId>,
+    /// What the batch adds to the sales totals, by hour and product (in the order rows are
+    /// locked).
+    sales: BTreeMap<(i64, i64), SalesDelta>,
     /// Store orders read or made, and whether to write them back.
     credits: HashMap<(String, String), (CreditRecord, bool)>,
     /// Store orders looked up (found or not).
@@ -326,6 +330,7 @@ impl CachedBooks {
             reserved,
             credits,
             changes,
+            sales,
             ..
         } = self;
         let credits: Vec<&CreditRecord> = credits
@@ -339,6 +344,7 @@ impl CachedBooks {
             && reserved.is_empty()
             && credits.is_empty()
             && changes.is_empty()
+            && sales.is_empty()
             && !receipts.values().any(|r| r.new || r.changed)
         {
             if commit {
@@ -430,6 +436,22 @@ impl CachedBooks {
                 k_values.push(value.as_str());
             }
         }
+        let sales: Vec<&SalesDelta> = sales.values().collect();
+        let sales_column =
+            |f: fn(&SalesDelta) -> i64| sales.iter().map(|s| f(s)).collect::<Vec<i64>>();
+        let (h_hours, h_products) = (
+            sales_column(|s| s.hour_ms),
+            sales_column(|s| s.product_id.0),
+        );
+        let (h_units, h_currency) = (
+            sales_column(|s| s.units as i64),
+            sales_column(|s| s.currency as i64),
+        );
+        let (h_refunded_units, h_refunded_currency, h_tests) = (
+            sales_column(|s| s.refunded_units as i64),
+            sales_column(|s| s.refunded_currency as i64),
+            sales_column(|s| s.test_units as i64),
+        );
         let currency = CurrencyType::Premium as i64;
         let unused: Vec<i64> = reserved.iter().map(|u| u.0).collect();
         let write_back: &[&(dyn ToSql + Sync)] = &[
@@ -483,6 +505,13 @@ impl CachedBooks {
             &(credits.len() as i64),
             &changes.iter().map(|u| u.0).collect::<Vec<i64>>(),
             &crate::ledger::CHANGES_KEPT,
+            &h_hours,
+            &h_products,
+            &h_units,
+            &h_currency,
+            &h_refunded_units,
+            &h_refunded_currency,
+            &h_tests,
         ];
         let mut statements: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(3);
         if !changes.is_empty() {
@@ -568,6 +597,7 @@ impl Books for CachedBooks {
                 info: receipt.row.info.clone(),
                 state: receipt.row.state,
                 refund: receipt.row.refund.clone(),
+                purchased_at_ms: receipt.row.created_ms,
             }));
         }
         if self.ids_read.contains(id) {
@@ -646,6 +676,14 @@ impl Books for CachedBooks {
             credit_key(&credit.source, &credit.order_id),
             (credit.clone(), true),
         );
+        Ok(())
+    }
+
+    fn count_sale(&mut self, sale: &SalesDelta) -> Result<(), PgError> {
+        self.sales
+            .entry((sale.hour_ms, sale.product_id.0))
+            .or_insert(SalesDelta::none(sale.hour_ms, sale.product_id))
+            .add(sale);
         Ok(())
     }
 

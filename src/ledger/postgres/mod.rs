@@ -310,28 +310,21 @@ fn read_ledger(conn: &mut Conn, request: &LedgerRequest) -> Result<LedgerReply, 
             ))
         }
         LedgerRequest::Sales(query) => {
-            let rows = conn.query(
-                SALES,
-                &[&query.from_ms, &query.to_ms, &query.bucket.millis()],
-            )?;
-            let count = |row: &tokio_postgres::Row, i: usize| -> Result<u64, PgError> {
-                Ok(row.try_get::<_, i64>(i)?.max(0) as u64)
-            };
-            LedgerReply::Sales(
-                rows.iter()
-                    .map(|row| {
-                        Ok(super::SalesRow {
-                            bucket_start_ms: row.try_get(0)?,
-                            product_id: crate::ids::ProductId(row.try_get(1)?),
-                            units: count(row, 2)?,
-                            currency: count(row, 3)?,
-                            refunded_units: count(row, 4)?,
-                            refunded_currency: count(row, 5)?,
-                            test_units: count(row, 6)?,
-                        })
-                    })
-                    .collect::<Result<_, PgError>>()?,
-            )
+            // Whole hours from the totals; the part of an hour at either edge from the receipts.
+            let spans = query.spans();
+            let bucket = query.bucket.millis();
+            let mut rows = super::reports::SalesRows::default();
+            if let Some((from, to)) = spans.hours {
+                for row in conn.query(SALES_FROM_TOTALS, &[&from, &to, &bucket])? {
+                    rows.add(sales_row(&row)?);
+                }
+            }
+            for (from, to) in spans.edges {
+                for row in conn.query(SALES, &[&from, &to, &bucket])? {
+                    rows.add(sales_row(&row)?);
+                }
+            }
+            LedgerReply::Sales(rows.into_rows())
         }
         _ => LedgerReply::Audit(audit(conn)?),
     })
@@ -389,7 +382,25 @@ fn audit(conn: &mut Conn) -> Result<LedgerAudit, PgError> {
         audit.shortfalls.insert(user, shortfall.max(0) as u64);
     }
     audit.purchase_debits = purchase_debits(&audit.journal);
+    for row in conn.query(ALL_SALES_HOURS, &[])? {
+        audit.sales_hours.push(sales_row(&row)?);
+    }
     Ok(audit)
+}
+
+/// A row of sales: bucket, product, units, currency, refunded units, refunded currency, test
+/// units.
+fn sales_row(row: &tokio_postgres::Row) -> Result<super::SalesRow, PgError> {
+    let count = |i: usize| -> Result<u64, PgError> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
+    Ok(super::SalesRow {
+        bucket_start_ms: row.try_get(0)?,
+        product_id: crate::ids::ProductId(row.try_get(1)?),
+        units: count(2)?,
+        currency: count(3)?,
+        refunded_units: count(4)?,
+        refunded_currency: count(5)?,
+        test_units: count(6)?,
+    })
 }
 
 impl LedgerStore for PostgresLedger {

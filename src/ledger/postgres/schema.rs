@@ -2,11 +2,11 @@
 
 use super::conn::{Conn, PgError};
 use crate::ledger::schema::{
-    HISTORY, JOURNAL_KINDS, POSTGRES, changes, lease_token, refunds, tables_v1,
+    HISTORY, JOURNAL_KINDS, POSTGRES, changes, lease_token, refunds, sales_hours, tables_v1,
 };
 
 /// The schema version this build writes (in `bevy_marketplace_meta`).
-pub const PG_SCHEMA_VERSION: i64 = 6;
+pub const PG_SCHEMA_VERSION: i64 = 7;
 
 /// Marks the database as ours in `bevy_marketplace_meta.application`.
 pub(super) const APPLICATION: &str = "bevy_marketplace";
@@ -24,6 +24,7 @@ pub(super) fn migrations() -> [String; PG_SCHEMA_VERSION as usize] {
         refunds(&POSTGRES),
         format!("{JOURNAL_KINDS}\n{NO_KIND_DEFAULT}\n{REFUSE}"),
         changes(&POSTGRES),
+        sales_hours(&POSTGRES),
     ]
 }
 

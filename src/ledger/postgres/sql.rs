@@ -114,7 +114,17 @@ pub(super) const HISTORY: &str = concat!(
        AND ($8::bigint IS NULL OR created_ms < $8 OR purchase_id < $9::text)
      ORDER BY created_ms DESC, purchase_id DESC LIMIT $6 OFFSET $7"
 );
-/// Sales per bucket per product.
+/// Sales per bucket per product over whole hours, from the totals.
+pub(super) const SALES_FROM_TOTALS: &str = "SELECT (hour_ms / $3) * $3 AS bucket, product_id,
+        sum(units)::bigint, sum(currency)::bigint, sum(refunded_units)::bigint,
+        sum(refunded_currency)::bigint, sum(test_units)::bigint
+    FROM sales_hours WHERE hour_ms >= $1 AND hour_ms < $2
+    GROUP BY bucket, product_id";
+/// The sales totals, as an audit reads them.
+pub(super) const ALL_SALES_HOURS: &str = "SELECT hour_ms, product_id, units, currency,
+        refunded_units, refunded_currency, test_units
+    FROM sales_hours ORDER BY hour_ms, product_id";
+/// Sales per bucket per product, from the receipts (the parts of an hour at a query's edges).
 pub(super) const SALES: &str = "SELECT (created_ms / $3) * $3 AS bucket, product_id,
         count(*) FILTER (WHERE NOT is_test),
         coalesce(sum(currency_spent) FILTER (WHERE NOT is_test), 0)::bigint,
@@ -193,6 +203,19 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
         RETURNING id
     ), changes_dropped AS (
         DELETE FROM changes WHERE id <= (SELECT coalesce(max(id), 0) FROM changes) - $50
+    ), sales_counted AS (
+        INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
+                                 refunded_currency, test_units)
+        SELECT h, p, u, c, ru, rc, t
+        FROM unnest($51::bigint[], $52::bigint[], $53::bigint[], $54::bigint[], $55::bigint[],
+                    $56::bigint[], $57::bigint[]) WITH ORDINALITY AS s (h, p, u, c, ru, rc, t, n)
+        ORDER BY n
+        ON CONFLICT (hour_ms, product_id) DO UPDATE SET
+            units = sales_hours.units + EXCLUDED.units,
+            currency = sales_hours.currency + EXCLUDED.currency,
+            refunded_units = sales_hours.refunded_units + EXCLUDED.refunded_units,
+            refunded_currency = sales_hours.refunded_currency + EXCLUDED.refunded_currency,
+            test_units = sales_hours.test_units + EXCLUDED.test_units
     )
     -- Store orders are locked while a batch reads them, so each one written back is the one the
     -- rules decided on; one that is not (another writer's order under the same key) fails the

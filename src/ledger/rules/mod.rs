@@ -11,6 +11,7 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 
+use super::reports::SalesDelta;
 use super::{
     CreditRecord, HistoryCursor, HistoryFilter, HistoryPage, JournalEntry, JournalKind, LeaseFence,
     LedgerAudit, LedgerReply, LedgerRequest, PlayerSnapshot, RefundRecord, SalesQuery, SalesRow,
@@ -44,6 +45,8 @@ pub(crate) struct ReceiptStatus {
     pub(crate) info: ReceiptInfo,
     pub(crate) state: ReceiptState,
     pub(crate) refund: Option<RefundRecord>,
+    /// When it was bought (Unix ms).
+    pub(crate) purchased_at_ms: i64,
 }
 
 impl AccountRow {
@@ -137,6 +140,9 @@ pub(crate) trait Books {
     ) -> Result<HistoryPage, Self::Error>;
     /// Sales per product per bucket.
     fn sales(&mut self, query: &SalesQuery) -> Result<Vec<SalesRow>, Self::Error>;
+    /// Adds to the sales totals of an hour (a store that answers [`Books::sales`] from its
+    /// receipts keeps none).
+    fn count_sale(&mut self, sale: &SalesDelta) -> Result<(), Self::Error>;
     /// Adds `user` to the change feed: a running game must hear their data changed.
     fn note_change(&mut self, user: UserId, now_ms: i64) -> Result<(), Self::Error>;
     /// The change feed after `since`.

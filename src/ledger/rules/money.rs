@@ -1,6 +1,7 @@
 //! Money: charges, balance adjustments, refunds, store top-ups and their reversals.
 
 use super::{Books, account_or_new};
+use crate::ledger::reports::SalesDelta;
 use crate::ledger::{
     AdjustBalance, AdjustReply, ChargeReply, ChargeRequest, Clawback, CreditError, CreditOutcome,
     CreditRecord, CreditRequest, CreditReversal, JournalEntry, JournalKind, MAX_BALANCE,
@@ -59,6 +60,7 @@ pub(super) fn charge<B: Books>(
     books.put_account(charge.user, &account, created, now_ms)?;
     let receipt = charge.new_receipt();
     books.insert_receipt(&receipt, charge.request_id, &charge.product_name, now_ms)?;
+    books.count_sale(&SalesDelta::purchase(&receipt, now_ms))?;
     if charge.fence.is_none() {
         // Bought outside any game: the player's game must hear of the receipt.
         books.note_change(charge.user, now_ms)?;
@@ -198,6 +200,9 @@ pub(super) fn refund<B: Books>(
             clawback,
         },
     )?;
+    if let Some(sale) = SalesDelta::refund(&receipt.info, receipt.purchased_at_ms) {
+        books.count_sale(&sale)?;
+    }
     books.note_change(user, now_ms)?;
     Ok(Ok(RefundOutcome {
         receipt: receipt.info,

@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::receipt_from_row;
 use crate::ids::ProductId;
 use crate::ids::{PurchaseId, RequestId, UserId};
+use crate::ledger::reports::{SalesDelta, SalesRows};
 use crate::ledger::rules::{AccountRow, Books, ReceiptStatus};
 use crate::ledger::{
     CHANGES_ANSWERED, CHANGES_KEPT, ChangeFeed, Clawback, CreditRecord, CreditReversal,
@@ -102,6 +103,7 @@ impl Books for SqliteBooks<'_> {
                     info: r.info,
                     state: r.state,
                     refund: r.refund,
+                    purchased_at_ms: r.purchased_at_ms,
                 })
             })
     }
@@ -289,31 +291,62 @@ impl Books for SqliteBooks<'_> {
     }
 
     fn sales(&mut self, query: &SalesQuery) -> rusqlite::Result<Vec<SalesRow>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT (created_ms / ?3) * ?3 AS bucket, product_id,
-                    sum(CASE WHEN is_test THEN 0 ELSE 1 END),
-                    sum(CASE WHEN is_test THEN 0 ELSE currency_spent END),
-                    sum(CASE WHEN NOT is_test AND state = 'refunded' THEN 1 ELSE 0 END),
-                    sum(CASE WHEN NOT is_test AND state = 'refunded' THEN currency_spent ELSE 0 END),
-                    sum(CASE WHEN is_test THEN 1 ELSE 0 END)
-             FROM receipts WHERE created_ms >= ?1 AND created_ms < ?2
-             GROUP BY bucket, product_id ORDER BY bucket, product_id",
-        )?;
-        let rows = stmt.query_map(
-            params![query.from_ms, query.to_ms, query.bucket.millis()],
-            |r| {
-                Ok(SalesRow {
-                    bucket_start_ms: r.get(0)?,
-                    product_id: ProductId(r.get(1)?),
-                    units: r.get::<_, i64>(2)? as u64,
-                    currency: r.get::<_, i64>(3)? as u64,
-                    refunded_units: r.get::<_, i64>(4)? as u64,
-                    refunded_currency: r.get::<_, i64>(5)? as u64,
-                    test_units: r.get::<_, i64>(6)? as u64,
-                })
-            },
-        )?;
-        rows.collect()
+        // Whole hours from the totals; the part of an hour at either edge from the receipts.
+        let spans = query.spans();
+        let mut rows = SalesRows::default();
+        let bucket = query.bucket.millis();
+        if let Some((from, to)) = spans.hours {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT (hour_ms / ?3) * ?3 AS bucket, product_id, sum(units), sum(currency),
+                        sum(refunded_units), sum(refunded_currency), sum(test_units)
+                 FROM sales_hours WHERE hour_ms >= ?1 AND hour_ms < ?2
+                 GROUP BY bucket, product_id",
+            )?;
+            for row in stmt.query_map(params![from, to, bucket], sales_row)? {
+                rows.add(row?);
+            }
+        }
+        for (from, to) in spans.edges {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT (created_ms / ?3) * ?3 AS bucket, product_id,
+                        sum(CASE WHEN is_test THEN 0 ELSE 1 END),
+                        sum(CASE WHEN is_test THEN 0 ELSE currency_spent END),
+                        sum(CASE WHEN NOT is_test AND state = 'refunded' THEN 1 ELSE 0 END),
+                        sum(CASE WHEN NOT is_test AND state = 'refunded' THEN currency_spent ELSE 0 END),
+                        sum(CASE WHEN is_test THEN 1 ELSE 0 END)
+                 FROM receipts WHERE created_ms >= ?1 AND created_ms < ?2
+                 GROUP BY bucket, product_id",
+            )?;
+            for row in stmt.query_map(params![from, to, bucket], sales_row)? {
+                rows.add(row?);
+            }
+        }
+        Ok(rows.into_rows())
+    }
+
+    fn count_sale(&mut self, sale: &SalesDelta) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
+                                          refunded_currency, test_units)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (hour_ms, product_id) DO UPDATE SET
+                    units = units + excluded.units,
+                    currency = currency + excluded.currency,
+                    refunded_units = refunded_units + excluded.refunded_units,
+                    refunded_currency = refunded_currency + excluded.refunded_currency,
+                    test_units = test_units + excluded.test_units",
+            )?
+            .execute(params![
+                sale.hour_ms,
+                sale.product_id.0,
+                sale.units as i64,
+                sale.currency as i64,
+                sale.refunded_units as i64,
+                sale.refunded_currency as i64,
+                sale.test_units as i64,
+            ])?;
+        Ok(())
     }
 
     fn note_change(&mut self, user: UserId, now_ms: i64) -> rusqlite::Result<()> {
@@ -510,5 +543,25 @@ pub(super) fn audit(conn: &Connection) -> rusqlite::Result<LedgerAudit> {
         .query_map([], |r| Ok((UserId(r.get(0)?), r.get::<_, i64>(1)? as u64)))?
         .collect::<Result<_, _>>()?;
     audit.purchase_debits = crate::ledger::purchase_debits(&audit.journal);
+    let mut stmt = conn.prepare_cached(
+        "SELECT hour_ms, product_id, units, currency, refunded_units, refunded_currency, test_units
+         FROM sales_hours ORDER BY hour_ms, product_id",
+    )?;
+    audit.sales_hours = stmt.query_map([], sales_row)?.collect::<Result<_, _>>()?;
     Ok(audit)
+}
+
+/// A row of sales: bucket, product, units, currency, refunded units, refunded currency, test
+/// units.
+fn sales_row(r: &rusqlite::Row) -> rusqlite::Result<SalesRow> {
+    let count = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+    Ok(SalesRow {
+        bucket_start_ms: r.get(0)?,
+        product_id: ProductId(r.get(1)?),
+        units: count(2)?,
+        currency: count(3)?,
+        refunded_units: count(4)?,
+        refunded_currency: count(5)?,
+        test_units: count(6)?,
+    })
 }

@@ -8,14 +8,14 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use super::sidecar;
 use crate::ledger::LedgerError;
 use crate::ledger::schema::{
-    HISTORY, JOURNAL_KINDS, SQLITE, changes, lease_token, refunds, tables_v1,
+    HISTORY, JOURNAL_KINDS, SQLITE, changes, lease_token, refunds, sales_hours, tables_v1,
 };
 
 /// Marks a SQLite file as ours (`PRAGMA application_id`, "BMKT").
 pub(super) const APPLICATION_ID: i64 = 0x424D_4B54;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Schema migrations: entry `n` moves a database from version `n` to `n + 1`.
 pub(super) fn migrations() -> [String; SCHEMA_VERSION as usize] {
@@ -27,6 +27,7 @@ pub(super) fn migrations() -> [String; SCHEMA_VERSION as usize] {
         refunds(&SQLITE),
         JOURNAL_KINDS.to_owned(),
         changes(&SQLITE),
+        sales_hours(&SQLITE),
     ]
 }
 
