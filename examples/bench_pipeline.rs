@@ -53,7 +53,10 @@ fn catalog() -> Catalog {
     Catalog::from_ron_str(include_str!("../assets/products.ron"), "products.ron").unwrap()
 }
 
-/// A headless server with the gold handler; returns the app and the grant log.
+/// A headless server with the gold handler; returns the app and the grant log. The plugin runs
+/// on its default settings but two: `max_batch` (the default, or 1 for the one-transaction-per-
+/// request baseline) and a starting balance that lets every player buy (the game's economy, not
+/// the plugin's work).
 fn server(ledger: LedgerBackend, max_batch: usize) -> (App, Arc<Mutex<Vec<PurchaseId>>>) {
     let granted = Arc::new(Mutex::new(Vec::new()));
     let log = granted.clone();
@@ -62,7 +65,6 @@ fn server(ledger: LedgerBackend, max_batch: usize) -> (App, Arc<Mutex<Vec<Purcha
         MinimalPlugins,
         MarketplacePlugin {
             starting_balance: 1_000_000_000,
-            autosave_interval: Duration::from_secs(3600),
             max_batch,
             ..MarketplacePlugin::default()
                 .with_catalog(catalog())
@@ -377,9 +379,20 @@ fn live_ops(total: i64) -> (f64, f64, f64, f64) {
                 .unwrap();
         }
     }
+    // The receipts went in behind the ledger's back: the sales totals are made from them as a
+    // ledger made before the totals existed is migrated (timed).
+    tx.execute_batch("DROP TABLE sales_hours; PRAGMA user_version = 7;")
+        .unwrap();
     tx.commit().unwrap();
     drop(conn);
+    let migrating = Instant::now();
     let mut store = SqliteLedger::open(&path).unwrap();
+    emit(
+        &format!("sales_totals_migration_ms_{}_receipts", total),
+        migrating.elapsed().as_secs_f64() * 1e3,
+        "ms",
+        None,
+    );
     let mut timed = |request: LedgerRequest| {
         let started = Instant::now();
         let reply = store.apply(&request, 0).unwrap();
@@ -431,6 +444,33 @@ fn live_ops(total: i64) -> (f64, f64, f64, f64) {
     if units != total as u64 {
         fail(format!("sales count {units} of {total} receipts"));
     }
+    // A week per hour, from and to the middle of an hour (the edges are read from receipts).
+    let week_from = 1_780_000_000_000 + 10 * 86_400_000 + 1_234_567;
+    let week_to = week_from + 7 * 86_400_000;
+    let (week, reply) = timed(LedgerRequest::Sales(SalesQuery {
+        from_ms: week_from,
+        to_ms: week_to,
+        bucket: SalesBucket::Hour,
+    }));
+    let LedgerReply::Sales(rows) = reply else {
+        fail("no sales".into());
+    };
+    let month_ms = 30 * 86_400_000i64;
+    let expected = (0..total)
+        .filter(|i| (week_from..week_to).contains(&(1_780_000_000_000 + i * month_ms / total)))
+        .count() as u64;
+    let units: u64 = rows.iter().map(|r| r.units + r.test_units).sum();
+    if units != expected {
+        fail(format!(
+            "hourly sales of a week count {units} of {expected} receipts"
+        ));
+    }
+    emit(
+        &format!("sales_week_by_hour_ms_{total}_receipts"),
+        week,
+        "ms",
+        None,
+    );
     let _ = std::fs::remove_dir_all(dir);
     (first, from_cursor, by_number, sales)
 }
@@ -533,35 +573,293 @@ fn idle_frame_cost(quick: bool) {
     emit("idle_frame_us_with_plugin", plugin, "us/frame", Some(base));
 }
 
+/// 60 Hz of the wall clock, as a game server runs.
+const SIXTY_HZ: Duration = Duration::from_micros(16_667);
+
+/// Despawns `players` and runs frames until their final saves are committed.
+fn leave(app: &mut App, players: Vec<Entity>) {
+    for e in players {
+        app.world_mut().despawn(e);
+    }
+    let mut frames = 0;
+    update_until(app, SIXTY_HZ, Duration::from_secs(120), |w| {
+        frames += 1;
+        frames > 2 && w.resource::<Ledger>().in_flight() == 0
+    });
+}
+
+/// 10,000 returning players online on default settings for 40 s (past the first refresh and the
+/// first autosave), nothing bought, frames at 60 Hz: what staying current costs the ledger.
+fn idle_ledger(quick: bool) {
+    let players = if quick { 2_000 } else { 10_000 };
+    let window = Duration::from_secs(if quick { 5 } else { 40 });
+    let dir = tempfile_dir();
+    let path = dir.join("idle.sqlite3");
+    let (mut app, _) = server(
+        LedgerBackend::sqlite(&path),
+        bevy_marketplace::ledger::DEFAULT_MAX_BATCH,
+    );
+    // A first visit, so that they return with saved state, as most of a game's players do.
+    let first = spawn_players(&mut app, 0..players, SIXTY_HZ);
+    leave(&mut app, first);
+    spawn_players(&mut app, 0..players, SIXTY_HZ);
+    let load = |app: &App| {
+        let ledger = app.world().resource::<Ledger>();
+        (ledger.worker_load(), ledger.transactions())
+    };
+    let saves = |app: &App| {
+        app.world()
+            .resource::<bevy_marketplace::MarketplaceStats>()
+            .saves
+    };
+    let ((load_before, tx_before), saves_before) = (load(&app), saves(&app));
+    let started = Instant::now();
+    let mut frames = 0u64;
+    update_until(&mut app, SIXTY_HZ, window * 2, |_| {
+        frames += 1;
+        started.elapsed() >= window
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let (load_after, tx_after) = load(&app);
+    let requests = load_after.requests - load_before.requests;
+    let busy = (load_after.busy - load_before.busy).as_secs_f64();
+    let intervals = elapsed / MarketplacePlugin::default().refresh_interval.as_secs_f64();
+    eprintln!(
+        "{players} players idle for {elapsed:.1} s ({frames} frames): {requests} ledger requests in {} transactions, {} saves; worker busy {:.1} ms",
+        tx_after - tx_before,
+        saves(&app) - saves_before,
+        busy * 1e3,
+    );
+    let suffix = if quick { "2000" } else { "10000" };
+    emit(
+        &format!("idle_ledger_reads_per_s_{suffix}_players"),
+        requests as f64 / elapsed,
+        "requests/s",
+        None,
+    );
+    emit(
+        &format!("idle_ledger_requests_per_refresh_interval_{suffix}_players"),
+        requests as f64 / intervals,
+        "requests",
+        None,
+    );
+    emit(
+        &format!("idle_worker_busy_percent_{suffix}_players"),
+        busy / elapsed * 100.0,
+        "%",
+        None,
+    );
+    drop(app);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A refund made by the admin tool (on a connection of its own) while its buyer is online among
+/// `players` others, until the game has applied it (the buyer's balance is back): default
+/// settings, frames at 60 Hz. Five refunds at different points of the refresh interval; returns
+/// the median and the longest, in ms.
+fn refund_elsewhere(
+    backend: LedgerBackend,
+    users: std::ops::Range<i64>,
+    refund: impl Fn(PurchaseId),
+) -> (f64, f64) {
+    const REFUNDS: usize = 5;
+    let (mut app, granted) = server(backend, bevy_marketplace::ledger::DEFAULT_MAX_BATCH);
+    let players = spawn_players(&mut app, users, SIXTY_HZ);
+    let buyer = players[0];
+    for _ in 0..REFUNDS {
+        let before = granted.lock().unwrap().len();
+        // The default confirm policy answers the prompt (no UI here).
+        app.world_mut().write_message(PromptProductPurchase {
+            player: buyer,
+            product_id: GOLD,
+        });
+        update_until(&mut app, SIXTY_HZ, Duration::from_secs(30), |w| {
+            granted.lock().unwrap().len() > before && w.get::<PurchasePrompt>(buyer).is_none()
+        });
+    }
+    let purchases = granted.lock().unwrap().clone();
+    let balance = |app: &App| app.world().get::<PremiumBalance>(buyer).unwrap().0;
+    let mut seen = Vec::new();
+    for (i, purchase) in purchases.into_iter().enumerate() {
+        // Spread the refunds over the refresh interval: 0.37 s apart, modulo 2 s.
+        let wait = Instant::now();
+        update_until(&mut app, SIXTY_HZ, Duration::from_secs(30), |_| {
+            wait.elapsed() >= Duration::from_millis(2_000 + 370 * i as u64)
+        });
+        let before = balance(&app);
+        let refunded = Instant::now();
+        refund(purchase);
+        update_until(&mut app, SIXTY_HZ, Duration::from_secs(30), |w| {
+            w.get::<PremiumBalance>(buyer).unwrap().0 != before
+        });
+        seen.push(refunded.elapsed().as_secs_f64() * 1e3);
+        if balance(&app) != before + 80 {
+            fail(format!(
+                "a refund of 80 moved the balance from {before} to {}",
+                balance(&app)
+            ));
+        }
+    }
+    let longest = seen.iter().copied().fold(0.0, f64::max);
+    eprintln!("refunds made elsewhere reached the game after (ms): {seen:.0?}");
+    (median(seen), longest)
+}
+
+fn refund_elsewhere_sqlite(quick: bool) {
+    let dir = tempfile_dir();
+    let path = dir.join("refunds.sqlite3");
+    let players = if quick { 100 } else { 1_000 };
+    let admin = path.clone();
+    let (median, longest) = refund_elsewhere(LedgerBackend::sqlite(&path), 0..players, |id| {
+        let mut store = bevy_marketplace::ledger::SqliteLedger::open(&admin).unwrap();
+        refund_by_admin(&mut store, id);
+    });
+    emit("refund_elsewhere_seen_ms_sqlite", median, "ms", None);
+    emit(
+        "refund_elsewhere_seen_longest_ms_sqlite",
+        longest,
+        "ms",
+        None,
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn refund_by_admin(store: &mut dyn LedgerStore, purchase_id: PurchaseId) {
+    bevy_marketplace::ledger::call(
+        store,
+        bevy_marketplace::ledger::RefundRequest {
+            purchase_id,
+            reason: "bench".into(),
+            place: None,
+        },
+    )
+    .unwrap_or_else(|e| fail(format!("the admin's refund failed: {e}")))
+    .unwrap_or_else(|e| fail(format!("the admin's refund was refused: {e}")));
+}
+
 fn burst_stall(quick: bool) {
     let dir = tempfile_dir();
     let path = dir.join("burst.sqlite3");
     let sqlite = bevy_marketplace::ledger::SqliteLedger::open(&path).unwrap();
-    let (stall, p999) = burst(quick, sqlite, LedgerBackend::sqlite(&path), || {
+    let run = burst(quick, false, sqlite, LedgerBackend::sqlite(&path), || {
         bevy_marketplace::ledger::SqliteLedger::open(&path)
             .unwrap()
             .audit()
             .unwrap()
     });
-    emit("burst_max_stall_ms", stall, "ms", None);
-    emit("burst_p999_stall_ms", p999, "ms", None);
+    emit("burst_max_stall_ms", run.max_stall_ms, "ms", None);
+    emit("burst_p999_stall_ms", run.p999_stall_ms, "ms", None);
     let memory = InMemoryLedger::default();
     let backend = LedgerBackend::InMemory(memory.clone());
     let audit = memory.clone();
-    let (stall, _) = burst(quick, memory, backend, || audit.audit());
-    emit("burst_max_stall_ms_in_memory", stall, "ms", None);
+    let run = burst(quick, false, memory, backend, || audit.audit());
+    emit("burst_max_stall_ms_in_memory", run.max_stall_ms, "ms", None);
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// `n` receipts are waiting in the ledger; `n` buyers join at once. Returns the longest time a
-/// frame spent in the plugin's systems and its 99.9th percentile, in ms, while all are granted
-/// and committed.
+/// A store whose every commit takes `delay` longer: a slow disk, a loaded database server.
+struct SlowCommits<S> {
+    inner: S,
+    delay: Duration,
+}
+
+impl<S: LedgerStore> LedgerStore for SlowCommits<S> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn begin(&mut self) -> Result<(), bevy_marketplace::ledger::LedgerError> {
+        self.inner.begin()
+    }
+    fn apply(
+        &mut self,
+        request: &LedgerRequest,
+        now_ms: i64,
+    ) -> Result<bevy_marketplace::ledger::LedgerReply, bevy_marketplace::ledger::LedgerError> {
+        self.inner.apply(request, now_ms)
+    }
+    fn apply_batch(
+        &mut self,
+        batch: &[LedgerRequest],
+        now_ms: i64,
+    ) -> Option<
+        Result<Vec<bevy_marketplace::ledger::LedgerReply>, bevy_marketplace::ledger::LedgerError>,
+    > {
+        self.inner.apply_batch(batch, now_ms)
+    }
+    fn commit(&mut self) -> Result<(), bevy_marketplace::ledger::LedgerError> {
+        std::thread::sleep(self.delay);
+        self.inner.commit()
+    }
+    fn rollback(&mut self) {
+        self.inner.rollback()
+    }
+    fn read(
+        &mut self,
+        request: &LedgerRequest,
+        now_ms: i64,
+    ) -> Result<bevy_marketplace::ledger::LedgerReply, bevy_marketplace::ledger::LedgerError> {
+        self.inner.read(request, now_ms)
+    }
+}
+
+/// The burst on a server whose ledger commits 200 ms slower than usual, so that the game is
+/// more than a refresh interval behind its ledger for most of the burst: it must drain anyway
+/// (a refresh that read every player each interval fed a backlog that never drained).
+fn burst_while_behind(quick: bool) {
+    let dir = tempfile_dir();
+    let path = dir.join("behind.sqlite3");
+    let sqlite = bevy_marketplace::ledger::SqliteLedger::open(&path).unwrap();
+    let slow = path.clone();
+    let backend = LedgerBackend::custom(move || {
+        Ok(SlowCommits {
+            inner: bevy_marketplace::ledger::SqliteLedger::open(&slow)?,
+            delay: Duration::from_millis(200),
+        })
+    });
+    let run = burst(quick, true, sqlite, backend, || {
+        bevy_marketplace::ledger::SqliteLedger::open(&path)
+            .unwrap()
+            .audit()
+            .unwrap()
+    });
+    eprintln!(
+        "burst while behind: the last of the buyers waited {:.2} s for their session (refresh interval 2 s); {} ledger requests for {} receipts",
+        run.all_active_s, run.requests, run.receipts
+    );
+    emit("burst_while_behind_s", run.seconds, "s", None);
+    emit(
+        "burst_while_behind_requests_per_receipt",
+        run.requests as f64 / run.receipts as f64,
+        "requests",
+        None,
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What one burst measured.
+struct BurstRun {
+    /// The longest time a frame spent in the plugin's systems, ms.
+    max_stall_ms: f64,
+    /// The 99.9th percentile of that.
+    p999_stall_ms: f64,
+    /// From the buyers' arrival until every receipt was granted and committed.
+    seconds: f64,
+    /// From the buyers' arrival until every session had opened.
+    all_active_s: f64,
+    /// Ledger requests sent meanwhile.
+    requests: u64,
+    receipts: usize,
+}
+
+/// `n` receipts are waiting in the ledger; `n` buyers join at once; the frames run until all are
+/// granted and committed: back to back, or `paced` at 60 Hz of the wall clock.
 fn burst(
     quick: bool,
+    paced: bool,
     mut store: impl LedgerStore,
     backend: LedgerBackend,
     audit: impl Fn() -> bevy_marketplace::ledger::LedgerAudit,
-) -> (f64, f64) {
+) -> BurstRun {
     let n: i64 = if quick { 2000 } else { 10_000 };
     store.begin().unwrap();
     for u in 0..n {
@@ -633,10 +931,13 @@ fn burst(
         };
     }
     app.update();
+    let requests_before = app.world().resource::<Ledger>().worker_load().requests;
+    let arrived = Instant::now();
     for u in 0..n {
         app.world_mut().spawn((Player::new(UserId(u)), Gold(0)));
     }
     let (mut frames, mut stalls) = (Vec::new(), Vec::new());
+    let mut all_active = None;
     let mut worst_breakdown = String::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -663,6 +964,17 @@ fn burst(
                 .join(", ");
         }
         stalls.push(stall);
+        if all_active.is_none() && frames.len() % 16 == 0 {
+            let world = app.world_mut();
+            let active = world
+                .query::<&PlayerSession>()
+                .iter(world)
+                .filter(|s| s.is_active())
+                .count();
+            if active == n as usize {
+                all_active = Some(arrived.elapsed());
+            }
+        }
         let done = app
             .world()
             .resource::<bevy_marketplace::MarketplaceStats>()
@@ -675,7 +987,12 @@ fn burst(
         if Instant::now() > deadline {
             fail("the burst did not finish".into());
         }
+        if paced && let Some(rest) = Duration::from_micros(16_667).checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
     }
+    let seconds = arrived.elapsed().as_secs_f64();
+    let requests = app.world().resource::<Ledger>().worker_load().requests - requests_before;
     let grants = granted.lock().unwrap();
     if grants.iter().collect::<HashSet<_>>().len() != n as usize || grants.len() != n as usize {
         fail(format!("{} grants for {n} receipts", grants.len()));
@@ -700,7 +1017,14 @@ fn burst(
     eprintln!("longest stall by set (ms): {worst_breakdown}");
     stalls.sort();
     let p999 = stalls[(stalls.len() * 999 / 1000).min(stalls.len() - 1)];
-    (ms(stalls[stalls.len() - 1]), ms(p999))
+    BurstRun {
+        max_stall_ms: ms(stalls[stalls.len() - 1]),
+        p999_stall_ms: ms(p999),
+        seconds,
+        all_active_s: all_active.map_or(seconds, |d| d.as_secs_f64()),
+        requests,
+        receipts: n as usize,
+    }
 }
 
 /// When the plugin's systems started this frame and when each of its sets ended.
@@ -781,6 +1105,34 @@ fn catalog_scale(quick: bool) {
 }
 
 #[cfg(feature = "postgres")]
+fn refund_elsewhere_postgres(quick: bool) {
+    let Ok(url) = std::env::var("PG_URL") else {
+        return;
+    };
+    let players = if quick { 100 } else { 1_000 };
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        * 10_000_000
+        + 9_000_000;
+    let admin = url.clone();
+    let (median, longest) =
+        refund_elsewhere(LedgerBackend::postgres(url), base..base + players, |id| {
+            let mut store =
+                bevy_marketplace::ledger::PostgresLedger::connect(admin.as_str()).unwrap();
+            refund_by_admin(&mut store, id);
+        });
+    emit("refund_elsewhere_seen_ms_postgres", median, "ms", None);
+    emit(
+        "refund_elsewhere_seen_longest_ms_postgres",
+        longest,
+        "ms",
+        None,
+    );
+}
+
+#[cfg(feature = "postgres")]
 fn postgres(quick: bool) {
     let Ok(url) = std::env::var("PG_URL") else {
         eprintln!("PG_URL not set: skipping the PostgreSQL figures");
@@ -831,8 +1183,8 @@ fn postgres(quick: bool) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only NAME` runs one scenario (for profiling): catalog, idle, burst, durable, live_ops,
-    // postgres.
+    // `--only NAME` runs one scenario (for profiling): catalog, idle, idle_ledger, burst,
+    // burst_while_behind, refund_elsewhere, durable, live_ops, postgres.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -845,8 +1197,19 @@ fn main() {
     if run("idle") {
         idle_frame_cost(quick);
     }
+    if run("idle_ledger") {
+        idle_ledger(quick);
+    }
     if run("burst") {
         burst_stall(quick);
+    }
+    if run("burst_while_behind") {
+        burst_while_behind(quick);
+    }
+    if run("refund_elsewhere") {
+        refund_elsewhere_sqlite(quick);
+        #[cfg(feature = "postgres")]
+        refund_elsewhere_postgres(quick);
     }
     if run("durable") {
         durable_receipts(quick);
