@@ -188,7 +188,10 @@ pub(crate) fn changes(d: &Dialect) -> String {
 
 /// Sales totals per product per hour (SQLite version 8, PostgreSQL version 7), added to in the
 /// transaction of every purchase and refund, so that a sales report reads totals instead of
-/// receipts. Filled from the receipts already there.
+/// receipts. Filled from the receipts already there. Each hour and product has a row per
+/// `shard`: PostgreSQL servers add to the shard of their connection, so servers selling one
+/// product at once do not queue on one row (SQLite has one writer and uses shard 0); readers
+/// sum the shards.
 pub(crate) fn sales_hours(d: &Dialect) -> String {
     let Dialect { int, clustered, .. } = d;
     format!(
@@ -200,9 +203,11 @@ pub(crate) fn sales_hours(d: &Dialect) -> String {
     refunded_units    {int} NOT NULL,
     refunded_currency {int} NOT NULL,
     test_units        {int} NOT NULL,
-    PRIMARY KEY (hour_ms, product_id)
+    shard             {int} NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour_ms, product_id, shard)
 ){clustered};
-INSERT INTO sales_hours
+INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units, refunded_currency,
+                         test_units)
 SELECT (created_ms / 3600000) * 3600000, product_id,
     sum(CASE WHEN is_test THEN 0 ELSE 1 END),
     sum(CASE WHEN is_test THEN 0 ELSE currency_spent END),

@@ -121,9 +121,10 @@ pub(super) const SALES_FROM_TOTALS: &str = "SELECT (hour_ms / $3) * $3 AS bucket
     FROM sales_hours WHERE hour_ms >= $1 AND hour_ms < $2
     GROUP BY bucket, product_id";
 /// The sales totals, as an audit reads them.
-pub(super) const ALL_SALES_HOURS: &str = "SELECT hour_ms, product_id, units, currency,
-        refunded_units, refunded_currency, test_units
-    FROM sales_hours ORDER BY hour_ms, product_id";
+pub(super) const ALL_SALES_HOURS: &str = "SELECT hour_ms, product_id, sum(units)::bigint,
+        sum(currency)::bigint, sum(refunded_units)::bigint, sum(refunded_currency)::bigint,
+        sum(test_units)::bigint
+    FROM sales_hours GROUP BY hour_ms, product_id ORDER BY hour_ms, product_id";
 /// Sales per bucket per product, from the receipts (the parts of an hour at a query's edges).
 pub(super) const SALES: &str = "SELECT (created_ms / $3) * $3 AS bucket, product_id,
         count(*) FILTER (WHERE NOT is_test),
@@ -204,13 +205,15 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
     ), changes_dropped AS (
         DELETE FROM changes WHERE id <= (SELECT coalesce(max(id), 0) FROM changes) - $50
     ), sales_counted AS (
+        -- Each connection adds to its own shard of a total, so that servers selling one
+        -- product in one hour do not wait on each other's row.
         INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
-                                 refunded_currency, test_units)
-        SELECT h, p, u, c, ru, rc, t
+                                 refunded_currency, test_units, shard)
+        SELECT h, p, u, c, ru, rc, t, pg_backend_pid() % 64
         FROM unnest($51::bigint[], $52::bigint[], $53::bigint[], $54::bigint[], $55::bigint[],
                     $56::bigint[], $57::bigint[]) WITH ORDINALITY AS s (h, p, u, c, ru, rc, t, n)
         ORDER BY n
-        ON CONFLICT (hour_ms, product_id) DO UPDATE SET
+        ON CONFLICT (hour_ms, product_id, shard) DO UPDATE SET
             units = sales_hours.units + EXCLUDED.units,
             currency = sales_hours.currency + EXCLUDED.currency,
             refunded_units = sales_hours.refunded_units + EXCLUDED.refunded_units,

@@ -330,7 +330,7 @@ impl Books for SqliteBooks<'_> {
                 "INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
                                           refunded_currency, test_units)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (hour_ms, product_id) DO UPDATE SET
+                 ON CONFLICT (hour_ms, product_id, shard) DO UPDATE SET
                     units = units + excluded.units,
                     currency = currency + excluded.currency,
                     refunded_units = refunded_units + excluded.refunded_units,
@@ -544,8 +544,9 @@ pub(super) fn audit(conn: &Connection) -> rusqlite::Result<LedgerAudit> {
         .collect::<Result<_, _>>()?;
     audit.purchase_debits = crate::ledger::purchase_debits(&audit.journal);
     let mut stmt = conn.prepare_cached(
-        "SELECT hour_ms, product_id, units, currency, refunded_units, refunded_currency, test_units
-         FROM sales_hours ORDER BY hour_ms, product_id",
+        "SELECT hour_ms, product_id, sum(units), sum(currency), sum(refunded_units),
+                sum(refunded_currency), sum(test_units)
+         FROM sales_hours GROUP BY hour_ms, product_id ORDER BY hour_ms, product_id",
     )?;
     audit.sales_hours = stmt.query_map([], sales_row)?.collect::<Result<_, _>>()?;
     Ok(audit)
