@@ -905,7 +905,15 @@ fn a_version_7_ledger_gets_its_sales_totals_from_its_receipts() {
     let units: Vec<(i64, u64, u64, u64, u64)> = audit
         .sales_hours
         .iter()
-        .map(|r| (r.product_id.0, r.units, r.currency, r.refunded_units, r.test_units))
+        .map(|r| {
+            (
+                r.product_id.0,
+                r.units,
+                r.currency,
+                r.refunded_units,
+                r.test_units,
+            )
+        })
         .collect();
     assert_eq!(
         units,

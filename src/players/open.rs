@@ -6,6 +6,7 @@ use bevy::prelude::*;
 use super::join_leave::open_request;
 use super::persist::PersistRegistry;
 use super::player::{PlayerSession, SessionPhase, Task};
+use super::save::first_autosave_delay;
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
 use crate::currency::PremiumBalance;
@@ -91,7 +92,11 @@ pub(crate) fn handle_session_openings(
                             session.add_clawback(receipt, answer.seq);
                         }
                         deliveries.now.push(entity);
-                        wakes.after(now, settings.autosave_interval, Wake::Autosave(entity));
+                        wakes.after(
+                            now,
+                            first_autosave_delay(settings.autosave_interval, user),
+                            Wake::Autosave(entity),
+                        );
                     }
                     Err(e) => {
                         tracing::error!(

@@ -217,23 +217,40 @@ fn send_save(world: &mut World, entity: Entity, request: SaveRequest) {
     world.resource_mut::<Ledger>().send(request);
 }
 
+/// How long after a player's session opens their first autosave comes: between half an
+/// autosave interval and a whole one, spread by user id, so that players who joined together
+/// (a server's start, a burst) are not all looked at and saved in one frame, and their later
+/// autosaves and lease renewals stay spread.
+pub(crate) fn first_autosave_delay(
+    interval: std::time::Duration,
+    user: UserId,
+) -> std::time::Duration {
+    // Fibonacci hashing: consecutive ids land far apart in [0, 1).
+    let spread = (user.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    let fraction = spread as f64 / (1u64 << 53) as f64;
+    interval.mul_f64(0.5 + fraction / 2.0)
+}
+
 /// An autosave: the player is saved if anything of theirs changed since their last save, or if
-/// half their lease has gone by since (a save renews it). An idle player costs the ledger one
-/// save per half lease instead of one per autosave interval.
+/// half their lease will have gone by before the next autosave (a save renews it). An idle player
+/// costs the ledger one save per half lease or so instead of one per autosave interval, and the
+/// lease is renewed no later than it was when every autosave saved.
 fn autosave(world: &mut World, entity: Entity) {
     let SaveBuild::Ready(request) = build_save(world, entity, false) else {
         // Inactive, or unserialisable: a save says why and retries.
         return queue_save(world, entity);
     };
     let now = world.resource::<Time<Real>>().elapsed();
-    let renew_every = world.resource::<MarketplaceSettings>().lease_duration / 2;
+    let settings = world.resource::<MarketplaceSettings>();
+    let (renew_every, interval) = (settings.lease_duration / 2, settings.autosave_interval);
     let unchanged = request.granted.is_empty()
         && request.settled.is_empty()
         && world
             .get::<PlayerSession>(entity)
             .and_then(|s| s.last_save.as_ref())
             .is_some_and(|(state, at)| {
-                *state == request.state && now.saturating_sub(*at) < renew_every
+                *state == request.state
+                    && now.saturating_sub(*at).saturating_add(interval) < renew_every
             });
     if !unchanged {
         send_save(world, entity, request);
