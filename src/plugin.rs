@@ -63,8 +63,11 @@ pub struct MarketplacePlugin {
     /// Premium balance of a user the ledger has never seen. Default: 0.
     pub starting_balance: u64,
     /// How often each player's persisted components are looked at and saved if they changed
-    /// (grants are saved at once, whatever this is). A player with nothing new is saved only
-    /// every half [`lease_duration`](Self::lease_duration), which renews their lease.
+    /// (grants are saved at once, whatever this is). A player with nothing new is saved only by
+    /// the last autosave before half their [`lease_duration`](Self::lease_duration) would pass
+    /// since their last save, which renews their lease. A player's first autosave comes between
+    /// half an interval and a whole one after they join (spread by user id), so players who join
+    /// together are not all saved in one frame.
     /// Default: 30 s; at least [`MIN_AUTOSAVE_INTERVAL`](Self::MIN_AUTOSAVE_INTERVAL) (a shorter
     /// one is raised to it, with a warning).
     pub autosave_interval: Duration,
