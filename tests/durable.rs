@@ -926,3 +926,28 @@ fn a_version_7_ledger_gets_its_sales_totals_from_its_receipts() {
         "the report is the same"
     );
 }
+
+/// Two connections opening one new ledger at the same instant (a game's worker and the admin
+/// tool, two servers): both open it. The second one's checks of the file see the first one's
+/// migration either not yet or wholly, never a half (tables made but not yet marked as a ledger).
+#[test]
+fn two_connections_opening_a_new_ledger_at_once_both_open_it() {
+    for round in 0..150 {
+        let (_dir, path) = temp_db();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let openers: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    SqliteLedger::open(&path).map(drop)
+                })
+            })
+            .collect();
+        for opener in openers {
+            if let Err(e) = opener.join().unwrap() {
+                panic!("round {round}: {e}");
+            }
+        }
+    }
+}

@@ -119,6 +119,10 @@ fn check_read_only(path: &Path, location: &str) -> Result<i64, LedgerError> {
     .map_err(|e| open_err(e.to_string()))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| open_err(e.to_string()))?;
+    // One read transaction, so every check sees one snapshot: another connection's migration
+    // committing between two reads would otherwise show tables without the ledger's mark.
+    conn.execute_batch("BEGIN")
+        .map_err(|e| open_err(e.to_string()))?;
     let application_id: i64 = conn
         .query_row("PRAGMA application_id", [], |r| r.get(0))
         .map_err(|e| not_ledger(e.to_string()))?;
