@@ -87,6 +87,9 @@ impl SqliteLedger {
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| open_err(e.to_string()))?;
+        // Room for every statement the ledger prepares (about 30): with rusqlite's default of 16,
+        // a batch mixing kinds of request would prepare some of them again and again.
+        conn.set_prepared_statement_cache_capacity(64);
         // Turning WAL on takes the file's exclusive lock, and SQLite answers "database is locked"
         // at once, without its busy handler, while another connection opens the same new file:
         // wait it out like any other statement.
