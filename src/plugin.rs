@@ -183,19 +183,11 @@ impl Plugin for MarketplacePlugin {
             }
             CatalogSource::Asset(path) => {
                 if app.is_plugin_added::<AssetPlugin>() {
-                    app.init_asset::<Catalog>()
-                        .init_asset_loader::<CatalogLoader>()
-                        .add_systems(Startup, start_catalog_load(path.clone()))
-                        .add_systems(
-                            PreUpdate,
-                            apply_catalog_events.in_set(MarketplaceSystems::Receive),
-                        );
+                    load_catalog_asset(app, path);
                 } else {
-                    let message = format!(
-                        "MarketplacePlugin: the catalog is the asset {path:?} but AssetPlugin is not added (add it before MarketplacePlugin, or use MarketplacePlugin::with_catalog); the catalog is empty"
-                    );
-                    tracing::error!("{message}");
-                    status.last_error = Some(message);
+                    // `finish` loads it if AssetPlugin is added after this plugin; this says why
+                    // nothing loads otherwise.
+                    app.add_systems(Startup, catalog_asset_unloadable(path.clone()));
                 }
             }
         }
@@ -219,6 +211,9 @@ impl Plugin for MarketplacePlugin {
                 Self::MIN_REFRESH_INTERVAL,
             ),
         };
+        if let Some(warning) = memory_fallback_warning(&self.ledger, cfg!(feature = "sqlite")) {
+            tracing::warn!("{warning}");
+        }
         let ledger = Ledger::spawn(
             self.ledger.factory(&settings.server_id),
             self.ledger.reader_factory(),
@@ -255,5 +250,62 @@ impl Plugin for MarketplacePlugin {
                 ReceiptsPlugin,
             ));
         crate::shutdown::install(app);
+    }
+
+    fn finish(&self, app: &mut App) {
+        if let CatalogSource::Asset(path) = &self.catalog
+            && !app.world().contains_resource::<Assets<Catalog>>()
+            && app.is_plugin_added::<AssetPlugin>()
+        {
+            // AssetPlugin was added after this plugin.
+            load_catalog_asset(app, path);
+        }
+    }
+}
+
+fn load_catalog_asset(app: &mut App, path: &str) {
+    app.init_asset::<Catalog>()
+        .init_asset_loader::<CatalogLoader>()
+        .add_systems(Startup, start_catalog_load(path.to_owned()))
+        .add_systems(
+            PreUpdate,
+            apply_catalog_events.in_set(MarketplaceSystems::Receive),
+        );
+}
+
+/// At startup, reports a catalog asset nothing will load.
+fn catalog_asset_unloadable(path: String) -> impl FnMut(&mut World) {
+    move |world| {
+        if world.contains_resource::<Assets<Catalog>>() {
+            return;
+        }
+        let message = format!(
+            "MarketplacePlugin: the catalog is the asset {path:?} but AssetPlugin is not added (DefaultPlugins include it; or give the catalog in code with MarketplacePlugin::with_catalog), or it was added after MarketplacePlugin and App::finish has not run (App::run runs it; a test that calls app.update() calls app.finish() first); the catalog is empty"
+        );
+        tracing::error!("{message}");
+        world.resource_mut::<CatalogStatus>().last_error = Some(message);
+    }
+}
+
+/// What to warn about when the ledger is in memory because the crate was built without a durable
+/// store (`default-features = false` drops `sqlite`): every purchase and saved component would be
+/// lost when the game stops, with nothing else to say so.
+fn memory_fallback_warning(ledger: &LedgerBackend, sqlite_built: bool) -> Option<&'static str> {
+    (!sqlite_built && matches!(ledger, LedgerBackend::InMemory(_))).then_some(
+        "MarketplacePlugin: the ledger is in memory, so every purchase, balance and saved component is lost when the game stops: bevy_marketplace was built without its `sqlite` feature (`default-features = false` turns it off). Add `features = [\"sqlite\"]` to the dependency for the default file ledger, or choose LedgerBackend::postgres; if in memory is what you want, this warning is only for builds without `sqlite`",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_memory_ledger_is_warned_of_only_when_it_is_the_fallback_of_a_build_without_sqlite() {
+        let warning = memory_fallback_warning(&LedgerBackend::in_memory(), false).unwrap();
+        assert!(warning.contains("features = [\"sqlite\"]"), "{warning}");
+        assert!(memory_fallback_warning(&LedgerBackend::in_memory(), true).is_none());
+        let custom = LedgerBackend::custom(|| Ok(crate::ledger::InMemoryLedger::default()));
+        assert!(memory_fallback_warning(&custom, false).is_none());
     }
 }

@@ -529,6 +529,86 @@ fn the_catalog_loads_as_an_asset_and_a_bad_reload_keeps_the_last_good_one() {
     assert!(app.world().resource::<CatalogStatus>().last_error.is_none());
 }
 
+/// Plugin order does not matter: with `AssetPlugin` added after `MarketplacePlugin`, the catalog
+/// still loads once the app is finished (as `App::run` does).
+#[test]
+fn the_catalog_asset_loads_whichever_plugin_comes_first() {
+    let dir = Dir::default();
+    dir.insert_asset_text(
+        Path::new("products.ron"),
+        include_str!("../assets/products.ron"),
+    );
+    let icons = dir.get_or_insert_dir(Path::new("icons"));
+    for icon in std::fs::read_dir("assets/icons").unwrap() {
+        let icon = icon.unwrap();
+        icons.insert_asset(
+            Path::new(&icon.file_name()),
+            std::fs::read(icon.path()).unwrap(),
+        );
+    }
+    let mut app = common::asset_app_in_order(&dir, true);
+    app.finish();
+    app.cleanup();
+    update_until(&mut app, "the catalog to load", |w| {
+        w.resource::<MarketplaceService>().catalog().len() == 5
+    });
+    assert!(app.world().resource::<CatalogStatus>().last_error.is_none());
+}
+
+/// A prompt made before the catalog has loaded says so (`CatalogNotLoaded`), not that the product
+/// does not exist; once it has loaded, a product it lacks is `UnknownProduct`.
+#[test]
+fn a_prompt_before_the_catalog_loads_says_the_shop_has_not_loaded() {
+    let dir = Dir::default();
+    dir.insert_asset_text(
+        Path::new("products.ron"),
+        include_str!("../assets/products.ron"),
+    );
+    let icons = dir.get_or_insert_dir(Path::new("icons"));
+    for icon in std::fs::read_dir("assets/icons").unwrap() {
+        let icon = icon.unwrap();
+        icons.insert_asset(
+            Path::new(&icon.file_name()),
+            std::fs::read(icon.path()).unwrap(),
+        );
+    }
+    let mut app = common::asset_app(&dir);
+    let player = app.world_mut().spawn(Player::new(UserId(1))).id();
+    let prompt_state = |app: &mut App, product: i64| {
+        app.world_mut().write_message(PromptProductPurchase {
+            player,
+            product_id: ProductId(product),
+        });
+        app.update();
+        app.world()
+            .get::<bevy_marketplace::PurchasePrompt>(player)
+            .map(|p| p.state.clone())
+    };
+    assert!(
+        !app.world()
+            .resource::<MarketplaceService>()
+            .catalog_loaded()
+    );
+    assert_eq!(
+        prompt_state(&mut app, 456456),
+        Some(bevy_marketplace::PromptState::Failed(
+            bevy_marketplace::PurchaseError::CatalogNotLoaded
+        ))
+    );
+    update_until(&mut app, "the catalog to load", |w| {
+        w.resource::<MarketplaceService>().catalog_loaded()
+    });
+    app.world_mut()
+        .entity_mut(player)
+        .remove::<bevy_marketplace::PurchasePrompt>();
+    assert_eq!(
+        prompt_state(&mut app, 999),
+        Some(bevy_marketplace::PromptState::Failed(
+            bevy_marketplace::PurchaseError::UnknownProduct
+        ))
+    );
+}
+
 #[test]
 fn without_asset_plugin_the_error_says_what_to_do() {
     let mut app = App::new();

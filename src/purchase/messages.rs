@@ -152,6 +152,12 @@ pub enum PurchaseError {
     /// The product id is not in the catalog.
     #[error("This item is not available.")]
     UnknownProduct,
+    /// No catalog is installed yet, so no product can be bought: it is still loading, or it
+    /// failed to load ([`CatalogStatus::last_error`](crate::CatalogStatus::last_error) says why;
+    /// [`MarketplaceService::catalog_loaded`](crate::MarketplaceService::catalog_loaded) tells
+    /// when it is in).
+    #[error("The shop has not loaded yet. Please try again in a moment.")]
+    CatalogNotLoaded,
     /// The product is not for sale.
     #[error("This item is not currently for sale.")]
     NotForSale,

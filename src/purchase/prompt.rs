@@ -199,6 +199,7 @@ pub(crate) fn open_prompts(
             }),
         };
         let failure = match &product {
+            None if !service.catalog_loaded() => Some(PurchaseError::CatalogNotLoaded),
             None => Some(PurchaseError::UnknownProduct),
             Some(_) if not_ready.is_some() => not_ready,
             Some(p) if !p.is_for_sale => Some(PurchaseError::NotForSale),

@@ -13,6 +13,7 @@ use crate::catalog::{Catalog, CatalogIndex, CatalogStatus};
 pub(crate) fn install_catalog(service: &mut MarketplaceService, catalog: &Catalog) {
     let index = CatalogIndex::build(catalog, Some(&service.catalog), SystemTime::now());
     service.catalog = Arc::new(index);
+    service.catalog_loaded = true;
 }
 
 pub(crate) fn apply_catalog_events(

@@ -84,6 +84,8 @@ pub struct MarketplaceService {
     pub(crate) requests: Vec<ServiceRequest>,
     /// Free grants (simulated purchases, the debug panel's buttons) are allowed.
     pub(crate) debug_grants: bool,
+    /// A catalog has been installed (given in code, or its asset loaded).
+    pub(crate) catalog_loaded: bool,
 }
 
 impl MarketplaceService {
@@ -111,6 +113,12 @@ impl MarketplaceService {
     /// timestamps; prompts already open keep the price they showed, and fail if it changed.
     pub fn set_catalog(&mut self, catalog: &crate::Catalog) {
         catalog_install::install_catalog(self, catalog);
+    }
+
+    /// Whether a catalog is installed: given in code, or its asset loaded. Until then every
+    /// prompt fails with [`PurchaseError::CatalogNotLoaded`](crate::PurchaseError::CatalogNotLoaded).
+    pub fn catalog_loaded(&self) -> bool {
+        self.catalog_loaded
     }
 
     /// The live catalog.
