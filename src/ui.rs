@@ -46,6 +46,7 @@ impl Plugin for MarketplaceUiPlugin {
             app.init_asset::<ProductIcon>()
                 .init_asset_loader::<ProductIconLoader>();
         }
+        app.add_systems(Update, warn_of_undrawn_prompts);
         app.init_resource::<ProductIcons>()
             .configure_sets(
                 EguiPrimaryContextPass,
@@ -62,6 +63,42 @@ impl Plugin for MarketplaceUiPlugin {
 
     fn finish(&self, app: &mut App) {
         app.insert_resource(ConfirmPolicy::Manual);
+        if !app.is_plugin_added::<bevy_egui::EguiPlugin>() {
+            tracing::warn!("{MISSING_EGUI}");
+        }
+        // AssetPlugin added after this plugin: icons load all the same.
+        if app.is_plugin_added::<AssetPlugin>()
+            && !app.world().contains_resource::<Assets<ProductIcon>>()
+        {
+            app.init_asset::<ProductIcon>()
+                .init_asset_loader::<ProductIconLoader>();
+        }
+    }
+}
+
+/// Said at startup when `EguiPlugin` is missing: prompts would wait for an answer forever.
+const MISSING_EGUI: &str = "MarketplaceUiPlugin: EguiPlugin is not added, so purchase prompts are never drawn and wait forever for an answer: add bevy_egui::EguiPlugin::default() (and a camera: egui draws on the first one)";
+
+/// How many frames a prompt may be open with nothing to draw it on before we say so (egui's
+/// context is attached to a camera a frame or two after the camera appears).
+const UNDRAWN_FRAMES: u32 = 60;
+
+/// Says once when a purchase prompt stays open with no egui context to draw it: without a camera
+/// there is none, and the prompt would wait forever for an answer.
+fn warn_of_undrawn_prompts(
+    prompts: Query<(), With<PurchasePrompt>>,
+    contexts: Query<(), With<bevy_egui::PrimaryEguiContext>>,
+    mut undrawn_for: Local<u32>,
+) {
+    if prompts.is_empty() || !contexts.is_empty() {
+        *undrawn_for = 0;
+        return;
+    }
+    *undrawn_for = undrawn_for.saturating_add(1);
+    if *undrawn_for == UNDRAWN_FRAMES {
+        tracing::warn!(
+            "MarketplaceUiPlugin: a purchase prompt has been open for {UNDRAWN_FRAMES} frames with no egui context to draw it, so it waits forever for an answer: spawn a camera (Camera2d or Camera3d); bevy_egui draws on the first one"
+        );
     }
 }
 

@@ -489,3 +489,58 @@ fn the_games_top_up_button_shows_only_when_the_player_is_short_of_funds() {
     let (_, text) = run(&other, &[]);
     assert!(!text.contains("Get more"), "{text}");
 }
+
+/// An app with the egui prompt plugin and a catalog in code, but no `EguiPlugin`.
+fn app_without_egui() -> App {
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        MarketplacePlugin::default()
+            .with_catalog(common::catalog())
+            .with_ledger(bevy_marketplace::ledger::LedgerBackend::in_memory()),
+        MarketplaceUiPlugin,
+    ));
+    app
+}
+
+#[test]
+fn without_egui_plugin_the_prompt_plugin_says_what_to_add() {
+    let mut app = app_without_egui();
+    let ((), log) = common::logged(|| app.finish());
+    assert!(
+        log.contains("WARN") && log.contains("EguiPlugin is not added"),
+        "{log}"
+    );
+}
+
+/// A prompt that stays open with no egui context (no camera) to draw it is reported once; with
+/// a context there is nothing to report.
+#[test]
+fn a_prompt_with_no_camera_to_draw_it_is_reported() {
+    for with_camera in [false, true] {
+        let mut app = app_without_egui();
+        if with_camera {
+            // What bevy_egui puts on the first camera.
+            app.world_mut().spawn(bevy_egui::PrimaryEguiContext);
+        }
+        let player = app.world_mut().spawn(Player::new(UserId(1))).id();
+        let ((), log) = common::logged(|| {
+            app.finish(); // as App::run does: prompts wait for the player's answer
+            app.update();
+            app.world_mut().write_message(PromptProductPurchase {
+                player,
+                product_id: ProductId(456456),
+            });
+            for _ in 0..100 {
+                app.update();
+            }
+        });
+        assert!(
+            app.world()
+                .get::<bevy_marketplace::PurchasePrompt>(player)
+                .is_some()
+        );
+        let reported = log.matches("no egui context to draw it").count();
+        assert_eq!(reported, usize::from(!with_camera), "{log}");
+    }
+}

@@ -484,20 +484,27 @@ impl TestShop {
 /// An app whose default asset source is the in-memory `dir`, with the marketplace loading its
 /// catalog from there (file watching off) and an in-memory ledger.
 pub fn asset_app(dir: &Dir) -> App {
+    asset_app_in_order(dir, false)
+}
+
+/// [`asset_app`], with `MarketplacePlugin` added before `AssetPlugin` if `marketplace_first`.
+pub fn asset_app_in_order(dir: &Dir, marketplace_first: bool) -> App {
     let mut app = App::new();
     let d = dir.clone();
     app.register_asset_source(
         AssetSourceId::Default,
         AssetSourceBuilder::new(move || Box::new(MemoryAssetReader { root: d.clone() })),
-    )
-    .add_plugins((
-        MinimalPlugins,
-        AssetPlugin {
-            watch_for_changes_override: Some(false),
-            ..Default::default()
-        },
-        MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory()),
-    ));
+    );
+    let assets = AssetPlugin {
+        watch_for_changes_override: Some(false),
+        ..Default::default()
+    };
+    let marketplace = MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory());
+    if marketplace_first {
+        app.add_plugins((MinimalPlugins, marketplace, assets));
+    } else {
+        app.add_plugins((MinimalPlugins, assets, marketplace));
+    }
     app
 }
 
@@ -519,4 +526,35 @@ impl AnswerPrompt for World {
             action,
         });
     }
+}
+
+/// Runs `f` and returns what the process logged meanwhile (warnings and errors included, one
+/// line each). The log is captured from every thread (Bevy runs systems on several), so lines
+/// of tests running at the same time may be in it too: look for what only `f` would log.
+pub fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+    use std::io::Write;
+    use std::sync::{Mutex, OnceLock};
+    static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    struct Sink;
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            LOG.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    INSTALLED.get_or_init(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| Sink)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other log subscriber");
+    });
+    let from = LOG.lock().unwrap().len();
+    let result = f();
+    let text = String::from_utf8_lossy(&LOG.lock().unwrap()[from..]).into_owned();
+    (result, text)
 }
