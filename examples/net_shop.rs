@@ -37,14 +37,35 @@ struct Gold(u64);
 #[derive(Component, Default, Serialize, Deserialize)]
 struct Arrows(u32);
 
+/// Networked purchases over UDP, headless: `--server PORT` runs the server, `--client IP:PORT
+/// --user N` a client that buys one product.
+#[derive(clap::Parser)]
+#[command(name = "net_shop", group(clap::ArgGroup::new("mode").required(true).args(["server", "client"])))]
+struct Cli {
+    /// Run the server on this UDP port (SIGINT or SIGTERM ends it, after saving every player).
+    #[arg(
+        long,
+        value_name = "PORT",
+        group = "mode",
+        required_unless_present = "client"
+    )]
+    server: Option<u16>,
+    /// The server's SQLite ledger file.
+    #[arg(long, value_name = "FILE", default_value = "net_shop.sqlite3")]
+    ledger: PathBuf,
+    /// Connect to the server at this address and buy one product.
+    #[arg(long, value_name = "IP:PORT")]
+    client: Option<SocketAddr>,
+    /// The client's user id.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    user: u64,
+    /// What the client buys (a product id).
+    #[arg(long, value_name = "PRODUCT", default_value_t = 456456)]
+    buy: i64,
+}
+
 fn main() -> AppExit {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let cli = <Cli as clap::Parser>::parse();
     let catalog = Catalog::from_ron_str(include_str!("../assets/products.ron"), "products.ron")
         .expect("the shipped catalog is valid");
     let mut app = App::new();
@@ -54,16 +75,15 @@ fn main() -> AppExit {
         RepliconPlugins,
         RepliconRenetPlugins,
     ));
-    if let Some(port) = flag("--server") {
-        let port: u16 = port.parse().expect("--server PORT");
-        let ledger = flag("--ledger").unwrap_or_else(|| "net_shop.sqlite3".into());
+    if let Some(port) = cli.server {
+        let ledger = cli.ledger;
         app.add_plugins((
             MarketplacePlugin {
                 starting_balance: 500,
                 currency: PremiumCurrency::new("Robux", "R$"),
                 ..MarketplacePlugin::default()
                     .with_catalog(catalog)
-                    .with_ledger(LedgerBackend::sqlite(PathBuf::from(ledger)))
+                    .with_ledger(LedgerBackend::sqlite(ledger))
             },
             MarketplaceServerPlugin,
             // SIGINT / SIGTERM: every player is saved before the server ends.
@@ -86,10 +106,9 @@ fn main() -> AppExit {
             },
         )
         .add_systems(Update, net_demo::report_grants);
-    } else if let Some(addr) = flag("--client") {
-        let addr: SocketAddr = addr.parse().expect("--client IP:PORT");
-        let user: u64 = flag("--user").expect("--user N").parse().expect("--user N");
-        let product = ProductId(flag("--buy").map_or(456456, |p| p.parse().expect("--buy ID")));
+    } else if let Some(addr) = cli.client {
+        let user = cli.user;
+        let product = ProductId(cli.buy);
         app.add_plugins(MarketplaceClientPlugin)
             .insert_resource(Shopper {
                 product,
@@ -109,9 +128,8 @@ fn main() -> AppExit {
             )
             .add_systems(Update, shop);
     } else {
-        eprintln!(
-            "use --server PORT [--ledger FILE] (SIGINT or SIGTERM ends it), or --client IP:PORT --user N [--buy PRODUCT]"
-        );
+        // clap asks for one of them; this only keeps the branches total.
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
         return AppExit::error();
     }
     app.run()

@@ -24,7 +24,7 @@
 //! ```
 //!
 //! `--host 5000` instead of `--server 5000` plays in the server's own window too (a listen
-//! server, as user 1 unless `--user` says otherwise).
+//! server, as user 1 unless `--user` says otherwise). `-- --help` lists every option.
 
 #[cfg(feature = "net")]
 mod net;
@@ -137,50 +137,74 @@ struct Args {
     debug_grants: bool,
 }
 
+/// The vendor shop: walk to the vendor, talk, and buy Roblox-style developer products. One process
+/// by default; `--server`, `--host` and `--client` play it over UDP.
+#[derive(clap::Parser)]
+#[command(name = "vendor_shop")]
+struct Cli {
+    /// Run a dedicated server on this UDP port of loopback, without a window.
+    #[arg(long, value_name = "PORT", group = "mode")]
+    server: Option<u16>,
+    /// Play in a window and serve other players on this UDP port (a listen server).
+    #[arg(long, value_name = "PORT", group = "mode")]
+    host: Option<u16>,
+    /// Play as a client of the server at this address.
+    #[arg(long, value_name = "IP:PORT", group = "mode")]
+    client: Option<std::net::SocketAddr>,
+    /// The user id to play as.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    user: i64,
+    /// What a scripted client buys (a product id).
+    #[arg(long, value_name = "PRODUCT", default_value_t = GOLD_POUCH.0)]
+    buy: i64,
+    /// Play by script: walk, buy, take screenshots, quit.
+    #[arg(long)]
+    scripted: bool,
+    /// A scripted client that double-clicks Buy, and later presses Cancel and Buy in one frame.
+    #[arg(long)]
+    hasty: bool,
+    /// Print the player's state to stdout (for scripts that drive the window from outside).
+    #[arg(long)]
+    print_state: bool,
+    /// Quit once the player is loaded.
+    #[arg(long)]
+    exit_when_active: bool,
+    /// Where scripted runs save their screenshots.
+    #[arg(long, value_name = "DIR", default_value = "target/screenshots")]
+    screenshots: PathBuf,
+    /// The SQLite ledger file (a scripted run without one uses a fresh file in the temp dir).
+    #[arg(long, value_name = "FILE")]
+    ledger: Option<PathBuf>,
+    /// Cheats in the debug panel (F1): grant currency, simulate purchases, refund.
+    #[arg(long)]
+    debug_grants: bool,
+}
+
+/// The command line; `--help` prints it, and a bad flag prints usage and exits with status 2.
 fn args() -> Args {
-    let mut args = Args {
-        mode: Mode::Local,
-        user: 1,
-        buy: GOLD_POUCH,
-        hasty: false,
-        debug_grants: false,
-        scripted: false,
-        print_state: false,
-        exit_when_active: false,
-        screenshots: PathBuf::from("target/screenshots"),
-        ledger: PathBuf::from("vendor_shop.sqlite3"),
+    let cli = <Cli as clap::Parser>::parse();
+    let mode = match (cli.server, cli.host, cli.client) {
+        (Some(port), _, _) => Mode::Server(port),
+        (_, Some(port), _) => Mode::Host(port),
+        (_, _, Some(address)) => Mode::Client(address),
+        _ => Mode::Local,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |what: &str| it.next().unwrap_or_else(|| panic!("{arg} needs {what}"));
-        match arg.as_str() {
-            "--scripted" => args.scripted = true,
-            "--hasty" => args.hasty = true,
-            "--print-state" => args.print_state = true,
-            "--exit-when-active" => args.exit_when_active = true,
-            "--screenshots" => args.screenshots = value("a directory").into(),
-            "--debug-grants" => args.debug_grants = true,
-            "--ledger" => args.ledger = value("a file").into(),
-            "--server" => {
-                args.mode = Mode::Server(value("a port").parse().expect("--server PORT"));
-            }
-            "--host" => {
-                args.mode = Mode::Host(value("a port").parse().expect("--host PORT"));
-            }
-            "--client" => {
-                args.mode = Mode::Client(value("an address").parse().expect("--client IP:PORT"));
-            }
-            "--user" => args.user = value("a user id").parse().expect("--user N"),
-            "--buy" => args.buy = ProductId(value("a product id").parse().expect("--buy ID")),
-            other => panic!(
-                "unknown argument {other:?} (use --scripted, --screenshots DIR, --ledger FILE, --print-state, --exit-when-active, --debug-grants, --server PORT, --host PORT, --client IP:PORT, --user N, --buy PRODUCT, --hasty)"
-            ),
-        }
-    }
-    if args.scripted
-        && matches!(args.mode, Mode::Local | Mode::Host(_))
-        && !std::env::args().any(|a| a == "--ledger")
-    {
+    let given_ledger = cli.ledger.is_some();
+    let mut args = Args {
+        mode,
+        user: cli.user,
+        buy: ProductId(cli.buy),
+        hasty: cli.hasty,
+        debug_grants: cli.debug_grants,
+        scripted: cli.scripted,
+        print_state: cli.print_state,
+        exit_when_active: cli.exit_when_active,
+        screenshots: cli.screenshots,
+        ledger: cli
+            .ledger
+            .unwrap_or_else(|| PathBuf::from("vendor_shop.sqlite3")),
+    };
+    if args.scripted && matches!(args.mode, Mode::Local | Mode::Host(_)) && !given_ledger {
         // A fresh ledger, so the scripted run always starts from the same balance.
         args.ledger = std::env::temp_dir().join(format!(
             "vendor_shop_scripted_{}.sqlite3",
@@ -289,6 +313,8 @@ fn main() -> AppExit {
                 marketplace(&args.ledger, args.debug_grants || args.scripted),
                 MarketplaceUiPlugin,
                 MarketplaceDebugPanelPlugin,
+                // SIGTERM (a shutdown, `kill`) saves every player as closing the window does.
+                ExitOnSignal,
             ));
             add_shop_rules(&mut app);
             // The pretend store sells from the prompt's top-up button; a client's store is the
