@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// On docs.rs, each item says which feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Floors, bottom to top: ids, currency, receipt, retry, wake, panic_message → catalog, ledger, settings → link → players →
 // receipts, service → purchase → shutdown → plugin → ui. A module imports only from floors
