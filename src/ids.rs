@@ -109,9 +109,9 @@ pub struct ServerId(Arc<str>);
 
 impl ServerId {
     /// A server id, unless `id` holds a NUL character.
-    pub fn new(id: impl Into<Arc<str>>) -> Result<Self, crate::ledger::InvalidText> {
+    pub fn new(id: impl Into<Arc<str>>) -> Result<Self, crate::text::InvalidText> {
         let id = id.into();
-        crate::ledger::keepable("server id", &id)?;
+        crate::text::keepable("server id", &id)?;
         Ok(Self(id))
     }
 

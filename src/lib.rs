@@ -2,7 +2,7 @@
 // On docs.rs, each item says which feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// Floors, bottom to top: ids, currency, receipt, retry, wake, panic_message → catalog, ledger, settings → link → players →
+// Floors, bottom to top: text, ids, currency, receipt, retry, wake, panic_message → catalog, ledger, settings → link → players →
 // receipts, service → purchase → shutdown → plugin → ui. A module imports only from floors
 // below its own.
 mod catalog;
@@ -25,6 +25,7 @@ mod service;
 mod settings;
 mod shutdown;
 pub mod testing;
+mod text;
 #[cfg(feature = "egui")]
 pub mod ui;
 mod wake;

@@ -35,9 +35,10 @@ mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
-mod text;
 mod worker;
 
+pub use crate::text::InvalidText;
+pub(crate) use crate::text::keepable;
 pub use backend::LedgerBackend;
 pub use credit::{
     CreditError, CreditOutcome, CreditRecord, CreditRequest, CreditReversal, ReversalOutcome,
@@ -70,8 +71,6 @@ pub use rules::MAX_BALANCE;
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
 pub use store::{LedgerError, LedgerStore, StoreFactory, call, read, transact};
 pub(crate) use store::{now_ms, transact_timed};
-pub use text::InvalidText;
-pub(crate) use text::keepable;
 pub(crate) use worker::Worker;
 pub use worker::{DEFAULT_MAX_BATCH, LedgerStatus, WorkerLoad};
 
