@@ -450,14 +450,14 @@ fn update_until(app: &mut App, what: &str, done: impl Fn(&World) -> bool) {
     );
 }
 
-#[test]
-fn the_catalog_loads_as_an_asset_and_a_bad_reload_keeps_the_last_good_one() {
+/// An in-memory asset folder holding the shipped catalog and the icons it names (checked on load
+/// with the `icons` feature).
+fn shipped_catalog_dir() -> Dir {
     let dir = Dir::default();
     dir.insert_asset_text(
         Path::new("products.ron"),
         include_str!("../assets/products.ron"),
     );
-    // The icons it names (checked on load with the `icons` feature).
     let icons = dir.get_or_insert_dir(Path::new("icons"));
     for icon in std::fs::read_dir("assets/icons").unwrap() {
         let icon = icon.unwrap();
@@ -466,6 +466,12 @@ fn the_catalog_loads_as_an_asset_and_a_bad_reload_keeps_the_last_good_one() {
             std::fs::read(icon.path()).unwrap(),
         );
     }
+    dir
+}
+
+#[test]
+fn the_catalog_loads_as_an_asset_and_a_bad_reload_keeps_the_last_good_one() {
+    let dir = shipped_catalog_dir();
     let mut app = common::asset_app(&dir);
     update_until(&mut app, "the catalog to load", |w| {
         w.resource::<MarketplaceService>().catalog().len() == 5
@@ -533,19 +539,7 @@ fn the_catalog_loads_as_an_asset_and_a_bad_reload_keeps_the_last_good_one() {
 /// still loads once the app is finished (as `App::run` does).
 #[test]
 fn the_catalog_asset_loads_whichever_plugin_comes_first() {
-    let dir = Dir::default();
-    dir.insert_asset_text(
-        Path::new("products.ron"),
-        include_str!("../assets/products.ron"),
-    );
-    let icons = dir.get_or_insert_dir(Path::new("icons"));
-    for icon in std::fs::read_dir("assets/icons").unwrap() {
-        let icon = icon.unwrap();
-        icons.insert_asset(
-            Path::new(&icon.file_name()),
-            std::fs::read(icon.path()).unwrap(),
-        );
-    }
+    let dir = shipped_catalog_dir();
     let mut app = common::asset_app_in_order(&dir, true);
     app.finish();
     app.cleanup();
@@ -559,19 +553,7 @@ fn the_catalog_asset_loads_whichever_plugin_comes_first() {
 /// does not exist; once it has loaded, a product it lacks is `UnknownProduct`.
 #[test]
 fn a_prompt_before_the_catalog_loads_says_the_shop_has_not_loaded() {
-    let dir = Dir::default();
-    dir.insert_asset_text(
-        Path::new("products.ron"),
-        include_str!("../assets/products.ron"),
-    );
-    let icons = dir.get_or_insert_dir(Path::new("icons"));
-    for icon in std::fs::read_dir("assets/icons").unwrap() {
-        let icon = icon.unwrap();
-        icons.insert_asset(
-            Path::new(&icon.file_name()),
-            std::fs::read(icon.path()).unwrap(),
-        );
-    }
+    let dir = shipped_catalog_dir();
     let mut app = common::asset_app(&dir);
     let player = app.world_mut().spawn(Player::new(UserId(1))).id();
     let prompt_state = |app: &mut App, product: i64| {
