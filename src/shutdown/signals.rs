@@ -16,7 +16,7 @@ use bevy::prelude::*;
 /// # use bevy::prelude::*;
 /// # use bevy_marketplace::prelude::*;
 /// App::new()
-///     .add_plugins((MinimalPlugins, MarketplacePlugin::default(), ExitOnSignal))
+///     .add_plugins((MinimalPlugins, AssetPlugin::default(), MarketplacePlugin::default(), ExitOnSignal))
 ///     .run();
 /// ```
 ///
