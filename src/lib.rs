@@ -7,6 +7,7 @@
 // below its own.
 mod catalog;
 mod currency;
+pub mod guide;
 #[cfg(feature = "icons")]
 pub mod icon;
 mod ids;
@@ -75,9 +76,10 @@ pub mod prelude {
         LocalPlayer, MarketplaceDebugPanelPlugin, MarketplaceUiPlugin, ProductIcons,
     };
     pub use crate::{
-        Catalog, ConfirmPolicy, ExitOnSignal, MarketplaceAppExt, MarketplacePlugin,
-        MarketplaceService, MarketplaceSystems, Player, PremiumBalance, PremiumCurrency, ProductId,
-        ProductPurchaseDecision, PromptProductPurchase, PromptProductPurchaseFinished,
+        Catalog, CatalogStatus, ConfirmPolicy, ExitOnSignal, MarketplaceAppExt, MarketplacePlugin,
+        MarketplaceService, MarketplaceSystems, Player, PlayerSession, PremiumBalance,
+        PremiumCurrency, ProductId, ProductPurchaseDecision, PromptAction, PromptAnswer,
+        PromptProductPurchase, PromptProductPurchaseFinished, PromptState, PurchaseError,
         PurchaseFailed, PurchasePrompt, ReceiptInfo, ReceiptRefunded, ReceiptResolved, UserId,
     };
 }

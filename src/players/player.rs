@@ -13,6 +13,23 @@ use crate::receipt::ReceiptInfo;
 /// A connected buyer (Roblox `Player`). Spawn it when a player joins and despawn it (or remove
 /// it) when they leave: their session is loaded from the ledger on join and saved on leave.
 /// Receipts are only ever delivered to a buyer who has a `Player` here.
+///
+/// ```
+/// use bevy::prelude::*;
+/// use bevy_marketplace::prelude::*;
+/// use bevy_marketplace::testing::MarketplaceTestExt;
+///
+/// let mut app = App::new();
+/// app.add_plugins((MinimalPlugins, MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory())));
+/// // On join: the session opens (and the balance loads) a few frames later.
+/// let player = app.world_mut().spawn(Player::new(UserId(42))).id();
+/// app.update_until("the session to open", |w| {
+///     w.get::<PlayerSession>(player).is_some_and(PlayerSession::is_active)
+/// });
+/// // On leave: they are saved and their session lease is released.
+/// app.world_mut().despawn(player);
+/// app.settle();
+/// ```
 #[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
 #[require(PremiumBalance)]
 pub struct Player {

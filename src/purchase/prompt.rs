@@ -77,7 +77,17 @@ impl PurchasePrompt {
     }
 }
 
-/// Who answers prompts when no UI does.
+/// Who answers prompts when no UI does. `MarketplaceUiPlugin` sets `Manual` (its buttons answer).
+///
+/// ```
+/// use bevy::prelude::*;
+/// use bevy_marketplace::prelude::*;
+///
+/// let mut app = App::new();
+/// app.add_plugins((MinimalPlugins, MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory())))
+///     // A headless test where every prompt is cancelled: nothing is ever charged.
+///     .insert_resource(ConfirmPolicy::AutoCancel);
+/// ```
 #[derive(Resource, Clone, Debug, Default, PartialEq, Eq)]
 pub enum ConfirmPolicy {
     /// Buy everything, then close. The default without a UI.
