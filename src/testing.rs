@@ -8,8 +8,8 @@ use crate::link::{Ledger, answers_waiting};
 
 /// Test helpers on [`App`].
 pub trait MarketplaceTestExt {
-    /// Updates the app until the ledger has answered everything and a few more frames have run
-    /// (prompts close, handlers run, grants commit). Panics after 10 s.
+    /// Updates the app until the ledger has answered everything, no save waits for its frame, and
+    /// a few more frames have run (prompts close, handlers run, grants commit). Panics after 10 s.
     fn settle(&mut self) -> &mut Self;
 
     /// Updates until `done` holds; panics with `what` after 10 s.
@@ -23,7 +23,15 @@ impl MarketplaceTestExt for App {
         while quiet < 4 {
             self.update();
             let inbox_empty = answers_waiting(self.world()) == 0;
-            if self.world().resource::<Ledger>().in_flight() == 0 && inbox_empty {
+            // Saves queued for a later frame (a frame's budget ran out) are work to wait for.
+            let saves_waiting = self
+                .world()
+                .resource::<crate::players::DeliveryQueue>()
+                .saves_waiting();
+            if self.world().resource::<Ledger>().in_flight() == 0
+                && inbox_empty
+                && saves_waiting == 0
+            {
                 quiet += 1;
             } else {
                 quiet = 0;

@@ -70,6 +70,17 @@ fn a_thousand_players_cost_one_read_per_interval(store: &TestStore) {
     assert!(after <= 6, "{after} requests to learn of one refund");
 }
 
+/// Moves the game's clock by exactly `by` in one frame, then lets the ledger answer what that
+/// frame asked without moving the clock again.
+fn advance_exactly(game: &mut GameServer, by: Duration) {
+    game.app
+        .insert_resource(TimeUpdateStrategy::ManualDuration(by));
+    game.app.update();
+    game.app
+        .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::ZERO));
+    game.app.settle();
+}
+
 /// Autosaves on the default settings (every 30 s, a 5 min lease): a player whose persisted
 /// components did not change is not saved again until their next autosave would come after half
 /// their lease, and that save keeps the lease.
@@ -80,6 +91,10 @@ fn an_idle_player_is_saved_once_per_half_lease(store: &TestStore) {
         lease_duration: defaults.lease_duration,
         ..p
     });
+    // The clock stands still but when the test moves it, however many frames the ledger's
+    // answers take on a slow machine.
+    game.app
+        .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::ZERO));
     let players: Vec<Entity> = (1..=100).map(|user| game.spawn(user)).collect();
     game.app.update_until("everyone to load", |w| {
         players.iter().all(|&p| {
@@ -92,20 +107,20 @@ fn an_idle_player_is_saved_once_per_half_lease(store: &TestStore) {
     // New players: nothing of theirs is stored yet, so the first autosave saves each once. The
     // first autosaves are spread over the second half of the interval, so that players who
     // joined together are not all saved in one frame.
-    game.advance(defaults.autosave_interval * 3 / 4);
+    advance_exactly(&mut game, defaults.autosave_interval * 3 / 4);
     let early = saves(&game) - before;
     assert!(
         (20..=80).contains(&early),
         "{early} of 100 players who joined together were autosaved in the first three quarters of the interval"
     );
-    game.advance(defaults.autosave_interval / 4);
+    advance_exactly(&mut game, defaults.autosave_interval / 4);
     assert_eq!(
         saves(&game) - before,
         100,
         "the first autosave saves new players"
     );
     for _ in 0..2 {
-        game.advance(defaults.autosave_interval);
+        advance_exactly(&mut game, defaults.autosave_interval);
     }
     assert_eq!(
         saves(&game) - before,
@@ -113,17 +128,17 @@ fn an_idle_player_is_saved_once_per_half_lease(store: &TestStore) {
         "two autosave intervals with nothing changed save nothing"
     );
     game.app.world_mut().get_mut::<Gold>(players[0]).unwrap().0 = 7;
-    game.advance(defaults.autosave_interval);
+    advance_exactly(&mut game, defaults.autosave_interval);
     assert_eq!(saves(&game) - before, 101, "the changed player is saved");
     // The others' next autosave would come after half the lease since their first save
     // (15-30 s in, spread by user id): they are saved now, to renew it.
-    game.advance(defaults.autosave_interval);
+    advance_exactly(&mut game, defaults.autosave_interval);
     assert_eq!(
         saves(&game) - before,
         200,
         "the other 99 renew their leases"
     );
-    game.advance(defaults.autosave_interval);
+    advance_exactly(&mut game, defaults.autosave_interval);
     assert_eq!(saves(&game) - before, 200, "and then wait again");
     assert_eq!(game.gold(players[0]), 7);
 }

@@ -273,12 +273,12 @@ pub(crate) fn save_players(world: &mut World) {
             break;
         }
     }
-    if !world.resource::<FrameDeadline>().passed() {
-        for entity in autosaves.by_ref() {
-            autosave(world, entity);
-            if world.resource::<FrameDeadline>().passed() {
-                break;
-            }
+    // At least one autosave a frame, even when the budget went on other work: a busy server
+    // still renews its players' leases.
+    for entity in autosaves.by_ref() {
+        autosave(world, entity);
+        if world.resource::<FrameDeadline>().passed() {
+            break;
         }
     }
     let mut queue = world.resource_mut::<DeliveryQueue>();

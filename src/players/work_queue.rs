@@ -48,6 +48,11 @@ impl DeliveryQueue {
         self.backlog.is_empty()
     }
 
+    /// Players waiting for a save or an autosave.
+    pub(crate) fn saves_waiting(&self) -> usize {
+        self.saves.len() + self.autosaves.len()
+    }
+
     /// Players waiting for delivery or a save.
     pub(crate) fn len(&self) -> usize {
         self.backlog.len()
