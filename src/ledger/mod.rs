@@ -18,6 +18,7 @@
 //! ([`LeaseFence`]).
 
 mod backend;
+mod changes;
 mod credit;
 #[cfg(feature = "testing")]
 mod faults;
@@ -40,6 +41,7 @@ mod worker;
 pub use crate::text::InvalidText;
 pub(crate) use crate::text::keepable;
 pub use backend::LedgerBackend;
+pub use changes::{CHANGES_ANSWERED, CHANGES_KEPT, ChangeFeed, ReadChanges};
 pub use credit::{
     CreditError, CreditOutcome, CreditRecord, CreditRequest, CreditReversal, ReversalOutcome,
 };
@@ -50,10 +52,9 @@ pub use memory::InMemoryLedger;
 #[cfg(feature = "postgres")]
 pub use postgres::{LeaseClock, PG_SCHEMA_VERSION, PostgresLedger, PostgresOptions};
 pub use protocol::{
-    AdjustBalance, AdjustReply, Audit, CHANGES_ANSWERED, CHANGES_KEPT, ChangeFeed, ChargeReply,
-    ChargeRequest, HistoryRequest, LedgerCall, LedgerReply, LedgerRequest, OpenSession,
-    OpenSessionReply, OpenedSession, PlayerReading, ReadChanges, ReadPlayer, ReleaseSession,
-    ReverseCredit, SaveReply, SaveRequest,
+    AdjustBalance, AdjustReply, Audit, ChargeReply, ChargeRequest, HistoryRequest, LedgerCall,
+    LedgerReply, LedgerRequest, OpenSession, OpenSessionReply, OpenedSession, PlayerReading,
+    ReadPlayer, ReleaseSession, ReverseCredit, SaveReply, SaveRequest,
 };
 pub(crate) use protocol::{Answer, Completed};
 pub(crate) use records::purchase_debits;
