@@ -29,6 +29,7 @@
 
 mod client;
 mod protocol;
+mod screening;
 mod server;
 
 pub use client::{LocalBuyer, MarketplaceClientPlugin};
@@ -37,4 +38,5 @@ pub use protocol::{
     NetPromptAnswer, NetPromptFinished, NetPromptRefused, NetPromptRequest, NetPromptState,
     NetPurchaseFailed, NetReceiptResolved, NetTopUpRequested,
 };
-pub use server::{BuyerClient, DistrustedClient, MarketplaceServerPlugin, NetLimits};
+pub use screening::DistrustedClient;
+pub use server::{BuyerClient, MarketplaceServerPlugin, NetLimits};
