@@ -320,8 +320,8 @@ impl SalesDelta {
         })
     }
 
-    /// Adds `other`'s counts (same hour and product) to these.
-    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    /// Adds `other`'s counts (same hour and product) to these (PostgreSQL sums a batch's).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn add(&mut self, other: &Self) {
         self.units += other.units;
         self.currency += other.currency;
