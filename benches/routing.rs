@@ -101,7 +101,7 @@ fn server(n: i64) -> App {
         player.get_mut::<Gold>().map(|mut g| g.0 += 100).is_some()
     });
     for u in 0..n {
-        app.world_mut().spawn((Player::new(UserId(u)), Gold(0)));
+        app.world_mut().spawn((Buyer::new(UserId(u)), Gold(0)));
     }
     while app
         .world_mut()

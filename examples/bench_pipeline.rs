@@ -112,11 +112,7 @@ fn update_until(
 
 fn spawn_players(app: &mut App, users: std::ops::Range<i64>, frame: Duration) -> Vec<Entity> {
     let players: Vec<Entity> = users
-        .map(|u| {
-            app.world_mut()
-                .spawn((Player::new(UserId(u)), Gold(0)))
-                .id()
-        })
+        .map(|u| app.world_mut().spawn((Buyer::new(UserId(u)), Gold(0))).id())
         .collect();
     let n = players.len();
     update_until(app, frame, Duration::from_secs(120), |w| {
@@ -144,7 +140,7 @@ fn pipeline(
     let by_user: HashMap<UserId, usize> = players
         .iter()
         .enumerate()
-        .map(|(i, &p)| (app.world().get::<Player>(p).unwrap().user_id, i))
+        .map(|(i, &p)| (app.world().get::<Buyer>(p).unwrap().user_id, i))
         .collect();
     // Like a game: a player buys again once their last purchase is resolved. The harness only
     // touches players with news, so it costs what a game's own input handling would.
@@ -168,7 +164,7 @@ fn pipeline(
             if bought[i] == rounds {
                 return false;
             }
-            if world.get::<PurchasePrompt>(players[i]).is_some() {
+            if world.get::<OpenPrompt>(players[i]).is_some() {
                 return true;
             }
             bought[i] += 1;
@@ -563,7 +559,7 @@ fn idle_frame_cost(quick: bool) {
     let mut bare = App::new();
     bare.add_plugins(MinimalPlugins);
     for u in 0..players {
-        bare.world_mut().spawn((Player::new(UserId(u)), Gold(0)));
+        bare.world_mut().spawn((Buyer::new(UserId(u)), Gold(0)));
     }
     let (mut with_plugin, _) = server(
         LedgerBackend::in_memory(),
@@ -722,7 +718,7 @@ fn refund_elsewhere(
             product_id: GOLD,
         });
         update_until(&mut app, SIXTY_HZ, Duration::from_secs(30), |w| {
-            granted.lock().unwrap().len() > before && w.get::<PurchasePrompt>(buyer).is_none()
+            granted.lock().unwrap().len() > before && w.get::<OpenPrompt>(buyer).is_none()
         });
     }
     let purchases = granted.lock().unwrap().clone();
@@ -982,7 +978,7 @@ fn burst(
     let requests_before = app.world().resource::<Ledger>().worker_load().requests;
     let arrived = Instant::now();
     for u in 0..n {
-        app.world_mut().spawn((Player::new(UserId(u)), Gold(0)));
+        app.world_mut().spawn((Buyer::new(UserId(u)), Gold(0)));
     }
     let (mut frames, mut stalls) = (Vec::new(), Vec::new());
     let mut all_active = None;

@@ -125,7 +125,7 @@ fn main() {
 fn spawn_players(mut commands: Commands) {
     for (i, name) in ["Alice", "Bob", "Cara"].into_iter().enumerate() {
         commands.spawn((
-            Player::new(UserId(1000 + i as i64)),
+            Buyer::new(UserId(1000 + i as i64)),
             Name(name),
             Health {
                 current: 20 + 30 * i as u32,
@@ -142,10 +142,10 @@ fn play_script(
     ledger: Res<Ledger>,
     players: Query<(
         Entity,
-        &Player,
+        &Buyer,
         &Name,
         &bevy_marketplace::PlayerSession,
-        Has<PurchasePrompt>,
+        Has<OpenPrompt>,
     )>,
     service: Res<MarketplaceService>,
     mut prompts: MessageWriter<PromptProductPurchase>,
@@ -192,7 +192,7 @@ fn report(
     mut resolved: MessageReader<ReceiptResolved>,
     mut failed: MessageReader<ReceiptDeliveryFailed>,
     mut purchase_failures: MessageReader<PurchaseFailed>,
-    players: Query<(&Player, &Name, &Health, &Gold, &Arrows, &PremiumBalance)>,
+    players: Query<(&Buyer, &Name, &Health, &Gold, &Arrows, &PremiumBalance)>,
     service: Res<MarketplaceService>,
 ) {
     for f in purchase_failures.read() {

@@ -146,7 +146,7 @@ fn spawn_player_of_client(
     };
     let user = UserId(id.get() as i64);
     commands.spawn((
-        Player::new(user),
+        Buyer::new(user),
         Gold(0),
         Arrows(0),
         BuyerClient(add.entity),
@@ -171,7 +171,7 @@ struct Shopper {
 fn shop(
     mut shopper: ResMut<Shopper>,
     mut service: ResMut<MarketplaceService>,
-    buyer: Single<(Entity, &PremiumBalance, Option<&PurchasePrompt>), With<LocalBuyer>>,
+    buyer: Single<(Entity, &PremiumBalance, Option<&OpenPrompt>), With<LocalBuyer>>,
     mut answers: MessageWriter<PromptAnswer>,
     mut resolved: MessageReader<ReceiptResolved>,
     mut refused: MessageReader<PurchaseFailed>,

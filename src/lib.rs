@@ -1,4 +1,4 @@
-#![doc = include_str!("../README.md")]
+#![doc = include_str!("lib.md")]
 // On docs.rs, each item says which feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -7,7 +7,7 @@
 // below its own.
 mod catalog;
 mod currency;
-pub mod guide;
+pub mod docs;
 #[cfg(feature = "icons")]
 pub mod icon;
 mod ids;
@@ -44,13 +44,13 @@ pub use ids::{PlaceId, ProductId, PromptId, PurchaseId, RequestId, UserId};
 pub use ledger::Clawback;
 pub use link::Ledger;
 pub use players::{
-    PendingReceipt, Player, PlayerSaveFailed, PlayerSession, ReceiptRefunded, ReceiptResolved,
+    Buyer, PendingReceipt, PlayerSaveFailed, PlayerSession, ReceiptRefunded, ReceiptResolved,
     SessionPhase, Sessions,
 };
 pub use plugin::{CatalogSource, MarketplacePlugin};
 pub use purchase::{
-    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptRefusal,
-    PromptRefused, PromptState, PurchaseError, PurchaseFailed, PurchasePrompt, TopUpOffer,
+    ConfirmPolicy, OpenPrompt, PromptAction, PromptAnswer, PromptProductPurchaseFinished,
+    PromptRefusal, PromptRefused, PromptState, PurchaseError, PurchaseFailed, TopUpOffer,
     TopUpRequested,
 };
 pub use receipt::{
@@ -68,27 +68,88 @@ pub use service::{
 pub use settings::{MarketplaceSettings, MarketplaceStats, MarketplaceSystems};
 pub use shutdown::{ExitOnSignal, ExitReport, MarketplaceExit};
 
+// The README's examples compile and run as doctests too (it is not the crate's front page).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Everything a game needs: `use bevy_marketplace::prelude::*;`.
 pub mod prelude {
     pub use crate::ledger::{InMemoryLedger, LedgerBackend};
+    pub use crate::testing::MarketplaceTestExt;
     #[cfg(feature = "egui")]
     pub use crate::ui::{
         LocalPlayer, MarketplaceDebugPanelPlugin, MarketplaceUiPlugin, ProductIcons,
     };
     pub use crate::{
-        Catalog, CatalogStatus, ConfirmPolicy, ExitOnSignal, MarketplaceAppExt, MarketplacePlugin,
-        MarketplaceService, MarketplaceSystems, Player, PlayerSession, PremiumBalance,
-        PremiumCurrency, ProductId, ProductPurchaseDecision, PromptAction, PromptAnswer,
-        PromptProductPurchase, PromptProductPurchaseFinished, PromptState, PurchaseError,
-        PurchaseFailed, PurchasePrompt, ReceiptInfo, ReceiptRefunded, ReceiptResolved, UserId,
+        Buyer, Catalog, CatalogStatus, ConfirmPolicy, ExitOnSignal, MarketplaceAppExt,
+        MarketplacePlugin, MarketplaceService, MarketplaceSystems, OpenPrompt, PlayerSession,
+        PremiumBalance, PremiumCurrency, ProductId, ProductPurchaseDecision, PromptAction,
+        PromptAnswer, PromptProductPurchase, PromptProductPurchaseFinished, PromptState,
+        PurchaseError, PurchaseFailed, ReceiptInfo, ReceiptRefunded, ReceiptResolved, UserId,
     };
 }
+
+/// Renamed [`Buyer`], so that it does not collide with the `Player` marker of most games.
+#[deprecated(since = "0.1.0", note = "renamed `Buyer`")]
+pub type Player = Buyer;
+
+/// Renamed [`OpenPrompt`], so that it is not mixed up with the [`PromptProductPurchase`]
+/// message that opens it.
+#[deprecated(since = "0.1.0", note = "renamed `OpenPrompt`")]
+pub type PurchasePrompt = OpenPrompt;
 
 /// Registration on the [`App`]: product handlers and persisted components.
 pub trait MarketplaceAppExt {
     /// Binds a handler to a product. It receives the receipt and the buyer's entity and returns a
     /// decision (see [`IntoPurchaseDecision`]). A panic or `Err` counts as
     /// [`ProductPurchaseDecision::NotProcessedYet`].
+    ///
+    /// A handler is a transaction: when it does not grant, its changes to the buyer's persisted
+    /// components are put back, and the receipt (already paid) is delivered again later.
+    ///
+    /// ```
+    /// use bevy::prelude::*;
+    /// use bevy_marketplace::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Component, Default, Serialize, Deserialize)]
+    /// struct Gold(u64);
+    /// #[derive(Component)]
+    /// struct InBattle(bool);
+    /// # let catalog = Catalog::from_ron_str("(products: [(id: 456456, name: \"Pouch of Gold\", price: 80)])", "products.ron").unwrap();
+    ///
+    /// let mut app = App::new();
+    /// app.add_plugins((
+    ///     MinimalPlugins,
+    ///     MarketplacePlugin { starting_balance: 1_000, ..MarketplacePlugin::default()
+    ///         .with_catalog(catalog)
+    ///         .with_ledger(LedgerBackend::in_memory()) },
+    /// ))
+    /// .persist_component::<Gold>()
+    /// .add_product_handler(ProductId(456456), |_receipt, mut player| {
+    ///     player.get_mut::<Gold>().unwrap().0 += 100;
+    ///     // Granted outside battle only: declining puts the Gold back, and the receipt waits.
+    ///     if player.get::<InBattle>().is_some_and(|battle| battle.0) {
+    ///         return ProductPurchaseDecision::NotProcessedYet;
+    ///     }
+    ///     ProductPurchaseDecision::PurchaseGranted
+    /// });
+    /// let player = app.world_mut().spawn((Buyer::new(UserId(1)), Gold(0), InBattle(true))).id();
+    /// app.update_until("the session to open", |w| {
+    ///     w.get::<PlayerSession>(player).is_some_and(PlayerSession::is_active)
+    /// });
+    /// app.world_mut().write_message(PromptProductPurchase { player, product_id: ProductId(456456) });
+    /// app.settle();
+    /// assert_eq!(app.world().get::<PremiumBalance>(player).unwrap().0, 920, "paid");
+    /// assert_eq!(app.world().get::<Gold>(player).unwrap().0, 0, "not granted yet");
+    ///
+    /// // The battle ends; the receipt is delivered again (on a timer, or now:)
+    /// app.world_mut().get_mut::<InBattle>(player).unwrap().0 = false;
+    /// app.world_mut().resource_mut::<MarketplaceService>().retry_pending(player);
+    /// app.settle();
+    /// assert_eq!(app.world().get::<Gold>(player).unwrap().0, 100, "granted once");
+    /// ```
     ///
     /// # Panics
     /// If the product already has a handler (Roblox throws too); use

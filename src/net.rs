@@ -7,16 +7,12 @@
 //! plus [`MarketplaceServerPlugin`]; each client adds [`MarketplaceClientPlugin`] (no ledger, no
 //! handlers). Both add bevy_replicon's `RepliconPlugins` and a messaging backend.
 //!
-//! The game says which client owns which player, on the server, in one line:
-//!
-//! ```ignore
-//! commands.entity(player).insert(BuyerClient(client_entity));
-//! ```
-//!
-//! and marks the client's own player entity with [`LocalBuyer`]. Then
+//! The game says which client owns which player, on the server, in one line
+//! (`commands.entity(player).insert(BuyerClient(client_entity))`), and marks the client's own player entity with [`LocalBuyer`]. Then
 //! [`MarketplaceService`](crate::MarketplaceService) on the client prompts, reads product info
 //! and pages the catalog (sent by the server on connect and after every reload); the prompt, the
-//! premium balance and the outcome messages reach the owning client only.
+//! premium balance and the outcome messages reach the owning client only. A server and a client
+//! in one process, running: [`docs::multiplayer`](crate::docs::multiplayer).
 //!
 //! A listen server is the server with players of its own: they are players without
 //! `BuyerClient`, prompted and answered on the server as in one process (mark the host's with

@@ -6,7 +6,32 @@ use bevy::prelude::*;
 
 use crate::link::{Ledger, answers_waiting};
 
-/// Test helpers on [`App`].
+/// Test helpers on [`App`]: run a game's app, headless, until the marketplace has done its work.
+/// The ledger answers on its own thread, so a purchase takes a few frames: these update the app
+/// (sleeping a little between frames while the ledger works) instead of guessing a frame count.
+///
+/// ```
+/// use bevy::prelude::*;
+/// use bevy_marketplace::prelude::*;
+/// # let catalog = Catalog::from_ron_str("(products: [(id: 456456, name: \"Pouch of Gold\", price: 80)])", "products.ron").unwrap();
+///
+/// let mut app = App::new();
+/// app.add_plugins((
+///     MinimalPlugins,
+///     MarketplacePlugin { starting_balance: 100, ..MarketplacePlugin::default()
+///         .with_catalog(catalog)
+///         .with_ledger(LedgerBackend::in_memory()) },
+/// ));
+/// let player = app.world_mut().spawn(Buyer::new(UserId(1))).id();
+/// // Until a condition holds (panics naming it after 10 s).
+/// app.update_until("the session to open", |w| {
+///     w.get::<PlayerSession>(player).is_some_and(PlayerSession::is_active)
+/// });
+/// app.world_mut().write_message(PromptProductPurchase { player, product_id: ProductId(456456) });
+/// // Until the ledger is idle: the charge is committed and the receipt delivered.
+/// app.settle();
+/// assert_eq!(app.world().get::<PremiumBalance>(player).unwrap().0, 20);
+/// ```
 pub trait MarketplaceTestExt {
     /// Updates the app until the ledger has answered everything, no save waits for its frame, and
     /// a few more frames have run (prompts close, handlers run, grants commit). Panics after 10 s.

@@ -1,7 +1,7 @@
 //! The egui integration (`MarketplaceUiPlugin`): the purchase prompt modal, product icon textures,
 //! the debug shop panel.
 //!
-//! Add [`EguiPlugin`](bevy_egui::EguiPlugin) and [`MarketplaceUiPlugin`]; add
+//! Add [`EguiPlugin`](https://docs.rs/bevy_egui/0.42/bevy_egui/struct.EguiPlugin.html) and [`MarketplaceUiPlugin`]; add
 //! [`MarketplaceDebugPanelPlugin`] for the F1 panel.
 
 mod debug_panel;
@@ -18,7 +18,7 @@ pub use debug_reports::{history_table, sales_chart};
 pub use prompt_modal::{PromptView, prompt_modal};
 
 use crate::icon::{ProductIcon, ProductIconLoader};
-use crate::purchase::{ConfirmPolicy, PromptAnswer, PurchasePrompt};
+use crate::purchase::{ConfirmPolicy, OpenPrompt, PromptAnswer};
 use crate::service::MarketplaceService;
 
 /// Marks the player whose purchase prompts this screen shows; other players' prompts (a listen
@@ -28,6 +28,28 @@ pub struct LocalPlayer;
 
 /// Draws purchase prompts as an egui modal and answers them from its buttons (and Enter /
 /// Escape). Replaces the headless [`ConfirmPolicy`] with [`ConfirmPolicy::Manual`] in `finish`.
+///
+/// It needs `bevy_egui`'s `EguiPlugin` and a camera (egui draws on the first one), and warns at
+/// start when `EguiPlugin` is missing:
+///
+/// ```
+/// use bevy::prelude::*;
+/// use bevy_marketplace::prelude::*;
+///
+/// let mut app = App::new();
+/// app.add_plugins((
+///     MinimalPlugins,
+///     MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory()),
+///     // A windowed game adds `DefaultPlugins` and `bevy_egui::EguiPlugin::default()` first, and
+///     // spawns a `Camera2d`.
+///     MarketplaceUiPlugin,
+/// ));
+/// app.finish(); // WARN: "EguiPlugin is not added, so purchase prompts are never drawn ..."
+/// // The buttons answer now, not a headless policy.
+/// assert_eq!(*app.world().resource::<ConfirmPolicy>(), ConfirmPolicy::Manual);
+/// // The player this screen shows prompts for.
+/// app.world_mut().spawn((Buyer::new(UserId(1)), LocalPlayer));
+/// ```
 #[derive(Default)]
 pub struct MarketplaceUiPlugin;
 
@@ -86,7 +108,7 @@ const UNDRAWN_FRAMES: u32 = 60;
 /// Says once when a purchase prompt stays open with no egui context to draw it: without a camera
 /// there is none, and the prompt would wait forever for an answer.
 fn warn_of_undrawn_prompts(
-    prompts: Query<(), With<PurchasePrompt>>,
+    prompts: Query<(), With<OpenPrompt>>,
     contexts: Query<(), With<bevy_egui::PrimaryEguiContext>>,
     mut undrawn_for: Local<u32>,
 ) {
@@ -191,7 +213,7 @@ fn draw_prompt(
     mut contexts: EguiContexts,
     prompts: Query<(
         Entity,
-        &PurchasePrompt,
+        &OpenPrompt,
         Has<LocalPlayer>,
         &crate::PremiumBalance,
     )>,

@@ -555,7 +555,7 @@ fn the_catalog_asset_loads_whichever_plugin_comes_first() {
 fn a_prompt_before_the_catalog_loads_says_the_shop_has_not_loaded() {
     let dir = shipped_catalog_dir();
     let mut app = common::asset_app(&dir);
-    let player = app.world_mut().spawn(Player::new(UserId(1))).id();
+    let player = app.world_mut().spawn(Buyer::new(UserId(1))).id();
     let prompt_state = |app: &mut App, product: i64| {
         app.world_mut().write_message(PromptProductPurchase {
             player,
@@ -563,7 +563,7 @@ fn a_prompt_before_the_catalog_loads_says_the_shop_has_not_loaded() {
         });
         app.update();
         app.world()
-            .get::<bevy_marketplace::PurchasePrompt>(player)
+            .get::<bevy_marketplace::OpenPrompt>(player)
             .map(|p| p.state.clone())
     };
     assert!(
@@ -582,7 +582,7 @@ fn a_prompt_before_the_catalog_loads_says_the_shop_has_not_loaded() {
     });
     app.world_mut()
         .entity_mut(player)
-        .remove::<bevy_marketplace::PurchasePrompt>();
+        .remove::<bevy_marketplace::OpenPrompt>();
     assert_eq!(
         prompt_state(&mut app, 999),
         Some(bevy_marketplace::PromptState::Failed(

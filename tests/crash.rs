@@ -182,7 +182,7 @@ fn take_back(player: &mut EntityWorldMut, amount: u64) -> bool {
 
 fn spawn_player(commands: &mut Commands, user: i64) {
     commands.spawn((
-        Player::new(UserId(user)),
+        Buyer::new(UserId(user)),
         Health {
             current: 10,
             max: 100,
@@ -194,7 +194,7 @@ fn spawn_player(commands: &mut Commands, user: i64) {
 #[allow(clippy::too_many_arguments)]
 fn storm(
     mut storm: ResMut<Storm>,
-    players: Query<(Entity, &Player, &PlayerSession, Has<PurchasePrompt>)>,
+    players: Query<(Entity, &Buyer, &PlayerSession, Has<OpenPrompt>)>,
     sessions: Res<Sessions>,
     ledger: Res<Ledger>,
     mut service: ResMut<MarketplaceService>,
@@ -336,7 +336,7 @@ fn report_first_active(mut said: Local<bool>, sessions: Query<&PlayerSession>) {
 /// Runs right after this frame's ledger requests were sent: kill at the chosen stage.
 fn watch_stages(
     mut storm: ResMut<Storm>,
-    prompts: Query<&PurchasePrompt>,
+    prompts: Query<&OpenPrompt>,
     sessions: Res<Sessions>,
     ledger: Res<Ledger>,
 ) {

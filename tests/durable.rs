@@ -418,7 +418,7 @@ fn a_player_leaving_while_their_grant_commits_keeps_it_exactly_once() {
     let again = shop
         .app
         .world_mut()
-        .spawn((Player::new(UserId(4)), Gold(0)))
+        .spawn((Buyer::new(UserId(4)), Gold(0)))
         .id();
     for _ in 0..5 {
         shop.app.update();
@@ -673,10 +673,7 @@ fn game_process() {
     };
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, plugin(LedgerBackend::sqlite(&db))));
-    let p = app
-        .world_mut()
-        .spawn((Player::new(UserId(1)), Gold(0)))
-        .id();
+    let p = app.world_mut().spawn((Buyer::new(UserId(1)), Gold(0))).id();
     app.update_until("player 1 to be active", |w| {
         w.get::<PlayerSession>(p)
             .is_some_and(PlayerSession::is_active)
@@ -737,10 +734,7 @@ fn a_game_restarted_after_a_crash_gets_its_players_back_at_once() {
     let started = std::time::Instant::now();
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, plugin(LedgerBackend::sqlite(&path))));
-    let p = app
-        .world_mut()
-        .spawn((Player::new(UserId(1)), Gold(0)))
-        .id();
+    let p = app.world_mut().spawn((Buyer::new(UserId(1)), Gold(0))).id();
     while !app
         .world()
         .get::<PlayerSession>(p)
@@ -810,7 +804,7 @@ fn a_second_app_on_the_same_file_is_refused_and_the_first_keeps_working() {
     add_sample_handlers(&mut first, HandlerLog::default());
     let p = first
         .world_mut()
-        .spawn((Player::new(UserId(1)), Gold(0)))
+        .spawn((Buyer::new(UserId(1)), Gold(0)))
         .id();
     first.update_until("player 1 to be active", |w| {
         w.get::<PlayerSession>(p)

@@ -212,7 +212,7 @@ fn leaving_while_loading_does_not_release_the_lease_under_a_pending_final_save()
     let again = shop
         .app
         .world_mut()
-        .spawn((Player::new(UserId(5)), Gold(0)))
+        .spawn((Buyer::new(UserId(5)), Gold(0)))
         .id();
     shop.app.update();
     shop.app.world_mut().despawn(again);
@@ -400,10 +400,7 @@ fn a_store_that_panics_fails_its_transaction_and_is_reopened() {
     app.settle();
     // The join's transaction panics: the session must not stay loading.
     panic_next.store(true, Ordering::SeqCst);
-    let player = app
-        .world_mut()
-        .spawn((Player::new(UserId(8)), Gold(0)))
-        .id();
+    let player = app.world_mut().spawn((Buyer::new(UserId(8)), Gold(0))).id();
     app.update_until("the store is reopened", |w| {
         matches!(
             w.resource::<bevy_marketplace::Ledger>().status(),
@@ -468,14 +465,14 @@ fn a_ledger_that_cannot_open_says_so_in_the_prompt() {
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, plugin(unopenable_ledger())))
         .insert_resource(ConfirmPolicy::Manual);
-    let player = app.world_mut().spawn(Player::new(UserId(10))).id();
+    let player = app.world_mut().spawn(Buyer::new(UserId(10))).id();
     app.settle();
     app.world_mut().write_message(PromptProductPurchase {
         player,
         product_id: GOLD_100,
     });
     app.update();
-    let prompt = app.world().get::<PurchasePrompt>(player).unwrap();
+    let prompt = app.world().get::<OpenPrompt>(player).unwrap();
     assert!(
         matches!(&prompt.state, PromptState::Failed(PurchaseError::Unavailable(m)) if m.contains("disk on fire")),
         "{:?}",
@@ -500,7 +497,7 @@ fn leaving_while_the_prompt_shows_purchased_reports_the_purchase() {
         .world_mut()
         .answer_prompt(player, PromptAction::Confirm);
     shop.app.update_until("the prompt shows Purchased", |w| {
-        w.get::<PurchasePrompt>(player)
+        w.get::<OpenPrompt>(player)
             .is_some_and(|p| matches!(p.state, PromptState::Purchased(_)))
     });
     shop.app.world_mut().despawn(player);

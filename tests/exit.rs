@@ -39,7 +39,7 @@ fn game(path: &Path) -> (App, FaultPlan) {
 fn join(app: &mut App, user: i64) -> Entity {
     let e = app
         .world_mut()
-        .spawn((Player::new(UserId(user)), Gold(0)))
+        .spawn((Buyer::new(UserId(user)), Gold(0)))
         .id();
     app.settle();
     e
@@ -63,7 +63,7 @@ fn app_exit_commits_every_player_and_releases_every_lease() {
     app.settle();
     assert_eq!(app.world().resource::<Sessions>().departing(), 1);
     // Still loading: its open is in flight when the game quits.
-    app.world_mut().spawn((Player::new(UserId(3)), Gold(0)));
+    app.world_mut().spawn((Buyer::new(UserId(3)), Gold(0)));
     app.world_mut().write_message(AppExit::Success);
     app.update();
 
@@ -130,10 +130,7 @@ fn a_second_start_after_a_clean_exit_has_the_player_active_at_once() {
     std::mem::forget(app);
 
     let mut app = plugin_on(&path);
-    let player = app
-        .world_mut()
-        .spawn((Player::new(UserId(1)), Gold(0)))
-        .id();
+    let player = app.world_mut().spawn((Buyer::new(UserId(1)), Gold(0))).id();
     let started = Instant::now();
     app.update_until("the player is active", |w| {
         w.get::<bevy_marketplace::PlayerSession>(player)
@@ -171,10 +168,7 @@ fn sigterm_child() {
         },
     );
     add_sample_handlers(&mut app, HandlerLog::default());
-    let player = app
-        .world_mut()
-        .spawn((Player::new(UserId(1)), Gold(0)))
-        .id();
+    let player = app.world_mut().spawn((Buyer::new(UserId(1)), Gold(0))).id();
     app.settle();
     buy(&mut app, player, GOLD_100);
     app.run();

@@ -17,7 +17,7 @@ use bevy_marketplace::ledger::{
 };
 use bevy_marketplace::testing::MarketplaceTestExt;
 use bevy_marketplace::{
-    MarketplacePlugin, PromptProductPurchase, PromptState, PurchasePrompt, ReceiptState, UserId,
+    MarketplacePlugin, OpenPrompt, PromptProductPurchase, PromptState, ReceiptState, UserId,
 };
 use common::*;
 use stores::TestStore;
@@ -280,7 +280,7 @@ fn a_charge_whose_outcome_is_unknown_is_told_as_unknown_then_settled() {
     let mut shown = Vec::new();
     shop.app
         .update_until("the prompt to say it is unconfirmed", |w| {
-            let state = w.get::<PurchasePrompt>(p).map(|p| p.state.clone());
+            let state = w.get::<OpenPrompt>(p).map(|p| p.state.clone());
             shown.extend(state.clone());
             state == Some(PromptState::Unconfirmed)
         });
@@ -296,7 +296,7 @@ fn a_charge_whose_outcome_is_unknown_is_told_as_unknown_then_settled() {
     for _ in 0..5 {
         shop.app.update();
     }
-    assert!(shop.world().get::<PurchasePrompt>(p).is_none());
+    assert!(shop.world().get::<OpenPrompt>(p).is_none());
     assert!(shop.collected().finished.is_empty(), "not known yet");
     // The database comes back: the retried charge finds the receipt, which is delivered.
     shop.faults.reconnect();

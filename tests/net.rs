@@ -325,7 +325,7 @@ fn a_listen_server_hosts_its_own_player_beside_remote_clients() {
         .server
         .world_mut()
         .spawn((
-            Player::new(UserId(9)),
+            Buyer::new(UserId(9)),
             Health {
                 current: 10,
                 max: 100,
@@ -344,11 +344,10 @@ fn a_listen_server_hosts_its_own_player_beside_remote_clients() {
         .resource_mut::<MarketplaceService>()
         .prompt_product_purchase(host, GOLD_100);
     net.ask(0, GOLD_100);
-    let awaiting = |p: Option<&PurchasePrompt>| {
-        p.is_some_and(|p| p.state == PromptState::AwaitingConfirmation)
-    };
+    let awaiting =
+        |p: Option<&OpenPrompt>| p.is_some_and(|p| p.state == PromptState::AwaitingConfirmation);
     net.run_until("both prompts", |net| {
-        awaiting(net.server.world().get::<PurchasePrompt>(host))
+        awaiting(net.server.world().get::<OpenPrompt>(host))
             && awaiting(net.client_prompt(0).as_ref())
     });
     // The host answers its prompt on the server (what its own egui prompt sends).
@@ -491,7 +490,7 @@ fn a_client_prompts_for_the_player_it_owns_now() {
         .server
         .world_mut()
         .spawn((
-            Player::new(UserId(1)),
+            Buyer::new(UserId(1)),
             Health {
                 current: 10,
                 max: 100,

@@ -267,19 +267,13 @@ fn run(ops: &[Op]) -> Result<(), String> {
             Op::Lag { client, frames } => world.lag[*client] = *frames,
             Op::Replace { client, product } => {
                 let player = world.net.players[*client];
-                if world
-                    .net
-                    .server
-                    .world()
-                    .get::<PurchasePrompt>(player)
-                    .is_some()
-                {
+                if world.net.server.world().get::<OpenPrompt>(player).is_some() {
                     world
                         .net
                         .server
                         .world_mut()
                         .entity_mut(player)
-                        .remove::<PurchasePrompt>();
+                        .remove::<OpenPrompt>();
                 }
                 world
                     .net

@@ -68,7 +68,7 @@ fn a_flood_of_top_up_answers_asks_once() {
     shop.app.insert_resource(ConfirmPolicy::Manual);
     open_prompt(&mut shop, p, GOLD_1000);
     assert!(matches!(
-        shop.world().get::<PurchasePrompt>(p).unwrap().state,
+        shop.world().get::<OpenPrompt>(p).unwrap().state,
         PromptState::Failed(bevy_marketplace::PurchaseError::NotEnoughFunds { .. })
     ));
     for _ in 0..100 {
@@ -99,7 +99,7 @@ fn a_late_confirm_does_not_buy_the_prompt_that_replaced_it() {
     net.server
         .world_mut()
         .entity_mut(player)
-        .remove::<PurchasePrompt>();
+        .remove::<OpenPrompt>();
     net.server
         .world_mut()
         .resource_mut::<MarketplaceService>()
@@ -154,7 +154,7 @@ fn a_reconnected_client_does_not_show_its_old_prompt() {
     assert!(
         client
             .world_mut()
-            .query::<&PurchasePrompt>()
+            .query::<&OpenPrompt>()
             .iter(client.world())
             .next()
             .is_none(),
@@ -177,7 +177,7 @@ fn ok_and_a_new_buy_in_one_server_frame_both_act() {
     });
     shop.app.settle();
     assert!(
-        shop.world().get::<PurchasePrompt>(p).is_some(),
+        shop.world().get::<OpenPrompt>(p).is_some(),
         "the new Buy opened a prompt"
     );
     assert_eq!(shop.receipts_in(ReceiptState::Granted), 1);

@@ -69,7 +69,7 @@ fn spawn(shop: &mut TestShop, user: usize) -> Entity {
     shop.app
         .world_mut()
         .spawn((
-            Player::new(UserId(user as i64)),
+            Buyer::new(UserId(user as i64)),
             Health {
                 current: 10,
                 max: 100,

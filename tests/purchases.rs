@@ -100,7 +100,7 @@ fn a_second_prompt_while_one_is_open_is_ignored() {
         });
     }
     shop.app.settle();
-    let prompt = shop.world().get::<PurchasePrompt>(player).unwrap();
+    let prompt = shop.world().get::<OpenPrompt>(player).unwrap();
     assert_eq!(prompt.product_id, FULL_HEAL, "the first request opened");
     shop.app
         .world_mut()
@@ -108,13 +108,10 @@ fn a_second_prompt_while_one_is_open_is_ignored() {
         .prompt_product_purchase(player, GOLD_100);
     shop.app.settle();
     assert_eq!(
-        shop.world()
-            .get::<PurchasePrompt>(player)
-            .unwrap()
-            .product_id,
+        shop.world().get::<OpenPrompt>(player).unwrap().product_id,
         FULL_HEAL
     );
-    let prompt = shop.world().get::<PurchasePrompt>(player).unwrap().id;
+    let prompt = shop.world().get::<OpenPrompt>(player).unwrap().id;
     shop.app
         .world_mut()
         .answer_prompt(player, PromptAction::Cancel);
@@ -143,7 +140,7 @@ fn finished_fires_once_and_is_purchased_only_after_a_purchase() {
         .world_mut()
         .answer_prompt(player, PromptAction::Confirm);
     shop.app.settle();
-    let state = &shop.world().get::<PurchasePrompt>(player).unwrap().state;
+    let state = &shop.world().get::<OpenPrompt>(player).unwrap().state;
     assert!(
         matches!(state, PromptState::Purchased(_)),
         "shows success: {state:?}"
@@ -154,7 +151,7 @@ fn finished_fires_once_and_is_purchased_only_after_a_purchase() {
         100,
         "granted through the receipt, before the prompt closed"
     );
-    let prompt = shop.world().get::<PurchasePrompt>(player).unwrap().id;
+    let prompt = shop.world().get::<OpenPrompt>(player).unwrap().id;
     shop.app
         .world_mut()
         .answer_prompt(player, PromptAction::Close);
@@ -181,7 +178,7 @@ fn assert_refused(product: ProductId, balance: u64, expected: fn(&PurchaseError)
     shop.buy(player, product);
     let state = shop
         .world()
-        .get::<PurchasePrompt>(player)
+        .get::<OpenPrompt>(player)
         .unwrap()
         .state
         .clone();
@@ -194,7 +191,7 @@ fn assert_refused(product: ProductId, balance: u64, expected: fn(&PurchaseError)
         .world_mut()
         .answer_prompt(player, PromptAction::Confirm);
     shop.app.settle();
-    assert!(shop.world().get::<PurchasePrompt>(player).is_some());
+    assert!(shop.world().get::<OpenPrompt>(player).is_some());
     shop.app
         .world_mut()
         .answer_prompt(player, PromptAction::Close);
@@ -247,7 +244,7 @@ fn a_price_change_between_prompt_and_confirm_fails_the_purchase() {
     shop.app.settle();
     let state = shop
         .world()
-        .get::<PurchasePrompt>(player)
+        .get::<OpenPrompt>(player)
         .unwrap()
         .state
         .clone();
@@ -705,7 +702,7 @@ fn a_simulated_purchase_before_the_first_join_keeps_the_starting_balance() {
 fn an_unavailable_ledger_fails_purchases_clearly_and_the_game_runs_on() {
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, plugin(unopenable_ledger())));
-    let player = app.world_mut().spawn(Player::new(UserId(23))).id();
+    let player = app.world_mut().spawn(Buyer::new(UserId(23))).id();
     app.settle();
     let session = app
         .world()
@@ -725,7 +722,7 @@ fn an_unavailable_ledger_fails_purchases_clearly_and_the_game_runs_on() {
         app.update();
     }
     assert!(
-        app.world().get::<PurchasePrompt>(player).is_none(),
+        app.world().get::<OpenPrompt>(player).is_none(),
         "prompt closed"
     );
 }
@@ -742,7 +739,7 @@ fn a_burst_over_the_frame_budget_is_spread_over_frames_and_nothing_is_lost() {
             shop.app
                 .world_mut()
                 .spawn((
-                    Player::new(UserId(u)),
+                    Buyer::new(UserId(u)),
                     Health {
                         current: 1,
                         max: 10,
@@ -788,7 +785,7 @@ fn a_prompt_short_of_funds_can_ask_for_the_games_top_up_flow() {
     };
     // Not short of funds: "Get more" does nothing.
     answer(&mut shop, PromptAction::TopUp);
-    assert!(shop.world().get::<PurchasePrompt>(player).is_some());
+    assert!(shop.world().get::<OpenPrompt>(player).is_some());
     answer(&mut shop, PromptAction::Confirm);
     shop.app.settle();
     answer(&mut shop, PromptAction::Close);
@@ -796,7 +793,7 @@ fn a_prompt_short_of_funds_can_ask_for_the_games_top_up_flow() {
 
     shop.buy(player, GOLD_1000);
     assert!(matches!(
-        shop.world().get::<PurchasePrompt>(player).unwrap().state,
+        shop.world().get::<OpenPrompt>(player).unwrap().state,
         PromptState::Failed(PurchaseError::NotEnoughFunds { missing: 400, .. })
     ));
     let mut asked = Vec::new();
@@ -814,7 +811,7 @@ fn a_prompt_short_of_funds_can_ask_for_the_games_top_up_flow() {
     assert_eq!((asked[0].player, asked[0].missing), (player, 400));
     assert_eq!(asked[0].product_id, GOLD_1000);
     assert!(
-        shop.world().get::<PurchasePrompt>(player).is_none(),
+        shop.world().get::<OpenPrompt>(player).is_none(),
         "the prompt closed"
     );
 }

@@ -523,7 +523,7 @@ fn a_prompt_with_no_camera_to_draw_it_is_reported() {
             // What bevy_egui puts on the first camera.
             app.world_mut().spawn(bevy_egui::PrimaryEguiContext);
         }
-        let player = app.world_mut().spawn(Player::new(UserId(1))).id();
+        let player = app.world_mut().spawn(Buyer::new(UserId(1))).id();
         let ((), log) = common::logged(|| {
             app.finish(); // as App::run does: prompts wait for the player's answer
             app.update();
@@ -537,7 +537,7 @@ fn a_prompt_with_no_camera_to_draw_it_is_reported() {
         });
         assert!(
             app.world()
-                .get::<bevy_marketplace::PurchasePrompt>(player)
+                .get::<bevy_marketplace::OpenPrompt>(player)
                 .is_some()
         );
         let reported = log.matches("no egui context to draw it").count();

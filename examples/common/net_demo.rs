@@ -82,7 +82,7 @@ pub fn start_client(
 /// A client left: so does its player (saved as anyone leaving).
 pub fn despawn_player_of_client(
     remove: On<Remove, ConnectedClient>,
-    players: Query<(Entity, &Player, &BuyerClient)>,
+    players: Query<(Entity, &Buyer, &BuyerClient)>,
     mut commands: Commands,
 ) {
     for (entity, player, owner) in &players {

@@ -8,16 +8,16 @@ use super::protocol::*;
 use crate::catalog::Catalog;
 use crate::currency::PremiumBalance;
 use crate::ids::{RequestId, UserId};
-use crate::players::Player;
+use crate::players::Buyer;
 use crate::players::ReceiptResolved;
 use crate::purchase::{
-    PromptAnswer, PromptProductPurchaseFinished, PromptRefused, PurchaseFailed, PurchasePrompt,
+    OpenPrompt, PromptAnswer, PromptProductPurchaseFinished, PromptRefused, PurchaseFailed,
     TopUpRequested,
 };
 use crate::service::{MarketplaceService, PromptProductPurchase};
 
 /// On a client: the entity that shows this client's player — its open prompt
-/// ([`PurchasePrompt`]) and premium balance ([`PremiumBalance`]) as the server reports them.
+/// ([`OpenPrompt`]) and premium balance ([`PremiumBalance`]) as the server reports them.
 #[derive(Component, Clone, Copy, Debug, Default)]
 #[require(PremiumBalance)]
 pub struct LocalBuyer;
@@ -83,7 +83,7 @@ fn apply_server_messages(
     mut news: ServerNews,
     mut local: LocalNews,
     mut service: ResMut<MarketplaceService>,
-    mut buyer: Query<(Entity, &mut PremiumBalance, Option<&Player>), With<LocalBuyer>>,
+    mut buyer: Query<(Entity, &mut PremiumBalance, Option<&Buyer>), With<LocalBuyer>>,
     mut commands: Commands,
 ) {
     for catalog in news.catalogs.read() {
@@ -109,7 +109,7 @@ fn apply_server_messages(
         match (entity, &state.prompt) {
             (None, _) => tracing::warn!("a prompt arrived but no entity has LocalBuyer"),
             (Some(entity), Some(prompt)) => {
-                commands.entity(entity).insert(PurchasePrompt {
+                commands.entity(entity).insert(OpenPrompt {
                     id: prompt.id,
                     product_id: prompt.product_id,
                     product: service.get_product_info(prompt.product_id).ok(),
@@ -123,7 +123,7 @@ fn apply_server_messages(
                 });
             }
             (Some(entity), None) => {
-                commands.entity(entity).remove::<PurchasePrompt>();
+                commands.entity(entity).remove::<OpenPrompt>();
             }
         }
     }
@@ -179,11 +179,11 @@ fn apply_server_messages(
 
 /// A connection that ended takes its prompt with it: the next one is told its own.
 fn forget_prompt_on_disconnect(
-    buyers: Query<Entity, (With<LocalBuyer>, With<PurchasePrompt>)>,
+    buyers: Query<Entity, (With<LocalBuyer>, With<OpenPrompt>)>,
     mut commands: Commands,
 ) {
     for buyer in &buyers {
-        commands.entity(buyer).remove::<PurchasePrompt>();
+        commands.entity(buyer).remove::<OpenPrompt>();
     }
 }
 

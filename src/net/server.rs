@@ -13,8 +13,8 @@ use crate::currency::PremiumBalance;
 use crate::players::ReceiptResolved;
 use crate::players::Sessions;
 use crate::purchase::{
-    ConfirmPolicy, PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptRefusal,
-    PromptRefused, PromptState, PurchaseFailed, PurchasePrompt, TopUpRequested,
+    ConfirmPolicy, OpenPrompt, PromptAction, PromptAnswer, PromptProductPurchaseFinished,
+    PromptRefusal, PromptRefused, PromptState, PurchaseFailed, TopUpRequested,
 };
 use crate::service::{MarketplaceService, PromptProductPurchase};
 use crate::settings::MarketplaceSystems;
@@ -318,10 +318,10 @@ fn send_catalog(
 struct PromptStateDue(Vec<Entity>);
 
 fn send_prompts_and_balances(
-    changed: Query<Entity, (Changed<PurchasePrompt>, With<BuyerClient>)>,
-    mut removed: RemovedComponents<PurchasePrompt>,
+    changed: Query<Entity, (Changed<OpenPrompt>, With<BuyerClient>)>,
+    mut removed: RemovedComponents<OpenPrompt>,
     mut due: ResMut<PromptStateDue>,
-    buyers: Query<(&BuyerClient, Option<&PurchasePrompt>)>,
+    buyers: Query<(&BuyerClient, Option<&OpenPrompt>)>,
     balances: Query<(&BuyerClient, &PremiumBalance), Changed<PremiumBalance>>,
     mut prompt_states: MessageWriter<ToClients<NetPromptState>>,
     mut balance_updates: MessageWriter<ToClients<NetBalance>>,
@@ -463,7 +463,7 @@ fn send_outcomes(
 /// visit like any other.)
 fn cancel_prompts_of_departed_client(
     remove: On<Remove, ConnectedClient>,
-    owners: Query<(Entity, &BuyerClient, &PurchasePrompt)>,
+    owners: Query<(Entity, &BuyerClient, &OpenPrompt)>,
     mut buckets: ResMut<PromptBuckets>,
     mut answers: MessageWriter<PromptAnswer>,
 ) {

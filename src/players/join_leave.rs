@@ -1,10 +1,10 @@
-//! A player's arrival or departure: a `Player` added opens their session with the ledger; removed,
+//! A player's arrival or departure: a `Buyer` added opens their session with the ledger; removed,
 //! it queues their final save.
 
 use bevy::ecs::world::DeferredWorld;
 use bevy::prelude::*;
 
-use super::player::{Player, PlayerSession, SessionPhase};
+use super::player::{Buyer, PlayerSession, SessionPhase};
 use super::save::{Farewell, PlayerSaveFailed, farewell};
 use super::sessions::{Departed, Sessions};
 use crate::ids::UserId;
@@ -22,8 +22,8 @@ pub(super) fn open_request(user: UserId, settings: &MarketplaceSettings) -> Open
 }
 
 pub(crate) fn on_player_added(
-    add: On<Add, Player>,
-    players: Query<&Player>,
+    add: On<Add, Buyer>,
+    players: Query<&Buyer>,
     mut sessions: ResMut<Sessions>,
     mut ledger: ResMut<Ledger>,
     settings: Res<MarketplaceSettings>,
@@ -39,7 +39,7 @@ pub(crate) fn on_player_added(
         && other != entity
     {
         tracing::warn!(
-            "user {user} is already playing as entity {other}; the second Player on {entity} waits: its session opens when the first leaves"
+            "user {user} is already playing as entity {other}; the second Buyer on {entity} waits: its session opens when the first leaves"
         );
         session.phase = SessionPhase::Failed(format!(
             "user {user} is already playing here on another connection; this one can buy once that one leaves"
@@ -60,19 +60,19 @@ pub(crate) fn on_player_added(
     commands.entity(entity).insert(session);
 }
 
-pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredWorld) {
+pub(crate) fn on_player_removed(remove: On<Remove, Buyer>, mut world: DeferredWorld) {
     let entity = remove.entity;
     let Some(user) = world.get::<PlayerSession>(entity).map(|s| s.user) else {
         return;
     };
     if world.resource::<Sessions>().by_user.get(&user) != Some(&entity) {
-        // A second Player of the user, waiting for the first to leave: it waits no more.
+        // A second Buyer of the user, waiting for the first to leave: it waits no more.
         if let Some(waiting) = world.resource_mut::<Sessions>().waiting.get_mut(&user) {
             waiting.retain(|&e| e != entity);
         }
         return;
     }
-    // The user's next waiting Player (another connection of theirs) takes the session over.
+    // The user's next waiting Buyer (another connection of theirs) takes the session over.
     let next = world
         .resource_mut::<Sessions>()
         .waiting
@@ -81,8 +81,8 @@ pub(crate) fn on_player_removed(remove: On<Remove, Player>, mut world: DeferredW
     if let Some(next) = next {
         world.commands().queue(move |world: &mut World| {
             // Added again, it opens its session as any joining player does.
-            if let Some(player) = world.get::<Player>(next).copied() {
-                world.entity_mut(next).remove::<Player>().insert(player);
+            if let Some(player) = world.get::<Buyer>(next).copied() {
+                world.entity_mut(next).remove::<Buyer>().insert(player);
             }
         });
     }

@@ -1,6 +1,6 @@
 //! Players: who is connected, their sessions with the ledger, what is saved of them.
 //!
-//! A `Player` added opens a session (balance, persisted components and pending receipts load);
+//! A `Buyer` added opens a session (balance, persisted components and pending receipts load);
 //! grants, autosaves and leaving save it; the ledger's answers to each move the session along.
 
 mod awaiting_commit;
@@ -18,7 +18,7 @@ mod work_queue;
 
 pub use committed::{ReceiptRefunded, ReceiptResolved};
 pub(crate) use persist::PersistRegistry;
-pub use player::{PendingReceipt, Player, PlayerSession, SessionPhase};
+pub use player::{Buyer, PendingReceipt, PlayerSession, SessionPhase};
 pub(crate) use player::{Task, Uncommitted, Work};
 pub use save::PlayerSaveFailed;
 pub use sessions::Sessions;

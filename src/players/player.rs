@@ -1,4 +1,4 @@
-//! A connected buyer with the plugin's state for them: `Player`, `PlayerSession`, its phase, its
+//! A connected buyer with the plugin's state for them: `Buyer`, `PlayerSession`, its phase, its
 //! pending receipts.
 
 use std::time::Duration;
@@ -10,9 +10,10 @@ use crate::ids::{PurchaseId, ServerId, UserId};
 use crate::ledger::{Clawback, LeaseFence, PlayerSnapshot, ReleaseSession};
 use crate::receipt::ReceiptInfo;
 
-/// A connected buyer (Roblox `Player`). Spawn it when a player joins and despawn it (or remove
+/// A connected player who can buy (Roblox's `Player`; named `Buyer` so it does not collide with
+/// the `Player` marker most games have). Spawn it when a player joins and despawn it (or remove
 /// it) when they leave: their session is loaded from the ledger on join and saved on leave.
-/// Receipts are only ever delivered to a buyer who has a `Player` here.
+/// Receipts are only ever delivered to a player who has a `Buyer` here.
 ///
 /// ```
 /// use bevy::prelude::*;
@@ -22,7 +23,7 @@ use crate::receipt::ReceiptInfo;
 /// let mut app = App::new();
 /// app.add_plugins((MinimalPlugins, MarketplacePlugin::default().with_ledger(LedgerBackend::in_memory())));
 /// // On join: the session opens (and the balance loads) a few frames later.
-/// let player = app.world_mut().spawn(Player::new(UserId(42))).id();
+/// let player = app.world_mut().spawn(Buyer::new(UserId(42))).id();
 /// app.update_until("the session to open", |w| {
 ///     w.get::<PlayerSession>(player).is_some_and(PlayerSession::is_active)
 /// });
@@ -32,12 +33,12 @@ use crate::receipt::ReceiptInfo;
 /// ```
 #[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
 #[require(PremiumBalance)]
-pub struct Player {
+pub struct Buyer {
     /// The player's account.
     pub user_id: UserId,
 }
 
-impl Player {
+impl Buyer {
     /// A player with this user id.
     pub fn new(user_id: UserId) -> Self {
         Self { user_id }
@@ -123,7 +124,7 @@ impl PendingReceipt {
     }
 }
 
-/// The plugin's state for one player, added next to [`Player`].
+/// The plugin's state for one player, added next to [`Buyer`].
 #[derive(Component, Debug)]
 pub struct PlayerSession {
     pub(crate) user: UserId,

@@ -35,7 +35,7 @@ pub struct Sessions {
     /// confirmed committed. A receipt in here is never handed to a handler for that again.
     pub(crate) awaiting_commit: AwaitingCommit,
     pub(crate) departed: HashMap<UserId, Departed>,
-    /// More `Player`s of a user already playing here (another connection of theirs), in the
+    /// More `Buyer`s of a user already playing here (another connection of theirs), in the
     /// order they came: the first takes the session over when the playing one leaves.
     pub(crate) waiting: HashMap<UserId, Vec<Entity>>,
     /// Per user, answers still to come to `OpenSession`s of visits that ended while loading.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 use super::messages::{PromptProductPurchaseFinished, PurchaseError};
-use super::prompt::{PromptState, PurchasePrompt};
+use super::prompt::{OpenPrompt, PromptState};
 use crate::currency::PremiumBalance;
 use crate::ids::{PromptId, RequestId};
 use crate::ledger::{Answer, ChargeReply, ChargeRequest, LedgerError, LedgerStatus};
@@ -116,7 +116,7 @@ pub(crate) fn handle_charge_replies(
     mut players: Query<(
         &mut PlayerSession,
         &mut PremiumBalance,
-        Option<&mut PurchasePrompt>,
+        Option<&mut OpenPrompt>,
     )>,
     settings: Res<MarketplaceSettings>,
     time: Res<Time<Real>>,

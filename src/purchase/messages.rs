@@ -49,7 +49,7 @@ pub struct PurchaseFailed {
 pub struct PromptAnswer {
     /// The player whose prompt it is.
     pub player: Entity,
-    /// The prompt answered ([`PurchasePrompt::id`](crate::PurchasePrompt::id)).
+    /// The prompt answered ([`OpenPrompt::id`](crate::OpenPrompt::id)).
     pub prompt: PromptId,
     /// The action.
     pub action: PromptAction,

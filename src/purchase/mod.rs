@@ -10,7 +10,7 @@ pub use messages::{
     PromptAction, PromptAnswer, PromptProductPurchaseFinished, PromptRefusal, PromptRefused,
     PurchaseError, PurchaseFailed, TopUpOffer, TopUpRequested,
 };
-pub use prompt::{ConfirmPolicy, PromptState, PurchasePrompt};
+pub use prompt::{ConfirmPolicy, OpenPrompt, PromptState};
 pub(crate) use prompt::{NextPromptId, answer_prompts, close_prompt_taken_away, open_prompts};
 
 use bevy::prelude::*;

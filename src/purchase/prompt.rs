@@ -14,7 +14,7 @@ use crate::currency::PremiumBalance;
 use crate::ids::{ProductId, PromptId, RequestId, UserId};
 use crate::ledger::{ChargeRequest, LeaseFence, LedgerStatus};
 use crate::link::Ledger;
-use crate::players::{DeliveryQueue, Player, PlayerSession, SessionPhase};
+use crate::players::{Buyer, DeliveryQueue, PlayerSession, SessionPhase};
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo};
 use crate::service::MarketplaceService;
 use crate::service::PromptProductPurchase;
@@ -42,7 +42,7 @@ pub enum PromptState {
 /// The open prompt of a player, on the player's entity. A purchase UI draws it and answers
 /// with [`PromptAnswer`].
 #[derive(Component, Clone, Debug)]
-pub struct PurchasePrompt {
+pub struct OpenPrompt {
     /// This prompt (answers name it).
     pub id: PromptId,
     /// The product asked for.
@@ -64,7 +64,7 @@ pub struct PurchasePrompt {
     pub(crate) told: bool,
 }
 
-impl PurchasePrompt {
+impl OpenPrompt {
     /// The idempotency key of this prompt's charge: its receipt's purchase id is
     /// [`PurchaseId::of_request`](crate::PurchaseId::of_request) of it.
     pub fn charge_request_id(&self) -> RequestId {
@@ -102,7 +102,7 @@ pub enum ConfirmPolicy {
 }
 
 pub(crate) fn charge_request(
-    prompt: &PurchasePrompt,
+    prompt: &OpenPrompt,
     user: UserId,
     settings: &MarketplaceSettings,
 ) -> ChargeRequest {
@@ -150,10 +150,10 @@ pub(crate) fn open_prompts(
     mut requests: MessageReader<PromptProductPurchase>,
     mut service: ResMut<MarketplaceService>,
     players: Query<(
-        &Player,
+        &Buyer,
         Option<&PlayerSession>,
         &PremiumBalance,
-        Option<&PurchasePrompt>,
+        Option<&OpenPrompt>,
     )>,
     settings: Res<MarketplaceSettings>,
     ledger: Res<Ledger>,
@@ -173,7 +173,7 @@ pub(crate) fn open_prompts(
         };
         let Ok((player, session, balance, open)) = players.get(request.player) else {
             tracing::warn!(
-                "PromptProductPurchase for {} refused: it is not a Player",
+                "PromptProductPurchase for {} refused: it is not a Buyer",
                 request.player
             );
             refused.write(refuse(PromptRefusal::NotAPlayer));
@@ -226,7 +226,7 @@ pub(crate) fn open_prompts(
         }
         let id = ids.take();
         opened.insert(request.player, id);
-        commands.entity(request.player).insert(PurchasePrompt {
+        commands.entity(request.player).insert(OpenPrompt {
             id,
             product_id: request.product_id,
             product,
@@ -305,7 +305,7 @@ fn effect(action: PromptAction, state: &PromptState) -> Option<Effect> {
 pub(crate) fn answer_prompts(
     mut answers: MessageReader<PromptAnswer>,
     mut policy: ResMut<ConfirmPolicy>,
-    mut prompts: Query<(Entity, &Player, &mut PurchasePrompt)>,
+    mut prompts: Query<(Entity, &Buyer, &mut OpenPrompt)>,
     service: Res<MarketplaceService>,
     settings: Res<MarketplaceSettings>,
     mut ledger: ResMut<Ledger>,
@@ -379,7 +379,7 @@ pub(crate) fn answer_prompts(
             }
             Effect::CloseUnconfirmed => {
                 // Told when the ledger answers (the observer below marks the charge).
-                commands.entity(entity).remove::<PurchasePrompt>();
+                commands.entity(entity).remove::<OpenPrompt>();
                 continue;
             }
             Effect::TopUp { missing } => {
@@ -395,7 +395,7 @@ pub(crate) fn answer_prompts(
             Effect::Close { is_purchased } => is_purchased,
         };
         prompt.told = true;
-        commands.entity(entity).remove::<PurchasePrompt>();
+        commands.entity(entity).remove::<OpenPrompt>();
         if let PromptState::Failed(error) = &prompt.state {
             news.failed.write(PurchaseFailed {
                 player: entity,
@@ -419,8 +419,8 @@ pub(crate) fn answer_prompts(
 /// replaced it — closes all the same: `PromptProductPurchaseFinished` says whether it was
 /// purchased; one whose charge is on its way is told when the ledger answers.
 pub(crate) fn close_prompt_taken_away(
-    discard: On<Discard, PurchasePrompt>,
-    prompts: Query<(&PurchasePrompt, Option<&Player>)>,
+    discard: On<Discard, OpenPrompt>,
+    prompts: Query<(&OpenPrompt, Option<&Buyer>)>,
     mut charges: ResMut<Charges>,
     mut finished: MessageWriter<PromptProductPurchaseFinished>,
 ) {

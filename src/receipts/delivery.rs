@@ -181,7 +181,7 @@ fn run_due(
                     .map(|b| (Work::Settled(Clawback::Done), b)),
             },
         };
-        // The handler may have despawned its buyer, or removed `Player`: they left, and their
+        // The handler may have despawned its buyer, or removed `Buyer`: they left, and their
         // final save was made from the state before the handler ran. Nothing to record.
         let still_here = user
             .is_some_and(|user| world.resource::<Sessions>().by_user.get(&user) == Some(&entity));

@@ -51,9 +51,42 @@ impl Plugin for ServicePlugin {
 
 /// Ask to show the purchase prompt of a product to a player (Roblox
 /// `MarketplaceService:PromptProductPurchase`). Ignored while that player already has a prompt open.
+///
+/// The prompt is an [`OpenPrompt`](crate::OpenPrompt) on the player's entity until it closes;
+/// [`PurchaseFailed`](crate::PurchaseFailed) says why a prompt could not open or buy (here: the
+/// player cannot afford it, and nothing is charged).
+///
+/// ```
+/// use bevy::prelude::*;
+/// use bevy_marketplace::prelude::*;
+/// # let catalog = Catalog::from_ron_str("(products: [(id: 123123, name: \"Full Heal\", price: 50), (id: 456456, name: \"Pouch of Gold\", price: 80)])", "products.ron").unwrap();
+///
+/// let mut app = App::new();
+/// app.add_plugins((
+///     MinimalPlugins,
+///     MarketplacePlugin { starting_balance: 60, ..MarketplacePlugin::default()
+///         .with_catalog(catalog)
+///         .with_ledger(LedgerBackend::in_memory()) },
+/// ));
+/// let player = app.world_mut().spawn(Buyer::new(UserId(1))).id();
+/// app.update_until("the session to open", |w| {
+///     w.get::<PlayerSession>(player).is_some_and(PlayerSession::is_active)
+/// });
+///
+/// let mut failures = app.world().resource::<Messages<PurchaseFailed>>().get_cursor();
+/// app.world_mut().write_message(PromptProductPurchase { player, product_id: ProductId(456456) });
+/// let mut failed = None;
+/// app.update_until("the purchase to fail", |w| {
+///     failed = failures.read(w.resource::<Messages<PurchaseFailed>>()).next().cloned();
+///     failed.is_some()
+/// });
+/// assert!(matches!(failed.unwrap().error, PurchaseError::NotEnoughFunds { .. }));
+/// app.settle();
+/// assert_eq!(app.world().get::<PremiumBalance>(player).unwrap().0, 60, "nothing charged");
+/// ```
 #[derive(Message, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PromptProductPurchase {
-    /// The buyer: an entity with [`Player`](crate::Player).
+    /// The buyer: an entity with [`Buyer`](crate::Buyer).
     pub player: Entity,
     /// The product.
     pub product_id: ProductId,
@@ -75,7 +108,41 @@ pub enum MarketplaceError {
     PagesFinished,
 }
 
-/// The marketplace: product metadata, the paged catalog, purchase prompts and premium currency.
+/// The marketplace: product metadata, the paged catalog, purchase prompts and premium currency
+/// (Roblox `MarketplaceService`). A resource: systems take `Res<MarketplaceService>` to read and
+/// `ResMut<MarketplaceService>` to ask; what the ledger answers comes back as messages.
+///
+/// ```
+/// use bevy::prelude::*;
+/// use bevy_marketplace::prelude::*;
+/// # let catalog = Catalog::from_ron_str("(products: [(id: 123123, name: \"Full Heal\", price: 50), (id: 456456, name: \"Pouch of Gold\", price: 80)])", "products.ron").unwrap();
+///
+/// let mut app = App::new();
+/// app.add_plugins((
+///     MinimalPlugins,
+///     MarketplacePlugin::default().with_catalog(catalog).with_ledger(LedgerBackend::in_memory()),
+/// ));
+/// app.update();
+/// let service = app.world().resource::<MarketplaceService>();
+/// // Product info (Roblox `GetProductInfo`), O(1).
+/// assert_eq!(service.get_product_info(ProductId(123123)).unwrap().price, 50);
+/// assert!(service.get_product_info(ProductId(1)).is_err());
+/// // The catalog in pages (Roblox `GetDeveloperProductsAsync`), for a shop window.
+/// let mut pages = service.get_developer_products();
+/// let mut names = Vec::new();
+/// loop {
+///     names.extend(pages.current_page().iter().map(|product| product.name.clone()));
+///     if pages.is_finished() { break }
+///     pages.advance_to_next_page().unwrap();
+/// }
+/// assert_eq!(names, ["Full Heal", "Pouch of Gold"]);
+///
+/// // In a system: a vendor NPC opens the prompt.
+/// fn talk_to_vendor(player: Single<Entity, With<Buyer>>, mut service: ResMut<MarketplaceService>) {
+///     service.prompt_product_purchase(*player, ProductId(123123));
+/// }
+/// app.add_systems(Update, talk_to_vendor);
+/// ```
 #[derive(Resource, Default)]
 pub struct MarketplaceService {
     pub(crate) catalog: Arc<CatalogIndex>,
@@ -90,7 +157,7 @@ pub struct MarketplaceService {
 
 impl MarketplaceService {
     /// Shows the purchase prompt of `product_id` to `player` (an entity with
-    /// [`Player`](crate::Player)); same as writing a [`PromptProductPurchase`] message.
+    /// [`Buyer`](crate::Buyer)); same as writing a [`PromptProductPurchase`] message.
     pub fn prompt_product_purchase(&mut self, player: Entity, product_id: ProductId) {
         self.queued_prompts
             .push(PromptProductPurchase { player, product_id });

@@ -12,7 +12,7 @@ use crate::ids::ProductId;
 use crate::ledger::LedgerStatus;
 use crate::link::Ledger;
 use crate::players::ReceiptResolved;
-use crate::players::{Player, PlayerSession};
+use crate::players::{Buyer, PlayerSession};
 use crate::receipts::ReceiptDeliveryFailed;
 use crate::service::MarketplaceService;
 use crate::settings::MarketplaceStats;
@@ -126,7 +126,7 @@ fn draw_debug_panel(
     mut contexts: EguiContexts,
     mut panel: ResMut<DebugPanel>,
     mut service: ResMut<MarketplaceService>,
-    players: Query<(Entity, &Player, &PlayerSession, &PremiumBalance)>,
+    players: Query<(Entity, &Buyer, &PlayerSession, &PremiumBalance)>,
     stats: Res<MarketplaceStats>,
     ledger: Res<Ledger>,
     recent: Res<RecentReceipts>,

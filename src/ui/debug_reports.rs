@@ -12,7 +12,7 @@ use crate::ids::{ProductId, PurchaseId, UserId};
 use crate::ledger::{
     Clawback, HistoryEntry, HistoryFilter, HistoryPage, SalesBucket, SalesQuery, SalesRow,
 };
-use crate::players::{Player, ReceiptRefunded, ReceiptResolved};
+use crate::players::{Buyer, ReceiptRefunded, ReceiptResolved};
 use crate::receipt::ReceiptState;
 use crate::service::{MarketplaceService, PurchaseHistoryReady, RefundFinished, SalesReportReady};
 
@@ -102,7 +102,7 @@ pub(super) fn draw_reports(
     mut contexts: EguiContexts,
     mut panel: ResMut<DebugPanel>,
     mut service: ResMut<MarketplaceService>,
-    players: Query<&Player>,
+    players: Query<&Buyer>,
 ) -> Result {
     if !panel.open || !(panel.show_history || panel.show_sales) {
         return Ok(());

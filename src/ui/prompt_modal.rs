@@ -3,7 +3,7 @@
 use bevy_egui::egui::{self, Align, Color32, Key, Layout, RichText, Vec2};
 
 use crate::currency::PremiumCurrency;
-use crate::purchase::{PromptAction, PromptState, PurchasePrompt};
+use crate::purchase::{OpenPrompt, PromptAction, PromptState};
 use crate::service::MarketplaceService;
 
 use super::ProductIcons;
@@ -38,7 +38,7 @@ pub struct PromptView {
 impl PromptView {
     /// The view of an open prompt.
     pub fn new(
-        prompt: &PurchasePrompt,
+        prompt: &OpenPrompt,
         balance: u64,
         service: &MarketplaceService,
         icons: &ProductIcons,

@@ -391,7 +391,7 @@ pub fn shop() -> TestShop {
 pub fn spawn_buyer(app: &mut App, user: i64, health: u32) -> Entity {
     app.world_mut()
         .spawn((
-            Player::new(UserId(user)),
+            Buyer::new(UserId(user)),
             Health {
                 current: health,
                 max: 100,
@@ -518,7 +518,7 @@ pub trait AnswerPrompt {
 impl AnswerPrompt for World {
     fn answer_prompt(&mut self, player: Entity, action: bevy_marketplace::PromptAction) {
         let prompt = self
-            .get::<bevy_marketplace::PurchasePrompt>(player)
+            .get::<bevy_marketplace::OpenPrompt>(player)
             .map_or(bevy_marketplace::PromptId(u64::MAX), |p| p.id);
         self.write_message(bevy_marketplace::PromptAnswer {
             player,

@@ -69,7 +69,7 @@ pub fn join(server: &mut App, client: &mut App, user: i64) -> Entity {
     server
         .world_mut()
         .spawn((
-            Player::new(UserId(user)),
+            Buyer::new(UserId(user)),
             Health {
                 current: 10,
                 max: 100,
@@ -203,12 +203,9 @@ impl Net {
             .unwrap()
     }
 
-    pub fn client_prompt(&mut self, i: usize) -> Option<PurchasePrompt> {
+    pub fn client_prompt(&mut self, i: usize) -> Option<OpenPrompt> {
         let buyer = self.buyer(i);
-        self.clients[i]
-            .world()
-            .get::<PurchasePrompt>(buyer)
-            .cloned()
+        self.clients[i].world().get::<OpenPrompt>(buyer).cloned()
     }
 
     pub fn client_balance(&mut self, i: usize) -> u64 {
@@ -220,10 +217,10 @@ impl Net {
             .0
     }
 
-    pub fn server_prompt(&self, i: usize) -> Option<PurchasePrompt> {
+    pub fn server_prompt(&self, i: usize) -> Option<OpenPrompt> {
         self.server
             .world()
-            .get::<PurchasePrompt>(self.players[i])
+            .get::<OpenPrompt>(self.players[i])
             .cloned()
     }
 

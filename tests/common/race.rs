@@ -153,7 +153,7 @@ fn race_child(url: &str, server: &str, seed: u64, settings: ChildSettings) {
 #[allow(clippy::too_many_arguments)]
 fn race_commands(
     mut race: ResMut<Race>,
-    players: Query<(Entity, &Player)>,
+    players: Query<(Entity, &Buyer)>,
     sessions: Res<Sessions>,
     ledger: Res<Ledger>,
     stats: Res<MarketplaceStats>,
@@ -173,7 +173,7 @@ fn race_commands(
         match (verb, user) {
             ("JOIN", Some(user)) => {
                 if !players.iter().any(|(_, p)| p.user_id.0 == user) {
-                    commands.spawn((Player::new(UserId(user)), Gold(0)));
+                    commands.spawn((Buyer::new(UserId(user)), Gold(0)));
                 }
             }
             ("LEAVE", Some(user)) => {
@@ -205,7 +205,7 @@ fn race_commands(
 
 fn race_buy(
     mut race: ResMut<Race>,
-    players: Query<(Entity, &PlayerSession, Has<PurchasePrompt>)>,
+    players: Query<(Entity, &PlayerSession, Has<OpenPrompt>)>,
     mut prompts: MessageWriter<PromptProductPurchase>,
 ) {
     let mut now_active = HashSet::new();

@@ -4,7 +4,7 @@
 //! grants. Everyone sees where the others walk; each client sees only its own prompts, balance,
 //! Gold and Arrows.
 
-#[path = "../common/net_demo.rs"]
+#[path = "../../../examples/common/net_demo.rs"]
 mod net_demo;
 
 use std::net::SocketAddr;
@@ -69,7 +69,7 @@ pub fn run_server(port: u16, ledger: &Path) -> AppExit {
         // Warnings and errors (a broken catalog edit, a distrusted client) reach the server's log.
         bevy::log::LogPlugin::default(),
         // Watches `assets/`: an edited catalog reaches every client at once.
-        AssetPlugin::default(),
+        crate::assets(),
         StatesPlugin,
         crate::marketplace(ledger, false),
         ExitOnSignal,
@@ -149,7 +149,7 @@ fn spawn_player_of_client(
     };
     let user = UserId(id.get() as i64);
     commands.spawn((
-        Player::new(user),
+        Buyer::new(user),
         Health::default(),
         Gold::default(),
         Arrows::default(),
@@ -378,10 +378,7 @@ fn run_client_script(
     mut shop: ResMut<Shop>,
     service: Res<MarketplaceService>,
     icons: Res<ProductIcons>,
-    player: Single<
-        (Entity, &Transform, &Gold, &Arrows, Option<&PurchasePrompt>),
-        With<LocalPlayer>,
-    >,
+    player: Single<(Entity, &Transform, &Gold, &Arrows, Option<&OpenPrompt>), With<LocalPlayer>>,
     mut prompts: MessageWriter<PromptProductPurchase>,
     mut answers: MessageWriter<PromptAnswer>,
     mut resolved: MessageReader<ReceiptResolved>,

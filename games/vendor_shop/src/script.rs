@@ -157,7 +157,7 @@ fn run_script(
             &Health,
             &Gold,
             &PremiumBalance,
-            Option<&PurchasePrompt>,
+            Option<&OpenPrompt>,
             &bevy_marketplace::PlayerSession,
         ),
         With<LocalPlayer>,

@@ -1,7 +1,7 @@
 //! A small playable game: walk to the vendor, press E, buy potions and gold with premium currency.
 //!
 //! ```sh
-//! cargo run --example vendor_shop --features demo
+//! cargo run -p vendor_shop
 //! ```
 //!
 //! Controls: WASD / arrow keys to walk, E to talk to the vendor (and close the shop), Enter / Esc
@@ -18,9 +18,9 @@
 //! server:
 //!
 //! ```sh
-//! cargo run --example vendor_shop --features demo,net -- --server 5000
-//! cargo run --example vendor_shop --features demo,net -- --client 127.0.0.1:5000 --user 1
-//! cargo run --example vendor_shop --features demo,net -- --client 127.0.0.1:5000 --user 2
+//! cargo run -p vendor_shop --features net -- --server 5000
+//! cargo run -p vendor_shop --features net -- --client 127.0.0.1:5000 --user 1
+//! cargo run -p vendor_shop --features net -- --client 127.0.0.1:5000 --user 2
 //! ```
 //!
 //! `--host 5000` instead of `--server 5000` plays in the server's own window too (a listen
@@ -51,6 +51,15 @@ const VENDOR_AT: Vec2 = Vec2::new(380.0, 120.0);
 const SWAMP_AT: Vec2 = Vec2::new(-260.0, -60.0);
 const SWAMP_SIZE: Vec2 = Vec2::new(360.0, 260.0);
 const ARENA: Vec2 = Vec2::new(600.0, 300.0);
+/// The catalog and icons: the repository's `assets/`, which the crate's tests and headless
+/// examples share (by default Bevy would look in this crate's own directory).
+fn assets() -> AssetPlugin {
+    AssetPlugin {
+        file_path: concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets").to_string(),
+        ..default()
+    }
+}
+
 /// Where a player starts (players of a server side by side, above the swamp).
 fn start(user: UserId) -> Vec2 {
     Vec2::new(-420.0 + 90.0 * (user.0 - 1).rem_euclid(4) as f32, 180.0)
@@ -292,14 +301,16 @@ fn main() -> AppExit {
     };
     let mut app = App::new();
     app.add_plugins((
-        DefaultPlugins.set(WindowPlugin {
-            primary_window: Some(Window {
-                title,
-                resolution: WindowResolution::new(1280, 720),
+        DefaultPlugins
+            .set(WindowPlugin {
+                primary_window: Some(Window {
+                    title,
+                    resolution: WindowResolution::new(1280, 720),
+                    ..default()
+                }),
                 ..default()
-            }),
-            ..default()
-        }),
+            })
+            .set(assets()),
         EguiPlugin::default(),
     ))
     .insert_resource(Me {
@@ -325,7 +336,7 @@ fn main() -> AppExit {
                 net::add_host(&mut app, port);
                 #[cfg(not(feature = "net"))]
                 {
-                    eprintln!("--host {port} needs the `net` feature: --features demo,net");
+                    eprintln!("--host {port} needs the `net` feature: cargo run -p vendor_shop --features net");
                     return AppExit::error();
                 }
             }
@@ -335,7 +346,7 @@ fn main() -> AppExit {
             net::add_client(&mut app, addr);
             #[cfg(not(feature = "net"))]
             {
-                eprintln!("--client {addr} needs the `net` feature: --features demo,net");
+                eprintln!("--client {addr} needs the `net` feature: cargo run -p vendor_shop --features net");
                 return AppExit::error();
             }
         }
@@ -388,7 +399,7 @@ fn server(port: u16, args: &Args) -> AppExit {
 
 #[cfg(not(feature = "net"))]
 fn server(port: u16, _: &Args) -> AppExit {
-    eprintln!("--server {port} needs the `net` feature: --features demo,net");
+    eprintln!("--server {port} needs the `net` feature: cargo run -p vendor_shop --features net");
     AppExit::error()
 }
 
@@ -460,7 +471,7 @@ fn setup(
     }
     // The player: starts hurt, so the potion matters.
     commands.spawn((
-        Player::new(me.user),
+        Buyer::new(me.user),
         LocalPlayer,
         Health::default(),
         Gold::default(),
@@ -547,7 +558,7 @@ fn near_vendor(player: Vec2) -> bool {
 fn talk_to_vendor(
     keys: Res<ButtonInput<KeyCode>>,
     mut shop: ResMut<Shop>,
-    player: Single<(&Transform, Has<PurchasePrompt>), With<LocalPlayer>>,
+    player: Single<(&Transform, Has<OpenPrompt>), With<LocalPlayer>>,
 ) {
     let (transform, prompting) = *player;
     if prompting {
