@@ -21,7 +21,7 @@ use crate::settings::{MarketplaceSettings, MarketplaceStats, MarketplaceSystems}
 #[derive(Clone, Debug)]
 pub enum CatalogSource {
     /// A RON asset, loaded (and hot-reloaded when bevy's `file_watcher` feature is on) through the
-    /// `AssetServer`. Needs `AssetPlugin` added before the marketplace plugin.
+    /// `AssetServer`. Needs `AssetPlugin` (added in any order).
     Asset(String),
     /// A catalog built in code.
     Inline(Catalog),

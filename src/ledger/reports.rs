@@ -188,7 +188,7 @@ impl SalesRow {
     }
 }
 
-/// The header of [`sales_csv`], documented in the README.
+/// The header of [`sales_csv`] (its columns are the fields of [`SalesRow`]).
 pub const SALES_CSV_HEADER: &str =
     "bucket_start_utc,product_id,units,currency,refunded_units,refunded_currency,net,test_units";
 

@@ -189,7 +189,4 @@ pub enum PurchaseError {
     /// The ledger could not charge; the player was not charged.
     #[error("Purchase failed: {0}. You have not been charged.")]
     PurchaseFailed(String),
-    /// Too many prompts asked in a short time (a networked client over its rate limit).
-    #[error("Too many purchase requests. Please wait a moment.")]
-    TooManyRequests,
 }

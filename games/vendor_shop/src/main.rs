@@ -9,9 +9,10 @@
 //! Full Heal potion restores it. Gold coins lie around; Gold and Arrows are saved in the ledger
 //! (`vendor_shop.sqlite3`), so purchases survive a restart.
 //!
-//! `--scripted` plays by itself (walk to the vendor, open the shop, buy a potion), saves
-//! screenshots (to `--screenshots DIR`, default `target/screenshots`), checks the potion was
-//! granted and exits 0 — CI runs it under Xvfb.
+//! `--scripted` plays by itself (walk to the vendor, open the shop, buy a potion, Gold and Arrows,
+//! refund a Pouch of Gold from the debug panel's history, top up from a prompt it cannot afford),
+//! saves screenshots (to `--screenshots DIR`, default `target/screenshots`), checks each step and
+//! exits 0 — CI runs it under Xvfb.
 //!
 //! Multiplayer (feature `net`): a dedicated server without a window holds the ledger and runs the
 //! handlers; each client is the same game in a window, its purchases charged and granted by the
@@ -336,7 +337,9 @@ fn main() -> AppExit {
                 net::add_host(&mut app, port);
                 #[cfg(not(feature = "net"))]
                 {
-                    eprintln!("--host {port} needs the `net` feature: cargo run -p vendor_shop --features net");
+                    eprintln!(
+                        "--host {port} needs the `net` feature: cargo run -p vendor_shop --features net"
+                    );
                     return AppExit::error();
                 }
             }
@@ -346,7 +349,9 @@ fn main() -> AppExit {
             net::add_client(&mut app, addr);
             #[cfg(not(feature = "net"))]
             {
-                eprintln!("--client {addr} needs the `net` feature: cargo run -p vendor_shop --features net");
+                eprintln!(
+                    "--client {addr} needs the `net` feature: cargo run -p vendor_shop --features net"
+                );
                 return AppExit::error();
             }
         }
