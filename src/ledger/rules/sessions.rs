@@ -6,6 +6,7 @@ use crate::ledger::{
     Clawback, OpenSession, OpenSessionReply, OpenedSession, PlayerReading, ReadPlayer,
     ReleaseSession, SaveReply, SaveRequest, keepable,
 };
+use crate::text::InvalidText;
 use crate::receipt::ReceiptState;
 
 /// Takes the player's lease (unless another server holds a live one) and loads their data.
@@ -73,9 +74,13 @@ pub(super) fn save<B: Books>(
     now_ms: i64,
 ) -> Result<SaveReply, B::Error> {
     for (name, value) in &save.state.0 {
-        if let Err(invalid) = keepable("component name", name)
-            .and_then(|()| keepable(&format!("value of component {name:?}"), value))
-        {
+        // The field's name is only written out for a refusal: every save checks every value.
+        if let Err(invalid) = keepable("component name", name).and_then(|()| {
+            keepable("", value).map_err(|invalid| InvalidText {
+                field: format!("value of component {name:?}"),
+                ..invalid
+            })
+        }) {
             return Ok(SaveReply::InvalidText(invalid));
         }
     }

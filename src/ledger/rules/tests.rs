@@ -142,3 +142,22 @@ fn one_store_order_credits_one_user_with_one_amount() {
     }
     assert_eq!(store.audit().accounts[&UserId(1)].0, 100);
 }
+
+#[test]
+fn a_save_with_a_nul_in_a_component_value_is_refused_naming_the_component() {
+    let mut store = InMemoryLedger::default();
+    let fence = opened(&mut store);
+    let mut request = save(&fence, vec![]);
+    request.state = PlayerSnapshot(
+        [("Gold", "(100)"), ("Name", "Ann\0")]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .into(),
+    );
+    let before = store.audit();
+    let SaveReply::InvalidText(invalid) = ask(&mut store, request) else {
+        panic!("a NUL in a value is refused");
+    };
+    assert_eq!(invalid.field, "value of component \"Name\"");
+    assert_eq!(invalid.text, "Ann\0");
+    assert_eq!(store.audit(), before, "nothing written");
+}
