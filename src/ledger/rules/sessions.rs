@@ -6,8 +6,8 @@ use crate::ledger::{
     Clawback, OpenSession, OpenSessionReply, OpenedSession, PlayerReading, ReadPlayer,
     ReleaseSession, SaveReply, SaveRequest, keepable,
 };
-use crate::text::InvalidText;
 use crate::receipt::ReceiptState;
+use crate::text::InvalidText;
 
 /// Takes the player's lease (unless another server holds a live one) and loads their data.
 pub(super) fn open<B: Books>(
