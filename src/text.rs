@@ -18,9 +18,17 @@ pub struct InvalidText {
 
 /// `Ok` when every store can keep `text` exactly as written.
 pub(crate) fn keepable(field: &str, text: &str) -> Result<(), InvalidText> {
+    keepable_named(|| field.to_owned(), text)
+}
+
+/// [`keepable`], naming the field only for a refusal (for names built from data, checked often).
+pub(crate) fn keepable_named(
+    field: impl FnOnce() -> String,
+    text: &str,
+) -> Result<(), InvalidText> {
     if text.contains('\0') {
         Err(InvalidText {
-            field: field.to_owned(),
+            field: field(),
             text: text.to_owned(),
         })
     } else {

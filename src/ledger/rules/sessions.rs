@@ -7,7 +7,7 @@ use crate::ledger::{
     ReleaseSession, SaveReply, SaveRequest, keepable,
 };
 use crate::receipt::ReceiptState;
-use crate::text::InvalidText;
+use crate::text::keepable_named;
 
 /// Takes the player's lease (unless another server holds a live one) and loads their data.
 pub(super) fn open<B: Books>(
@@ -74,13 +74,10 @@ pub(super) fn save<B: Books>(
     now_ms: i64,
 ) -> Result<SaveReply, B::Error> {
     for (name, value) in &save.state.0 {
-        // The field's name is only written out for a refusal: every save checks every value.
-        if let Err(invalid) = keepable("component name", name).and_then(|()| {
-            keepable("", value).map_err(|invalid| InvalidText {
-                field: format!("value of component {name:?}"),
-                ..invalid
-            })
-        }) {
+        // Every save checks every value: the field's name is only written out for a refusal.
+        if let Err(invalid) = keepable("component name", name)
+            .and_then(|()| keepable_named(|| format!("value of component {name:?}"), value))
+        {
             return Ok(SaveReply::InvalidText(invalid));
         }
     }
