@@ -1,6 +1,7 @@
 //! The SQLite ledger's rows as the ledger rules read and write them, written through at once
 //! inside the store's `BEGIN IMMEDIATE` transaction.
 
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::receipt_from_row;
@@ -91,21 +92,23 @@ impl Books for SqliteBooks<'_> {
 
     fn receipt(&mut self, id: &PurchaseId) -> rusqlite::Result<Option<ReceiptStatus>> {
         self.conn
+            // Only what a decision reads: every save reads each receipt it grants.
             .prepare_cached(concat!(
                 "SELECT ",
-                stored_columns!(),
-                " FROM receipts WHERE purchase_id = ?1"
+                receipt_columns!(),
+                ", state, refunded_ms, refund_reason, clawback FROM receipts WHERE purchase_id = ?1"
             ))?
-            .query_row([&id.0], stored_from_row)
-            .optional()
-            .map(|stored| {
-                stored.map(|r| ReceiptStatus {
-                    info: r.info,
-                    state: r.state,
-                    refund: r.refund,
-                    purchased_at_ms: r.purchased_at_ms,
+            .query_row([&id.0], |row| {
+                Ok(ReceiptStatus {
+                    info: receipt_from_row(row)?,
+                    state: parse_state(row.get_ref(9)?.as_str().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(9, Type::Text, e.into())
+                    })?)?,
+                    refund: refund_from_row(row, 10)?,
+                    purchased_at_ms: row.get(8)?,
                 })
             })
+            .optional()
     }
 
     fn insert_receipt(
