@@ -92,6 +92,7 @@ fn purchase_round(store: &mut dyn LedgerStore, fences: &[LeaseFence], round: u64
                     state,
                     granted: vec![purchase],
                     settled: vec![],
+                    rejected: vec![],
                     release: false,
                     lease_ms: 3_600_000,
                 }),

@@ -44,8 +44,8 @@ pub use ids::{PlaceId, ProductId, PromptId, PurchaseId, RequestId, UserId};
 pub use ledger::Clawback;
 pub use link::Ledger;
 pub use players::{
-    Buyer, PendingReceipt, PlayerSaveFailed, PlayerSession, ReceiptRefunded, ReceiptResolved,
-    SessionPhase, Sessions,
+    Buyer, PendingReceipt, PlayerSaveFailed, PlayerSession, ReceiptRefunded, ReceiptRejected,
+    ReceiptResolved, SessionPhase, Sessions,
 };
 pub use plugin::{CatalogSource, MarketplacePlugin};
 pub use purchase::{
@@ -86,7 +86,8 @@ pub mod prelude {
         MarketplacePlugin, MarketplaceService, MarketplaceSystems, OpenPrompt, PlayerSession,
         PremiumBalance, PremiumCurrency, ProductId, ProductPurchaseDecision, PromptAction,
         PromptAnswer, PromptProductPurchase, PromptProductPurchaseFinished, PromptState,
-        PurchaseError, PurchaseFailed, ReceiptInfo, ReceiptRefunded, ReceiptResolved, UserId,
+        PurchaseError, PurchaseFailed, ReceiptInfo, ReceiptRefunded, ReceiptRejected,
+        ReceiptResolved, UserId,
     };
 }
 

@@ -32,7 +32,7 @@ pub use client::{LocalBuyer, MarketplaceClientPlugin};
 pub use protocol::{
     MAX_CLIENT_MESSAGE_BYTES, MarketplaceProtocolPlugin, NetBalance, NetCatalog, NetPrompt,
     NetPromptAnswer, NetPromptFinished, NetPromptRefused, NetPromptRequest, NetPromptState,
-    NetPurchaseFailed, NetReceiptResolved, NetTopUpRequested,
+    NetPurchaseFailed, NetReceiptRejected, NetReceiptResolved, NetTopUpRequested,
 };
 pub use screening::DistrustedClient;
 pub use server::{BuyerClient, MarketplaceServerPlugin, NetLimits};

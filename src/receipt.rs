@@ -47,15 +47,31 @@ impl ProductPurchaseChannel {
     }
 }
 
-/// What a handler decided about a receipt (Roblox `Enum.ProductPurchaseDecision`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[repr(i32)]
+/// What a handler decided about a receipt (Roblox `Enum.ProductPurchaseDecision`, plus
+/// [`Rejected`](Self::Rejected), which Roblox lacks).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ProductPurchaseDecision {
     /// Not granted this time: the receipt stays pending and is delivered again later.
-    NotProcessedYet = 0,
+    NotProcessedYet,
     /// Granted: once committed together with the buyer's persisted state it is never delivered
     /// again, on any server.
-    PurchaseGranted = 1,
+    PurchaseGranted,
+    /// Never to be granted: the purchase stopped making sense between the click and the grant (a
+    /// revive bought as a teammate revived you, a "skip wave" bought as the wave ended). The
+    /// handler's changes are undone as for [`NotProcessedYet`](Self::NotProcessedYet); the
+    /// buyer's currency goes back and the receipt becomes [`ReceiptState::Rejected`] in the
+    /// same transaction as the buyer's persisted state, once; it is never delivered again, on
+    /// any server. The buyer hears the reason
+    /// ([`ReceiptRejected`](crate::ReceiptRejected), and the prompt's
+    /// [`PurchaseError::Refunded`](crate::PurchaseError::Refunded)).
+    Rejected(String),
+}
+
+impl ProductPurchaseDecision {
+    /// [`Rejected`](Self::Rejected) with `reason`, shown to the buyer.
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Self::Rejected(reason.into())
+    }
 }
 
 /// One purchase, as handed to product handlers (Roblox `receiptInfo`).
@@ -88,6 +104,9 @@ pub enum ReceiptState {
     Granted,
     /// Refunded: never delivered again.
     Refunded,
+    /// Rejected by its handler and refunded in the same transaction, before any grant: never
+    /// delivered again. Its refund record holds the handler's reason.
+    Rejected,
 }
 
 impl ReceiptState {
@@ -97,6 +116,7 @@ impl ReceiptState {
             Self::Pending => "pending",
             Self::Granted => "granted",
             Self::Refunded => "refunded",
+            Self::Rejected => "rejected",
         }
     }
 
@@ -106,6 +126,7 @@ impl ReceiptState {
             "pending" => Some(Self::Pending),
             "granted" => Some(Self::Granted),
             "refunded" => Some(Self::Refunded),
+            "rejected" => Some(Self::Rejected),
             _ => None,
         }
     }

@@ -62,6 +62,8 @@ pub struct MarketplaceStats {
     pub refunds: u64,
     /// Refund clawbacks settled and committed here (taken back, or kept without a handler).
     pub refunds_settled: u64,
+    /// Receipts their handlers rejected, refunded and committed here.
+    pub rejected: u64,
 }
 
 /// When this frame's backlog work stops: set by the plugin's first system each frame, from

@@ -63,6 +63,8 @@ enum Op {
         grant: Vec<u8>,
         /// Refunds (indices as `grant`) whose clawback to settle: done when even, kept when odd.
         settle: Vec<u8>,
+        /// Receipts (indices as `grant`) their handler rejected; a reason with a NUL when 3 mod 4.
+        reject: Vec<u8>,
         release: bool,
     },
     /// Refund a receipt (index from the newest), maybe asking from another place, or an unknown id.
@@ -164,15 +166,17 @@ fn op() -> impl Strategy<Value = Op> {
             any::<u8>(),
             proptest::collection::vec(0u8..5, 0..3),
             proptest::collection::vec(0u8..5, 0..2),
+            proptest::collection::vec(0u8..5, 0..2),
             proptest::bool::weighted(0.25),
         )
-            .prop_map(|(user, server, stale, gold, grant, settle, release)| Op::Save {
+            .prop_map(|(user, server, stale, gold, grant, settle, reject, release)| Op::Save {
                 user,
                 server,
                 stale,
                 gold,
                 grant,
                 settle,
+                reject,
                 release,
             }),
         2 => (0u8..6, proptest::bool::weighted(0.1), proptest::bool::weighted(0.1)).prop_map(
@@ -199,7 +203,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (
             user,
             proptest::option::of(any::<bool>()),
-            proptest::option::of(0u8..3),
+            proptest::option::of(0u8..4),
             proptest::bool::weighted(0.2),
             0u8..2,
             proptest::option::of((any::<u8>(), any::<bool>())),
@@ -325,6 +329,7 @@ fn concretize(ops: &[Op]) -> Story {
                 gold,
                 grant,
                 settle,
+                reject,
                 release,
             } => LedgerRequest::Save(SaveRequest {
                 user: UserId(i64::from(*user)),
@@ -347,6 +352,18 @@ fn concretize(ops: &[Op]) -> Story {
                             Clawback::Kept
                         };
                         Some((id, outcome))
+                    })
+                    .collect(),
+                rejected: reject
+                    .iter()
+                    .filter_map(|back| {
+                        let id = receipts.iter().rev().nth((*back).into())?.clone();
+                        let reason = if back % 4 == 3 {
+                            "sold\0out"
+                        } else {
+                            "sold out"
+                        };
+                        Some((id, reason.to_owned()))
                     })
                     .collect(),
                 release: *release,
@@ -422,6 +439,7 @@ fn concretize(ops: &[Op]) -> Story {
                             ReceiptState::Pending,
                             ReceiptState::Granted,
                             ReceiptState::Refunded,
+                            ReceiptState::Rejected,
                         ][usize::from(s)]
                     }),
                     from_ms: since_now.then_some(now),
@@ -673,6 +691,120 @@ fn check(ops: &[Op]) -> (Vec<LedgerReply>, LedgerAudit) {
     (story.replies, story.audit)
 }
 
+fn opened_and_charged(price: u64) -> Vec<Op> {
+    vec![
+        Op::Open {
+            user: 0,
+            server: 0,
+            long_lease: true,
+        },
+        Op::Charge {
+            user: 0,
+            server: Some(0),
+            stale: false,
+            price,
+            retry: None,
+        },
+    ]
+}
+
+fn rejecting_save(grant: Vec<u8>) -> Op {
+    rejecting_save_as(false, grant)
+}
+
+fn rejecting_save_as(stale: bool, grant: Vec<u8>) -> Op {
+    Op::Save {
+        user: 0,
+        server: 0,
+        stale,
+        gold: 5,
+        grant,
+        settle: vec![],
+        reject: vec![0],
+        release: false,
+    }
+}
+
+/// A rejection, its save sent again (its answer lost) and an admin's refund, in one batch (one
+/// PostgreSQL transaction reading its rows up front): the currency goes back once.
+#[test]
+fn a_rejection_gives_back_once_when_retried_or_refunded_in_one_batch() {
+    let mut ops = opened_and_charged(300);
+    ops.extend([
+        rejecting_save(vec![]),
+        rejecting_save(vec![]),
+        Op::Refund {
+            back: 0,
+            other_place: false,
+            unknown: false,
+        },
+        Op::Pending { user: 0 },
+    ]);
+    let (replies, audit) = check(&ops);
+    for reply in &replies[2..4] {
+        assert!(
+            matches!(reply, LedgerReply::Save(SaveReply::Saved { rejected, balance: 1000, .. }) if rejected.len() == 1),
+            "{reply:?}"
+        );
+    }
+    assert!(
+        matches!(&replies[4], LedgerReply::Refund(Err(_))),
+        "{:?}",
+        replies[4]
+    );
+    assert!(
+        matches!(&replies[5], LedgerReply::ReadPlayer(PlayerReading { pending, .. }) if pending.is_empty()),
+        "a rejected receipt is never delivered again"
+    );
+    assert_eq!(audit.accounts[&UserId(0)].0, 1000);
+    assert_eq!(audit.receipts[0].state, ReceiptState::Rejected);
+    let report = audit.check();
+    assert!(report.is_sound(), "{:?}", report.problems);
+}
+
+/// A refund that commits before the rejection: the rejection gives nothing back again.
+#[test]
+fn a_refund_before_the_rejection_wins() {
+    let mut ops = opened_and_charged(300);
+    ops.extend([
+        Op::Refund {
+            back: 0,
+            other_place: false,
+            unknown: false,
+        },
+        rejecting_save(vec![]),
+    ]);
+    let (replies, audit) = check(&ops);
+    assert!(
+        matches!(&replies[3], LedgerReply::Save(SaveReply::Saved { rejected, balance: 1000, .. }) if rejected.is_empty()),
+        "{:?}",
+        replies[3]
+    );
+    assert_eq!(audit.receipts[0].state, ReceiptState::Refunded);
+    assert_eq!(audit.accounts[&UserId(0)].0, 1000);
+}
+
+/// One save that both grants and rejects a receipt grants it; a stale server's rejection writes
+/// nothing.
+#[test]
+fn a_grant_wins_over_a_rejection_and_a_stale_server_cannot_reject() {
+    let mut ops = opened_and_charged(300);
+    ops.push(rejecting_save_as(true, vec![]));
+    ops.push(rejecting_save(vec![0]));
+    let (replies, audit) = check(&ops);
+    assert!(
+        matches!(&replies[2], LedgerReply::Save(SaveReply::LeaseLost { .. })),
+        "{:?}",
+        replies[2]
+    );
+    assert!(
+        matches!(&replies[3], LedgerReply::Save(SaveReply::Saved { newly_granted, rejected, balance: 700, .. }) if newly_granted.len() == 1 && rejected.is_empty()),
+        "{:?}",
+        replies[3]
+    );
+    assert_eq!(audit.receipts[0].state, ReceiptState::Granted);
+}
+
 /// A save that grants a receipt and a re-read of pending receipts in one batch: the re-read must
 /// not list the receipt again (the plugin would run its handler a second time).
 #[test]
@@ -698,6 +830,7 @@ fn a_grant_and_a_reread_in_one_batch() {
             gold: 100,
             grant: vec![0],
             settle: vec![],
+            reject: vec![],
             release: false,
         },
         Op::Pending { user: 0 },
@@ -728,6 +861,7 @@ fn a_final_save_and_a_release_in_one_batch() {
             gold: 7,
             grant: vec![],
             settle: vec![],
+            reject: vec![],
             release: true,
         },
         Op::Release {
@@ -741,6 +875,8 @@ fn a_final_save_and_a_release_in_one_batch() {
         LedgerReply::Save(SaveReply::Saved {
             newly_granted: vec![],
             newly_settled: vec![],
+            rejected: vec![],
+            balance: 1000,
         }),
         "the final save lands, not LeaseLost"
     );
@@ -787,6 +923,7 @@ fn an_absurd_top_up_fails_alone() {
             gold: 1,
             grant: vec![],
             settle: vec![],
+            reject: vec![],
             release: false,
         },
     ]);
@@ -872,6 +1009,7 @@ fn a_server_that_lost_the_lease_takes_no_money() {
             gold: 9,
             grant: vec![],
             settle: vec![],
+            reject: vec![],
             release: false,
         },
     ]);
@@ -927,6 +1065,7 @@ fn a_stale_process_with_the_same_server_id_cannot_write() {
             gold: 9,
             grant: vec![],
             settle: vec![],
+            reject: vec![],
             release: true,
         },
         Op::Charge {
@@ -995,6 +1134,7 @@ fn receipts_made_at_the_same_moment_are_listed_in_one_order_everywhere() {
             gold: 0,
             grant: vec![],
             settle: vec![],
+            reject: vec![],
             release: true,
         },
         Op::Open {

@@ -539,6 +539,7 @@ fn a_session_that_fails_to_load_gives_its_lease_back() {
         state: PlayerSnapshot([("Gold".to_owned(), "not RON at all (".to_owned())].into()),
         granted: vec![],
         settled: vec![],
+        rejected: vec![],
         release: true,
         lease_ms: 60_000,
     });

@@ -55,6 +55,7 @@ fn save(user: i64, gold: u64, granted: Vec<PurchaseId>, release: bool) -> Ledger
         state: PlayerSnapshot(BTreeMap::from([("Gold".into(), format!("({gold})"))])),
         granted,
         settled: vec![],
+        rejected: vec![],
         release,
         lease_ms: 60_000,
     })

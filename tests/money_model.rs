@@ -1,12 +1,15 @@
 //! A game-level model test of the money paths: two game servers share one ledger (in memory,
 //! SQLite, PostgreSQL); players join and leave them, hop between them, buy; purchases are
 //! refunded in the game and from outside it (the admin tool), before and after their grant and
-//! while it commits; store top-ups are credited and reversed from both; handlers decline for a
-//! while; the refresh runs. Afterwards everyone plays on until nothing is pending, and:
+//! while it commits; store top-ups are credited and reversed from both; handlers decline, or
+//! reject and refund (after adding the Gold, which must be undone), for a while; the refresh runs.
+//! Afterwards everyone plays on until nothing is pending, and:
 //!
 //! - every receipt was granted (committed) at most once, on one server, and never one refunded
 //!   before its grant;
-//! - each player's persisted Gold is 100 per Gold pack granted, less 100 per one taken back;
+//! - every rejected receipt was told rejected exactly once, on one server, and never granted;
+//! - each player's persisted Gold is 100 per Gold pack granted, less 100 per one taken back
+//!   (nothing for a rejected one), in the ledger and in the game;
 //! - every balance is the sum of its journal, and the ledger passes `check()`;
 //! - every store order credited once, to one user.
 //!
@@ -53,8 +56,8 @@ enum Op {
     },
     /// The store reversed an order.
     Reverse { order: u8 },
-    /// A server's handlers decline (or work again).
-    Decline { server: u8, on: bool },
+    /// A server's handlers work (0), decline (1) or reject and refund (2).
+    Handlers { server: u8, mode: u8 },
     /// Frames on both servers.
     Frames { n: u8 },
     /// Time passes on both servers (retries, refreshes).
@@ -73,7 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (user, 0u8..3, prop_oneof![Just(100u64), Just(300)], any::<bool>())
             .prop_map(|(user, order, amount, outside)| Op::Credit { user, order, amount, outside }),
         1 => (0u8..3).prop_map(|order| Op::Reverse { order }),
-        1 => (server.clone(), any::<bool>()).prop_map(|(server, on)| Op::Decline { server, on }),
+        2 => (server.clone(), 0u8..3).prop_map(|(server, mode)| Op::Handlers { server, mode }),
         3 => (1u8..8).prop_map(|n| Op::Frames { n }),
         2 => prop_oneof![Just(300u16), Just(1100), Just(2100)].prop_map(|ms| Op::Advance { ms }),
     ]
@@ -189,16 +192,13 @@ fn run(store: &TestStore, ops: &[Op]) -> Result<(), String> {
                     order_id: format!("order-{order}"),
                 });
             }
-            Op::Decline {
-                server,
-                on: decline,
-            } => {
+            Op::Handlers { server, mode } => {
                 servers[usize::from(server)]
                     .app
-                    .insert_resource(if decline {
-                        HandlerMode::Decline
-                    } else {
-                        HandlerMode::Work
+                    .insert_resource(match mode {
+                        0 => HandlerMode::Work,
+                        1 => HandlerMode::Decline,
+                        _ => HandlerMode::Reject,
                     });
             }
             Op::Frames { n } => frames(&mut servers, n),
@@ -278,12 +278,38 @@ fn run(store: &TestStore, ops: &[Op]) -> Result<(), String> {
             *resolved.entry(receipt.purchase_id.clone()).or_default() += 1;
         }
     }
+    let mut rejected: HashMap<PurchaseId, usize> = HashMap::new();
+    for game in &servers {
+        for told in &game.app.world().resource::<Collected>().rejected {
+            if told.reason != "sold out" {
+                return Err(format!("a rejection told the reason {:?}", told.reason));
+            }
+            *rejected
+                .entry(told.receipt.purchase_id.clone())
+                .or_default() += 1;
+        }
+    }
     let mut expected_gold: BTreeMap<UserId, i64> = BTreeMap::new();
     for r in &audit.receipts {
         let id = &r.info.purchase_id;
         let times = resolved.get(id).copied().unwrap_or(0);
         if times > 1 {
             return Err(format!("receipt {id} was granted {times} times"));
+        }
+        let told_rejected = rejected.get(id).copied().unwrap_or(0);
+        let is_rejected = r.state == ReceiptState::Rejected;
+        if told_rejected != usize::from(is_rejected) {
+            return Err(format!(
+                "receipt {id} ({:?}, refund {:?}) was told rejected {told_rejected} time(s)",
+                r.state, r.refund
+            ));
+        }
+        if is_rejected
+            && r.refund
+                .as_ref()
+                .is_none_or(|f| f.clawback != Clawback::NotNeeded || f.reason != "sold out")
+        {
+            return Err(format!("rejected receipt {id} has refund {:?}", r.refund));
         }
         let granted = match (&r.state, &r.refund) {
             (ReceiptState::Granted, _) => true,

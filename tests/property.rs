@@ -1,6 +1,7 @@
 //! Property test: random sequences of prompts, confirms, cancels, joins, leaves, handler failures
 //! and failing commits never grant a receipt twice, never lose one, and never charge without one;
-//! handlers that change Gold before they decline, err or panic leave no trace on persisted Gold.
+//! handlers that change Gold before they decline, err, panic or reject leave no trace on
+//! persisted Gold, and a rejected purchase's price is back.
 
 mod common;
 
@@ -50,6 +51,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(HandlerMode::Decline),
         1 => Just(HandlerMode::Error),
         1 => Just(HandlerMode::Panic),
+        1 => Just(HandlerMode::Reject),
     ];
     prop_oneof![
         2 => user.clone().prop_map(Op::Join),
@@ -98,21 +100,24 @@ fn idle(shop: &mut TestShop) {
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut shop = shop_with(|p| p.with_confirm_policy(ConfirmPolicy::Manual));
     let chest_log = shop.log.clone();
-    // The chest changes Gold first and decides afterwards (declines, errs or panics with the
-    // mode): a handler that does not grant must leave no trace on persisted Gold.
+    // The chest changes Gold first and decides afterwards (declines, errs, panics or rejects with
+    // the mode): a handler that does not grant must leave no trace on persisted Gold.
     shop.app.set_catch_all_handler(move |receipt, mut player| {
         let Some(mut gold) = player.get_mut::<Gold>() else {
-            return Ok(false);
+            return Ok(ProductPurchaseDecision::NotProcessedYet);
         };
         gold.0 += 1000;
         match player.world_scope(|w| *w.resource::<HandlerMode>()) {
             HandlerMode::Work => {}
-            HandlerMode::Decline => return Ok(false),
+            HandlerMode::Decline => return Ok(ProductPurchaseDecision::NotProcessedYet),
             HandlerMode::Error => return Err("the chest is stuck".into()),
             HandlerMode::Panic => panic!("handler bug after opening the chest"),
+            HandlerMode::Reject => {
+                return Ok(ProductPurchaseDecision::rejected("the chest is empty"));
+            }
         }
         chest_log.grant(receipt);
-        Ok::<_, BevyError>(true)
+        Ok::<_, BevyError>(ProductPurchaseDecision::PurchaseGranted)
     });
     let mut players: [Option<Entity>; USERS] = [None; USERS];
     for (u, slot) in players.iter_mut().enumerate() {
@@ -222,6 +227,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut spent: BTreeMap<UserId, u64> = BTreeMap::new();
     let mut gold: BTreeMap<UserId, u64> = BTreeMap::new();
     for r in &audit.receipts {
+        if r.state == ReceiptState::Rejected {
+            // Its price is back, and its handler's changes were undone.
+            continue;
+        }
         *spent.entry(r.info.player_id).or_default() += r.info.currency_spent;
         let g = match r.info.product_id {
             GOLD_100 => 100,

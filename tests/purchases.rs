@@ -815,3 +815,75 @@ fn a_prompt_short_of_funds_can_ask_for_the_games_top_up_flow() {
         "the prompt closed"
     );
 }
+
+/// A handler that rejects: its Gold is undone, the currency is back, the open prompt says
+/// "Refunded" with the reason, closing it tells the purchase failed, and the receipt is never
+/// delivered again, however long the buyer plays on with handlers that would grant.
+#[test]
+fn a_rejected_purchase_is_refunded_undone_shown_and_never_delivered_again() {
+    let mut shop = shop();
+    shop.app.insert_resource(ConfirmPolicy::Manual);
+    shop.set_mode(HandlerMode::Reject);
+    let player = shop.join(4);
+    shop.app.world_mut().write_message(PromptProductPurchase {
+        player,
+        product_id: GOLD_100,
+    });
+    shop.app.settle();
+    let prompt = shop.world().get::<OpenPrompt>(player).unwrap().id;
+    shop.app.world_mut().write_message(PromptAnswer {
+        player,
+        prompt,
+        action: PromptAction::Confirm,
+    });
+    shop.app.settle();
+    let refunded = PurchaseError::Refunded {
+        reason: "sold out".into(),
+    };
+    assert_eq!(
+        shop.world()
+            .get::<OpenPrompt>(player)
+            .map(|p| p.state.clone()),
+        Some(PromptState::Failed(refunded.clone())),
+        "the prompt, open until OK, says the purchase was refunded"
+    );
+    assert_eq!(refunded.to_string(), "Refunded: sold out");
+    assert_eq!(shop.balance(player), 1000, "the price is back");
+    assert_eq!(shop.gold(player), 0, "the handler's Gold is undone");
+    let rejected = &shop.collected().rejected;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].reason, "sold out");
+    let id = rejected[0].receipt.purchase_id.clone();
+
+    shop.app.world_mut().write_message(PromptAnswer {
+        player,
+        prompt,
+        action: PromptAction::Close,
+    });
+    shop.app.settle();
+    assert!(shop.world().get::<OpenPrompt>(player).is_none());
+    let finished = shop.collected().finished.last().unwrap();
+    assert!(!finished.is_purchased);
+    assert_eq!(
+        shop.collected().purchase_failed.last().unwrap().error,
+        refunded
+    );
+
+    shop.set_mode(HandlerMode::Work);
+    for _ in 0..4 {
+        shop.advance(Duration::from_secs(30));
+    }
+    assert_eq!(shop.calls_for(&id), 1, "never delivered again");
+    assert_eq!(shop.gold(player), 0);
+    let audit = shop.ledger.audit();
+    assert_eq!(audit.count(ReceiptState::Rejected), 1);
+    assert_eq!(audit.accounts[&UserId(4)].0, 1000);
+    assert_eq!(audit.accounts[&UserId(4)].1.0["Gold"], "(0)");
+    assert!(audit.check().is_sound(), "{:?}", audit.check().problems);
+    let sold: Vec<(u64, u64, u64)> = audit
+        .sales_hours
+        .iter()
+        .map(|r| (r.units, r.rejected_units, r.rejected_currency))
+        .collect();
+    assert_eq!(sold, [(1, 1, 80)], "sales count the rejection apart");
+}

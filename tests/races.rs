@@ -136,6 +136,7 @@ fn setup() -> Setup {
             state: gold(100),
             granted: vec![receipts[2].clone()],
             settled: vec![],
+            rejected: vec![],
             release: false,
             lease_ms: 600_000,
         }
@@ -160,6 +161,7 @@ fn request(op: &Op, setup: &Setup, tokens: &[i64; 2]) -> LedgerRequest {
             state: gold(gold_now),
             granted,
             settled,
+            rejected: vec![],
             release: false,
             lease_ms: 600_000,
         })

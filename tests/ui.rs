@@ -379,6 +379,8 @@ fn the_sales_chart_sums_what_it_draws() {
             refunded_units: 1,
             refunded_currency: 80,
             test_units: 2,
+            rejected_units: 0,
+            rejected_currency: 0,
         },
         SalesRow {
             bucket_start_ms: 20_001 * day,
@@ -388,6 +390,8 @@ fn the_sales_chart_sums_what_it_draws() {
             refunded_units: 0,
             refunded_currency: 0,
             test_units: 0,
+            rejected_units: 0,
+            rejected_currency: 0,
         },
     ];
     let query = SalesQuery {
@@ -445,6 +449,8 @@ fn a_week_of_test_purchases_only_draws_no_bars_and_no_negative_units() {
         refunded_units: 0,
         refunded_currency: 0,
         test_units: 3,
+        rejected_units: 0,
+        rejected_currency: 0,
     }];
     let query = SalesQuery {
         from_ms: 19_995 * day,

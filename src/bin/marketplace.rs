@@ -124,6 +124,8 @@ enum State {
     Pending,
     Granted,
     Refunded,
+    /// Rejected by its handler and refunded.
+    Rejected,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -238,6 +240,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     State::Pending => ReceiptState::Pending,
                     State::Granted => ReceiptState::Granted,
                     State::Refunded => ReceiptState::Refunded,
+                    State::Rejected => ReceiptState::Rejected,
                 }),
                 ..HistoryFilter::default()
             };
@@ -258,13 +261,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     );
                 } else {
                     println!(
-                        "{}  {:<32}  {:>10} {:<24} {:>8}  {:?}",
+                        "{}  {:<32}  {:>10} {:<24} {:>8}  {:?}{}",
                         time_of(entry.purchased_at_ms),
                         entry.receipt.purchase_id,
                         entry.receipt.product_id,
                         entry.product_name,
                         entry.receipt.currency_spent,
-                        entry.state
+                        entry.state,
+                        entry
+                            .refund
+                            .as_ref()
+                            .map_or(String::new(), |r| format!(" ({})", r.reason))
                     );
                 }
             }
@@ -303,25 +310,29 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 print!("{}", sales_csv(&rows));
             } else {
                 println!(
-                    "{:<20} {:>10} {:>7} {:>10} {:>9} {:>10} {:>10} {:>6}",
+                    "{:<20} {:>10} {:>7} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10} {:>6}",
                     "from (UTC)",
                     "product",
                     "units",
                     "currency",
                     "refunds",
                     "refunded",
+                    "rejects",
+                    "rejected",
                     "net",
                     "tests"
                 );
                 for r in &rows {
                     println!(
-                        "{:<20} {:>10} {:>7} {:>10} {:>9} {:>10} {:>10} {:>6}",
+                        "{:<20} {:>10} {:>7} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10} {:>6}",
                         time_of(r.bucket_start_ms),
                         r.product_id,
                         r.units,
                         r.currency,
                         r.refunded_units,
                         r.refunded_currency,
+                        r.rejected_units,
+                        r.rejected_currency,
                         r.net(),
                         r.test_units
                     );

@@ -35,8 +35,9 @@ impl LedgerAudit {
     ///   refund credits), and only purchases and refunds name a receipt;
     /// - every purchase debit names a receipt of the same user for the same amount, and every
     ///   receipt that cost something has exactly one debit;
-    /// - every refunded receipt has its refund record, and exactly one refund credit when it cost
-    ///   something; no other receipt has either;
+    /// - every refunded or rejected receipt has its refund record, and exactly one refund credit
+    ///   when it cost something; no other receipt has either; a rejected receipt was never
+    ///   granted (nothing to claw back, no grant time);
     /// - every receipt's buyer has an account;
     /// - the sales totals per product per hour are what the receipts add up to.
     pub fn check(&self) -> IntegrityReport {
@@ -128,7 +129,22 @@ impl LedgerAudit {
                     info.purchase_id
                 )),
             }
-            let refunded = receipt.state == ReceiptState::Refunded;
+            let refunded = matches!(
+                receipt.state,
+                ReceiptState::Refunded | ReceiptState::Rejected
+            );
+            if receipt.state == ReceiptState::Rejected
+                && (receipt.granted_at_ms.is_some()
+                    || receipt
+                        .refund
+                        .as_ref()
+                        .is_some_and(|r| r.clawback != super::Clawback::NotNeeded))
+            {
+                problems.push(format!(
+                    "receipt {}: rejected, but granted before it ({:?})",
+                    info.purchase_id, receipt.refund
+                ));
+            }
             if refunded != receipt.refund.is_some() {
                 problems.push(format!(
                     "receipt {}: state {} but {} refund record",

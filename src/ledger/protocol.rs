@@ -321,6 +321,10 @@ pub struct SaveRequest {
     /// [`Clawback::Done`](super::Clawback::Done) when the refund handler's changes are in
     /// `state`, [`Clawback::Kept`](super::Clawback::Kept) when the product has no refund handler.
     pub settled: Vec<(PurchaseId, super::Clawback)>,
+    /// Pending receipts their handlers rejected, with the reason: each is refunded and marked
+    /// [`Rejected`](crate::ReceiptState::Rejected) with this save, once. `state` holds none of
+    /// their handlers' changes.
+    pub rejected: Vec<(PurchaseId, String)>,
     /// Release the session lease (the player left).
     pub release: bool,
     /// New lease length in milliseconds, counted from the save.
@@ -336,6 +340,11 @@ pub enum SaveReply {
         newly_granted: Vec<PurchaseId>,
         /// Refunds whose clawback this save settled.
         newly_settled: Vec<PurchaseId>,
+        /// Of the receipts the save rejected, those now rejected (by this save, or by an earlier
+        /// attempt of it whose answer was lost). One missing was refunded or granted first.
+        rejected: Vec<PurchaseId>,
+        /// The buyer's balance after the save (with the rejected receipts' currency back).
+        balance: u64,
     },
     /// Receipts this save would grant were refunded before any grant of theirs committed: their
     /// currency is back, so they are never granted. Nothing was written; the game undoes their

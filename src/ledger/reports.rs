@@ -179,18 +179,22 @@ pub struct SalesRow {
     pub refunded_currency: u64,
     /// Test purchases, counted apart (they cost nothing).
     pub test_units: u64,
+    /// Of the purchases, rejected by their handler and refunded at once (apart from
+    /// `refunded_units`: the game turned them down, nobody asked for the money back).
+    pub rejected_units: u64,
+    /// Premium currency given back by those rejections.
+    pub rejected_currency: u64,
 }
 
 impl SalesRow {
-    /// Currency taken minus currency refunded.
+    /// Currency taken minus currency refunded or given back by rejections.
     pub fn net(&self) -> i64 {
-        self.currency as i64 - self.refunded_currency as i64
+        self.currency as i64 - self.refunded_currency as i64 - self.rejected_currency as i64
     }
 }
 
 /// The header of [`sales_csv`] (its columns are the fields of [`SalesRow`]).
-pub const SALES_CSV_HEADER: &str =
-    "bucket_start_utc,product_id,units,currency,refunded_units,refunded_currency,net,test_units";
+pub const SALES_CSV_HEADER: &str = "bucket_start_utc,product_id,units,currency,refunded_units,refunded_currency,net,test_units,rejected_units,rejected_currency";
 
 /// Sales as CSV: [`SALES_CSV_HEADER`], then a row per product per bucket, the bucket's start
 /// written as an RFC 3339 UTC time.
@@ -201,7 +205,7 @@ pub fn sales_csv(rows: &[SalesRow]) -> String {
         let start = std::time::UNIX_EPOCH
             + std::time::Duration::from_millis(row.bucket_start_ms.max(0) as u64);
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}\n",
             humantime::format_rfc3339_seconds(start),
             row.product_id.0,
             row.units,
@@ -209,7 +213,9 @@ pub fn sales_csv(rows: &[SalesRow]) -> String {
             row.refunded_units,
             row.refunded_currency,
             row.net(),
-            row.test_units
+            row.test_units,
+            row.rejected_units,
+            row.rejected_currency
         ));
     }
     csv
@@ -237,6 +243,8 @@ pub(crate) fn sales_of<'a>(
                 refunded_units: 0,
                 refunded_currency: 0,
                 test_units: 0,
+                rejected_units: 0,
+                rejected_currency: 0,
             });
         if receipt.is_test_purchase {
             row.test_units += 1;
@@ -244,9 +252,16 @@ pub(crate) fn sales_of<'a>(
         }
         row.units += 1;
         row.currency += receipt.currency_spent;
-        if state == ReceiptState::Refunded {
-            row.refunded_units += 1;
-            row.refunded_currency += receipt.currency_spent;
+        match state {
+            ReceiptState::Refunded => {
+                row.refunded_units += 1;
+                row.refunded_currency += receipt.currency_spent;
+            }
+            ReceiptState::Rejected => {
+                row.rejected_units += 1;
+                row.rejected_currency += receipt.currency_spent;
+            }
+            ReceiptState::Pending | ReceiptState::Granted => {}
         }
     }
     rows.into_values().collect()
@@ -279,6 +294,8 @@ pub(crate) struct SalesDelta {
     pub(crate) refunded_units: u64,
     pub(crate) refunded_currency: u64,
     pub(crate) test_units: u64,
+    pub(crate) rejected_units: u64,
+    pub(crate) rejected_currency: u64,
 }
 
 impl SalesDelta {
@@ -292,6 +309,8 @@ impl SalesDelta {
             refunded_units: 0,
             refunded_currency: 0,
             test_units: 0,
+            rejected_units: 0,
+            rejected_currency: 0,
         }
     }
 
@@ -320,6 +339,18 @@ impl SalesDelta {
         })
     }
 
+    /// The rejection of a purchase made at `purchased_at_ms`; `None` for a test purchase.
+    pub(crate) fn rejection(receipt: &ReceiptInfo, purchased_at_ms: i64) -> Option<Self> {
+        (!receipt.is_test_purchase).then(|| Self {
+            rejected_units: 1,
+            rejected_currency: receipt.currency_spent,
+            ..Self::none(
+                SalesBucket::Hour.start_of(purchased_at_ms),
+                receipt.product_id,
+            )
+        })
+    }
+
     /// Adds `other`'s counts (same hour and product) to these (PostgreSQL sums a batch's).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn add(&mut self, other: &Self) {
@@ -328,6 +359,8 @@ impl SalesDelta {
         self.refunded_units += other.refunded_units;
         self.refunded_currency += other.refunded_currency;
         self.test_units += other.test_units;
+        self.rejected_units += other.rejected_units;
+        self.rejected_currency += other.rejected_currency;
     }
 }
 
@@ -395,6 +428,8 @@ impl SalesRows {
                 sum.refunded_units += row.refunded_units;
                 sum.refunded_currency += row.refunded_currency;
                 sum.test_units += row.test_units;
+                sum.rejected_units += row.rejected_units;
+                sum.rejected_currency += row.rejected_currency;
             }
         }
     }

@@ -217,3 +217,14 @@ SELECT (created_ms / 3600000) * 3600000, product_id,
 FROM receipts GROUP BY 1, 2;"
     )
 }
+
+/// Purchases their handlers rejected (SQLite version 9, PostgreSQL version 8): counted in the
+/// sales totals apart from refunds. No receipt was rejected before, so nothing is filled in. (The
+/// receipts' state check, which must let `'rejected'` in, is changed by each dialect its own way.)
+pub(crate) fn rejections(d: &Dialect) -> String {
+    let int = d.int;
+    format!(
+        "ALTER TABLE sales_hours ADD COLUMN rejected_units {int} NOT NULL DEFAULT 0;
+ALTER TABLE sales_hours ADD COLUMN rejected_currency {int} NOT NULL DEFAULT 0;"
+    )
+}

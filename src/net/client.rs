@@ -9,7 +9,7 @@ use crate::catalog::Catalog;
 use crate::currency::PremiumBalance;
 use crate::ids::{RequestId, UserId};
 use crate::players::Buyer;
-use crate::players::ReceiptResolved;
+use crate::players::{ReceiptRejected, ReceiptResolved};
 use crate::purchase::{
     OpenPrompt, PromptAnswer, PromptProductPurchaseFinished, PromptRefused, PurchaseFailed,
     TopUpRequested,
@@ -39,6 +39,7 @@ impl Plugin for MarketplaceClientPlugin {
             .add_message::<PurchaseFailed>()
             .add_message::<PromptRefused>()
             .add_message::<ReceiptResolved>()
+            .add_message::<ReceiptRejected>()
             .add_message::<TopUpRequested>()
             .add_systems(
                 PreUpdate,
@@ -66,6 +67,7 @@ struct ServerNews<'w, 's> {
     refusals: MessageReader<'w, 's, NetPromptRefused>,
     balances: MessageReader<'w, 's, NetBalance>,
     receipts: MessageReader<'w, 's, NetReceiptResolved>,
+    rejections: MessageReader<'w, 's, NetReceiptRejected>,
     top_ups: MessageReader<'w, 's, NetTopUpRequested>,
 }
 
@@ -76,6 +78,7 @@ struct LocalNews<'w> {
     failed: MessageWriter<'w, PurchaseFailed>,
     refused: MessageWriter<'w, PromptRefused>,
     resolved: MessageWriter<'w, ReceiptResolved>,
+    rejected: MessageWriter<'w, ReceiptRejected>,
     top_ups: MessageWriter<'w, TopUpRequested>,
 }
 
@@ -162,6 +165,12 @@ fn apply_server_messages(
     for receipt in news.receipts.read() {
         local.resolved.write(ReceiptResolved {
             receipt: receipt.receipt.clone(),
+        });
+    }
+    for rejection in news.rejections.read() {
+        local.rejected.write(ReceiptRejected {
+            receipt: rejection.receipt.clone(),
+            reason: rejection.reason.clone(),
         });
     }
     for top_up in news.top_ups.read() {

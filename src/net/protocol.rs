@@ -111,6 +111,15 @@ pub struct NetReceiptResolved {
     pub receipt: ReceiptInfo,
 }
 
+/// Server → owning client: one of its receipts was rejected by its handler and refunded.
+#[derive(Message, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetReceiptRejected {
+    /// The receipt.
+    pub receipt: ReceiptInfo,
+    /// The handler's reason.
+    pub reason: String,
+}
+
 /// Server → owning client: the player asked for more currency from a prompt they could not
 /// afford; the client opens the game's top-up flow.
 #[derive(Message, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +171,7 @@ impl Plugin for MarketplaceProtocolPlugin {
             .add_server_message::<NetPromptRefused>(Channel::Ordered)
             .add_server_message::<NetBalance>(Channel::Ordered)
             .add_server_message::<NetReceiptResolved>(Channel::Ordered)
+            .add_server_message::<NetReceiptRejected>(Channel::Ordered)
             .add_server_message::<NetTopUpRequested>(Channel::Ordered);
         let channels = app.world().resource::<RepliconChannels>().client_channels();
         debug_assert_eq!(

@@ -10,8 +10,8 @@ use bevy_replicon::prelude::*;
 use super::protocol::*;
 use super::screening::screen_client_messages;
 use crate::currency::PremiumBalance;
-use crate::players::ReceiptResolved;
 use crate::players::Sessions;
+use crate::players::{ReceiptRejected, ReceiptResolved};
 use crate::purchase::{
     ConfirmPolicy, OpenPrompt, PromptAction, PromptAnswer, PromptProductPurchaseFinished,
     PromptRefusal, PromptRefused, PromptState, PurchaseFailed, TopUpRequested,
@@ -370,6 +370,7 @@ struct PromptOutcomes<'w, 's> {
     failed: MessageReader<'w, 's, PurchaseFailed>,
     refused: MessageReader<'w, 's, PromptRefused>,
     resolved: MessageReader<'w, 's, ReceiptResolved>,
+    rejected: MessageReader<'w, 's, ReceiptRejected>,
     top_ups: MessageReader<'w, 's, TopUpRequested>,
 }
 
@@ -380,6 +381,7 @@ struct ToOwners<'w> {
     failures: MessageWriter<'w, ToClients<NetPurchaseFailed>>,
     refusals: MessageWriter<'w, ToClients<NetPromptRefused>>,
     receipts: MessageWriter<'w, ToClients<NetReceiptResolved>>,
+    rejections: MessageWriter<'w, ToClients<NetReceiptRejected>>,
     top_ups: MessageWriter<'w, ToClients<NetTopUpRequested>>,
 }
 
@@ -440,6 +442,20 @@ fn send_outcomes(
                 targets,
                 message: NetReceiptResolved {
                     receipt: r.receipt.clone(),
+                },
+            });
+        }
+    }
+    for r in outcomes.rejected.read() {
+        if let Some(targets) = sessions
+            .player(r.receipt.player_id)
+            .and_then(|player| owner_of(&buyers, player))
+        {
+            to.rejections.write(ToClients {
+                targets,
+                message: NetReceiptRejected {
+                    receipt: r.receipt.clone(),
+                    reason: r.reason.clone(),
                 },
             });
         }

@@ -1,4 +1,5 @@
-//! What a committed save tells the game: a receipt granted for good, a refund's effect settled.
+//! What a committed save tells the game: a receipt granted for good, a refund's effect settled, a
+//! purchase rejected by its handler and refunded.
 
 use bevy::prelude::*;
 
@@ -24,4 +25,17 @@ pub struct ReceiptRefunded {
     pub receipt: ReceiptInfo,
     /// Done or kept.
     pub clawback: Clawback,
+}
+
+/// A receipt's handler rejected it ([`ProductPurchaseDecision::Rejected`](crate::ProductPurchaseDecision::Rejected))
+/// and the rejection is **committed** with the buyer's persisted state: the buyer has their
+/// currency back, the handler's changes were undone, and the receipt will never be delivered
+/// again, on any server. Sent once per receipt, on the server that committed it; the buyer's
+/// open prompt for it shows [`PurchaseError::Refunded`](crate::PurchaseError::Refunded).
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptRejected {
+    /// The receipt.
+    pub receipt: ReceiptInfo,
+    /// The handler's reason, as the buyer reads it.
+    pub reason: String,
 }

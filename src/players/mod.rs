@@ -16,7 +16,7 @@ mod sessions;
 mod wakes;
 mod work_queue;
 
-pub use committed::{ReceiptRefunded, ReceiptResolved};
+pub use committed::{ReceiptRefunded, ReceiptRejected, ReceiptResolved};
 pub(crate) use persist::PersistRegistry;
 pub use player::{Buyer, PendingReceipt, PlayerSession, SessionPhase};
 pub(crate) use player::{Task, Uncommitted, Work};
@@ -52,6 +52,7 @@ impl Plugin for PlayersPlugin {
             .add_message::<PlayerSaveFailed>()
             .add_message::<ReceiptResolved>()
             .add_message::<ReceiptRefunded>()
+            .add_message::<ReceiptRejected>()
             .add_observer(on_player_added)
             .add_observer(on_player_removed)
             .add_systems(

@@ -74,13 +74,16 @@ pub(crate) enum Work {
     Granted,
     /// The refund's effect was taken back (`Done`), or is kept for want of a refund handler.
     Settled(Clawback),
+    /// The product handler rejected the receipt (its reason is in [`Uncommitted::rejection`]):
+    /// the save refunds it. Its changes were undone when it decided.
+    Rejected,
 }
 
 impl Work {
     /// The task this work did.
     pub(crate) fn task(self) -> Task {
         match self {
-            Self::Granted => Task::Grant,
+            Self::Granted | Self::Rejected => Task::Grant,
             Self::Settled(_) => Task::TakeBack,
         }
     }
@@ -95,6 +98,8 @@ pub(crate) struct Uncommitted {
     pub(crate) before: PlayerSnapshot,
     /// When this server learnt of the receipt (see [`PendingReceipt`]'s), kept if it waits again.
     pub(crate) learned_at: u64,
+    /// The handler's reason, for [`Work::Rejected`].
+    pub(crate) rejection: Option<String>,
 }
 
 /// A receipt waiting for its handler on this server.

@@ -79,29 +79,48 @@ pub(crate) fn build_save(world: &World, entity: Entity, release: bool) -> SaveBu
     for (name, text) in &session.carried.0 {
         state.0.entry(name.clone()).or_insert_with(|| text.clone());
     }
+    let SaveWork {
+        granted,
+        settled,
+        rejected,
+    } = work_of(&session.uncommitted);
     SaveBuild::Ready(SaveRequest {
         user: session.user,
         fence,
         state,
-        granted: work_of(&session.uncommitted).0,
-        settled: work_of(&session.uncommitted).1,
+        granted,
+        settled,
+        rejected,
         release,
         lease_ms: settings.lease_ms(),
     })
 }
 
-/// The grants and the settled clawbacks in `uncommitted`, as a save carries them.
-pub(crate) fn work_of(
-    uncommitted: &[Uncommitted],
-) -> (Vec<PurchaseId>, Vec<(PurchaseId, Clawback)>) {
-    let (mut granted, mut settled) = (Vec::new(), Vec::new());
+/// The work a save carries.
+pub(crate) struct SaveWork {
+    pub(crate) granted: Vec<PurchaseId>,
+    pub(crate) settled: Vec<(PurchaseId, Clawback)>,
+    pub(crate) rejected: Vec<(PurchaseId, String)>,
+}
+
+/// The grants, settled clawbacks and rejections in `uncommitted`, as a save carries them.
+pub(crate) fn work_of(uncommitted: &[Uncommitted]) -> SaveWork {
+    let mut work = SaveWork {
+        granted: Vec::new(),
+        settled: Vec::new(),
+        rejected: Vec::new(),
+    };
     for u in uncommitted {
+        let id = u.receipt.purchase_id.clone();
         match u.work {
-            Work::Granted => granted.push(u.receipt.purchase_id.clone()),
-            Work::Settled(clawback) => settled.push((u.receipt.purchase_id.clone(), clawback)),
+            Work::Granted => work.granted.push(id),
+            Work::Settled(clawback) => work.settled.push((id, clawback)),
+            Work::Rejected => work
+                .rejected
+                .push((id, u.rejection.clone().unwrap_or_default())),
         }
     }
-    (granted, settled)
+    work
 }
 
 /// The ledger refused `save` because it would grant the `refunded` receipts: the same save made
@@ -118,12 +137,17 @@ pub(crate) fn save_without(
     for (name, text) in &carried.0 {
         state.0.entry(name.clone()).or_insert_with(|| text.clone());
     }
-    let (granted, settled) = work_of(&uncommitted[..first]);
+    let SaveWork {
+        granted,
+        settled,
+        rejected,
+    } = work_of(&uncommitted[..first]);
     Some((
         SaveRequest {
             state,
             granted,
             settled,
+            rejected,
             ..save.clone()
         },
         first,
@@ -245,6 +269,7 @@ fn autosave(world: &mut World, entity: Entity) {
     let (renew_every, interval) = (settings.lease_duration / 2, settings.autosave_interval);
     let unchanged = request.granted.is_empty()
         && request.settled.is_empty()
+        && request.rejected.is_empty()
         && world
             .get::<PlayerSession>(entity)
             .and_then(|s| s.last_save.as_ref())

@@ -3,24 +3,26 @@
 
 use bevy::prelude::*;
 
-use super::committed::{ReceiptRefunded, ReceiptResolved};
+use super::committed::{ReceiptRefunded, ReceiptRejected, ReceiptResolved};
 use super::open::open_again;
 use super::persist::PersistRegistry;
 use super::player::{PlayerSession, SessionPhase, Task, Work};
 use super::save::{PlayerSaveFailed, first_refused, save_without};
 use super::sessions::Sessions;
 use super::work_queue::DeliveryQueue;
+use crate::currency::PremiumBalance;
 use crate::ids::{PurchaseId, UserId};
 use crate::ledger::{Answer, ReleaseSession, SaveReply, SaveRequest};
 use crate::link::{Ledger, LedgerAnswers};
 use crate::settings::{FrameDeadline, MarketplaceSettings, MarketplaceStats};
 use crate::wake::{Wake, WakeSchedule};
 
-/// Where a save's outcome is told: grants committed, clawbacks committed, saves that failed.
+/// Where a save's outcome is told: grants, clawbacks and rejections committed, saves that failed.
 #[derive(bevy::ecs::system::SystemParam)]
 pub(crate) struct SaveNews<'w> {
     resolved: MessageWriter<'w, ReceiptResolved>,
     refunded: MessageWriter<'w, ReceiptRefunded>,
+    rejected: MessageWriter<'w, ReceiptRejected>,
     failed: MessageWriter<'w, PlayerSaveFailed>,
 }
 
@@ -29,6 +31,7 @@ pub(crate) fn handle_save_answers(
     mut answers: ResMut<LedgerAnswers<SaveRequest>>,
     mut sessions: ResMut<Sessions>,
     mut players: Query<&mut PlayerSession>,
+    mut balances: Query<&mut PremiumBalance>,
     settings: Res<MarketplaceSettings>,
     time: Res<Time<Real>>,
     mut ledger: ResMut<Ledger>,
@@ -55,7 +58,9 @@ pub(crate) fn handle_save_answers(
             Ok(SaveReply::Saved { .. } | SaveReply::LeaseLost { .. })
         );
         match result {
-            Ok(SaveReply::Saved { .. }) => {
+            Ok(SaveReply::Saved {
+                rejected, balance, ..
+            }) => {
                 stats.saves += 1;
                 for id in &save.granted {
                     if let Some((receipt, _)) = sessions.awaiting_commit.remove(id, Task::Grant) {
@@ -71,6 +76,29 @@ pub(crate) fn handle_save_answers(
                         news.refunded.write(ReceiptRefunded { receipt, clawback });
                     }
                 }
+                for (id, reason) in &save.rejected {
+                    // Told once per receipt: the first answer to name it takes it off the list.
+                    if let Some((receipt, _)) = sessions.awaiting_commit.remove(id, Task::Grant) {
+                        if rejected.contains(id) {
+                            stats.rejected += 1;
+                            news.rejected.write(ReceiptRejected {
+                                receipt,
+                                reason: reason.clone(),
+                            });
+                        } else {
+                            tracing::warn!(
+                                "user {}: receipt {id} was not rejected: it was refunded or granted before the rejection committed",
+                                save.user
+                            );
+                        }
+                    }
+                }
+                if !rejected.is_empty()
+                    && let Some(entity) = sessions.by_user.get(&save.user)
+                    && let Ok(mut shown) = balances.get_mut(*entity)
+                {
+                    shown.0 = balance;
+                }
                 if let Some(entity) = live
                     && let Ok(mut session) = players.get_mut(entity)
                 {
@@ -79,8 +107,14 @@ pub(crate) fn handle_save_answers(
                         match u.work {
                             Work::Granted => !save.granted.contains(id),
                             Work::Settled(_) => !save.settled.iter().any(|(s, _)| s == id),
+                            Work::Rejected => !save.rejected.iter().any(|(s, _)| s == id),
                         }
                     });
+                    // A reading of the ledger made before the rejection committed must not
+                    // bring the receipt back.
+                    for (id, _) in &save.rejected {
+                        session.forget_pending(id, seq);
+                    }
                     session.committed.extend(save.granted.iter().cloned());
                     session
                         .settled
@@ -214,7 +248,8 @@ fn undo_refused(
             continue;
         }
         match work.work {
-            Work::Granted => session.add_pending(work.receipt, work.learned_at),
+            // Decided again on the state put back.
+            Work::Granted | Work::Rejected => session.add_pending(work.receipt, work.learned_at),
             Work::Settled(_) => session.add_clawback(work.receipt, work.learned_at),
         }
     }

@@ -218,6 +218,12 @@ pub(crate) fn handle_charge_replies(
             Outcome::Known(known) => {
                 let followed = charges.0.remove(&charge.request_id);
                 match prompt {
+                    // Its handler rejected the receipt before this (repeated) answer came.
+                    Some(prompt)
+                        if matches!(
+                            prompt.state,
+                            PromptState::Failed(PurchaseError::Refunded { .. })
+                        ) => {}
                     Some(prompt) => {
                         prompt.state = match known {
                             Ok(receipt) => PromptState::Purchased(receipt),

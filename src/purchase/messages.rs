@@ -189,4 +189,12 @@ pub enum PurchaseError {
     /// The ledger could not charge; the player was not charged.
     #[error("Purchase failed: {0}. You have not been charged.")]
     PurchaseFailed(String),
+    /// Charged, then refunded in full: the product's handler rejected the purchase
+    /// ([`ProductPurchaseDecision::Rejected`](crate::ProductPurchaseDecision::Rejected)), and
+    /// the refund is committed ([`ReceiptRejected`](crate::ReceiptRejected)).
+    #[error("Refunded: {reason}")]
+    Refunded {
+        /// The handler's reason.
+        reason: String,
+    },
 }

@@ -11,7 +11,9 @@ pub use messages::{
     PurchaseError, PurchaseFailed, TopUpOffer, TopUpRequested,
 };
 pub use prompt::{ConfirmPolicy, OpenPrompt, PromptState};
-pub(crate) use prompt::{NextPromptId, answer_prompts, close_prompt_taken_away, open_prompts};
+pub(crate) use prompt::{
+    NextPromptId, answer_prompts, close_prompt_taken_away, open_prompts, show_rejections,
+};
 
 use bevy::prelude::*;
 
@@ -37,6 +39,7 @@ impl Plugin for PurchasePlugin {
                 (
                     retry_unconfirmed_charges,
                     handle_charge_replies,
+                    show_rejections,
                     answer_prompts,
                     open_prompts,
                 )

@@ -11,10 +11,12 @@ use super::messages::{
 };
 use crate::catalog::ProductInfo;
 use crate::currency::PremiumBalance;
-use crate::ids::{ProductId, PromptId, RequestId, UserId};
+use crate::ids::{ProductId, PromptId, PurchaseId, RequestId, UserId};
 use crate::ledger::{ChargeRequest, LeaseFence, LedgerStatus};
 use crate::link::Ledger;
-use crate::players::{Buyer, DeliveryQueue, PlayerSession, SessionPhase};
+use crate::players::{
+    Buyer, DeliveryQueue, PlayerSession, ReceiptRejected, SessionPhase, Sessions,
+};
 use crate::receipt::{ProductPurchaseChannel, ReceiptInfo};
 use crate::service::MarketplaceService;
 use crate::service::PromptProductPurchase;
@@ -444,4 +446,33 @@ pub(crate) fn close_prompt_taken_away(
         product_id: prompt.product_id,
         is_purchased: matches!(prompt.state, PromptState::Purchased(_)),
     });
+}
+
+/// A purchase its handler rejected, refund committed: the buyer's prompt for it, still open, says
+/// so ([`PurchaseError::Refunded`]) instead of "purchased". A prompt closed already told
+/// `is_purchased: true`; [`ReceiptRejected`] is the game's signal then.
+pub(crate) fn show_rejections(
+    mut rejections: MessageReader<ReceiptRejected>,
+    sessions: Res<Sessions>,
+    mut prompts: Query<&mut OpenPrompt>,
+) {
+    for ReceiptRejected { receipt, reason } in rejections.read() {
+        let Some(mut prompt) = sessions
+            .by_user
+            .get(&receipt.player_id)
+            .and_then(|entity| prompts.get_mut(*entity).ok())
+        else {
+            continue;
+        };
+        if PurchaseId::of_request(prompt.request_id) == receipt.purchase_id
+            && matches!(
+                prompt.state,
+                PromptState::Purchasing | PromptState::Purchased(_) | PromptState::Unconfirmed
+            )
+        {
+            prompt.state = PromptState::Failed(PurchaseError::Refunded {
+                reason: reason.clone(),
+            });
+        }
+    }
 }

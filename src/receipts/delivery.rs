@@ -73,22 +73,32 @@ pub(crate) fn deliver_receipts(world: &mut World) {
     }
 }
 
+/// What a handler that decided did decide.
+enum Verdict {
+    Granted,
+    /// Rejected, with the reason as the buyer will read it.
+    Rejected(String),
+}
+
 /// Runs one handler as a transaction on the buyer's persisted components: if it does not grant
-/// (`false`, `Err`, a panic), they are put back as they were, so an undecided handler's changes
-/// are never saved by a later autosave or another receipt's grant and then applied again. On
-/// success, returns the components from before it ran (what they go back to if the ledger
-/// refuses the work).
+/// (`false`, `Err`, a panic, a rejection), they are put back as they were, so an undecided
+/// handler's changes are never saved by a later autosave or another receipt's grant and then
+/// applied again. When it decided, returns the decision and the components from before it ran
+/// (what they go back to if the ledger refuses the work).
 fn run_handler(
     world: &mut World,
     entity: Entity,
     handler: &ReceiptHandler,
     receipt: &ReceiptInfo,
-) -> Result<PlayerSnapshot, DeliveryFailure> {
+) -> Result<(Verdict, PlayerSnapshot), DeliveryFailure> {
     let before = snapshot(world, entity)?;
     world.resource_mut::<Sessions>().handler_running = Some((entity, before));
     let player = world.entity_mut(entity);
     let outcome = match catch_unwind(AssertUnwindSafe(|| handler(receipt, player))) {
-        Ok(Ok(ProductPurchaseDecision::PurchaseGranted)) => Ok(()),
+        Ok(Ok(ProductPurchaseDecision::PurchaseGranted)) => Ok(Verdict::Granted),
+        Ok(Ok(ProductPurchaseDecision::Rejected(reason))) => {
+            Ok(Verdict::Rejected(rejection_reason(&reason)))
+        }
         Ok(Ok(ProductPurchaseDecision::NotProcessedYet)) => Err(DeliveryFailure::NotProcessedYet),
         Ok(Err(e)) => Err(DeliveryFailure::HandlerError(
             e.to_string().trim_end().to_owned(),
@@ -100,7 +110,7 @@ fn run_handler(
         .handler_running
         .take()
         .expect("set above; handlers cannot reach it");
-    if outcome.is_err() && world.get_entity(entity).is_ok() {
+    if !matches!(outcome, Ok(Verdict::Granted)) && world.get_entity(entity).is_ok() {
         world.resource_scope(|world, registry: Mut<PersistRegistry>| {
             if let Err(e) = registry.roll_back(&mut world.entity_mut(entity), &before) {
                 tracing::error!(
@@ -110,7 +120,32 @@ fn run_handler(
             }
         });
     }
-    outcome.map(|()| before)
+    outcome.map(|verdict| (verdict, before))
+}
+
+/// The longest rejection reason kept, in characters.
+const REASON_CHARS: usize = 200;
+
+/// A handler's reason as the ledger keeps it: text every store can keep (a NUL would have the
+/// ledger refuse every save of the buyer), trimmed, at most [`REASON_CHARS`] long, never empty.
+fn rejection_reason(reason: &str) -> String {
+    let kept: String = reason
+        .trim()
+        .chars()
+        .map(|c| {
+            if c == '\0' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .take(REASON_CHARS)
+        .collect();
+    if kept.is_empty() {
+        "rejected by the game".to_owned()
+    } else {
+        kept
+    }
 }
 
 /// The buyer's persisted components now.
@@ -170,15 +205,27 @@ fn run_due(
                 .route(receipt.product_id)
             {
                 None => Err(DeliveryFailure::NoHandler),
-                Some(handler) => {
-                    run_handler(world, entity, &handler, &receipt).map(|b| (Work::Granted, b))
-                }
+                Some(handler) => run_handler(world, entity, &handler, &receipt).map(
+                    |(verdict, before)| match verdict {
+                        Verdict::Granted => (Work::Granted, before, None),
+                        Verdict::Rejected(reason) => (Work::Rejected, before, Some(reason)),
+                    },
+                ),
             },
             Task::TakeBack => match world.resource::<RefundHandlers>().route(receipt.product_id) {
                 // No refund handler: the buyer keeps the effect, and the refund says so.
-                None => snapshot(world, entity).map(|b| (Work::Settled(Clawback::Kept), b)),
-                Some(handler) => run_handler(world, entity, &handler, &receipt)
-                    .map(|b| (Work::Settled(Clawback::Done), b)),
+                None => {
+                    snapshot(world, entity).map(|b| (Work::Settled(Clawback::Kept), b, None))
+                }
+                // The currency is back already: there is nothing for a refund handler to reject.
+                Some(handler) => run_handler(world, entity, &handler, &receipt).and_then(
+                    |(verdict, before)| match verdict {
+                        Verdict::Granted => Ok((Work::Settled(Clawback::Done), before, None)),
+                        Verdict::Rejected(reason) => Err(DeliveryFailure::HandlerError(format!(
+                            "a refund handler cannot reject a refund (it said {reason:?}); return granted once the effect is taken back"
+                        ))),
+                    },
+                ),
             },
         };
         // The handler may have despawned its buyer, or removed `Buyer`: they left, and their
@@ -192,7 +239,7 @@ fn run_due(
             return false;
         };
         match outcome {
-            Ok((work, before)) => {
+            Ok((work, before, rejection)) => {
                 if work == Work::Settled(Clawback::Kept) {
                     tracing::warn!(
                         "receipt {id} of user {} was refunded but product {} has no refund handler and there is no catch-all: the buyer keeps its effect",
@@ -206,6 +253,7 @@ fn run_due(
                     work,
                     before,
                     learned_at,
+                    rejection,
                 });
                 world
                     .resource_mut::<Sessions>()

@@ -277,9 +277,12 @@ pub fn history_table(
                                 Clawback::Kept => "refunded, effect kept",
                             }
                             .to_owned(),
+                            (ReceiptState::Rejected, Some(refund)) => {
+                                format!("rejected: {}", refund.reason)
+                            }
                             (state, _) => state.as_str().to_owned(),
                         });
-                        if entry.state != ReceiptState::Refunded
+                        if !matches!(entry.state, ReceiptState::Refunded | ReceiptState::Rejected)
                             && ui
                                 .add_enabled(refunds_allowed, egui::Button::new("Refund"))
                                 .clicked()
@@ -365,12 +368,19 @@ pub fn sales_chart(
     let units: u64 = rows.iter().map(|r| r.units).sum();
     let taken: u64 = rows.iter().map(|r| r.currency).sum();
     let refunded: u64 = rows.iter().map(|r| r.refunded_currency).sum();
+    let rejected: u64 = rows.iter().map(|r| r.rejected_currency).sum();
+    let rejects: u64 = rows.iter().map(|r| r.rejected_units).sum();
     let tests: u64 = rows.iter().map(|r| r.test_units).sum();
+    let rejections = if rejects > 0 {
+        format!(", {rejects} rejected ({} back)", currency.format(rejected))
+    } else {
+        String::new()
+    };
     ui.label(format!(
-        "{units} sold for {}, {} refunded, net {}; {tests} test purchase(s)",
+        "{units} sold for {}, {} refunded{rejections}, net {}; {tests} test purchase(s)",
         currency.format(taken),
         currency.format(refunded),
-        currency.format(taken.saturating_sub(refunded)),
+        currency.format(taken.saturating_sub(refunded).saturating_sub(rejected)),
     ));
 }
 

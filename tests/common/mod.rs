@@ -66,6 +66,8 @@ pub enum HandlerMode {
     Decline,
     Error,
     Panic,
+    /// Reject and refund ("sold out"), after changing the buyer's components (to be undone).
+    Reject,
 }
 
 pub fn catalog() -> Catalog {
@@ -82,30 +84,40 @@ pub fn add_sample_handlers(app: &mut App, log: HandlerLog) {
         let mode = player.world_scope(|w| *w.resource::<HandlerMode>());
         match mode {
             HandlerMode::Work => {}
-            HandlerMode::Decline => return Ok(false),
+            HandlerMode::Decline => return Ok(ProductPurchaseDecision::NotProcessedYet),
             HandlerMode::Error => return Err("the potion shelf is empty".into()),
             HandlerMode::Panic => panic!("handler bug while healing"),
+            HandlerMode::Reject => {
+                if let Some(mut health) = player.get_mut::<Health>() {
+                    health.current = health.max;
+                }
+                return Ok(ProductPurchaseDecision::rejected("sold out"));
+            }
         }
         let Some(mut health) = player.get_mut::<Health>() else {
-            return Ok::<_, BevyError>(false);
+            return Ok::<_, BevyError>(ProductPurchaseDecision::NotProcessedYet);
         };
         health.current = health.max;
         heal_log.grant(receipt);
-        Ok(true)
+        Ok(ProductPurchaseDecision::PurchaseGranted)
     });
     let gold_log = log.clone();
     app.add_product_handler(GOLD_100, move |receipt, mut player| {
         gold_log.called(receipt);
         let mode = player.world_scope(|w| *w.resource::<HandlerMode>());
-        if mode != HandlerMode::Work {
-            return false;
+        if !matches!(mode, HandlerMode::Work | HandlerMode::Reject) {
+            return ProductPurchaseDecision::NotProcessedYet;
         }
         let Some(mut gold) = player.get_mut::<Gold>() else {
-            return false;
+            return ProductPurchaseDecision::NotProcessedYet;
         };
         gold.0 += 100;
+        if mode == HandlerMode::Reject {
+            // The Gold added above must not stay: a rejection undoes the handler's changes.
+            return ProductPurchaseDecision::rejected("sold out");
+        }
         gold_log.grant(receipt);
-        true
+        ProductPurchaseDecision::PurchaseGranted
     });
     app.insert_resource(log);
 }
@@ -406,15 +418,21 @@ pub fn spawn_buyer(app: &mut App, user: i64, health: u32) -> Entity {
 pub struct Collected {
     pub finished: Vec<PromptProductPurchaseFinished>,
     pub resolved: Vec<ReceiptInfo>,
+    pub rejected: Vec<ReceiptRejected>,
     pub failed: Vec<ReceiptDeliveryFailed>,
+    pub purchase_failed: Vec<PurchaseFailed>,
 }
 
 fn collect(
     mut finished: MessageReader<PromptProductPurchaseFinished>,
     mut resolved: MessageReader<ReceiptResolved>,
+    mut rejected: MessageReader<ReceiptRejected>,
     mut failed: MessageReader<ReceiptDeliveryFailed>,
+    mut purchase_failed: MessageReader<PurchaseFailed>,
     mut out: ResMut<Collected>,
 ) {
+    out.purchase_failed.extend(purchase_failed.read().cloned());
+    out.rejected.extend(rejected.read().cloned());
     out.finished.extend(finished.read().copied());
     out.resolved
         .extend(resolved.read().map(|r| r.receipt.clone()));

@@ -108,9 +108,14 @@ impl Books for MemoryBooks<'_> {
         Ok(())
     }
 
-    fn put_refund(&mut self, id: &PurchaseId, refund: &RefundRecord) -> Result<(), Self::Error> {
+    fn put_refund(
+        &mut self,
+        id: &PurchaseId,
+        state: ReceiptState,
+        refund: &RefundRecord,
+    ) -> Result<(), Self::Error> {
         self.change_receipt(id, |r| {
-            r.state = ReceiptState::Refunded;
+            r.state = state;
             r.refund = Some(refund.clone());
         });
         Ok(())

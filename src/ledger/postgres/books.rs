@@ -175,6 +175,7 @@ impl CachedBooks {
                         .granted
                         .iter()
                         .chain(save.settled.iter().map(|(id, _)| id))
+                        .chain(save.rejected.iter().map(|(id, _)| id))
                     {
                         books.ids_read.insert(id.clone());
                         grant_ids.push(id.0.as_str());
@@ -452,6 +453,10 @@ impl CachedBooks {
             sales_column(|s| s.refunded_currency as i64),
             sales_column(|s| s.test_units as i64),
         );
+        let (h_rejected_units, h_rejected_currency) = (
+            sales_column(|s| s.rejected_units as i64),
+            sales_column(|s| s.rejected_currency as i64),
+        );
         let currency = CurrencyType::Premium as i64;
         let unused: Vec<i64> = reserved.iter().map(|u| u.0).collect();
         let write_back: &[&(dyn ToSql + Sync)] = &[
@@ -512,6 +517,8 @@ impl CachedBooks {
             &h_refunded_units,
             &h_refunded_currency,
             &h_tests,
+            &h_rejected_units,
+            &h_rejected_currency,
         ];
         let mut statements: Vec<(&'static str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(3);
         if !changes.is_empty() {
@@ -641,9 +648,14 @@ impl Books for CachedBooks {
         })
     }
 
-    fn put_refund(&mut self, id: &PurchaseId, refund: &RefundRecord) -> Result<(), PgError> {
+    fn put_refund(
+        &mut self,
+        id: &PurchaseId,
+        state: ReceiptState,
+        refund: &RefundRecord,
+    ) -> Result<(), PgError> {
         self.change_receipt(id, |row| {
-            row.state = ReceiptState::Refunded;
+            row.state = state;
             row.refund = Some(refund.clone());
         })
     }

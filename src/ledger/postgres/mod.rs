@@ -389,7 +389,7 @@ fn audit(conn: &mut Conn) -> Result<LedgerAudit, PgError> {
 }
 
 /// A row of sales: bucket, product, units, currency, refunded units, refunded currency, test
-/// units.
+/// units, rejected units, rejected currency.
 fn sales_row(row: &tokio_postgres::Row) -> Result<super::SalesRow, PgError> {
     let count = |i: usize| -> Result<u64, PgError> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
     Ok(super::SalesRow {
@@ -400,6 +400,8 @@ fn sales_row(row: &tokio_postgres::Row) -> Result<super::SalesRow, PgError> {
         refunded_units: count(4)?,
         refunded_currency: count(5)?,
         test_units: count(6)?,
+        rejected_units: count(7)?,
+        rejected_currency: count(8)?,
     })
 }
 

@@ -2,11 +2,12 @@
 
 use super::conn::{Conn, PgError};
 use crate::ledger::schema::{
-    HISTORY, JOURNAL_KINDS, POSTGRES, changes, lease_token, refunds, sales_hours, tables_v1,
+    HISTORY, JOURNAL_KINDS, POSTGRES, changes, lease_token, refunds, rejections, sales_hours,
+    tables_v1,
 };
 
 /// The schema version this build writes (in `bevy_marketplace_meta`).
-pub const PG_SCHEMA_VERSION: i64 = 7;
+pub const PG_SCHEMA_VERSION: i64 = 8;
 
 /// Marks the database as ours in `bevy_marketplace_meta.application`.
 pub(super) const APPLICATION: &str = "bevy_marketplace";
@@ -25,8 +26,24 @@ pub(super) fn migrations() -> [String; PG_SCHEMA_VERSION as usize] {
         format!("{JOURNAL_KINDS}\n{NO_KIND_DEFAULT}\n{REFUSE}"),
         changes(&POSTGRES),
         sales_hours(&POSTGRES),
+        format!("{RECEIPTS_REJECTED}\n{}", rejections(&POSTGRES)),
     ]
 }
+
+/// Version 8: the receipts' state check lets `'rejected'` in. Every check on the table that
+/// names the state is replaced (version 1 left it unnamed; PostgreSQL named it).
+const RECEIPTS_REJECTED: &str = "DO $$
+DECLARE c record;
+BEGIN
+    FOR c IN SELECT conname FROM pg_constraint
+             WHERE conrelid = 'receipts'::regclass AND contype = 'c'
+               AND pg_get_constraintdef(oid) LIKE '%state%'
+    LOOP
+        EXECUTE format('ALTER TABLE receipts DROP CONSTRAINT %I', c.conname);
+    END LOOP;
+END $$;
+ALTER TABLE receipts ADD CONSTRAINT receipts_state_check CHECK
+    (state = 'pending' OR state = 'granted' OR state = 'refunded' OR state = 'rejected');";
 
 /// Fails the statement it is called in with `message` (version 5): how a write-back refuses a
 /// row it did not decide on.

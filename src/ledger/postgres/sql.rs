@@ -117,13 +117,14 @@ pub(super) const HISTORY: &str = concat!(
 /// Sales per bucket per product over whole hours, from the totals.
 pub(super) const SALES_FROM_TOTALS: &str = "SELECT (hour_ms / $3) * $3 AS bucket, product_id,
         sum(units)::bigint, sum(currency)::bigint, sum(refunded_units)::bigint,
-        sum(refunded_currency)::bigint, sum(test_units)::bigint
+        sum(refunded_currency)::bigint, sum(test_units)::bigint, sum(rejected_units)::bigint,
+        sum(rejected_currency)::bigint
     FROM sales_hours WHERE hour_ms >= $1 AND hour_ms < $2
     GROUP BY bucket, product_id";
 /// The sales totals, as an audit reads them.
 pub(super) const ALL_SALES_HOURS: &str = "SELECT hour_ms, product_id, sum(units)::bigint,
         sum(currency)::bigint, sum(refunded_units)::bigint, sum(refunded_currency)::bigint,
-        sum(test_units)::bigint
+        sum(test_units)::bigint, sum(rejected_units)::bigint, sum(rejected_currency)::bigint
     FROM sales_hours GROUP BY hour_ms, product_id ORDER BY hour_ms, product_id";
 /// Sales per bucket per product, from the receipts (the parts of an hour at a query's edges).
 pub(super) const SALES: &str = "SELECT (created_ms / $3) * $3 AS bucket, product_id,
@@ -131,7 +132,9 @@ pub(super) const SALES: &str = "SELECT (created_ms / $3) * $3 AS bucket, product
         coalesce(sum(currency_spent) FILTER (WHERE NOT is_test), 0)::bigint,
         count(*) FILTER (WHERE NOT is_test AND state = 'refunded'),
         coalesce(sum(currency_spent) FILTER (WHERE NOT is_test AND state = 'refunded'), 0)::bigint,
-        count(*) FILTER (WHERE is_test)
+        count(*) FILTER (WHERE is_test),
+        count(*) FILTER (WHERE NOT is_test AND state = 'rejected'),
+        coalesce(sum(currency_spent) FILTER (WHERE NOT is_test AND state = 'rejected'), 0)::bigint
     FROM receipts WHERE created_ms >= $1 AND created_ms < $2
     GROUP BY bucket, product_id ORDER BY bucket, product_id";
 pub(super) const STATES_OF: &str =
@@ -208,17 +211,21 @@ pub(super) const WRITE_BACK: &str = "WITH accounts_changed AS (
         -- Each connection adds to its own shard of a total, so that servers selling one
         -- product in one hour do not wait on each other's row.
         INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
-                                 refunded_currency, test_units, shard)
-        SELECT h, p, u, c, ru, rc, t, pg_backend_pid() % 64
+                                 refunded_currency, test_units, rejected_units, rejected_currency,
+                                 shard)
+        SELECT h, p, u, c, ru, rc, t, xu, xc, pg_backend_pid() % 64
         FROM unnest($51::bigint[], $52::bigint[], $53::bigint[], $54::bigint[], $55::bigint[],
-                    $56::bigint[], $57::bigint[]) WITH ORDINALITY AS s (h, p, u, c, ru, rc, t, n)
+                    $56::bigint[], $57::bigint[], $58::bigint[], $59::bigint[])
+            WITH ORDINALITY AS s (h, p, u, c, ru, rc, t, xu, xc, n)
         ORDER BY n
         ON CONFLICT (hour_ms, product_id, shard) DO UPDATE SET
             units = sales_hours.units + EXCLUDED.units,
             currency = sales_hours.currency + EXCLUDED.currency,
             refunded_units = sales_hours.refunded_units + EXCLUDED.refunded_units,
             refunded_currency = sales_hours.refunded_currency + EXCLUDED.refunded_currency,
-            test_units = sales_hours.test_units + EXCLUDED.test_units
+            test_units = sales_hours.test_units + EXCLUDED.test_units,
+            rejected_units = sales_hours.rejected_units + EXCLUDED.rejected_units,
+            rejected_currency = sales_hours.rejected_currency + EXCLUDED.rejected_currency
     )
     -- Store orders are locked while a batch reads them, so each one written back is the one the
     -- rules decided on; one that is not (another writer's order under the same key) fails the

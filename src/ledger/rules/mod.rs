@@ -110,8 +110,14 @@ pub(crate) trait Books {
     ) -> Result<(), Self::Error>;
     /// Marks a pending receipt granted.
     fn grant_receipt(&mut self, id: &PurchaseId, now_ms: i64) -> Result<(), Self::Error>;
-    /// Marks a receipt refunded, or changes its refund's clawback.
-    fn put_refund(&mut self, id: &PurchaseId, refund: &RefundRecord) -> Result<(), Self::Error>;
+    /// Marks a receipt refunded (`state` [`Refunded`](ReceiptState::Refunded)) or rejected by
+    /// its handler ([`Rejected`](ReceiptState::Rejected)), or changes its refund's clawback.
+    fn put_refund(
+        &mut self,
+        id: &PurchaseId,
+        state: ReceiptState,
+        refund: &RefundRecord,
+    ) -> Result<(), Self::Error>;
     /// The user's refunded receipts whose clawback is pending, oldest purchase first.
     fn clawbacks(&mut self, user: UserId) -> Result<Vec<ReceiptInfo>, Self::Error>;
     /// A store order credited before.
@@ -255,6 +261,10 @@ pub(crate) fn texts_keepable(request: &LedgerRequest) -> bool {
         LedgerRequest::ReverseCredit(reverse) => {
             keepable("", &reverse.source).is_ok() && keepable("", &reverse.order_id).is_ok()
         }
+        LedgerRequest::Save(save) => save
+            .rejected
+            .iter()
+            .all(|(id, reason)| keepable("", id.as_str()).is_ok() && keepable("", reason).is_ok()),
         _ => true,
     }
 }

@@ -1,6 +1,6 @@
 //! Money: charges, balance adjustments, refunds, store top-ups and their reversals.
 
-use super::{Books, account_or_new};
+use super::{Books, ReceiptStatus, account_or_new};
 use crate::ledger::reports::SalesDelta;
 use crate::ledger::{
     AdjustBalance, AdjustReply, ChargeReply, ChargeRequest, Clawback, CreditError, CreditOutcome,
@@ -161,6 +161,45 @@ pub(super) fn refund<B: Books>(
             at_ms: done.at_ms,
         }));
     }
+    let clawback = match receipt.state {
+        ReceiptState::Granted => Clawback::Pending,
+        _ => Clawback::NotNeeded,
+    };
+    let refund = RefundRecord {
+        at_ms: now_ms,
+        reason: request.reason.clone(),
+        clawback,
+    };
+    let balance = match give_back(books, &receipt, &refund, ReceiptState::Refunded, now_ms)? {
+        Some(balance) => balance,
+        None => {
+            return Ok(Err(RefundError::BalanceTooHigh {
+                purchase_id: id.clone(),
+                balance: books
+                    .account(receipt.info.player_id)?
+                    .map_or(0, |a| a.balance),
+            }));
+        }
+    };
+    books.note_change(receipt.info.player_id, now_ms)?;
+    Ok(Ok(RefundOutcome {
+        receipt: receipt.info,
+        balance,
+        clawback,
+    }))
+}
+
+/// Gives a receipt's currency back to its buyer and records `refund` on it in state `state`
+/// ([`Refunded`](ReceiptState::Refunded) by a refund, [`Rejected`](ReceiptState::Rejected) by
+/// its handler): the one way currency goes back for a purchase. `None`, with nothing written,
+/// when the balance would go above [`MAX_BALANCE`].
+pub(super) fn give_back<B: Books>(
+    books: &mut B,
+    receipt: &ReceiptStatus,
+    refund: &RefundRecord,
+    state: ReceiptState,
+    now_ms: i64,
+) -> Result<Option<u64>, B::Error> {
     let user = receipt.info.player_id;
     let spent = receipt.info.currency_spent;
     let (mut account, created) = account_or_new(books, user, 0, now_ms)?;
@@ -169,10 +208,7 @@ pub(super) fn refund<B: Books>(
         .checked_add(spent)
         .filter(|b| *b <= MAX_BALANCE)
     else {
-        return Ok(Err(RefundError::BalanceTooHigh {
-            purchase_id: id.clone(),
-            balance: account.balance,
-        }));
+        return Ok(None);
     };
     account.balance = balance;
     books.put_account(user, &account, created, now_ms)?;
@@ -182,33 +218,22 @@ pub(super) fn refund<B: Books>(
                 user,
                 delta: spent as i64,
                 kind: JournalKind::Refund,
-                reason: request.reason.clone(),
-                purchase_id: Some(id.clone()),
+                reason: refund.reason.clone(),
+                purchase_id: Some(receipt.info.purchase_id.clone()),
             },
             now_ms,
         )?;
     }
-    let clawback = match receipt.state {
-        ReceiptState::Granted => Clawback::Pending,
-        _ => Clawback::NotNeeded,
+    let id = &receipt.info.purchase_id;
+    books.put_refund(id, state, refund)?;
+    let sale = match state {
+        ReceiptState::Rejected => SalesDelta::rejection(&receipt.info, receipt.purchased_at_ms),
+        _ => SalesDelta::refund(&receipt.info, receipt.purchased_at_ms),
     };
-    books.put_refund(
-        id,
-        &RefundRecord {
-            at_ms: now_ms,
-            reason: request.reason.clone(),
-            clawback,
-        },
-    )?;
-    if let Some(sale) = SalesDelta::refund(&receipt.info, receipt.purchased_at_ms) {
+    if let Some(sale) = sale {
         books.count_sale(&sale)?;
     }
-    books.note_change(user, now_ms)?;
-    Ok(Ok(RefundOutcome {
-        receipt: receipt.info,
-        balance: account.balance,
-        clawback,
-    }))
+    Ok(Some(balance))
 }
 
 /// `Ok` when a store order's key can be kept as written.

@@ -1,10 +1,11 @@
 //! Sessions: who may take, renew and release a player's lease; which receipts a save grants and
 //! which clawbacks it settles; what a player's data reads as.
 
+use super::money::give_back;
 use super::{Books, LeasePolicy, Notice, ReceiptStatus, account_or_new};
 use crate::ledger::{
     Clawback, OpenSession, OpenSessionReply, OpenedSession, PlayerReading, ReadPlayer,
-    ReleaseSession, SaveReply, SaveRequest, keepable,
+    RefundRecord, ReleaseSession, SaveReply, SaveRequest, keepable,
 };
 use crate::receipt::ReceiptState;
 use crate::text::keepable_named;
@@ -81,6 +82,13 @@ pub(super) fn save<B: Books>(
             return Ok(SaveReply::InvalidText(invalid));
         }
     }
+    for (id, reason) in &save.rejected {
+        if let Err(invalid) =
+            keepable("purchase id", id.as_str()).and_then(|()| keepable("rejection reason", reason))
+        {
+            return Ok(SaveReply::InvalidText(invalid));
+        }
+    }
     let mut account = match books.account(save.user)? {
         Some(account) if account.held_by(&save.fence) => account,
         other => {
@@ -101,7 +109,9 @@ pub(super) fn save<B: Books>(
         match (receipt.state, receipt.refund) {
             (ReceiptState::Pending, _) => grants.push(id),
             // Refunded before any grant committed: its currency is back, so it is never granted.
-            (ReceiptState::Refunded, Some(refund)) if refund.clawback == Clawback::NotNeeded => {
+            (ReceiptState::Refunded | ReceiptState::Rejected, Some(refund))
+                if refund.clawback == Clawback::NotNeeded =>
+            {
                 refunded.push(id.clone());
             }
             // Granted already (this save is a retry of one whose answer was lost), perhaps
@@ -124,6 +134,33 @@ pub(super) fn save<B: Books>(
         books.grant_receipt(id, now_ms)?;
         newly_granted.push(id.clone());
     }
+    // Rejections after the grants: a receipt both granted and rejected is granted.
+    let mut rejected = Vec::new();
+    for (id, reason) in &save.rejected {
+        let Some(receipt) = books.receipt(id)? else {
+            continue;
+        };
+        if receipt.info.player_id != save.user {
+            continue;
+        }
+        match receipt.state {
+            ReceiptState::Pending => {
+                let refund = RefundRecord {
+                    at_ms: now_ms,
+                    reason: reason.clone(),
+                    clawback: Clawback::NotNeeded,
+                };
+                // A balance that cannot take the currency back leaves the receipt pending.
+                if give_back(books, &receipt, &refund, ReceiptState::Rejected, now_ms)?.is_some() {
+                    rejected.push(id.clone());
+                }
+            }
+            // This save's first attempt rejected it; its answer was lost.
+            ReceiptState::Rejected => rejected.push(id.clone()),
+            // Refunded or granted first: nothing to give back twice.
+            ReceiptState::Refunded | ReceiptState::Granted => {}
+        }
+    }
     let mut newly_settled = Vec::new();
     for (id, outcome) in &save.settled {
         if let Some(ReceiptStatus {
@@ -136,13 +173,20 @@ pub(super) fn save<B: Books>(
             && matches!(outcome, Clawback::Done | Clawback::Kept)
         {
             refund.clawback = *outcome;
-            books.put_refund(id, &refund)?;
+            books.put_refund(id, ReceiptState::Refunded, &refund)?;
             newly_settled.push(id.clone());
         }
     }
+    let balance = if rejected.is_empty() {
+        account.balance
+    } else {
+        books.account(save.user)?.map_or(0, |a| a.balance)
+    };
     Ok(SaveReply::Saved {
         newly_granted,
         newly_settled,
+        rejected,
+        balance,
     })
 }
 

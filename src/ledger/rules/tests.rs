@@ -55,6 +55,7 @@ fn save(fence: &LeaseFence, granted: Vec<PurchaseId>) -> SaveRequest {
         state: PlayerSnapshot::default(),
         granted,
         settled: vec![],
+        rejected: vec![],
         release: false,
         lease_ms: 60_000,
     }
@@ -117,9 +118,116 @@ fn a_retried_save_of_a_grant_refunded_since_is_taken_as_granted() {
         ask(&mut store, grant),
         SaveReply::Saved {
             newly_granted: vec![],
-            newly_settled: vec![]
+            newly_settled: vec![],
+            rejected: vec![],
+            balance: 1000,
         }
     );
+}
+
+fn charged(store: &mut InMemoryLedger, fence: &LeaseFence) -> PurchaseId {
+    let ChargeReply::Charged { receipt, .. } = ask(store, charge(RequestId::new(), fence)) else {
+        panic!("charged");
+    };
+    receipt.purchase_id
+}
+
+fn rejecting(fence: &LeaseFence, granted: Vec<PurchaseId>, rejected: &PurchaseId) -> SaveRequest {
+    SaveRequest {
+        rejected: vec![(rejected.clone(), "the wave ended".into())],
+        ..save(fence, granted)
+    }
+}
+
+fn audit_is_sound(store: &mut InMemoryLedger) {
+    let report = crate::ledger::read(store as &mut dyn LedgerStore, crate::ledger::Audit)
+        .unwrap()
+        .check();
+    assert!(report.is_sound(), "{:?}", report.problems);
+}
+
+#[test]
+fn a_rejected_receipt_is_refunded_once_however_often_its_save_is_sent() {
+    let mut store = InMemoryLedger::default();
+    let fence = opened(&mut store);
+    let id = charged(&mut store, &fence);
+    let reject = rejecting(&fence, vec![], &id);
+    let rejected_once = SaveReply::Saved {
+        newly_granted: vec![],
+        newly_settled: vec![],
+        rejected: vec![id.clone()],
+        balance: 1000,
+    };
+    assert_eq!(ask(&mut store, reject.clone()), rejected_once);
+    // The answer was lost and the save is sent again: listed again, nothing given back twice.
+    assert_eq!(ask(&mut store, reject), rejected_once);
+    // Never granted, never refunded again.
+    assert!(matches!(
+        ask(&mut store, save(&fence, vec![id.clone()])),
+        SaveReply::GrantsRefunded { refunded } if refunded == vec![id.clone()]
+    ));
+    let refund = RefundRequest {
+        purchase_id: id.clone(),
+        reason: "support".into(),
+        place: None,
+    };
+    assert!(matches!(
+        ask(&mut store, refund),
+        Err(crate::ledger::RefundError::AlreadyRefunded { .. })
+    ));
+    audit_is_sound(&mut store);
+}
+
+#[test]
+fn a_receipt_refunded_before_its_rejection_commits_is_given_back_once() {
+    let mut store = InMemoryLedger::default();
+    let fence = opened(&mut store);
+    let id = charged(&mut store, &fence);
+    let refund = RefundRequest {
+        purchase_id: id.clone(),
+        reason: "support".into(),
+        place: None,
+    };
+    assert_eq!(ask(&mut store, refund).unwrap().balance, 1000);
+    assert!(matches!(
+        ask(&mut store, rejecting(&fence, vec![], &id)),
+        SaveReply::Saved { rejected, balance: 1000, .. } if rejected.is_empty()
+    ));
+    audit_is_sound(&mut store);
+}
+
+#[test]
+fn a_receipt_granted_and_rejected_by_one_save_is_granted() {
+    let mut store = InMemoryLedger::default();
+    let fence = opened(&mut store);
+    let id = charged(&mut store, &fence);
+    assert!(matches!(
+        ask(&mut store, rejecting(&fence, vec![id.clone()], &id)),
+        SaveReply::Saved { newly_granted, rejected, balance: 920, .. }
+            if newly_granted == vec![id.clone()] && rejected.is_empty()
+    ));
+    audit_is_sound(&mut store);
+}
+
+#[test]
+fn a_stale_server_cannot_reject() {
+    let mut store = InMemoryLedger::default();
+    let fence = opened(&mut store);
+    let id = charged(&mut store, &fence);
+    let stale = LeaseFence {
+        token: fence.token + 1,
+        ..fence.clone()
+    };
+    assert!(matches!(
+        ask(&mut store, rejecting(&stale, vec![], &id)),
+        SaveReply::LeaseLost { .. }
+    ));
+    // Still pending: granted by the lease holder.
+    assert!(matches!(
+        ask(&mut store, save(&fence, vec![id.clone()])),
+        SaveReply::Saved { newly_granted, .. } if newly_granted == vec![id]
+    ));
+    audit_is_sound(&mut store);
 }
 
 #[test]

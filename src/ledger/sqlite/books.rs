@@ -149,17 +149,23 @@ impl Books for SqliteBooks<'_> {
         Ok(())
     }
 
-    fn put_refund(&mut self, id: &PurchaseId, refund: &RefundRecord) -> rusqlite::Result<()> {
+    fn put_refund(
+        &mut self,
+        id: &PurchaseId,
+        state: ReceiptState,
+        refund: &RefundRecord,
+    ) -> rusqlite::Result<()> {
         self.conn
             .prepare_cached(
-                "UPDATE receipts SET state = 'refunded', refunded_ms = ?2, refund_reason = ?3, clawback = ?4
+                "UPDATE receipts SET state = ?5, refunded_ms = ?2, refund_reason = ?3, clawback = ?4
                  WHERE purchase_id = ?1",
             )?
             .execute(params![
                 id.0,
                 refund.at_ms,
                 refund.reason,
-                refund.clawback.as_str()
+                refund.clawback.as_str(),
+                state.as_str()
             ])?;
         Ok(())
     }
@@ -301,7 +307,8 @@ impl Books for SqliteBooks<'_> {
         if let Some((from, to)) = spans.hours {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT (hour_ms / ?3) * ?3 AS bucket, product_id, sum(units), sum(currency),
-                        sum(refunded_units), sum(refunded_currency), sum(test_units)
+                        sum(refunded_units), sum(refunded_currency), sum(test_units),
+                        sum(rejected_units), sum(rejected_currency)
                  FROM sales_hours WHERE hour_ms >= ?1 AND hour_ms < ?2
                  GROUP BY bucket, product_id",
             )?;
@@ -316,7 +323,9 @@ impl Books for SqliteBooks<'_> {
                         sum(CASE WHEN is_test THEN 0 ELSE currency_spent END),
                         sum(CASE WHEN NOT is_test AND state = 'refunded' THEN 1 ELSE 0 END),
                         sum(CASE WHEN NOT is_test AND state = 'refunded' THEN currency_spent ELSE 0 END),
-                        sum(CASE WHEN is_test THEN 1 ELSE 0 END)
+                        sum(CASE WHEN is_test THEN 1 ELSE 0 END),
+                        sum(CASE WHEN NOT is_test AND state = 'rejected' THEN 1 ELSE 0 END),
+                        sum(CASE WHEN NOT is_test AND state = 'rejected' THEN currency_spent ELSE 0 END)
                  FROM receipts WHERE created_ms >= ?1 AND created_ms < ?2
                  GROUP BY bucket, product_id",
             )?;
@@ -331,14 +340,17 @@ impl Books for SqliteBooks<'_> {
         self.conn
             .prepare_cached(
                 "INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
-                                          refunded_currency, test_units)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                                          refunded_currency, test_units, rejected_units,
+                                          rejected_currency)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (hour_ms, product_id, shard) DO UPDATE SET
                     units = units + excluded.units,
                     currency = currency + excluded.currency,
                     refunded_units = refunded_units + excluded.refunded_units,
                     refunded_currency = refunded_currency + excluded.refunded_currency,
-                    test_units = test_units + excluded.test_units",
+                    test_units = test_units + excluded.test_units,
+                    rejected_units = rejected_units + excluded.rejected_units,
+                    rejected_currency = rejected_currency + excluded.rejected_currency",
             )?
             .execute(params![
                 sale.hour_ms,
@@ -348,6 +360,8 @@ impl Books for SqliteBooks<'_> {
                 sale.refunded_units as i64,
                 sale.refunded_currency as i64,
                 sale.test_units as i64,
+                sale.rejected_units as i64,
+                sale.rejected_currency as i64,
             ])?;
         Ok(())
     }
@@ -548,7 +562,7 @@ pub(super) fn audit(conn: &Connection) -> rusqlite::Result<LedgerAudit> {
     audit.purchase_debits = crate::ledger::purchase_debits(&audit.journal);
     let mut stmt = conn.prepare_cached(
         "SELECT hour_ms, product_id, sum(units), sum(currency), sum(refunded_units),
-                sum(refunded_currency), sum(test_units)
+                sum(refunded_currency), sum(test_units), sum(rejected_units), sum(rejected_currency)
          FROM sales_hours GROUP BY hour_ms, product_id ORDER BY hour_ms, product_id",
     )?;
     audit.sales_hours = stmt.query_map([], sales_row)?.collect::<Result<_, _>>()?;
@@ -556,7 +570,7 @@ pub(super) fn audit(conn: &Connection) -> rusqlite::Result<LedgerAudit> {
 }
 
 /// A row of sales: bucket, product, units, currency, refunded units, refunded currency, test
-/// units.
+/// units, rejected units, rejected currency.
 fn sales_row(r: &rusqlite::Row) -> rusqlite::Result<SalesRow> {
     let count = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
     Ok(SalesRow {
@@ -567,5 +581,7 @@ fn sales_row(r: &rusqlite::Row) -> rusqlite::Result<SalesRow> {
         refunded_units: count(4)?,
         refunded_currency: count(5)?,
         test_units: count(6)?,
+        rejected_units: count(7)?,
+        rejected_currency: count(8)?,
     })
 }

@@ -8,14 +8,15 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use super::sidecar;
 use crate::ledger::LedgerError;
 use crate::ledger::schema::{
-    HISTORY, JOURNAL_KINDS, SQLITE, changes, lease_token, refunds, sales_hours, tables_v1,
+    HISTORY, JOURNAL_KINDS, SQLITE, changes, lease_token, refunds, rejections, sales_hours,
+    tables_v1,
 };
 
 /// Marks a SQLite file as ours (`PRAGMA application_id`, "BMKT").
 pub(super) const APPLICATION_ID: i64 = 0x424D_4B54;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Schema migrations: entry `n` moves a database from version `n` to `n + 1`.
 pub(super) fn migrations() -> [String; SCHEMA_VERSION as usize] {
@@ -28,6 +29,7 @@ pub(super) fn migrations() -> [String; SCHEMA_VERSION as usize] {
         JOURNAL_KINDS.to_owned(),
         changes(&SQLITE),
         sales_hours(&SQLITE),
+        format!("{RECEIPTS_V9}{}", rejections(&SQLITE)),
     ]
 }
 
@@ -53,6 +55,42 @@ INSERT INTO receipts_v2 SELECT * FROM receipts;
 DROP TABLE receipts;
 ALTER TABLE receipts_v2 RENAME TO receipts;
 CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
+"#;
+
+/// Version 9: the state check lets `'rejected'` in (a purchase its handler rejected). The table
+/// is rebuilt as in version 2, with every column and index versions 4 and 5 added.
+const RECEIPTS_V9: &str = r#"
+CREATE TABLE receipts_v9 (
+    purchase_id    TEXT    PRIMARY KEY,
+    request_id     TEXT    NOT NULL UNIQUE,
+    user_id        INTEGER NOT NULL,
+    product_id     INTEGER NOT NULL,
+    place_id       INTEGER NOT NULL,
+    currency_spent INTEGER NOT NULL CHECK (currency_spent >= 0),
+    currency_type  INTEGER NOT NULL,
+    channel        INTEGER NOT NULL CHECK (channel BETWEEN 1 AND 4),
+    is_test        INTEGER NOT NULL,
+    state          TEXT    NOT NULL CHECK (state = 'pending' OR state = 'granted' OR state = 'refunded' OR state = 'rejected'),
+    created_ms     INTEGER NOT NULL,
+    resolved_ms    INTEGER,
+    product_name   TEXT    NOT NULL DEFAULT '',
+    refunded_ms    INTEGER,
+    refund_reason  TEXT,
+    clawback       TEXT CHECK (clawback = 'not_needed' OR clawback = 'pending' OR clawback = 'done' OR clawback = 'kept')
+);
+INSERT INTO receipts_v9 (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
+                         currency_type, channel, is_test, state, created_ms, resolved_ms,
+                         product_name, refunded_ms, refund_reason, clawback)
+SELECT purchase_id, request_id, user_id, product_id, place_id, currency_spent, currency_type,
+       channel, is_test, state, created_ms, resolved_ms, product_name, refunded_ms, refund_reason,
+       clawback
+FROM receipts;
+DROP TABLE receipts;
+ALTER TABLE receipts_v9 RENAME TO receipts;
+CREATE INDEX receipts_pending_by_user ON receipts (user_id) WHERE state = 'pending';
+CREATE INDEX receipts_by_user_and_time ON receipts (user_id, created_ms);
+CREATE INDEX receipts_by_time ON receipts (created_ms);
+CREATE INDEX receipts_clawback_by_user ON receipts (user_id) WHERE clawback = 'pending';
 "#;
 
 /// Brings the schema up to date. The version is read again under the write lock, so two
