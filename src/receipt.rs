@@ -49,6 +49,49 @@ impl ProductPurchaseChannel {
 
 /// What a handler decided about a receipt (Roblox `Enum.ProductPurchaseDecision`, plus
 /// [`Rejected`](Self::Rejected), which Roblox lacks).
+///
+/// A purchase that can stop making sense before its handler runs (a revive bought while downed,
+/// delivered after a teammate revived the buyer) is rejected and refunded, not left pending:
+///
+/// ```
+/// use bevy::prelude::*;
+/// use bevy_marketplace::prelude::*;
+///
+/// #[derive(Component)]
+/// struct Downed(bool);
+/// # let catalog = Catalog::from_ron_str("(products: [(id: 7, name: \"Revive\", price: 25)])", "products.ron").unwrap();
+///
+/// let mut app = App::new();
+/// app.add_plugins((
+///     MinimalPlugins,
+///     MarketplacePlugin { starting_balance: 100, ..MarketplacePlugin::default()
+///         .with_catalog(catalog)
+///         .with_ledger(LedgerBackend::in_memory()) },
+/// ))
+/// .add_product_handler(ProductId(7), |_receipt, mut player| {
+///     let Some(mut downed) = player.get_mut::<Downed>() else {
+///         return ProductPurchaseDecision::NotProcessedYet;
+///     };
+///     if !downed.0 {
+///         // Pointless now: the currency goes back, and this receipt never comes again.
+///         return ProductPurchaseDecision::rejected("You were revived before it arrived");
+///     }
+///     downed.0 = false;
+///     ProductPurchaseDecision::PurchaseGranted
+/// });
+/// let player = app.world_mut().spawn((Buyer::new(UserId(1)), Downed(true))).id();
+/// app.update_until("the session to open", |w| {
+///     w.get::<PlayerSession>(player).is_some_and(PlayerSession::is_active)
+/// });
+/// // A teammate revives the player between the click and the grant.
+/// app.world_mut().write_message(PromptProductPurchase { player, product_id: ProductId(7) });
+/// app.update();
+/// app.world_mut().get_mut::<Downed>(player).unwrap().0 = false;
+/// app.settle();
+/// assert_eq!(app.world().get::<PremiumBalance>(player).unwrap().0, 100, "refunded");
+/// let stats = app.world().resource::<bevy_marketplace::MarketplaceStats>();
+/// assert_eq!(stats.rejected, 1, "told once (ReceiptRejected)");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ProductPurchaseDecision {
     /// Not granted this time: the receipt stays pending and is delivered again later.

@@ -78,6 +78,37 @@ fn a_client_prompts_confirms_and_sees_its_purchase_granted_on_the_server() {
     assert_eq!(net.client_balance(1), 1000);
 }
 
+/// A purchase the server's handler rejects: the client hears the rejection with its reason, its
+/// prompt says "Refunded", its balance is back, and the other client hears nothing.
+#[test]
+fn a_client_hears_its_purchase_rejected_and_refunded() {
+    let mut net = Net::new();
+    net.server.insert_resource(HandlerMode::Reject);
+    net.open_prompt(0, GOLD_100);
+    net.answer(0, PromptAction::Confirm);
+    let mut rejected = Vec::new();
+    net.run_until("the rejection to be committed and reported", |net| {
+        rejected.extend(net.drain::<ReceiptRejected>(0));
+        !rejected.is_empty()
+    });
+    assert_eq!(rejected[0].receipt.product_id, GOLD_100);
+    assert_eq!(rejected[0].reason, "sold out");
+    net.run_until("the refunded prompt and balance on the client", |net| {
+        net.client_balance(0) == 1000
+            && net.client_prompt(0).is_some_and(|p| {
+                p.state
+                    == PromptState::Failed(PurchaseError::Refunded {
+                        reason: "sold out".into(),
+                    })
+            })
+    });
+    let player = net.players[0];
+    assert_eq!(net.server.world().get::<Gold>(player).unwrap().0, 0);
+    assert_eq!(net.ledger.audit().count(ReceiptState::Rejected), 1);
+    assert!(net.drain::<ReceiptRejected>(1).is_empty());
+    assert!(net.drain::<ReceiptResolved>(0).is_empty());
+}
+
 #[test]
 fn the_catalog_reaches_clients_on_connect_and_after_a_reload() {
     let mut net = Net::new();

@@ -128,6 +128,17 @@ fn errors_are_shown_in_plain_words_and_ok_closes() {
     );
     let (_, text) = run(&view(PromptState::Failed(PurchaseError::NotForSale)), &[]);
     assert!(text.contains("not currently for sale"), "{text}");
+    let (_, text) = run(
+        &view(PromptState::Failed(PurchaseError::Refunded {
+            reason: "You were revived before it arrived".into(),
+        })),
+        &[],
+    );
+    assert!(
+        text.contains("Refunded: You were revived before it arrived"),
+        "{text}"
+    );
+    assert!(text.contains("Your currency is back."), "{text}");
 }
 
 #[test]

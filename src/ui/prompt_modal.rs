@@ -188,6 +188,12 @@ pub fn prompt_modal(ctx: &egui::Context, view: &PromptView) -> Option<PromptActi
             PromptState::Purchased(_) | PromptState::Failed(_) => {
                 if let PromptState::Failed(error) = &view.state {
                     ui.label(RichText::new(format!("⚠ {error}")).color(BAD).strong());
+                    if let crate::PurchaseError::Refunded { .. } = error {
+                        ui.label(format!(
+                            "Your currency is back. Your balance: {}",
+                            view.currency.format(view.balance)
+                        ));
+                    }
                 } else {
                     ui.label(RichText::new("✔ Purchase successful!").color(GOOD).strong());
                     ui.label(format!(
