@@ -2,16 +2,22 @@
 //! through a loopback proxy of its own; players hop between them while buying non-stop. A nemesis
 //! SIGKILLs servers (and restarts them under the same server id), SIGSTOPs and resumes them, and
 //! stalls or cuts a server's connection to the database. The servers run with the plugin's default
-//! settings — five-minute leases, 30 s autosave, 1–60 s retries, 8 s database deadlines.
+//! settings — five-minute leases, 30 s autosave, 1–60 s retries, 8 s database deadlines. Their
+//! Gold handler rejects one receipt in [`REJECT_ONE_IN`] ("out of stock"), picked by a hash of its
+//! purchase id so that every server and redelivery agrees, after adding the Gold (which the
+//! rejection must roll back).
 //!
 //! Meanwhile an admin process (the `marketplace` tool, on its own connection) refunds purchases,
-//! pending and granted, and credits, credits again and reverses store top-ups, some orders for two
-//! players at once.
+//! pending, granted and rejected, and credits, credits again and reverses store top-ups, some
+//! orders for two players at once.
 //!
 //! Afterwards every player rejoins, and the checker reads the database: no receipt granted twice,
 //! no debit without its receipt, every balance the starting balance plus its journal, every
 //! player's persisted Gold the sum of the products granted to them less those taken back, every
-//! receipt granted or refunded and settled, every store order credited once to one user.
+//! receipt granted, rejected, or refunded and settled, every store order credited once to one
+//! user. A picked receipt ends rejected (or refunded before its rejection, giving nothing back
+//! twice), is never granted nor reported granted, is reported rejected at most once, and has one
+//! refund credit; no other receipt is rejected.
 //!
 //! ```sh
 //! cargo test --all-features --test nemesis -- --nocapture   # prints the counts
@@ -33,8 +39,8 @@ use common::{GOLD_100, GOLD_1000};
 use pg::PgCluster;
 use proxy::Proxy;
 use race::{
-    Observed, START_BALANCE, Server, await_all_granted, pending_users, quit_all, signal,
-    spawn_server,
+    Observed, REJECTION, START_BALANCE, Server, await_all_granted, pending_users, quit_all,
+    rejects, signal, spawn_server,
 };
 
 #[test]
@@ -45,6 +51,13 @@ fn child_process() {
 
 const SERVERS: usize = 3;
 const PLAYERS: i64 = 24;
+/// The servers' Gold handler rejects one receipt in this many (see [`race::rejects`]).
+const REJECT_ONE_IN: u64 = 8;
+
+/// The environment of every server: rejections on.
+fn server_env() -> [(&'static str, String); 1] {
+    [("RACE_REJECT_ONE_IN", REJECT_ONE_IN.to_string())]
+}
 
 /// What the nemesis did to a server, and until when.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -102,11 +115,16 @@ struct Admin {
     credit_refused: u32,
     reversed: u32,
     failed: u32,
+    /// Refunds asked for a receipt already rejected: each must be refused.
+    rejected_refused: u32,
+    /// Refunds that went through for a receipt already rejected: must stay 0.
+    rejected_refunded: u32,
 }
 
-/// Until `until`: the `marketplace` tool refunds random purchases, credits store orders (few
-/// order ids, so some are credited again, some for another player, which must be refused) and
-/// reverses some, on its own connection to the database.
+/// Until `until`: the `marketplace` tool refunds random purchases (some of them pending ones
+/// that their handler will reject, racing the rejection), credits store orders (few order ids,
+/// so some are credited again, some for another player, which must be refused) and reverses
+/// some, on its own connection to the database.
 fn admin_process(url: &str, until: Instant) -> Admin {
     let mut admin = Admin::default();
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
@@ -128,16 +146,28 @@ fn admin_process(url: &str, until: Instant) -> Admin {
     };
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(150 + next() % 300));
+        // A rejection is final: a receipt read as rejected stays so.
+        let mut was_rejected = false;
         let args: Vec<String> = match next() % 5 {
-            0 | 1 => {
-                let ids: Vec<String> = sql(url)
-                    .query("SELECT purchase_id FROM receipts", &[])
-                    .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            kind @ (0 | 1) => {
+                let ids: Vec<(String, String)> = sql(url)
+                    .query("SELECT purchase_id, state FROM receipts", &[])
+                    .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
                     .unwrap_or_default();
-                if ids.is_empty() {
+                // Half the time a pending receipt its handler will reject, when there is one:
+                // the refund races the rejection (which then gives nothing back).
+                let racing: Vec<&(String, String)> = ids
+                    .iter()
+                    .filter(|(id, state)| state == "pending" && rejects(id, REJECT_ONE_IN))
+                    .collect();
+                let (id, state) = if kind == 1 && !racing.is_empty() {
+                    racing[next() as usize % racing.len()].clone()
+                } else if !ids.is_empty() {
+                    ids[next() as usize % ids.len()].clone()
+                } else {
                     continue;
-                }
-                let id = ids[next() as usize % ids.len()].clone();
+                };
+                was_rejected = state == "rejected";
                 vec!["refund".into(), id, "--reason".into(), "nemesis".into()]
             }
             2 | 3 => {
@@ -164,6 +194,8 @@ fn admin_process(url: &str, until: Instant) -> Admin {
         };
         let code = tool(&args);
         match (args[0].as_str(), code) {
+            ("refund", Some(0)) if was_rejected => admin.rejected_refunded += 1,
+            ("refund", Some(2)) if was_rejected => admin.rejected_refused += 1,
             ("refund", Some(0)) => admin.refunded += 1,
             ("refund", Some(2)) => admin.refund_refused += 1,
             ("credit", Some(0)) => admin.credited += 1,
@@ -186,7 +218,7 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
     let logs = tempfile::tempdir().unwrap();
     let (tx, events) = mpsc::channel();
     let mut servers: Vec<Server> = (0..SERVERS)
-        .map(|i| spawn_server(i, &server_url(i), logs.path(), tx.clone(), &[]))
+        .map(|i| spawn_server(i, &server_url(i), logs.path(), tx.clone(), &server_env()))
         .collect();
     let mut seen = Observed::default();
     for i in 0..SERVERS {
@@ -243,8 +275,13 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
                     let _ = servers[victim].child.kill();
                     let _ = servers[victim].child.wait();
                     seen.ready.remove(&victim);
-                    servers[victim] =
-                        spawn_server(victim, &server_url(victim), logs.path(), tx.clone(), &[]);
+                    servers[victim] = spawn_server(
+                        victim,
+                        &server_url(victim),
+                        logs.path(),
+                        tx.clone(),
+                        &server_env(),
+                    );
                     await_ready(&mut seen, &events, victim);
                     seen.closed.remove(&victim);
                     for (&user, &s) in &on {
@@ -383,6 +420,59 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
         0,
         "every balance is the starting balance plus its journal"
     );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM receipts r WHERE state = 'rejected' AND currency_spent > 0
+             AND (SELECT count(*) FROM balance_journal j
+                  WHERE j.purchase_id = r.purchase_id AND j.kind = 'refund') <> 1"
+        ),
+        0,
+        "every paid rejected receipt has exactly one refund credit"
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM receipts r WHERE (SELECT count(*) FROM balance_journal j
+             WHERE j.purchase_id = r.purchase_id AND j.kind = 'refund') > 1"
+        ),
+        0,
+        "no receipt refunded twice (a rejection and an admin refund)"
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT count(*) FROM receipts WHERE state = 'rejected'
+             AND (clawback IS DISTINCT FROM 'not_needed'
+                  OR refund_reason IS DISTINCT FROM '$REASON' OR refunded_ms IS NULL)"
+                .replace("$REASON", REJECTION)
+                .as_str()
+        ),
+        0,
+        "every rejected receipt has its refund record: the handler's reason, nothing to take back"
+    );
+    let sales = db
+        .query_one(
+            "SELECT coalesce(sum(rejected_units), 0)::bigint,
+                    coalesce(sum(rejected_currency), 0)::bigint FROM sales_hours",
+            &[],
+        )
+        .unwrap();
+    let rejected_sales = db
+        .query_one(
+            "SELECT count(*), coalesce(sum(currency_spent), 0)::bigint FROM receipts
+             WHERE state = 'rejected' AND NOT is_test",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (sales.get::<_, i64>(0), sales.get::<_, i64>(1)),
+        (
+            rejected_sales.get::<_, i64>(0),
+            rejected_sales.get::<_, i64>(1)
+        ),
+        "the sales totals count every rejection, and its currency, once"
+    );
     let report = bevy_marketplace::ledger::PostgresLedger::connect(url.as_str())
         .unwrap()
         .audit()
@@ -399,7 +489,7 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
             "SELECT count(*) FROM receipts WHERE state = 'pending' OR clawback = 'pending'"
         ),
         0,
-        "every receipt granted, or refunded and settled"
+        "every receipt granted, rejected, or refunded and settled"
     );
     assert_eq!(
         count(
@@ -424,6 +514,9 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
     // report, or the commit of a final save landed while its answer was stalled (the retry finds
     // the lease released). Granted once all the same: the Gold below counts every grant.
     let mut unreported = 0;
+    // Picked receipts: rejected (told or not), or refunded by the admin before the rejection.
+    let (mut rejected, mut rejected_unreported, mut refunded_first) = (0, 0, 0);
+    let mut rejected_ids = std::collections::HashSet::new();
     for r in &receipts {
         let product: i64 = r.get(2);
         let amount = match product {
@@ -434,14 +527,49 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
         let state: String = r.get(3);
         let clawback: Option<String> = r.get(4);
         let id: String = r.get(0);
-        // Granted and kept, or granted and taken back, or refunded before any grant.
+        // Granted and kept, or granted and taken back, or refunded before any grant, or
+        // rejected by its handler (its Gold rolled back).
         let (granted, kept) = match (state.as_str(), clawback.as_deref()) {
             ("granted", _) => (true, true),
             ("refunded", Some("done")) => (true, false),
             ("refunded", Some("kept")) => (true, true),
             ("refunded", Some("not_needed")) => (false, false),
+            ("rejected", Some("not_needed")) => (false, false),
             other => panic!("receipt {id} ended as {other:?}"),
         };
+        let picked = rejects(&id, REJECT_ONE_IN);
+        if picked {
+            assert!(
+                !granted,
+                "receipt {id} is rejected by its handler, yet ended as {:?}",
+                (&state, &clawback)
+            );
+            assert!(
+                !seen.granted.contains_key(&id),
+                "receipt {id} is rejected by its handler, yet a server reported its grant"
+            );
+        }
+        if state == "rejected" {
+            assert!(
+                picked,
+                "receipt {id} was rejected, yet its handler grants it"
+            );
+            rejected += 1;
+            rejected_ids.insert(id.clone());
+            match seen.rejected.get(&id) {
+                Some((told_user, told_product, times, reason)) => {
+                    assert_eq!(*times, 1, "receipt {id} reported rejected {times} times");
+                    assert_eq!(
+                        (*told_user, *told_product, reason.as_str()),
+                        (r.get::<_, i64>(1), product, REJECTION),
+                        "receipt {id}: the rejection's report"
+                    );
+                }
+                None => rejected_unreported += 1,
+            }
+        } else if picked {
+            refunded_first += 1;
+        }
         if kept {
             *gold.entry(r.get(1)).or_default() += amount;
         }
@@ -452,6 +580,20 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
             panic!("receipt {id} was refunded before any grant, yet a server reported its grant");
         }
     }
+    for id in seen.rejected.keys() {
+        assert!(
+            rejected_ids.contains(id),
+            "receipt {id} was reported rejected, yet it is not rejected in the ledger"
+        );
+    }
+    assert!(
+        rejected > 0 && !seen.rejected.is_empty(),
+        "the handlers rejected something, and a server reported it: {rejected} rejected"
+    );
+    assert_eq!(
+        admin.rejected_refunded, 0,
+        "an admin refund of a rejected receipt went through: {admin:?}"
+    );
     for user in 1..=PLAYERS {
         let saved: Option<String> = db
             .query_opt(
@@ -477,8 +619,9 @@ fn three_servers_under_a_nemesis_grant_every_purchase_exactly_once() {
     );
     eprintln!(
         "nemesis: {} servers, {PLAYERS} players, {} receipts granted at most once each \
-         ({unreported} committed without a report); admin {admin:?}; {} kills, {} stops, {} \
-         stalls, {} cuts, {} hops; {:.0} s in all",
+         ({unreported} committed without a report), {rejected} rejected ({rejected_unreported} \
+         without a report) and {refunded_first} more picked for rejection but refunded first; \
+         admin {admin:?}; {} kills, {} stops, {} stalls, {} cuts, {} hops; {:.0} s in all",
         SERVERS,
         receipts.len(),
         nemesis.kills,

@@ -1,5 +1,6 @@
 //! A race of real game-server processes on one PostgreSQL database: each runs the plugin, joins
-//! and leaves players on command (stdin), buys non-stop, and reports what it grants (stdout).
+//! and leaves players on command (stdin), buys non-stop, and reports what it grants and what its
+//! handlers reject (stdout).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
@@ -19,6 +20,19 @@ use crate::common::{GOLD_100, GOLD_1000, Gold};
 
 /// Every race player's starting premium balance.
 pub const START_BALANCE: u64 = 10_000_000;
+
+/// Why a race server's Gold handler rejects a receipt.
+pub const REJECTION: &str = "out of stock";
+
+/// Whether a race server that rejects one receipt in `one_in` (`RACE_REJECT_ONE_IN`) rejects
+/// purchase `id`: a hash of the id (FNV-1a), so that every server, every redelivery and the
+/// checker agree.
+pub fn rejects(id: &str, one_in: u64) -> bool {
+    let hash = id.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+    });
+    hash.is_multiple_of(one_in)
+}
 
 #[derive(Resource)]
 struct Race {
@@ -44,12 +58,22 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-fn gold_handler(player: &mut EntityWorldMut, amount: u64) -> bool {
+/// Grants a Gold pack; a receipt that [`rejects`] picks gets its Gold too (which the rollback of
+/// a rejection must undo) and is then rejected.
+fn gold_handler(
+    receipt: &ReceiptInfo,
+    player: &mut EntityWorldMut,
+    amount: u64,
+    reject_one_in: Option<u64>,
+) -> ProductPurchaseDecision {
     let Some(mut gold) = player.get_mut::<Gold>() else {
-        return false;
+        return ProductPurchaseDecision::NotProcessedYet;
     };
     gold.0 += amount;
-    true
+    if reject_one_in.is_some_and(|n| rejects(&receipt.purchase_id.0, n)) {
+        return ProductPurchaseDecision::rejected(REJECTION);
+    }
+    ProductPurchaseDecision::PurchaseGranted
 }
 
 /// A refunded Gold pack's Gold goes back (never below zero: the player may have spent it).
@@ -63,11 +87,13 @@ fn take_back(player: &mut EntityWorldMut, amount: u64) -> bool {
 
 /// The plugin settings a race server runs with: the defaults unless the parent sets
 /// `RACE_LEASE_MS`, `RACE_AUTOSAVE_MS` and `RACE_RETRY_MAX_MS` (a short lease for a race about
-/// lease take-over).
+/// lease take-over); with `RACE_REJECT_ONE_IN` its Gold handler rejects one receipt in that many
+/// (see [`rejects`]), else none.
 pub struct ChildSettings {
     lease: Option<Duration>,
     autosave: Option<Duration>,
     retry_max: Option<Duration>,
+    reject_one_in: Option<u64>,
 }
 
 impl ChildSettings {
@@ -82,6 +108,10 @@ impl ChildSettings {
             lease: ms("RACE_LEASE_MS"),
             autosave: ms("RACE_AUTOSAVE_MS"),
             retry_max: ms("RACE_RETRY_MAX_MS"),
+            reject_one_in: std::env::var("RACE_REJECT_ONE_IN")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0),
         }
     }
 }
@@ -129,6 +159,7 @@ fn race_child(url: &str, server: &str, seed: u64, settings: ChildSettings) {
             max,
         };
     }
+    let reject = settings.reject_one_in;
     let mut app = App::new();
     app.add_plugins((
         MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_millis(1))),
@@ -142,8 +173,12 @@ fn race_child(url: &str, server: &str, seed: u64, settings: ChildSettings) {
         rng: seed | 1,
         active: HashSet::new(),
     })
-    .add_product_handler(GOLD_100, |_, mut player| gold_handler(&mut player, 100))
-    .add_product_handler(GOLD_1000, |_, mut player| gold_handler(&mut player, 1000))
+    .add_product_handler(GOLD_100, move |receipt, mut player| {
+        gold_handler(receipt, &mut player, 100, reject)
+    })
+    .add_product_handler(GOLD_1000, move |receipt, mut player| {
+        gold_handler(receipt, &mut player, 1000, reject)
+    })
     .add_refund_handler(GOLD_100, |_, mut player| take_back(&mut player, 100))
     .add_refund_handler(GOLD_1000, |_, mut player| take_back(&mut player, 1000))
     .add_systems(Update, (race_commands, race_buy, race_report).chain());
@@ -196,8 +231,8 @@ fn race_commands(
     }
     if race.quitting && players.is_empty() && ledger.in_flight() == 0 && sessions.departing() == 0 {
         say(&format!(
-            "STATS lease_losses={} granted={} charges={}",
-            stats.lease_losses, stats.granted, stats.charges
+            "STATS lease_losses={} granted={} rejected={} charges={}",
+            stats.lease_losses, stats.granted, stats.rejected, stats.charges
         ));
         exit.write(AppExit::Success);
     }
@@ -239,11 +274,21 @@ fn race_buy(
     race.active = now_active;
 }
 
-fn race_report(mut resolved: MessageReader<ReceiptResolved>) {
+fn race_report(
+    mut resolved: MessageReader<ReceiptResolved>,
+    mut rejected: MessageReader<ReceiptRejected>,
+) {
     for r in resolved.read() {
         say(&format!(
             "GRANTED {} {} {}",
             r.receipt.purchase_id, r.receipt.player_id, r.receipt.product_id
+        ));
+    }
+    // The reason last: it has spaces.
+    for r in rejected.read() {
+        say(&format!(
+            "REJECTED {} {} {} {}",
+            r.receipt.purchase_id, r.receipt.player_id, r.receipt.product_id, r.reason
         ));
     }
 }
@@ -323,6 +368,8 @@ pub fn spawn_server(
 pub struct Observed {
     /// purchase id → (user, product, times reported)
     pub granted: HashMap<String, (i64, i64, usize)>,
+    /// purchase id → (user, product, times reported, reason) of every `ReceiptRejected`
+    pub rejected: HashMap<String, (i64, i64, usize, String)>,
     pub grant_times: Vec<Instant>,
     /// (server, user, wall-clock ms) of every session opened
     pub opened: Vec<(usize, i64, i64)>,
@@ -340,7 +387,17 @@ impl Observed {
                 self.closed.insert(i);
             }
             Event::Line(server, at, line) => {
-                if let Some(i) = line.find("GRANTED ") {
+                if let Some(i) = line.find("REJECTED ") {
+                    let mut w = line[i + 9..].splitn(4, ' ');
+                    let id = w.next().unwrap().to_owned();
+                    let user: i64 = w.next().unwrap().parse().unwrap();
+                    let product: i64 = w.next().unwrap().parse().unwrap();
+                    let reason = w.next().unwrap_or("").to_owned();
+                    self.rejected
+                        .entry(id)
+                        .or_insert((user, product, 0, reason))
+                        .2 += 1;
+                } else if let Some(i) = line.find("GRANTED ") {
                     let mut w = line[i + 8..].split_whitespace();
                     let id = w.next().unwrap().to_owned();
                     let user: i64 = w.next().unwrap().parse().unwrap();
