@@ -15,3 +15,6 @@ pub mod live_operations {}
 
 #[doc = include_str!("../docs/guarantees.md")]
 pub mod guarantees {}
+
+#[doc = include_str!("../docs/patterns.md")]
+pub mod patterns {}
