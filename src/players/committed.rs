@@ -30,8 +30,10 @@ pub struct ReceiptRefunded {
 /// A receipt's handler rejected it ([`ProductPurchaseDecision::Rejected`](crate::ProductPurchaseDecision::Rejected))
 /// and the rejection is **committed** with the buyer's persisted state: the buyer has their
 /// currency back, the handler's changes were undone, and the receipt will never be delivered
-/// again, on any server. Sent once per receipt, on the server that committed it; the buyer's
-/// open prompt for it shows [`PurchaseError::Refunded`](crate::PurchaseError::Refunded).
+/// again, on any server. Sent at most once per receipt, on the server whose save committed it
+/// (a server that crashes or loses the save's answer does not send it; the purchase history has
+/// it all the same); the buyer's open prompt for it shows
+/// [`PurchaseError::Refunded`](crate::PurchaseError::Refunded).
 #[derive(Message, Clone, Debug, PartialEq, Eq)]
 pub struct ReceiptRejected {
     /// The receipt.

@@ -87,7 +87,7 @@ pub(crate) fn handle_save_answers(
                             });
                         } else {
                             tracing::warn!(
-                                "user {}: receipt {id} was not rejected: it was refunded or granted before the rejection committed",
+                                "user {}: receipt {id} was not rejected: it was refunded or granted before the rejection committed, or the balance cannot take its currency back",
                                 save.user
                             );
                         }

@@ -110,15 +110,23 @@ fn run_handler(
         .handler_running
         .take()
         .expect("set above; handlers cannot reach it");
+    let mut outcome = outcome;
     if !matches!(outcome, Ok(Verdict::Granted)) && world.get_entity(entity).is_ok() {
-        world.resource_scope(|world, registry: Mut<PersistRegistry>| {
-            if let Err(e) = registry.roll_back(&mut world.entity_mut(entity), &before) {
-                tracing::error!(
-                    "receipt {}: undoing the handler's changes failed: {e}",
-                    receipt.purchase_id
-                );
-            }
+        let undone = world.resource_scope(|world, registry: Mut<PersistRegistry>| {
+            registry.roll_back(&mut world.entity_mut(entity), &before)
         });
+        if let Err(e) = undone {
+            tracing::error!(
+                "receipt {}: undoing the handler's changes failed: {e}",
+                receipt.purchase_id
+            );
+            // A rejection refunds: never with the handler's changes kept. It is decided again.
+            if let Ok(Verdict::Rejected(_)) = outcome {
+                outcome = Err(DeliveryFailure::HandlerError(format!(
+                    "the handler rejected the purchase, but undoing its changes failed: {e}"
+                )));
+            }
+        }
     }
     outcome.map(|verdict| (verdict, before))
 }

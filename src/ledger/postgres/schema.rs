@@ -26,9 +26,18 @@ pub(super) fn migrations() -> [String; PG_SCHEMA_VERSION as usize] {
         format!("{JOURNAL_KINDS}\n{NO_KIND_DEFAULT}\n{REFUSE}"),
         changes(&POSTGRES),
         sales_hours(&POSTGRES),
-        format!("{RECEIPTS_REJECTED}\n{}", rejections(&POSTGRES)),
+        format!(
+            "{RECEIPTS_REJECTED}\n{}\n{NO_REJECTION_DEFAULTS}",
+            rejections(&POSTGRES)
+        ),
     ]
 }
+
+/// As with the journal's kind (version 5): a server of an older version still connected fails to
+/// add to the sales totals, instead of adding without the rejections.
+const NO_REJECTION_DEFAULTS: &str =
+    "ALTER TABLE sales_hours ALTER COLUMN rejected_units DROP DEFAULT,
+    ALTER COLUMN rejected_currency DROP DEFAULT;";
 
 /// Version 8: the receipts' state check lets `'rejected'` in. Every check on the table that
 /// names the state is replaced (version 1 left it unnamed; PostgreSQL named it).

@@ -152,6 +152,8 @@ pub(super) fn save<B: Books>(
                 };
                 // A balance that cannot take the currency back leaves the receipt pending.
                 if give_back(books, &receipt, &refund, ReceiptState::Rejected, now_ms)?.is_some() {
+                    // The balance moved: a game that applied an older answer reads it again.
+                    books.note_change(save.user, now_ms)?;
                     rejected.push(id.clone());
                 }
             }
