@@ -1,9 +1,11 @@
 //! Crash test: a child process runs a purchase storm against an SQLite ledger — buying, and
-//! refunding granted and pending purchases — and is killed with SIGKILL, at random moments and at
-//! chosen stages (charge in flight, handler running, grant commit in flight, autosave in flight,
-//! refund in flight, refund handler running). After every kill the ledger must be consistent, and
-//! after a final recovery run every purchase must be granted exactly once, every refund's Gold
-//! taken back exactly once, and the persisted Gold must be that of the purchases still granted.
+//! refunding granted and pending purchases, its Gold handler rejecting one purchase in six — and
+//! is killed with SIGKILL, at random moments and at chosen stages (charge in flight, handler
+//! running, grant commit in flight, autosave in flight, refund in flight, refund handler running,
+//! handler rejecting, rejection commit in flight). After every kill the ledger must be consistent,
+//! and after a final recovery run every purchase must be granted exactly once or rejected and
+//! refunded exactly once (never both), every refund's Gold taken back exactly once, and the
+//! persisted Gold must be that of the purchases still granted.
 //!
 //! The child is this test binary itself, re-run with `--ignored --exact child_process`.
 
@@ -21,17 +23,36 @@ use bevy_marketplace::Ledger;
 use bevy_marketplace::ledger::LedgerBackend;
 use bevy_marketplace::prelude::*;
 use bevy_marketplace::{
-    Clawback, PlayerSession, PromptState, PurchaseId, ReceiptRefunded, ReceiptState, RetryPolicy,
-    Sessions,
+    Clawback, PlayerSession, PromptState, PurchaseId, ReceiptRefunded, ReceiptRejected,
+    ReceiptState, RetryPolicy, Sessions,
 };
 use common::{FULL_HEAL, GOLD_100, GOLD_1000, Gold, Health};
 
 const PLAYERS: i64 = 6;
 const START_BALANCE: u64 = 10_000_000;
 const KILLS: usize = 70;
-const STAGES: [&str; 7] = [
-    "random", "charging", "handler", "commit", "autosave", "refund", "clawback",
+const STAGES: [&str; 9] = [
+    "random",
+    "charging",
+    "handler",
+    "commit",
+    "autosave",
+    "refund",
+    "clawback",
+    "reject",
+    "reject_commit",
 ];
+/// Why the Gold handler rejects the purchases [`rejects`] picks.
+const REJECTION: &str = "sold out";
+
+/// Whether the Gold handler rejects purchase `id`: one in six, by a hash of the id (FNV-1a), so
+/// that every run, every redelivery and the checks agree.
+fn rejects(id: &str) -> bool {
+    let hash = id.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+    });
+    hash.is_multiple_of(6)
+}
 
 // ---------------------------------------------------------------- the child
 
@@ -53,6 +74,8 @@ struct Storm {
     /// Store orders to credit at start: every earlier run's again (a store retrying its
     /// confirmations after crashes), and one new.
     orders: u64,
+    /// A handler rejected a purchase and its save is not answered yet.
+    rejecting: bool,
 }
 
 impl Storm {
@@ -125,6 +148,7 @@ fn child(db: &Path, recover: bool, stage: &str, seed: u64) {
             .and_then(|r| r.parse().ok())
             .unwrap_or(0)
             + 1,
+        rejecting: false,
     })
     .add_product_handler(FULL_HEAL, |_, mut player| {
         if player.world_scope(|w| w.resource_mut::<Storm>().chance(25)) {
@@ -135,28 +159,55 @@ fn child(db: &Path, recover: bool, stage: &str, seed: u64) {
             .map(|mut h| h.current = h.max)
             .is_some()
     })
-    .add_product_handler(GOLD_100, |_, mut player| gold_handler(&mut player, 100))
-    .add_product_handler(GOLD_1000, |_, mut player| gold_handler(&mut player, 1000))
+    .add_product_handler(GOLD_100, |receipt, mut player| {
+        gold_handler(receipt, &mut player, 100)
+    })
+    .add_product_handler(GOLD_1000, |receipt, mut player| {
+        gold_handler(receipt, &mut player, 1000)
+    })
     .add_refund_handler(GOLD_100, |_, mut player| take_back(&mut player, 100))
     .add_refund_handler(GOLD_1000, |_, mut player| take_back(&mut player, 1000))
-    .add_systems(Update, (storm, report, report_refunds, report_first_active))
+    .add_systems(
+        Update,
+        (
+            storm,
+            report,
+            report_rejections,
+            report_refunds,
+            report_first_active,
+        ),
+    )
     .add_systems(PreUpdate, watch_stages.after(MarketplaceSystems::Send));
     app.run();
 }
 
-fn gold_handler(player: &mut EntityWorldMut, amount: u64) -> bool {
+/// The Gold handler: a flaky one, retried; it can be killed after adding the Gold and before
+/// that is committed. The purchases [`rejects`] picks get their Gold too, then are rejected: the
+/// Gold must be undone, and the currency given back once.
+fn gold_handler(
+    receipt: &ReceiptInfo,
+    player: &mut EntityWorldMut,
+    amount: u64,
+) -> ProductPurchaseDecision {
     let fail = player.world_scope(|w| w.resource_mut::<Storm>().chance(20));
     if fail {
-        return false;
+        return ProductPurchaseDecision::NotProcessedYet;
     }
     let Some(mut gold) = player.get_mut::<Gold>() else {
-        return false;
+        return ProductPurchaseDecision::NotProcessedYet;
     };
     gold.0 += amount;
+    if rejects(receipt.purchase_id.as_str()) {
+        if player.world_scope(|w| at_stage(&mut w.resource_mut::<Storm>(), "reject")) {
+            kill_me("reject");
+        }
+        player.world_scope(|w| w.resource_mut::<Storm>().rejecting = true);
+        return ProductPurchaseDecision::rejected(REJECTION);
+    }
     if player.world_scope(|w| at_stage(&mut w.resource_mut::<Storm>(), "handler")) {
         kill_me("handler");
     }
-    true
+    ProductPurchaseDecision::PurchaseGranted
 }
 
 /// The refund handler: a flaky one, retried; it can be killed after taking the Gold back and
@@ -305,6 +356,13 @@ fn report(mut resolved: MessageReader<ReceiptResolved>, mut storm: ResMut<Storm>
     }
 }
 
+fn report_rejections(mut rejected: MessageReader<ReceiptRejected>, mut storm: ResMut<Storm>) {
+    for r in rejected.read() {
+        storm.rejecting = false;
+        say(&format!("REJECTED {} {}", r.receipt.purchase_id, r.reason));
+    }
+}
+
 fn report_refunds(
     mut refunded: MessageReader<ReceiptRefunded>,
     mut finished: MessageReader<bevy_marketplace::RefundFinished>,
@@ -350,6 +408,10 @@ fn watch_stages(
     }
     if storm.refunds_in_flight > 0 && at_stage(&mut storm, "refund") {
         kill_me("refund");
+    }
+    // A save carrying a rejection was just sent.
+    if storm.rejecting && committing && at_stage(&mut storm, "reject_commit") {
+        kill_me("reject_commit");
     }
     // Saves with no grant in them: autosaves (and leave saves).
     if ledger.in_flight() > 0
@@ -401,6 +463,7 @@ fn spawn_child(
 
 struct Seen {
     granted: HashMap<String, usize>,
+    rejected: HashMap<String, usize>,
     /// Clawbacks committed, by receipt.
     taken_back: HashMap<String, usize>,
     /// Lines that must never appear (a clawback below zero Gold, a refused refund).
@@ -432,6 +495,10 @@ impl Seen {
         if let Some(at) = line.find("GRANTED ") {
             let id = line[at + 8..].split_whitespace().next().unwrap().to_owned();
             *self.granted.entry(id).or_default() += 1;
+        }
+        if let Some(at) = line.find("REJECTED ") {
+            let id = line[at + 9..].split_whitespace().next().unwrap().to_owned();
+            *self.rejected.entry(id).or_default() += 1;
         }
         if let Some(at) = line.find("TAKEN_BACK ") {
             let id = line[at + 11..]
@@ -504,13 +571,15 @@ fn check_consistent(db: &Path, run: usize) {
         bad_balances, 0,
         "a balance that is not start + journal after kill {run}"
     );
-    // Every refunded paid receipt gave its price back once, and nothing else was refunded.
+    // Every refunded or rejected paid receipt gave its price back once, nothing else was
+    // refunded, and a rejected receipt was never granted.
     let bad_refunds: i64 = conn
         .query_row(
             "SELECT count(*) FROM receipts r WHERE (SELECT count(*) FROM balance_journal j
              WHERE j.purchase_id = r.purchase_id AND j.kind = 'refund' AND j.delta = r.currency_spent)
-             != CASE WHEN r.state = 'refunded' AND r.currency_spent > 0 THEN 1 ELSE 0 END
-             OR (r.state = 'refunded') != (r.clawback IS NOT NULL)",
+             != CASE WHEN r.state IN ('refunded', 'rejected') AND r.currency_spent > 0 THEN 1 ELSE 0 END
+             OR (r.state IN ('refunded', 'rejected')) != (r.clawback IS NOT NULL)
+             OR (r.state = 'rejected' AND (r.clawback != 'not_needed' OR r.resolved_ms IS NOT NULL))",
             [],
             |r| r.get(0),
         )
@@ -527,6 +596,7 @@ fn purchase_storm_survives_sigkill() {
     let db = dir.path().join("storm.sqlite3");
     let mut seen = Seen {
         granted: HashMap::new(),
+        rejected: HashMap::new(),
         taken_back: HashMap::new(),
         wrong: Vec::new(),
         stages: BTreeMap::new(),
@@ -636,6 +706,20 @@ fn purchase_storm_survives_sigkill() {
         twice.is_empty(),
         "refunds taken back more than once: {twice:?}"
     );
+    let twice: Vec<_> = seen.rejected.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "rejections told more than once: {twice:?}"
+    );
+    let both: Vec<_> = seen
+        .rejected
+        .keys()
+        .filter(|id| seen.granted.contains_key(*id))
+        .collect();
+    assert!(
+        both.is_empty(),
+        "purchases both granted and rejected: {both:?}"
+    );
     assert!(seen.wrong.is_empty(), "{:?}", seen.wrong);
     let audit = bevy_marketplace::ledger::SqliteLedger::open(&db)
         .unwrap()
@@ -662,6 +746,34 @@ fn purchase_storm_survives_sigkill() {
     assert_eq!(top_ups, KILLS + 1, "one journal credit per order");
     let refunded = audit.count(ReceiptState::Refunded);
     assert!(refunded > 10, "the storm refunded things: {refunded}");
+    // The purchases the Gold handler picks are rejected (or refunded before it ran), never
+    // granted; no other is rejected.
+    for r in &audit.receipts {
+        let picked = matches!(r.info.product_id, GOLD_100 | GOLD_1000)
+            && rejects(r.info.purchase_id.as_str());
+        let ok = match r.state {
+            ReceiptState::Rejected => {
+                picked && r.refund.as_ref().is_some_and(|f| f.reason == REJECTION)
+            }
+            ReceiptState::Granted => !picked,
+            ReceiptState::Refunded => {
+                !picked
+                    || r.refund
+                        .as_ref()
+                        .is_some_and(|f| f.clawback == Clawback::NotNeeded)
+            }
+            ReceiptState::Pending => false,
+        };
+        assert!(
+            ok,
+            "receipt {:?}: {:?}, refund {:?}",
+            r.info, r.state, r.refund
+        );
+    }
+    let rejected = audit.count(ReceiptState::Rejected);
+    assert!(rejected > 5, "the storm rejected things: {rejected}");
+    let report = audit.check();
+    assert!(report.is_sound(), "{:?}", report.problems);
     let waiting: Vec<_> = audit
         .receipts
         .iter()
@@ -721,11 +833,12 @@ fn purchase_storm_survives_sigkill() {
         waits.len()
     );
     eprintln!(
-        "crash test: {KILLS} SIGKILLs in {:.1} s; kills by stage: {:?}; {} receipts, {} grants seen committed, {refunded} refunded ({taken_back} taken back after their grant)",
+        "crash test: {KILLS} SIGKILLs in {:.1} s; kills by stage: {:?}; {} receipts, {} grants seen committed, {refunded} refunded ({taken_back} taken back after their grant), {rejected} rejected ({} told)",
         started.elapsed().as_secs_f64(),
         seen.stages,
         audit.receipts.len(),
-        granted_logged
+        granted_logged,
+        seen.rejected.len()
     );
     for stage in &STAGES[1..] {
         assert!(
