@@ -15,8 +15,9 @@
 //! "Refunded", and the receipt is never delivered again.
 //!
 //! `--scripted` plays by itself (dies, buys a Revive, buys one that an ally makes pointless and
-//! sees the refund, buys Double Gold and a Skip Wave, then closes its window), saves screenshots
-//! to `--screenshots DIR` and exits 0; `--scripted --check-boost` starts again on the same ledger
+//! sees the refund, buys a Skip Wave and Double Gold twice, then closes its window, or with
+//! `--wait-for-close` waits for it to be closed from outside), saves screenshots to
+//! `--screenshots DIR` and exits 0; `--scripted --check-boost` starts again on the same ledger
 //! and checks the boost is still running. CI runs both under Xvfb.
 
 mod script;
@@ -179,6 +180,10 @@ struct Cli {
     /// With --scripted: start on a ledger a scripted run left, and check the boost still runs.
     #[arg(long, requires = "scripted")]
     check_boost: bool,
+    /// With --scripted: at the end, print `READY TO CLOSE` and wait for the window to be closed
+    /// from outside (a window manager's close button), instead of closing it.
+    #[arg(long, requires = "scripted")]
+    wait_for_close: bool,
     /// Where scripted runs save their screenshots.
     #[arg(long, value_name = "DIR", default_value = "target/screenshots")]
     screenshots: PathBuf,
@@ -300,7 +305,12 @@ fn main() -> AppExit {
             (hud, downed_overlay, shop_window).before(MarketplaceUiSystems::Prompt),
         );
     if cli.scripted {
-        script::add_scripted_run(&mut app, cli.screenshots, cli.check_boost);
+        script::add_scripted_run(
+            &mut app,
+            cli.screenshots,
+            cli.check_boost,
+            cli.wait_for_close,
+        );
     }
     app.run()
 }

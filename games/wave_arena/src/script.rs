@@ -16,12 +16,19 @@ use crate::{
     SKIP_WAVE, Slime, Wave, WavePhase,
 };
 
-/// Adds the scripted run: `check_boost` for the run after a restart.
-pub(crate) fn add_scripted_run(app: &mut App, dir: PathBuf, check_boost: bool) {
+/// Adds the scripted run: `check_boost` for the run after a restart; `wait_for_close` to leave
+/// closing the window to the caller.
+pub(crate) fn add_scripted_run(
+    app: &mut App,
+    dir: PathBuf,
+    check_boost: bool,
+    wait_for_close: bool,
+) {
     app.insert_resource(crate::Scripted)
         .insert_resource(Script {
             step: Step::WaitForGame,
             check_boost,
+            wait_for_close,
             frames: 0,
             ticks: 0,
             started: std::time::Instant::now(),
@@ -60,6 +67,7 @@ enum Step {
 struct Script {
     step: Step,
     check_boost: bool,
+    wait_for_close: bool,
     frames: u32,
     /// Frames since the start.
     ticks: u64,
@@ -379,8 +387,12 @@ fn run_script(
                 script.closing = true;
                 println!("BOOST LEFT {:.0} s", boost.seconds_left);
                 println!("SCRIPTED RUN OK: screenshots in {}", script.dir.display());
-                for window in &window {
-                    close.write(WindowCloseRequested { window });
+                if script.wait_for_close {
+                    println!("READY TO CLOSE");
+                } else {
+                    for window in &window {
+                        close.write(WindowCloseRequested { window });
+                    }
                 }
             } else if script.frames > 600 {
                 fail(&mut exit, "the screenshots were not written".into());
