@@ -7,27 +7,20 @@ Everything important stays inside the central circle: the plugin crops icons to 
 import math
 import os
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
+
+import make_icons
 
 S = 256
 OUT = os.path.join(os.path.dirname(__file__), "..", "games", "wave_arena", "assets", "icons")
 
 
 def background(inner, outer):
-    img = Image.new("RGBA", (S, S))
-    px = img.load()
-    for y in range(S):
-        for x in range(S):
-            d = min(1.0, math.hypot(x - S / 2, y - S / 2) / (S / 2))
-            px[x, y] = tuple(int(inner[i] * (1 - d) + outer[i] * d) for i in range(3)) + (255,)
-    return img
+    return make_icons.background(inner, outer, S)
 
 
 def glow(img, box, color, radius=20):
-    layer = Image.new("RGBA", (S, S), (0, 0, 0, 0))
-    ImageDraw.Draw(layer).ellipse(box, fill=color)
-    layer = layer.filter(ImageFilter.GaussianBlur(radius))
-    return Image.alpha_composite(img, layer)
+    return make_icons.glow(img, box, color, radius)
 
 
 def quiver():

@@ -12,18 +12,20 @@ S = 512
 OUT = os.path.join(os.path.dirname(__file__), "..", "assets", "icons")
 
 
-def background(inner, outer):
-    img = Image.new("RGBA", (S, S))
+def background(inner, outer, size=S):
+    """A radial gradient from `inner` at the centre to `outer` at the edge, `size` square."""
+    img = Image.new("RGBA", (size, size))
     px = img.load()
-    for y in range(S):
-        for x in range(S):
-            d = min(1.0, math.hypot(x - S / 2, y - S / 2) / (S / 2))
+    for y in range(size):
+        for x in range(size):
+            d = min(1.0, math.hypot(x - size / 2, y - size / 2) / (size / 2))
             px[x, y] = tuple(int(inner[i] * (1 - d) + outer[i] * d) for i in range(3)) + (255,)
     return img
 
 
 def glow(img, box, color, radius=40):
-    layer = Image.new("RGBA", (S, S), (0, 0, 0, 0))
+    """A blurred ellipse of `color` in `box`, laid over `img`."""
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
     ImageDraw.Draw(layer).ellipse(box, fill=color)
     layer = layer.filter(ImageFilter.GaussianBlur(radius))
     return Image.alpha_composite(img, layer)

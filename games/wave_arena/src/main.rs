@@ -666,11 +666,10 @@ fn hud(
             });
         });
     let banner = match wave.phase {
-        WavePhase::Fighting => format!(
-            "Wave {} — {} slimes left",
-            wave.number,
-            slimes.iter().count()
-        ),
+        WavePhase::Fighting => match slimes.iter().count() {
+            1 => format!("Wave {} — 1 slime left", wave.number),
+            left => format!("Wave {} — {left} slimes left", wave.number),
+        },
         WavePhase::Break(left) => {
             format!(
                 "Wave {} cleared — the next in {:.0} s",
