@@ -135,7 +135,7 @@ pub(super) fn save<B: Books>(
         newly_granted.push(id.clone());
     }
     // Rejections after the grants: a receipt both granted and rejected is granted.
-    let mut rejected = Vec::new();
+    let (mut rejected, mut balance) = (Vec::new(), account.balance);
     for (id, reason) in &save.rejected {
         let Some(receipt) = books.receipt(id)? else {
             continue;
@@ -151,7 +151,10 @@ pub(super) fn save<B: Books>(
                     clawback: Clawback::NotNeeded,
                 };
                 // A balance that cannot take the currency back leaves the receipt pending.
-                if give_back(books, &receipt, &refund, ReceiptState::Rejected, now_ms)?.is_some() {
+                if let Some(given_back) =
+                    give_back(books, &receipt, &refund, ReceiptState::Rejected, now_ms)?
+                {
+                    balance = given_back;
                     // The balance moved: a game that applied an older answer reads it again.
                     books.note_change(save.user, now_ms)?;
                     rejected.push(id.clone());
@@ -179,11 +182,6 @@ pub(super) fn save<B: Books>(
             newly_settled.push(id.clone());
         }
     }
-    let balance = if rejected.is_empty() {
-        account.balance
-    } else {
-        books.account(save.user)?.map_or(0, |a| a.balance)
-    };
     Ok(SaveReply::Saved {
         newly_granted,
         newly_settled,
