@@ -883,6 +883,43 @@ fn a_final_save_and_a_release_in_one_batch() {
     assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(7)");
 }
 
+/// A save carries every persisted component the player has: one the player no longer has is
+/// gone from the ledger, the others are written over, on every store, in one batch or apart.
+#[test]
+fn a_save_drops_the_components_the_player_no_longer_has() {
+    let save = |gold| Op::Save {
+        user: 1,
+        server: 0,
+        stale: false,
+        gold,
+        grant: vec![],
+        settle: vec![],
+        reject: vec![],
+        release: false,
+    };
+    // Each save carries `Gold` and `Seen{gold % 3}`: the second save's `Seen2` replaces `Seen1`.
+    let (_, audit) = check(&[
+        Op::Open {
+            user: 1,
+            server: 0,
+            long_lease: true,
+        },
+        Op::Advance { ms: 0 },
+        save(7),
+        save(7),
+        Op::Advance { ms: 0 },
+        save(8),
+    ]);
+    let names: Vec<&str> = audit.accounts[&UserId(1)]
+        .1
+        .0
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, ["Gold", "Seen2"], "Seen1 is gone");
+    assert_eq!(audit.accounts[&UserId(1)].1.0["Gold"], "(8)");
+}
+
 /// A top-up past the largest balance, and one whose reason holds a NUL character, in a batch with
 /// other players' charges and saves: each is refused alone, and the others commit.
 #[test]

@@ -25,6 +25,31 @@ fn request_text(request: RequestId) -> String {
     request.0.hyphenated().to_string()
 }
 
+/// The statement that deletes a player's components other than the `names` a save carries
+/// (`?1` the user, `?2`… the names), kept for the usual counts so a save formats none.
+fn delete_other_components(names: usize) -> std::borrow::Cow<'static, str> {
+    const KEPT: usize = 16;
+    static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let text = |n: usize| {
+        if n == 0 {
+            "DELETE FROM player_components WHERE user_id = ?1".to_owned()
+        } else {
+            let list: Vec<String> = (2..n + 2).map(|i| format!("?{i}")).collect();
+            format!(
+                "DELETE FROM player_components WHERE user_id = ?1 AND name NOT IN ({})",
+                list.join(", ")
+            )
+        }
+    };
+    match STATEMENTS
+        .get_or_init(|| (0..=KEPT).map(text).collect())
+        .get(names)
+    {
+        Some(kept) => kept.as_str().into(),
+        None => text(names).into(),
+    }
+}
+
 impl Books for SqliteBooks<'_> {
     type Error = rusqlite::Error;
 
@@ -234,14 +259,23 @@ impl Books for SqliteBooks<'_> {
     }
 
     fn put_state(&mut self, user: UserId, state: &PlayerSnapshot) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM player_components WHERE user_id = ?1")?
-            .execute([user.0])?;
-        let mut insert = self.conn.prepare_cached(
-            "INSERT INTO player_components (user_id, name, value) VALUES (?1, ?2, ?3)",
+        // Components the player no longer has go; the rest are written over in place, and one
+        // whose value did not change is not written at all. (Deleting every row and inserting
+        // them again moved each save's rows through the table's b-tree twice.)
+        let names = state.0.len();
+        let mut gone = self.conn.prepare_cached(&delete_other_components(names))?;
+        for (i, name) in state.0.keys().enumerate() {
+            gone.raw_bind_parameter(i + 2, name)?;
+        }
+        gone.raw_bind_parameter(1, user.0)?;
+        gone.raw_execute()?;
+        let mut upsert = self.conn.prepare_cached(
+            "INSERT INTO player_components (user_id, name, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id, name) DO UPDATE SET value = excluded.value
+             WHERE value IS NOT excluded.value",
         )?;
         for (name, value) in &state.0 {
-            insert.execute(params![user.0, name, value])?;
+            upsert.execute(params![user.0, name, value])?;
         }
         Ok(())
     }
