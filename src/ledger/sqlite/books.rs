@@ -18,6 +18,71 @@ use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
 pub(super) struct SqliteBooks<'a> {
     pub(super) conn: &'a Connection,
+    /// The open transaction's additions to the sales totals, written once per hour and product
+    /// when it commits (see [`PendingSales`]).
+    pub(super) sales: &'a mut PendingSales,
+}
+
+/// Additions to the sales totals not yet written: a transaction adds each purchase's, refund's
+/// and rejection's here and writes them when it commits, one row per hour and product, instead
+/// of one upsert of the same row per purchase. A read of the totals inside the transaction
+/// writes them first.
+#[derive(Default)]
+pub(super) struct PendingSales(Vec<SalesDelta>);
+
+impl PendingSales {
+    fn add(&mut self, sale: &SalesDelta) {
+        // A batch rarely spans more than a few hours and products.
+        match self
+            .0
+            .iter_mut()
+            .find(|p| p.hour_ms == sale.hour_ms && p.product_id == sale.product_id)
+        {
+            Some(pending) => pending.add(sale),
+            None => self.0.push(*sale),
+        }
+    }
+
+    /// Forgets them (the transaction rolled back, or a new one begins).
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Adds them to the totals, inside the open transaction.
+    pub(super) fn write(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut upsert = conn.prepare_cached(
+            "INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
+                                      refunded_currency, test_units, rejected_units,
+                                      rejected_currency)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (hour_ms, product_id, shard) DO UPDATE SET
+                units = units + excluded.units,
+                currency = currency + excluded.currency,
+                refunded_units = refunded_units + excluded.refunded_units,
+                refunded_currency = refunded_currency + excluded.refunded_currency,
+                test_units = test_units + excluded.test_units,
+                rejected_units = rejected_units + excluded.rejected_units,
+                rejected_currency = rejected_currency + excluded.rejected_currency",
+        )?;
+        for sale in &self.0 {
+            upsert.execute(params![
+                sale.hour_ms,
+                sale.product_id.0,
+                sale.units as i64,
+                sale.currency as i64,
+                sale.refunded_units as i64,
+                sale.refunded_currency as i64,
+                sale.test_units as i64,
+                sale.rejected_units as i64,
+                sale.rejected_currency as i64,
+            ])?;
+        }
+        self.0.clear();
+        Ok(())
+    }
 }
 
 /// A request id as the receipts table keeps it.
@@ -291,6 +356,7 @@ impl Books for SqliteBooks<'_> {
     }
 
     fn audit(&mut self) -> rusqlite::Result<LedgerAudit> {
+        self.sales.write(self.conn)?;
         audit(self.conn)
     }
 
@@ -335,6 +401,7 @@ impl Books for SqliteBooks<'_> {
 
     fn sales(&mut self, query: &SalesQuery) -> rusqlite::Result<Vec<SalesRow>> {
         // Whole hours from the totals; the part of an hour at either edge from the receipts.
+        self.sales.write(self.conn)?;
         let spans = query.spans();
         let mut rows = SalesRows::default();
         let bucket = query.bucket.millis();
@@ -371,32 +438,7 @@ impl Books for SqliteBooks<'_> {
     }
 
     fn count_sale(&mut self, sale: &SalesDelta) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
-                                          refunded_currency, test_units, rejected_units,
-                                          rejected_currency)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (hour_ms, product_id, shard) DO UPDATE SET
-                    units = units + excluded.units,
-                    currency = currency + excluded.currency,
-                    refunded_units = refunded_units + excluded.refunded_units,
-                    refunded_currency = refunded_currency + excluded.refunded_currency,
-                    test_units = test_units + excluded.test_units,
-                    rejected_units = rejected_units + excluded.rejected_units,
-                    rejected_currency = rejected_currency + excluded.rejected_currency",
-            )?
-            .execute(params![
-                sale.hour_ms,
-                sale.product_id.0,
-                sale.units as i64,
-                sale.currency as i64,
-                sale.refunded_units as i64,
-                sale.refunded_currency as i64,
-                sale.test_units as i64,
-                sale.rejected_units as i64,
-                sale.rejected_currency as i64,
-            ])?;
+        self.sales.add(sale);
         Ok(())
     }
 

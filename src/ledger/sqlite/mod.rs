@@ -58,6 +58,8 @@ pub struct SqliteLedger {
     lock: Option<lock::LedgerLock>,
     /// Servers whose leftover leases this store took over, each reported once.
     reclaimed_from: Vec<String>,
+    /// The open transaction's sales, written when it commits.
+    sales: books::PendingSales,
 }
 
 impl std::fmt::Debug for SqliteLedger {
@@ -104,6 +106,7 @@ impl SqliteLedger {
             path: path.to_owned(),
             lock: None,
             reclaimed_from: Vec::new(),
+            sales: books::PendingSales::default(),
         };
         if version < SCHEMA_VERSION {
             while_busy(|| migrate(&mut ledger.conn))
@@ -196,7 +199,10 @@ impl SqliteLedger {
             take_over_foreign: self.lock.is_some(),
         };
         let mut notices = Vec::new();
-        let mut books = books::SqliteBooks { conn: &self.conn };
+        let mut books = books::SqliteBooks {
+            conn: &self.conn,
+            sales: &mut self.sales,
+        };
         let reply = rules::apply(&mut books, request, now_ms, policy, &mut notices)?;
         for Notice::TookOver {
             user,
@@ -250,18 +256,26 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn begin(&mut self) -> Result<(), LedgerError> {
+        self.sales.clear();
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(storage)
     }
 
     fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError> {
-        self.apply_inner(request, now_ms).map_err(storage)
+        let reply = self.apply_inner(request, now_ms).map_err(storage)?;
+        // Outside a transaction every statement commits on its own: so do the sales.
+        if self.conn.is_autocommit() {
+            self.sales.write(&self.conn).map_err(storage)?;
+        }
+        Ok(reply)
     }
 
     fn commit(&mut self) -> Result<(), LedgerError> {
+        self.sales.write(&self.conn).map_err(storage)?;
         self.conn.execute_batch("COMMIT").map_err(storage)
     }
 
     fn rollback(&mut self) {
+        self.sales.clear();
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
