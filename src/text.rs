@@ -26,7 +26,8 @@ pub(crate) fn keepable_named(
     field: impl FnOnce() -> String,
     text: &str,
 ) -> Result<(), InvalidText> {
-    if text.contains('\0') {
+    // A byte search (memchr): checked on every value of every save.
+    if text.as_bytes().contains(&0) {
         Err(InvalidText {
             field: field(),
             text: text.to_owned(),
