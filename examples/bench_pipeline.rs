@@ -228,116 +228,152 @@ fn check_sqlite(path: &Path, expected: usize) {
 }
 
 /// The same purchases as [`pipeline`] with no game, no worker and no rules: a bare rusqlite loop
-/// issuing the statements the SQLite ledger issues for them (per charge: the replay check, the
-/// account read, the debit, the receipt, the journal entry, the sales total; per grant: the account read, the
-/// lease renewal, the components replaced, the receipt read and marked granted), each round's
-/// charges in one transaction and its grants in another (the best group commit can do), on a
-/// file with the same schema and settings. Returns receipts/s: the ceiling for ours.
+/// issuing the statements the SQLite ledger issues for them, with the values it writes
+/// (time-ordered ids, the clock's milliseconds, the product's name, a server id as the lease
+/// owner): per charge, the replay check, the account read, the debit, the receipt, the journal
+/// entry (and per transaction, the sales total); per grant, the account read, the lease renewal, the components
+/// written, the receipt read and marked granted. Each round's charges go in one transaction
+/// and its grants in another (the best group commit can do), on a file with the same schema
+/// and settings. Returns receipts/s: the ceiling for ours.
 fn raw_sqlite(path: &Path, players: i64, rounds: usize) -> f64 {
     use rusqlite::{OptionalExtension, params};
+    const NAME: &str = "Pouch of Gold";
+    const LEASE_MS: i64 = 300_000;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let owner = uuid::Uuid::new_v4().simple().to_string();
     drop(bevy_marketplace::ledger::SqliteLedger::open(path).unwrap());
     let mut conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;")
         .unwrap();
+    conn.set_prepared_statement_cache_capacity(64);
     let tx = conn.transaction().unwrap();
     for user in 0..players {
+        let now = now_ms();
         tx.execute(
-            "INSERT INTO accounts (user_id, balance, lease_owner, lease_expires_ms, lease_token, created_ms, updated_ms)
-             VALUES (?1, 1000000000, 'raw', 0, 1, 0, 0)",
-            [user],
+            "INSERT INTO accounts (user_id, balance, lease_owner, lease_expires_ms, lease_token, created_ms, updated_ms, shortfall)
+             VALUES (?1, 1000000000, ?2, ?3, 1, ?4, ?4, 0)",
+            params![user, owner, now + LEASE_MS, now],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO balance_journal (user_id, delta, kind, reason, purchase_id, at_ms)
+             VALUES (?1, 1000000000, 'starting_balance', 'starting balance', NULL, ?2)",
+            params![user, now],
         )
         .unwrap();
     }
     tx.commit().unwrap();
+    let account = |tx: &rusqlite::Transaction, user: i64| -> i64 {
+        tx.prepare_cached(
+            "SELECT balance, lease_owner, lease_expires_ms, lease_token, shortfall FROM accounts WHERE user_id = ?1",
+        )
+        .unwrap()
+        .query_row([user], |r| r.get(0))
+        .unwrap()
+    };
+    let put_account = |tx: &rusqlite::Transaction, user: i64, balance: i64, now: i64| {
+        tx.prepare_cached(
+            "UPDATE accounts SET balance = ?2, lease_owner = ?3, lease_expires_ms = ?4, lease_token = ?5,
+             updated_ms = ?6, shortfall = ?7 WHERE user_id = ?1",
+        )
+        .unwrap()
+        .execute(params![user, balance, owner, now + LEASE_MS, 1, now, 0])
+        .unwrap();
+    };
     let started = Instant::now();
-    let mut request = 0u128;
     for round in 0..rounds {
         let tx = conn.transaction().unwrap();
+        let now = now_ms();
         let mut made = Vec::with_capacity(players as usize);
         for user in 0..players {
-            request += 1;
-            let request_id = uuid::Uuid::from_u128(request).hyphenated().to_string();
-            let purchase_id = uuid::Uuid::from_u128(request).simple().to_string();
+            let request_id = uuid::Uuid::now_v7().hyphenated().to_string();
+            let purchase_id = uuid::Uuid::now_v7().simple().to_string();
             let replay: Option<String> = tx
-                .prepare_cached("SELECT purchase_id FROM receipts WHERE request_id = ?1")
+                .prepare_cached(
+                    "SELECT purchase_id, user_id, product_id, place_id, currency_spent, currency_type, channel, is_test, created_ms
+                     FROM receipts WHERE request_id = ?1",
+                )
                 .unwrap()
                 .query_row([&request_id], |r| r.get(0))
                 .optional()
                 .unwrap();
             assert!(replay.is_none());
-            let balance: i64 = tx
-                .prepare_cached("SELECT balance, lease_owner, lease_expires_ms, lease_token FROM accounts WHERE user_id = ?1")
-                .unwrap()
-                .query_row([user], |r| r.get(0))
-                .unwrap();
-            tx.prepare_cached("UPDATE accounts SET balance = ?2, lease_owner = 'raw', lease_expires_ms = 0, lease_token = 1, updated_ms = ?3 WHERE user_id = ?1")
-                .unwrap()
-                .execute(params![user, balance - 80, round as i64])
-                .unwrap();
+            let balance = account(&tx, user);
+            put_account(&tx, user, balance - 80, now);
             tx.prepare_cached(
                 "INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
-                                       currency_type, channel, is_test, state, created_ms)
-                 VALUES (?1, ?2, ?3, 456456, 0, 80, 1, 1, 0, 'pending', ?4)",
+                                       currency_type, channel, is_test, state, created_ms, product_name)
+                 VALUES (?1, ?2, ?3, 456456, 0, 80, 1, 1, 0, 'pending', ?4, ?5)",
             )
             .unwrap()
-            .execute(params![purchase_id, request_id, user, round as i64])
+            .execute(params![purchase_id, request_id, user, now, NAME])
             .unwrap();
             tx.prepare_cached(
-                "INSERT INTO balance_journal (user_id, delta, reason, purchase_id, at_ms) VALUES (?1, -80, 'purchase', ?2, ?3)",
+                "INSERT INTO balance_journal (user_id, delta, kind, reason, purchase_id, at_ms)
+                 VALUES (?1, -80, 'purchase', ?2, ?3, ?4)",
             )
             .unwrap()
-            .execute(params![user, purchase_id, round as i64])
-            .unwrap();
-            tx.prepare_cached(
-                "INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
-                                          refunded_currency, test_units)
-                 VALUES (0, 456456, 1, 80, 0, 0, 0)
-                 ON CONFLICT (hour_ms, product_id, shard) DO UPDATE SET
-                    units = units + excluded.units, currency = currency + excluded.currency,
-                    refunded_units = refunded_units + excluded.refunded_units,
-                    refunded_currency = refunded_currency + excluded.refunded_currency,
-                    test_units = test_units + excluded.test_units",
-            )
-            .unwrap()
-            .execute([])
+            .execute(params![user, NAME, purchase_id, now])
             .unwrap();
             made.push(purchase_id);
         }
+        // The ledger adds a transaction's sales to the totals once per hour and product.
+        tx.prepare_cached(
+            "INSERT INTO sales_hours (hour_ms, product_id, units, currency, refunded_units,
+                                      refunded_currency, test_units, rejected_units,
+                                      rejected_currency)
+             VALUES (?1, 456456, ?2, ?3, 0, 0, 0, 0, 0)
+             ON CONFLICT (hour_ms, product_id, shard) DO UPDATE SET
+                units = units + excluded.units,
+                currency = currency + excluded.currency,
+                refunded_units = refunded_units + excluded.refunded_units,
+                refunded_currency = refunded_currency + excluded.refunded_currency,
+                test_units = test_units + excluded.test_units,
+                rejected_units = rejected_units + excluded.rejected_units,
+                rejected_currency = rejected_currency + excluded.rejected_currency",
+        )
+        .unwrap()
+        .execute([now / 3_600_000 * 3_600_000, players, 80 * players])
+        .unwrap();
         tx.commit().unwrap();
         let tx = conn.transaction().unwrap();
+        let now = now_ms();
         for (user, purchase_id) in made.iter().enumerate() {
             let user = user as i64;
-            let _: i64 = tx
-                .prepare_cached("SELECT balance, lease_owner, lease_expires_ms, lease_token FROM accounts WHERE user_id = ?1")
-                .unwrap()
-                .query_row([user], |r| r.get(0))
-                .unwrap();
-            tx.prepare_cached(
-                "UPDATE accounts SET lease_expires_ms = ?2, updated_ms = ?2 WHERE user_id = ?1",
-            )
-            .unwrap()
-            .execute(params![user, round as i64])
-            .unwrap();
-            tx.prepare_cached("DELETE FROM player_components WHERE user_id = ?1")
-                .unwrap()
-                .execute([user])
-                .unwrap();
-            tx.prepare_cached(
-                "INSERT INTO player_components (user_id, name, value) VALUES (?1, 'Gold', ?2)",
-            )
-            .unwrap()
-            .execute(params![user, format!("({})", 100 * (round + 1))])
-            .unwrap();
+            let balance = account(&tx, user);
             let _: String = tx
-                .prepare_cached("SELECT user_id, state FROM receipts WHERE purchase_id = ?1")
+                .prepare_cached(
+                    "SELECT purchase_id, user_id, product_id, place_id, currency_spent, currency_type, channel, is_test, created_ms,
+                            state, refunded_ms, refund_reason, clawback FROM receipts WHERE purchase_id = ?1",
+                )
                 .unwrap()
-                .query_row([purchase_id], |r| r.get(1))
+                .query_row([purchase_id], |r| r.get(9))
                 .unwrap();
+            put_account(&tx, user, balance, now);
+            tx.prepare_cached(
+                "DELETE FROM player_components WHERE user_id = ?1 AND name NOT IN (?2)",
+            )
+            .unwrap()
+            .execute(params![user, "Gold"])
+            .unwrap();
+            tx.prepare_cached(
+                "INSERT INTO player_components (user_id, name, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id, name) DO UPDATE SET value = excluded.value
+                 WHERE value IS NOT excluded.value",
+            )
+            .unwrap()
+            .execute(params![user, "Gold", format!("({})", 100 * (round + 1))])
+            .unwrap();
             tx.prepare_cached(
                 "UPDATE receipts SET state = 'granted', resolved_ms = ?2 WHERE purchase_id = ?1",
             )
             .unwrap()
-            .execute(params![purchase_id, round as i64])
+            .execute(params![purchase_id, now])
             .unwrap();
         }
         tx.commit().unwrap();
