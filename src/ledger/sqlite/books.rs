@@ -4,6 +4,7 @@
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::hot::{Hot, HotStatements};
 use super::receipt_from_row;
 use crate::ids::ProductId;
 use crate::ids::{PurchaseId, RequestId, UserId};
@@ -16,8 +17,10 @@ use crate::ledger::{
 };
 use crate::receipt::{CurrencyType, ReceiptInfo, ReceiptState};
 
-pub(super) struct SqliteBooks<'a> {
-    pub(super) conn: &'a Connection,
+pub(super) struct SqliteBooks<'a, 'c> {
+    pub(super) conn: &'c Connection,
+    /// The statements every purchase runs, held for the batch.
+    pub(super) hot: &'a mut HotStatements<'c>,
     /// The open transaction's additions to the sales totals, written once per hour and product
     /// when it commits (see [`PendingSales`]).
     pub(super) sales: &'a mut PendingSales,
@@ -115,14 +118,12 @@ fn delete_other_components(names: usize) -> std::borrow::Cow<'static, str> {
     }
 }
 
-impl Books for SqliteBooks<'_> {
+impl Books for SqliteBooks<'_, '_> {
     type Error = rusqlite::Error;
 
     fn account(&mut self, user: UserId) -> rusqlite::Result<Option<AccountRow>> {
-        self.conn
-            .prepare_cached(
-                "SELECT balance, lease_owner, lease_expires_ms, lease_token, shortfall FROM accounts WHERE user_id = ?1",
-            )?
+        self.hot
+            .get(Hot::Account)?
             .query_row([user.0], |r| {
                 Ok(AccountRow {
                     balance: r.get::<_, i64>(0)? as u64,
@@ -151,43 +152,25 @@ impl Books for SqliteBooks<'_> {
             now_ms,
             account.shortfall as i64
         ];
-        if created {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO accounts (user_id, balance, lease_owner, lease_expires_ms, lease_token, created_ms, updated_ms, shortfall)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
-                )?
-                .execute(values)?;
+        let statement = if created {
+            Hot::InsertAccount
         } else {
-            self.conn
-                .prepare_cached(
-                    "UPDATE accounts SET balance = ?2, lease_owner = ?3, lease_expires_ms = ?4, lease_token = ?5,
-                     updated_ms = ?6, shortfall = ?7 WHERE user_id = ?1",
-                )?
-                .execute(values)?;
-        }
+            Hot::UpdateAccount
+        };
+        self.hot.get(statement)?.execute(values)?;
         Ok(())
     }
 
     fn receipt_by_request(&mut self, request: RequestId) -> rusqlite::Result<Option<ReceiptInfo>> {
-        self.conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                receipt_columns!(),
-                " FROM receipts WHERE request_id = ?1"
-            ))?
+        self.hot
+            .get(Hot::ReceiptByRequest)?
             .query_row([request_text(request)], receipt_from_row)
             .optional()
     }
 
     fn receipt(&mut self, id: &PurchaseId) -> rusqlite::Result<Option<ReceiptStatus>> {
-        self.conn
-            // Only what a decision reads: every save reads each receipt it grants.
-            .prepare_cached(concat!(
-                "SELECT ",
-                receipt_columns!(),
-                ", state, refunded_ms, refund_reason, clawback FROM receipts WHERE purchase_id = ?1"
-            ))?
+        self.hot
+            .get(Hot::ReceiptStatus)?
             .query_row([&id.0], |row| {
                 Ok(ReceiptStatus {
                     info: receipt_from_row(row)?,
@@ -208,33 +191,25 @@ impl Books for SqliteBooks<'_> {
         product_name: &str,
         now_ms: i64,
     ) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO receipts (purchase_id, request_id, user_id, product_id, place_id, currency_spent,
-                                       currency_type, channel, is_test, state, created_ms, product_name)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
-            )?
-            .execute(params![
-                receipt.purchase_id.0,
-                request_text(request),
-                receipt.player_id.0,
-                receipt.product_id.0,
-                receipt.place_id_where_purchased.0,
-                receipt.currency_spent as i64,
-                CurrencyType::Premium as i32,
-                receipt.product_purchase_channel.code(),
-                receipt.is_test_purchase,
-                now_ms,
-                product_name
-            ])?;
+        self.hot.get(Hot::InsertReceipt)?.execute(params![
+            receipt.purchase_id.0,
+            request_text(request),
+            receipt.player_id.0,
+            receipt.product_id.0,
+            receipt.place_id_where_purchased.0,
+            receipt.currency_spent as i64,
+            CurrencyType::Premium as i32,
+            receipt.product_purchase_channel.code(),
+            receipt.is_test_purchase,
+            now_ms,
+            product_name
+        ])?;
         Ok(())
     }
 
     fn grant_receipt(&mut self, id: &PurchaseId, now_ms: i64) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE receipts SET state = 'granted', resolved_ms = ?2 WHERE purchase_id = ?1",
-            )?
+        self.hot
+            .get(Hot::GrantReceipt)?
             .execute(params![id.0, now_ms])?;
         Ok(())
     }
@@ -303,19 +278,14 @@ impl Books for SqliteBooks<'_> {
     }
 
     fn journal(&mut self, entry: JournalEntry, now_ms: i64) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO balance_journal (user_id, delta, kind, reason, purchase_id, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                entry.user.0,
-                entry.delta,
-                entry.kind.as_str(),
-                entry.reason,
-                entry.purchase_id.map(|p| p.0),
-                now_ms
-            ])?;
+        self.hot.get(Hot::Journal)?.execute(params![
+            entry.user.0,
+            entry.delta,
+            entry.kind.as_str(),
+            entry.reason,
+            entry.purchase_id.map(|p| p.0),
+            now_ms
+        ])?;
         Ok(())
     }
 
@@ -334,11 +304,8 @@ impl Books for SqliteBooks<'_> {
         }
         gone.raw_bind_parameter(1, user.0)?;
         gone.raw_execute()?;
-        let mut upsert = self.conn.prepare_cached(
-            "INSERT INTO player_components (user_id, name, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (user_id, name) DO UPDATE SET value = excluded.value
-             WHERE value IS NOT excluded.value",
-        )?;
+        drop(gone);
+        let upsert = self.hot.get(Hot::PutComponent)?;
         for (name, value) in &state.0 {
             upsert.execute(params![user.0, name, value])?;
         }

@@ -41,6 +41,7 @@ macro_rules! stored_columns {
 }
 
 mod books;
+mod hot;
 
 /// A file beside the ledger at `db`: its path with `suffix` appended (`-wal`, `-shm`, `.lock`).
 fn sidecar(db: &Path, suffix: &str) -> PathBuf {
@@ -188,22 +189,36 @@ impl SqliteLedger {
         self.reclaimed_from.push(owner);
     }
 
-    fn apply_inner(
+    /// Applies `batch` in order, holding the statements every purchase runs for all of it.
+    fn apply_all(
         &mut self,
-        request: &LedgerRequest,
+        batch: &[LedgerRequest],
         now_ms: i64,
-    ) -> rusqlite::Result<LedgerReply> {
+    ) -> rusqlite::Result<Vec<LedgerReply>> {
         let policy = LeasePolicy {
             // We hold the lock file: no other game uses the ledger, so a live lease of another
             // server was left by one that died.
             take_over_foreign: self.lock.is_some(),
         };
         let mut notices = Vec::new();
-        let mut books = books::SqliteBooks {
-            conn: &self.conn,
-            sales: &mut self.sales,
-        };
-        let reply = rules::apply(&mut books, request, now_ms, policy, &mut notices)?;
+        let mut replies = Vec::with_capacity(batch.len());
+        {
+            let mut hot = hot::HotStatements::new(&self.conn);
+            for request in batch {
+                let mut books = books::SqliteBooks {
+                    conn: &self.conn,
+                    hot: &mut hot,
+                    sales: &mut self.sales,
+                };
+                replies.push(rules::apply(
+                    &mut books,
+                    request,
+                    now_ms,
+                    policy,
+                    &mut notices,
+                )?);
+            }
+        }
         for Notice::TookOver {
             user,
             owner,
@@ -212,7 +227,11 @@ impl SqliteLedger {
         {
             self.note_reclaimed(user, owner, expires_at_ms, now_ms);
         }
-        Ok(reply)
+        // Outside a transaction every statement commits on its own: so do the sales.
+        if self.conn.is_autocommit() {
+            self.sales.write(&self.conn)?;
+        }
+        Ok(replies)
     }
 }
 
@@ -261,12 +280,20 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError> {
-        let reply = self.apply_inner(request, now_ms).map_err(storage)?;
-        // Outside a transaction every statement commits on its own: so do the sales.
-        if self.conn.is_autocommit() {
-            self.sales.write(&self.conn).map_err(storage)?;
-        }
-        Ok(reply)
+        let mut replies = self
+            .apply_all(std::slice::from_ref(request), now_ms)
+            .map_err(storage)?;
+        replies
+            .pop()
+            .ok_or_else(|| LedgerError::Storage("the store gave no answer".into()))
+    }
+
+    fn apply_batch(
+        &mut self,
+        batch: &[LedgerRequest],
+        now_ms: i64,
+    ) -> Option<Result<Vec<LedgerReply>, LedgerError>> {
+        Some(self.apply_all(batch, now_ms).map_err(storage))
     }
 
     fn commit(&mut self) -> Result<(), LedgerError> {
