@@ -974,3 +974,60 @@ fn two_connections_opening_a_new_ledger_at_once_both_open_it() {
         }
     }
 }
+
+/// A save writes a player's components in place, with one statement that deletes those the save
+/// no longer carries and names every one it does; a player with more components than SQLite
+/// binds in one statement (32,766) has them all deleted and written again instead.
+#[test]
+fn a_save_of_more_components_than_one_statement_binds_keeps_them_all() {
+    use bevy_marketplace::UserId;
+    use bevy_marketplace::ledger::{
+        LeaseFence, OpenSession, OpenSessionReply, PlayerSnapshot, SaveReply, SaveRequest, call,
+    };
+    let (_dir, path) = temp_db();
+    let mut store = SqliteLedger::open(&path).unwrap();
+    let server = ServerId::new("big").unwrap();
+    let OpenSessionReply::Opened(opened) = call(
+        &mut store,
+        OpenSession {
+            user: UserId(1),
+            server: server.clone(),
+            lease_ms: 60_000,
+            starting_balance: 0,
+        },
+    )
+    .unwrap() else {
+        panic!("the session opens");
+    };
+    let fence = LeaseFence {
+        server,
+        token: opened.lease_token,
+    };
+    let state = |count: usize, tag: &str| {
+        PlayerSnapshot(
+            (0..count)
+                .map(|i| (format!("C{i}"), format!("({tag}{i})")))
+                .collect(),
+        )
+    };
+    let save = |state: PlayerSnapshot| SaveRequest {
+        user: UserId(1),
+        fence: fence.clone(),
+        state,
+        granted: vec![],
+        settled: vec![],
+        rejected: vec![],
+        release: false,
+        lease_ms: 60_000,
+    };
+    for (count, tag) in [(40_000, "a"), (40_000, "b"), (3, "c"), (33_000, "d")] {
+        let reply = call(&mut store, save(state(count, tag))).unwrap();
+        assert!(matches!(reply, SaveReply::Saved { .. }), "{reply:?}");
+        let saved = &audit(&path).accounts[&UserId(1)].1;
+        assert_eq!(
+            saved,
+            &state(count, tag),
+            "{count} components saved as {tag}"
+        );
+    }
+}

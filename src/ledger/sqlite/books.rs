@@ -297,9 +297,16 @@ impl Books for SqliteBooks<'_, '_> {
         // Components the player no longer has go; the rest are written over in place, and one
         // whose value did not change is not written at all. (Deleting every row and inserting
         // them again moved each save's rows through the table's b-tree twice.)
-        let names = state.0.len();
+        // SQLite binds at most 32,766 parameters a statement: a player with more components than
+        // that has every row deleted and written again.
+        const MOST_NAMES: usize = 32_000;
+        let names = if state.0.len() <= MOST_NAMES {
+            state.0.len()
+        } else {
+            0
+        };
         let mut gone = self.conn.prepare_cached(&delete_other_components(names))?;
-        for (i, name) in state.0.keys().enumerate() {
+        for (i, name) in state.0.keys().take(names).enumerate() {
             gone.raw_bind_parameter(i + 2, name)?;
         }
         gone.raw_bind_parameter(1, user.0)?;
