@@ -3,6 +3,7 @@
 
 use super::money::give_back;
 use super::{Books, LeasePolicy, Notice, ReceiptStatus, account_or_new};
+use crate::ids::{PurchaseId, UserId};
 use crate::ledger::{
     Clawback, OpenSession, OpenSessionReply, OpenedSession, PlayerReading, ReadPlayer,
     RefundRecord, ReleaseSession, SaveReply, SaveRequest, keepable,
@@ -100,12 +101,9 @@ pub(super) fn save<B: Books>(
     // Decide every grant before writing anything.
     let (mut grants, mut refunded) = (Vec::new(), Vec::new());
     for id in &save.granted {
-        let Some(receipt) = books.receipt(id)? else {
+        let Some(receipt) = own_receipt(books, id, save.user)? else {
             continue;
         };
-        if receipt.info.player_id != save.user {
-            continue;
-        }
         match (receipt.state, receipt.refund) {
             (ReceiptState::Pending, _) => grants.push(id),
             // Refunded before any grant committed: its currency is back, so it is never granted.
@@ -137,12 +135,9 @@ pub(super) fn save<B: Books>(
     // Rejections after the grants: a receipt both granted and rejected is granted.
     let (mut rejected, mut balance) = (Vec::new(), account.balance);
     for (id, reason) in &save.rejected {
-        let Some(receipt) = books.receipt(id)? else {
+        let Some(receipt) = own_receipt(books, id, save.user)? else {
             continue;
         };
-        if receipt.info.player_id != save.user {
-            continue;
-        }
         match receipt.state {
             ReceiptState::Pending => {
                 let refund = RefundRecord {
@@ -169,11 +164,9 @@ pub(super) fn save<B: Books>(
     let mut newly_settled = Vec::new();
     for (id, outcome) in &save.settled {
         if let Some(ReceiptStatus {
-            info,
             refund: Some(mut refund),
             ..
-        }) = books.receipt(id)?
-            && info.player_id == save.user
+        }) = own_receipt(books, id, save.user)?
             && refund.clawback == Clawback::Pending
             && matches!(outcome, Clawback::Done | Clawback::Kept)
         {
@@ -188,6 +181,18 @@ pub(super) fn save<B: Books>(
         rejected,
         balance,
     })
+}
+
+/// The receipt `id` if it is `user`'s: a save names receipts, and one of another player's is
+/// never touched.
+fn own_receipt<B: Books>(
+    books: &mut B,
+    id: &PurchaseId,
+    user: UserId,
+) -> Result<Option<ReceiptStatus>, B::Error> {
+    Ok(books
+        .receipt(id)?
+        .filter(|receipt| receipt.info.player_id == user))
 }
 
 /// The player's balance, pending receipts and pending clawbacks now.
