@@ -174,9 +174,7 @@ impl Books for SqliteBooks<'_, '_> {
             .query_row([&id.0], |row| {
                 Ok(ReceiptStatus {
                     info: receipt_from_row(row)?,
-                    state: parse_state(row.get_ref(9)?.as_str().map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(9, Type::Text, e.into())
-                    })?)?,
+                    state: state_at(row, 9)?,
                     refund: refund_from_row(row, 10)?,
                     purchased_at_ms: row.get(8)?,
                 })
@@ -486,7 +484,6 @@ fn credit_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CreditRecord> {
 /// A receipt with its state and history (the columns of [`stored_columns`]).
 fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
     let info = receipt_from_row(row)?;
-    let state: String = row.get(9)?;
     let request: String = row.get(10)?;
     let request_id = request.parse().map_err(|e: uuid::Error| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -497,7 +494,7 @@ fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
     })?;
     Ok(StoredReceipt {
         info,
-        state: parse_state(&state)?,
+        state: state_at(row, 9)?,
         request_id: RequestId(request_id),
         product_name: row.get(11)?,
         purchased_at_ms: row.get(8)?,
@@ -532,15 +529,15 @@ pub(super) fn load_state(conn: &Connection, user: UserId) -> rusqlite::Result<Pl
     Ok(PlayerSnapshot(rows.collect::<Result<_, _>>()?))
 }
 
-/// A stored receipt state; a word the schema's check would not let in is a corrupt row.
-fn parse_state(state: &str) -> rusqlite::Result<ReceiptState> {
-    ReceiptState::parse(state).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("unknown receipt state {state:?}").into(),
-        )
-    })
+/// The receipt state in column `i`; a word the schema's check would not let in is a corrupt row.
+fn state_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<ReceiptState> {
+    let corrupt =
+        |why: String| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, why.into());
+    let text = row
+        .get_ref(i)?
+        .as_str()
+        .map_err(|e| corrupt(format!("receipt state: {e}")))?;
+    ReceiptState::parse(text).ok_or_else(|| corrupt(format!("unknown receipt state {text:?}")))
 }
 
 /// Reads the whole ledger.
