@@ -1031,3 +1031,53 @@ fn a_save_of_more_components_than_one_statement_binds_keeps_them_all() {
         );
     }
 }
+
+/// A charge applied outside any transaction commits its sale with it (each statement commits on
+/// its own there), and `audit()` reads committed data only: inside a transaction it is refused,
+/// so it never shows a transaction's receipts without the sales that commit with them.
+#[test]
+fn sales_outside_a_transaction_commit_with_their_receipt_and_audit_reads_committed_data() {
+    use bevy_marketplace::ledger::{ChargeRequest, LedgerReply, LedgerRequest, LedgerStore};
+    use bevy_marketplace::{PlaceId, ProductPurchaseChannel, RequestId, UserId};
+    let (_dir, path) = temp_db();
+    let mut store = SqliteLedger::open(&path).unwrap();
+    let charge = || {
+        LedgerRequest::Charge(ChargeRequest {
+            request_id: RequestId::new(),
+            user: UserId(9),
+            product_id: ProductId(7),
+            product_name: "Potion".into(),
+            price: 80,
+            test_purchase: false,
+            place_id: PlaceId(1),
+            channel: ProductPurchaseChannel::InExperience,
+            starting_balance: 1_000,
+            fence: None,
+        })
+    };
+    let reply = store.apply(&charge(), 1_000).unwrap();
+    assert!(matches!(reply, LedgerReply::Charge(_)), "{reply:?}");
+    let audit = store.audit().unwrap();
+    assert_eq!(audit.receipts.len(), 1);
+    assert!(
+        audit.check().problems.is_empty(),
+        "{:?}",
+        audit.check().problems
+    );
+    assert_eq!(audit.sales_hours.iter().map(|h| h.units).sum::<u64>(), 1);
+
+    store.begin().unwrap();
+    store.apply(&charge(), 2_000).unwrap();
+    assert!(
+        store.audit().is_err(),
+        "refused inside a transaction: its sale is not written until it commits"
+    );
+    store.commit().unwrap();
+    let audit = store.audit().unwrap();
+    assert!(
+        audit.check().problems.is_empty(),
+        "{:?}",
+        audit.check().problems
+    );
+    assert_eq!(audit.sales_hours.iter().map(|h| h.units).sum::<u64>(), 2);
+}

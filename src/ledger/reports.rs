@@ -354,13 +354,18 @@ impl SalesDelta {
     /// Adds `other`'s counts (same hour and product) to these (PostgreSQL sums a batch's).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn add(&mut self, other: &Self) {
-        self.units += other.units;
-        self.currency += other.currency;
-        self.refunded_units += other.refunded_units;
-        self.refunded_currency += other.refunded_currency;
-        self.test_units += other.test_units;
-        self.rejected_units += other.rejected_units;
-        self.rejected_currency += other.rejected_currency;
+        // Saturating: no panic on absurd sums (each balance is at most `MAX_BALANCE`).
+        self.units = self.units.saturating_add(other.units);
+        self.currency = self.currency.saturating_add(other.currency);
+        self.refunded_units = self.refunded_units.saturating_add(other.refunded_units);
+        self.refunded_currency = self
+            .refunded_currency
+            .saturating_add(other.refunded_currency);
+        self.test_units = self.test_units.saturating_add(other.test_units);
+        self.rejected_units = self.rejected_units.saturating_add(other.rejected_units);
+        self.rejected_currency = self
+            .rejected_currency
+            .saturating_add(other.rejected_currency);
     }
 }
 

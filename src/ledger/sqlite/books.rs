@@ -70,7 +70,8 @@ impl PendingSales {
                 rejected_units = rejected_units + excluded.rejected_units,
                 rejected_currency = rejected_currency + excluded.rejected_currency",
         )?;
-        for sale in &self.0 {
+        // Each one goes from the list once written: one that failed is not written twice.
+        while let Some(sale) = self.0.last() {
             upsert.execute(params![
                 sale.hour_ms,
                 sale.product_id.0,
@@ -82,8 +83,8 @@ impl PendingSales {
                 sale.rejected_units as i64,
                 sale.rejected_currency as i64,
             ])?;
+            self.0.pop();
         }
-        self.0.clear();
         Ok(())
     }
 }
@@ -303,13 +304,19 @@ impl Books for SqliteBooks<'_, '_> {
         } else {
             0
         };
-        let mut gone = self.conn.prepare_cached(&delete_other_components(names))?;
-        for (i, name) in state.0.keys().take(names).enumerate() {
-            gone.raw_bind_parameter(i + 2, name)?;
-        }
-        gone.raw_bind_parameter(1, user.0)?;
-        gone.raw_execute()?;
-        drop(gone);
+        let delete = |gone: &mut rusqlite::Statement| {
+            for (i, name) in state.0.keys().take(names).enumerate() {
+                gone.raw_bind_parameter(i + 2, name)?;
+            }
+            gone.raw_bind_parameter(1, user.0)?;
+            gone.raw_execute()
+        };
+        match delete_other_components(names) {
+            std::borrow::Cow::Borrowed(usual) => delete(&mut *self.conn.prepare_cached(usual)?)?,
+            // An unusual count is not kept in the statement cache, where it would push out the
+            // statements every purchase runs.
+            std::borrow::Cow::Owned(unusual) => delete(&mut self.conn.prepare(&unusual)?)?,
+        };
         let upsert = self.hot.get(Hot::PutComponent)?;
         for (name, value) in &state.0 {
             upsert.execute(params![user.0, name, value])?;
@@ -411,6 +418,10 @@ impl Books for SqliteBooks<'_, '_> {
 
     fn count_sale(&mut self, sale: &SalesDelta) -> rusqlite::Result<()> {
         self.sales.add(sale);
+        // Outside a transaction every statement commits on its own: so does the sale, at once.
+        if self.conn.is_autocommit() {
+            self.sales.write(self.conn)?;
+        }
         Ok(())
     }
 

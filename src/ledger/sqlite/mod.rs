@@ -172,7 +172,15 @@ impl SqliteLedger {
     }
 
     /// Reads the whole ledger (also available as [`LedgerRequest::Audit`]).
+    ///
+    /// It reads committed data: inside a transaction (between [`LedgerStore::begin`] and
+    /// [`LedgerStore::commit`]) it is refused; apply [`LedgerRequest::Audit`] there instead.
     pub fn audit(&self) -> Result<LedgerAudit, LedgerError> {
+        if !self.conn.is_autocommit() {
+            return Err(LedgerError::Storage(
+                "audit() reads committed data: call it outside a transaction, or apply LedgerRequest::Audit".into(),
+            ));
+        }
         books::audit(&self.conn).map_err(storage)
     }
 
@@ -226,10 +234,6 @@ impl SqliteLedger {
         } in notices
         {
             self.note_reclaimed(user, owner, expires_at_ms, now_ms);
-        }
-        // Outside a transaction every statement commits on its own: so do the sales.
-        if self.conn.is_autocommit() {
-            self.sales.write(&self.conn)?;
         }
         Ok(replies)
     }
