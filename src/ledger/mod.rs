@@ -22,6 +22,7 @@ mod changes;
 mod credit;
 #[cfg(feature = "testing")]
 mod faults;
+mod history;
 mod integrity;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -47,6 +48,7 @@ pub use credit::{
 };
 #[cfg(feature = "testing")]
 pub use faults::{FaultPlan, FaultyStore};
+pub use history::{HISTORY_PAGE_SIZE, HistoryCursor, HistoryEntry, HistoryFilter, HistoryPage};
 pub use integrity::IntegrityReport;
 pub use memory::InMemoryLedger;
 #[cfg(feature = "postgres")]
@@ -63,10 +65,7 @@ pub use records::{
     JournalEntry, JournalKind, LeaseFence, LeaseRecord, LedgerAudit, PlayerSnapshot, StoredReceipt,
 };
 pub use refund::{Clawback, RefundError, RefundOutcome, RefundRecord, RefundRequest};
-pub use reports::{
-    HISTORY_PAGE_SIZE, HistoryCursor, HistoryEntry, HistoryFilter, HistoryPage, SALES_CSV_HEADER,
-    SalesBucket, SalesQuery, SalesRow, sales_csv,
-};
+pub use reports::{SALES_CSV_HEADER, SalesBucket, SalesQuery, SalesRow, sales_csv};
 pub use rules::MAX_BALANCE;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
