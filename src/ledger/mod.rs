@@ -69,6 +69,8 @@ pub use reports::{SALES_CSV_HEADER, SalesBucket, SalesQuery, SalesRow, sales_csv
 pub use rules::MAX_BALANCE;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use store::only_reply;
 pub use store::{LedgerError, LedgerStore, StoreFactory, call, read, transact};
 pub(crate) use store::{now_ms, transact_timed};
 pub(crate) use worker::Worker;

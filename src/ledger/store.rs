@@ -193,10 +193,15 @@ fn timed<T>(total: &mut std::time::Duration, f: impl FnOnce() -> T) -> T {
 /// Applies one call in a transaction of its own, now: a tool's change to a ledger games may be
 /// using (an admin's refund, a store's web hook).
 pub fn call<C: LedgerCall>(store: &mut dyn LedgerStore, call: C) -> Result<C::Reply, LedgerError> {
-    let reply = transact(store, &[call.into()], now_ms())?
-        .pop()
-        .ok_or_else(|| LedgerError::Storage("the store gave no answer".into()))?;
+    let reply = only_reply(transact(store, &[call.into()], now_ms())?)?;
     unwrap_reply::<C>(reply)
+}
+
+/// The reply to a batch of one request.
+pub(crate) fn only_reply(mut replies: Vec<LedgerReply>) -> Result<LedgerReply, LedgerError> {
+    replies
+        .pop()
+        .ok_or_else(|| LedgerError::Storage("the store gave no answer".into()))
 }
 
 /// Asks one question that only reads (a report, an audit) without holding writers up.

@@ -17,7 +17,7 @@ mod sql;
 use super::rules::{self, LeasePolicy};
 use super::{
     JournalEntry, JournalKind, LeaseRecord, LedgerAudit, LedgerError, LedgerReply, LedgerRequest,
-    LedgerStore, PlayerSnapshot, purchase_debits,
+    LedgerStore, PlayerSnapshot, only_reply, purchase_debits,
 };
 use crate::ids::{PurchaseId, UserId};
 
@@ -421,12 +421,10 @@ impl LedgerStore for PostgresLedger {
     }
 
     fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError> {
-        let mut replies = self
-            .apply_all(std::slice::from_ref(request), now_ms)
-            .map_err(storage)?;
-        replies
-            .pop()
-            .ok_or_else(|| LedgerError::Storage("no reply".into()))
+        only_reply(
+            self.apply_all(std::slice::from_ref(request), now_ms)
+                .map_err(storage)?,
+        )
     }
 
     fn apply_batch(

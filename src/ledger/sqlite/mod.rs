@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use super::rules::{self, LeasePolicy, Notice};
-use super::{LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, ServerId};
+use super::{
+    LedgerAudit, LedgerError, LedgerReply, LedgerRequest, LedgerStore, ServerId, only_reply,
+};
 use crate::ids::{PlaceId, ProductId, PurchaseId, UserId};
 use crate::receipt::{CurrencyType, ProductPurchaseChannel, ReceiptInfo};
 
@@ -284,12 +286,10 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn apply(&mut self, request: &LedgerRequest, now_ms: i64) -> Result<LedgerReply, LedgerError> {
-        let mut replies = self
-            .apply_all(std::slice::from_ref(request), now_ms)
-            .map_err(storage)?;
-        replies
-            .pop()
-            .ok_or_else(|| LedgerError::Storage("the store gave no answer".into()))
+        only_reply(
+            self.apply_all(std::slice::from_ref(request), now_ms)
+                .map_err(storage)?,
+        )
     }
 
     fn apply_batch(
