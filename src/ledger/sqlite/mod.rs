@@ -44,6 +44,7 @@ macro_rules! stored_columns {
 
 mod books;
 mod hot;
+mod pending_sales;
 
 /// A file beside the ledger at `db`: its path with `suffix` appended (`-wal`, `-shm`, `.lock`).
 fn sidecar(db: &Path, suffix: &str) -> PathBuf {
@@ -62,7 +63,7 @@ pub struct SqliteLedger {
     /// Servers whose leftover leases this store took over, each reported once.
     reclaimed_from: Vec<String>,
     /// The open transaction's sales, written when it commits.
-    sales: books::PendingSales,
+    sales: pending_sales::PendingSales,
 }
 
 impl std::fmt::Debug for SqliteLedger {
@@ -109,7 +110,7 @@ impl SqliteLedger {
             path: path.to_owned(),
             lock: None,
             reclaimed_from: Vec::new(),
-            sales: books::PendingSales::default(),
+            sales: pending_sales::PendingSales::default(),
         };
         if version < SCHEMA_VERSION {
             while_busy(|| migrate(&mut ledger.conn))
