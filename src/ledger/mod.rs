@@ -73,6 +73,8 @@ pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
 pub(crate) use store::only_reply;
 pub use store::{LedgerError, LedgerStore, StoreFactory, call, read, transact};
 pub(crate) use store::{now_ms, transact_timed};
+#[cfg(test)]
+pub(crate) use worker::ANSWER_CHUNK;
 pub(crate) use worker::Worker;
 pub use worker::{DEFAULT_MAX_BATCH, LedgerStatus, WorkerLoad};
 

@@ -82,9 +82,15 @@ impl Ledger {
         self.worker.flush();
     }
 
-    /// Takes every answer that has arrived, without waiting, a chunk at a time.
-    pub(crate) fn poll(&mut self, on_batch: impl FnMut(Vec<Completed>)) {
-        self.worker.poll(on_batch);
+    /// Takes every answer that has arrived, without waiting, for
+    /// [`next_answers`](Self::next_answers).
+    pub(crate) fn poll(&mut self) {
+        self.worker.poll();
+    }
+
+    /// The oldest answers taken and not yet handed out, a chunk at a time.
+    pub(crate) fn next_answers(&mut self) -> Option<Vec<Completed>> {
+        self.worker.next_answers()
     }
 
     /// How busy the storage worker has been since it started (cheap: three atomic loads).
@@ -130,6 +136,11 @@ impl Plugin for LinkPlugin {
     }
 }
 
+/// Answers waiting in the typed queues below which `Receive` moves more there: several frames
+/// of work for the stages at the default budget. Every queue the plugin sends requests to is
+/// worked off by a stage each frame, so what waits here always drains.
+const ROUTED_AHEAD: usize = 1024;
+
 /// Takes the worker's answers into their typed queues, and starts the frame's work budget.
 pub(crate) fn receive_ledger(
     mut ledger: ResMut<Ledger>,
@@ -138,10 +149,62 @@ pub(crate) fn receive_ledger(
     settings: Res<MarketplaceSettings>,
 ) {
     deadline.start(settings.frame_budget);
-    ledger.poll(|chunk| chunk.into_iter().for_each(|answer| queues.route(answer)));
+    ledger.poll();
+    // Only as many answers as the stages can soon work off are moved to their queues: moving a
+    // whole transaction's (thousands) took a frame a millisecond.
+    while queues.waiting() < ROUTED_AHEAD
+        && let Some(chunk) = ledger.next_answers()
+    {
+        chunk.into_iter().for_each(|answer| queues.route(answer));
+    }
 }
 
 /// Sends this frame's requests to the worker.
 pub(crate) fn flush_ledger(mut ledger: ResMut<Ledger>) {
     ledger.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{ANSWER_CHUNK, LedgerBackend, LedgerStatus, ReadChanges};
+    use crate::prelude::*;
+    use crate::testing::MarketplaceTestExt;
+
+    /// One transaction's thousands of answers reach the stages' queues a part at a time, so no
+    /// frame moves (and pays for) them all; every one is still handled.
+    #[test]
+    fn a_large_transaction_reaches_the_stages_a_part_at_a_time() {
+        let catalog = Catalog::from_ron_str(
+            "(products: [(id: 1, name: \"Gold\", price: 10)])",
+            "products.ron",
+        )
+        .unwrap();
+        let mut app = App::new();
+        app.add_plugins((
+            MinimalPlugins,
+            MarketplacePlugin::default()
+                .with_catalog(catalog)
+                .with_ledger(LedgerBackend::in_memory()),
+        ));
+        app.update_until("the ledger to open", |w| {
+            matches!(w.resource::<Ledger>().status(), LedgerStatus::Ready(_))
+        });
+        let sent = 5_000;
+        let mut ledger = app.world_mut().resource_mut::<Ledger>();
+        for _ in 0..sent {
+            ledger.send(ReadChanges { since: None });
+        }
+        let (mut most_waiting, mut frames) = (0, 0);
+        app.update_until("every answer to be handled", |w| {
+            most_waiting = most_waiting.max(answers_waiting(w));
+            frames += 1;
+            w.resource::<Ledger>().in_flight() == 0 && answers_waiting(w) == 0
+        });
+        assert!(
+            most_waiting <= ROUTED_AHEAD + ANSWER_CHUNK,
+            "{most_waiting} answers waited in the queues at once"
+        );
+        assert!(frames > 1, "all {sent} answers were handled in one frame");
+    }
 }

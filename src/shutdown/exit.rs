@@ -159,7 +159,10 @@ fn wait_for_ledger(
     let deadline = started.checked_add(timeout);
     let mut report = ExitReport::default();
     loop {
-        ledger.poll(|chunk| answers.extend(chunk));
+        ledger.poll();
+        while let Some(chunk) = ledger.next_answers() {
+            answers.extend(chunk);
+        }
         for answer in answers.drain(..) {
             // Only the final saves and releases matter now; the game is ending.
             let (request, user, failure) = match answer {

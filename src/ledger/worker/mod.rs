@@ -30,7 +30,7 @@ pub(crate) struct Envelope {
 /// Answers per chunk sent to the game thread: 128 × ~250 bytes stays under the size at which
 /// glibc's `free` starts consolidating or unmapping (64 KiB), which took ~0.75 ms for one
 /// 10,000-answer buffer.
-const ANSWER_CHUNK: usize = 128;
+pub(crate) const ANSWER_CHUNK: usize = 128;
 
 /// Most requests the worker puts in one transaction by default.
 pub const DEFAULT_MAX_BATCH: usize = 8192;
@@ -47,6 +47,10 @@ enum FromWorker {
     /// One transaction's answers, typed on this thread and cut into chunks of [`ANSWER_CHUNK`],
     /// so that freeing one on the game thread is never a large free.
     Done(Vec<Vec<Completed>>),
+    /// A batch's buffer, emptied, for the game to queue requests in again: each side frees only
+    /// what it allocated, as a large free from the other thread's heap made glibc merge that
+    /// heap's small free blocks while the owner waited on its lock.
+    Emptied(Vec<Envelope>),
 }
 
 /// Whether the ledger is usable.
@@ -92,6 +96,8 @@ pub(crate) struct Worker {
     /// Answers reports on a connection of its own, when the store can be opened twice.
     reader: Option<Reader>,
     outbox: Vec<Envelope>,
+    /// Buffers the worker gave back, for the next outboxes.
+    spare_outboxes: Vec<Vec<Envelope>>,
     /// The number the next request gets.
     next_seq: u64,
     to_worker: Option<Sender<Vec<Envelope>>>,
@@ -102,6 +108,10 @@ pub(crate) struct Worker {
     in_flight: usize,
     status: LedgerStatus,
     failed: Vec<Completed>,
+    /// Answers taken from the worker and not yet handed to the game, in chunks, oldest first.
+    received: std::collections::VecDeque<Vec<Completed>>,
+    /// The answers in `received`.
+    received_len: usize,
     transactions: u64,
     counters: Arc<WorkerCounters>,
 }
@@ -129,6 +139,7 @@ impl Worker {
         Self {
             reader: reader.map(Reader::spawn),
             outbox: Vec::new(),
+            spare_outboxes: Vec::new(),
             next_seq: 0,
             to_worker: Some(to_worker),
             from_worker: Mutex::new(from_worker),
@@ -136,6 +147,8 @@ impl Worker {
             in_flight: 0,
             status: LedgerStatus::Opening,
             failed: Vec::new(),
+            received: Default::default(),
+            received_len: 0,
             transactions: 0,
             counters,
         }
@@ -165,7 +178,8 @@ impl Worker {
         if self.outbox.is_empty() {
             return;
         }
-        let mut batch = std::mem::take(&mut self.outbox);
+        let spare = self.spare_outboxes.pop().unwrap_or_default();
+        let mut batch = std::mem::replace(&mut self.outbox, spare);
         // Reports go to the reader once the store has opened (and migrated) for the game.
         if let Some(reader) = &mut self.reader
             && matches!(
@@ -202,8 +216,22 @@ impl Worker {
         }
     }
 
-    /// Takes every answer that has arrived, without waiting, a chunk at a time.
-    pub(crate) fn poll(&mut self, mut on_batch: impl FnMut(Vec<Completed>)) {
+    /// The oldest answers taken by [`poll`](Self::poll) and not handed out yet: a chunk of at
+    /// most [`ANSWER_CHUNK`]. The game takes as many chunks a frame as it has room for, so one
+    /// transaction of thousands of answers is not all moved in one frame.
+    pub(crate) fn next_answers(&mut self) -> Option<Vec<Completed>> {
+        let chunk = self.received.pop_front()?;
+        self.received_len -= chunk.len();
+        Some(chunk)
+    }
+
+    /// Takes every answer that has arrived, without waiting, for
+    /// [`next_answers`](Self::next_answers).
+    pub(crate) fn poll(&mut self) {
+        let mut on_batch = |chunk: Vec<Completed>| {
+            self.received_len += chunk.len();
+            self.received.push_back(chunk);
+        };
         if !self.failed.is_empty() {
             chunked(std::mem::take(&mut self.failed))
                 .into_iter()
@@ -239,6 +267,12 @@ impl Worker {
                     tracing::error!("marketplace ledger unavailable, purchases will fail: {error}");
                     self.status = LedgerStatus::Failed(error);
                 }
+                Ok(FromWorker::Emptied(buffer)) => {
+                    // Two are enough: one filling, one on its way.
+                    if self.spare_outboxes.len() < 2 {
+                        self.spare_outboxes.push(buffer);
+                    }
+                }
                 Ok(FromWorker::Done(chunks)) => {
                     self.in_flight -= chunks.iter().map(Vec::len).sum::<usize>();
                     self.transactions += 1;
@@ -267,7 +301,7 @@ impl Worker {
     /// Requests sent to the worker and not yet answered, plus those still queued.
     pub(crate) fn in_flight(&self) -> usize {
         let reading = self.reader.as_ref().map_or(0, |r| r.in_flight);
-        self.in_flight + reading + self.outbox.len() + self.failed.len()
+        self.in_flight + reading + self.outbox.len() + self.failed.len() + self.received_len
     }
 
     /// Whether the store is open.
@@ -333,7 +367,7 @@ fn run_worker(
     loop {
         if queued.is_empty() {
             match requests.recv() {
-                Ok(batch) => queued.extend(batch),
+                Ok(batch) => take_batch(&mut queued, batch, &answers),
                 Err(_) => return,
             }
         }
@@ -341,7 +375,7 @@ fn run_worker(
         let mut game_gone = false;
         while queued.len() < max_batch {
             match requests.try_recv() {
-                Ok(more) => queued.extend(more),
+                Ok(more) => take_batch(&mut queued, more, &answers),
                 Err(TryRecvError::Disconnected) => {
                     game_gone = true;
                     break;
@@ -437,6 +471,16 @@ fn run_worker(
             };
         }
     }
+}
+
+/// Queues a batch's requests and gives its buffer back to the game.
+fn take_batch(
+    queued: &mut std::collections::VecDeque<Envelope>,
+    mut batch: Vec<Envelope>,
+    answers: &Sender<FromWorker>,
+) {
+    queued.extend(batch.drain(..));
+    let _ = answers.send(FromWorker::Emptied(batch));
 }
 
 /// The store cannot be opened: say so, then keep answering with the error so nothing waits
