@@ -1,6 +1,7 @@
 //! What every stage reads: the plugin's settings at run time, its counters, the frame's work
 //! budget, the system sets.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
@@ -69,27 +70,57 @@ pub struct MarketplaceStats {
 /// When this frame's backlog work stops: set by the plugin's first system each frame, from
 /// [`MarketplaceSettings::frame_budget`], and shared by every system that works off a queue.
 #[derive(Resource)]
-pub(crate) struct FrameDeadline(pub(crate) Instant);
+pub(crate) struct FrameDeadline {
+    at: Instant,
+    /// Checks made so far (see [`passed`](Self::passed)).
+    checks: AtomicU32,
+}
 
 impl Default for FrameDeadline {
     fn default() -> Self {
-        Self(Instant::now())
+        Self {
+            at: Instant::now(),
+            checks: AtomicU32::new(0),
+        }
     }
 }
+
+/// How many checks of the deadline between two [`settle_frees`].
+const CHECKS_PER_SETTLE: u32 = 8;
 
 impl FrameDeadline {
     /// Starts this frame's budget (a budget too long to add to the clock never runs out).
     pub(crate) fn start(&mut self, budget: Duration) {
         let now = Instant::now();
-        self.0 = now
+        self.at = now
             .checked_add(budget)
             .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
     }
 
-    /// `true` once the frame's budget is spent.
+    /// `true` once the frame's budget is spent. Work done so far is settled with the allocator
+    /// now and then (see [`settle_frees`]), so that its cost falls within the budget.
     pub(crate) fn passed(&self) -> bool {
-        Instant::now() > self.0
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(CHECKS_PER_SETTLE)
+        {
+            settle_frees();
+        }
+        Instant::now() > self.at
     }
+}
+
+/// Makes the allocator do now the bookkeeping it owes for small blocks freed since it last did.
+///
+/// glibc's `malloc` keeps small freed blocks on fast lists and merges them all at the next
+/// request of a kilobyte or more. Each answer handled frees a few dozen small blocks, so the
+/// request that came after a frame's work (ours, or any system's) merged thousands of them at
+/// once: over a millisecond, after the frame budget was spent. One such request every few
+/// answers pays the same cost in small parts, inside the budget. With other allocators this is
+/// one short-lived allocation.
+fn settle_frees() {
+    std::hint::black_box(Vec::<u8>::with_capacity(4096));
 }
 
 /// The plugin's systems, all in `PreUpdate`, in this order. Order your systems against them:
