@@ -109,6 +109,6 @@ pub fn queued_work(world: &World) -> QueuedWork {
         awaiting_commit: sessions.awaiting_commit().count(),
         departed: sessions.departing(),
         charges: world.resource::<crate::purchase::Charges>().len(),
-        inbox_empty: answers_waiting(world) == 0,
+        inbox_empty: answers_waiting(world) == 0 && world.resource::<Ledger>().received() == 0,
     }
 }

@@ -294,8 +294,13 @@ impl Worker {
             }
         }
         if let Some(reader) = &mut self.reader {
-            reader.poll(&mut on_batch);
+            reader.poll(&mut |done| chunked(done).into_iter().for_each(&mut on_batch));
         }
+    }
+
+    /// Answers taken from the worker and not yet handed to the game.
+    pub(crate) fn received(&self) -> usize {
+        self.received_len
     }
 
     /// Requests sent to the worker and not yet answered, plus those still queued.
