@@ -3,6 +3,7 @@
 //! handle on it (the plugin keeps it in its `Ledger` resource); nothing here knows Bevy.
 
 mod reader;
+mod replies;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +15,12 @@ use std::time::{Duration, Instant};
 use crate::panic_message::panic_message;
 
 use reader::Reader;
+#[cfg(test)]
+pub(crate) use replies::ANSWER_CHUNK;
+use replies::{answer, answer_failed, chunked, done_message, failed_all};
 
 use super::{
-    Completed, LedgerError, LedgerReply, LedgerRequest, LedgerStore, StoreFactory, now_ms,
-    transact_timed,
+    Completed, LedgerError, LedgerRequest, LedgerStore, StoreFactory, now_ms, transact_timed,
 };
 
 /// A request on its way to the store, with the number the game gave it: requests are applied in
@@ -26,11 +29,6 @@ pub(crate) struct Envelope {
     pub(crate) seq: u64,
     pub(crate) request: LedgerRequest,
 }
-
-/// Answers per chunk sent to the game thread: 128 × ~250 bytes stays under the size at which
-/// glibc's `free` starts consolidating or unmapping (64 KiB), which took ~0.75 ms for one
-/// 10,000-answer buffer.
-pub(crate) const ANSWER_CHUNK: usize = 128;
 
 /// Most requests the worker puts in one transaction by default.
 pub const DEFAULT_MAX_BATCH: usize = 8192;
@@ -44,8 +42,9 @@ enum FromWorker {
     Failing(LedgerError),
     /// A transaction succeeded after failures.
     Recovered(String),
-    /// One transaction's answers, typed on this thread and cut into chunks of [`ANSWER_CHUNK`],
-    /// so that freeing one on the game thread is never a large free.
+    /// One transaction's answers, typed on this thread and cut into chunks of
+    /// [`ANSWER_CHUNK`](replies::ANSWER_CHUNK), so that freeing one on the game thread is never a
+    /// large free.
     Done(Vec<Vec<Completed>>),
     /// A batch's buffer, emptied, for the game to queue requests in again: each side frees only
     /// what it allocated, as a large free from the other thread's heap made glibc merge that
@@ -217,8 +216,8 @@ impl Worker {
     }
 
     /// The oldest answers taken by [`poll`](Self::poll) and not handed out yet: a chunk of at
-    /// most [`ANSWER_CHUNK`]. The game takes as many chunks a frame as it has room for, so one
-    /// transaction of thousands of answers is not all moved in one frame.
+    /// most [`ANSWER_CHUNK`](replies::ANSWER_CHUNK). The game takes as many chunks a frame as it
+    /// has room for, so one transaction of thousands of answers is not all moved in one frame.
     pub(crate) fn next_answers(&mut self) -> Option<Vec<Completed>> {
         let chunk = self.received.pop_front()?;
         self.received_len -= chunk.len();
@@ -486,54 +485,4 @@ fn take_batch(
 ) {
     queued.extend(batch.drain(..));
     let _ = answers.send(FromWorker::Emptied(batch));
-}
-
-/// The store cannot be opened: say so, then keep answering with the error so nothing waits
-/// forever on a request.
-fn answer_failed(
-    error: LedgerError,
-    requests: Receiver<Vec<Envelope>>,
-    answers: Sender<FromWorker>,
-) {
-    let _ = answers.send(FromWorker::OpenFailed(error.clone()));
-    for batch in requests {
-        let done = failed_all(batch, LedgerError::Unavailable(error.to_string()));
-        if answers.send(done_message(done)).is_err() {
-            return;
-        }
-    }
-}
-
-/// Pairs a batch with its replies, or answers it all with the error.
-fn answer(batch: Vec<Envelope>, replies: Result<Vec<LedgerReply>, LedgerError>) -> Vec<Completed> {
-    match replies {
-        Ok(replies) => batch
-            .into_iter()
-            .zip(replies)
-            .map(|(Envelope { seq, request }, reply)| Completed::new(request, Ok(reply), seq))
-            .collect(),
-        Err(error) => failed_all(batch, error),
-    }
-}
-
-fn done_message(done: Vec<Completed>) -> FromWorker {
-    FromWorker::Done(chunked(done))
-}
-
-/// Answers in chunks of at most [`ANSWER_CHUNK`].
-fn chunked(done: Vec<Completed>) -> Vec<Vec<Completed>> {
-    let mut chunks = Vec::with_capacity(done.len().div_ceil(ANSWER_CHUNK));
-    let mut done = done.into_iter().peekable();
-    while done.peek().is_some() {
-        chunks.push(done.by_ref().take(ANSWER_CHUNK).collect());
-    }
-    chunks
-}
-
-/// Every request of `batch` answered with `error`.
-pub(super) fn failed_all(batch: Vec<Envelope>, error: LedgerError) -> Vec<Completed> {
-    batch
-        .into_iter()
-        .map(|Envelope { seq, request }| Completed::new(request, Err(error.clone()), seq))
-        .collect()
 }

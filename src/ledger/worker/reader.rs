@@ -5,7 +5,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use super::{Envelope, failed_all};
+use super::Envelope;
+use super::replies::failed_all;
 use crate::ledger::{Completed, LedgerError, LedgerStore, StoreFactory, now_ms};
 use crate::panic_message::panic_message;
 
